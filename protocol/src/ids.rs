@@ -1,0 +1,102 @@
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ProtocolError;
+
+/// A peer's identity for the lifetime of one signalling connection, assigned by the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct PeerId(pub u64);
+
+impl fmt::Display for PeerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "p{}", self.0)
+    }
+}
+
+/// Position of a media chunk in a channel's stream; chunk 0 is the first the broadcaster cut.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ChunkSeq(pub u64);
+
+impl ChunkSeq {
+    pub fn next(self) -> ChunkSeq {
+        ChunkSeq(self.0 + 1)
+    }
+}
+
+impl fmt::Display for ChunkSeq {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "#{}", self.0)
+    }
+}
+
+/// Matches a piece or an `Absent` reply to the request that asked for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RequestId(pub u32);
+
+/// A channel name as it appears in URLs: short, lowercase, URL-safe. Parsed once at the
+/// boundary so the rest of the code never sees an invalid name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct ChannelName(String);
+
+impl ChannelName {
+    pub const MAX_LEN: usize = 64;
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for ChannelName {
+    type Error = ProtocolError;
+
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        let valid = !value.is_empty()
+            && value.len() <= Self::MAX_LEN
+            && value
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+        if valid {
+            Ok(ChannelName(value))
+        } else {
+            Err(ProtocolError::InvalidChannelName(value))
+        }
+    }
+}
+
+impl std::str::FromStr for ChannelName {
+    type Err = ProtocolError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        ChannelName::try_from(s.to_owned())
+    }
+}
+
+impl From<ChannelName> for String {
+    fn from(value: ChannelName) -> Self {
+        value.0
+    }
+}
+
+impl fmt::Display for ChannelName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channel_names_are_parsed_strictly() {
+        assert!("news".parse::<ChannelName>().is_ok());
+        assert!("a-b_9".parse::<ChannelName>().is_ok());
+        for bad in ["", "News", "a b", "a/b", "é", &"x".repeat(65)] {
+            assert!(bad.parse::<ChannelName>().is_err(), "{bad:?} accepted");
+        }
+    }
+}

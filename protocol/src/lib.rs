@@ -1,0 +1,17 @@
+//! Wire types shared by every StreamTorrent crate.
+//!
+//! Everything here is pure data and parsing: no I/O, no clock. Input from the network is
+//! parsed into these types at the boundary, and parsing never panics.
+
+mod error;
+mod ids;
+mod peer_message;
+mod signal;
+
+pub use error::ProtocolError;
+pub use ids::{ChannelName, ChunkSeq, PeerId, RequestId};
+pub use peer_message::{BufferMapEntry, PeerMessage, MAX_BUFFER_MAP_ENTRIES, MAX_PEER_MESSAGE_BYTES, MAX_PIECE_BYTES};
+pub use signal::{
+    ChannelSummary, ClientMessage, ErrorCode, Role, ServerMessage, SignalPayload,
+    MAX_SIGNAL_MESSAGE_BYTES,
+};

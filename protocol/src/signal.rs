@@ -1,0 +1,207 @@
+//! Signalling messages between peers and the signal server (JSON over WebSocket).
+//!
+//! The server only introduces peers and relays WebRTC set-up; it never carries video.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{ChannelName, PeerId, ProtocolError};
+
+/// Largest signalling message either side accepts. An SDP offer with a data channel is
+/// ~1-2 KiB; 16 KiB leaves room for many candidates without letting a client make the
+/// server parse megabytes.
+pub const MAX_SIGNAL_MESSAGE_BYTES: usize = 16 * 1024;
+
+/// What a peer is in its channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Broadcaster,
+    Viewer,
+}
+
+/// WebRTC set-up carried opaquely from one peer to another.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum SignalPayload {
+    Offer {
+        sdp: String,
+    },
+    Answer {
+        sdp: String,
+    },
+    Candidate {
+        candidate: String,
+        sdp_mid: Option<String>,
+        sdp_m_line_index: Option<u16>,
+    },
+}
+
+/// Client -> server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ClientMessage {
+    /// Enter a channel. The server answers `Welcome`, then `Introduce`.
+    Join { channel: ChannelName, role: Role },
+    /// Relay WebRTC set-up to another peer of the same channel.
+    Signal { to: PeerId, signal: SignalPayload },
+    /// Leave the channel; the connection may then be closed.
+    Leave {},
+}
+
+/// Machine-readable reason in an `Error` message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    MalformedMessage,
+    NotJoined,
+    AlreadyJoined,
+    ChannelTaken,
+    UnknownPeer,
+    ChannelFull,
+}
+
+/// Server -> client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ServerMessage {
+    /// Sent once after a successful join: the id others will know this peer by.
+    Welcome { peer_id: PeerId, channel: ChannelName },
+    /// Peers of the channel this peer should connect to; the receiver sends the offers.
+    Introduce { peers: Vec<PeerId> },
+    /// WebRTC set-up relayed from another peer.
+    Signal { from: PeerId, signal: SignalPayload },
+    /// A peer of the channel left or dropped.
+    PeerLeft { peer: PeerId },
+    Error { code: ErrorCode, message: String },
+}
+
+/// One live channel in `/api/channels`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelSummary {
+    pub name: ChannelName,
+    pub viewers: usize,
+}
+
+fn parse_json<'a, T: Deserialize<'a>>(text: &'a str) -> Result<T, ProtocolError> {
+    if text.len() > MAX_SIGNAL_MESSAGE_BYTES {
+        return Err(ProtocolError::TooLarge {
+            len: text.len(),
+            max: MAX_SIGNAL_MESSAGE_BYTES,
+        });
+    }
+    serde_json::from_str(text).map_err(|e| ProtocolError::Json(e.to_string()))
+}
+
+fn to_json<T: Serialize>(value: &T) -> String {
+    serde_json::to_string(value).expect("signalling types serialize infallibly: plain structs, string keys")
+}
+
+impl ClientMessage {
+    pub fn from_json(text: &str) -> Result<Self, ProtocolError> {
+        parse_json(text)
+    }
+
+    pub fn to_json(&self) -> String {
+        to_json(self)
+    }
+}
+
+impl ServerMessage {
+    pub fn from_json(text: &str) -> Result<Self, ProtocolError> {
+        parse_json(text)
+    }
+
+    pub fn to_json(&self) -> String {
+        to_json(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn channel() -> ChannelName {
+        "news".parse().unwrap()
+    }
+
+    #[test]
+    fn client_messages_round_trip() {
+        let messages = [
+            ClientMessage::Join { channel: channel(), role: Role::Viewer },
+            ClientMessage::Join { channel: channel(), role: Role::Broadcaster },
+            ClientMessage::Signal {
+                to: PeerId(7),
+                signal: SignalPayload::Offer { sdp: "v=0\r\n".into() },
+            },
+            ClientMessage::Signal {
+                to: PeerId(7),
+                signal: SignalPayload::Candidate {
+                    candidate: "candidate:1 1 udp 1 10.0.0.1 5000 typ host".into(),
+                    sdp_mid: Some("0".into()),
+                    sdp_m_line_index: Some(0),
+                },
+            },
+            ClientMessage::Leave {},
+        ];
+        for message in messages {
+            let json = message.to_json();
+            assert_eq!(ClientMessage::from_json(&json), Ok(message), "{json}");
+        }
+    }
+
+    #[test]
+    fn server_messages_round_trip() {
+        let messages = [
+            ServerMessage::Welcome { peer_id: PeerId(1), channel: channel() },
+            ServerMessage::Introduce { peers: vec![PeerId(2), PeerId(3)] },
+            ServerMessage::Signal {
+                from: PeerId(2),
+                signal: SignalPayload::Answer { sdp: "v=0".into() },
+            },
+            ServerMessage::PeerLeft { peer: PeerId(2) },
+            ServerMessage::Error { code: ErrorCode::UnknownPeer, message: "no".into() },
+        ];
+        for message in messages {
+            let json = message.to_json();
+            assert_eq!(ServerMessage::from_json(&json), Ok(message), "{json}");
+        }
+    }
+
+    #[test]
+    fn wire_format_is_stable() {
+        let json = r#"{"type":"join","channel":"demo","role":"viewer"}"#;
+        assert_eq!(
+            ClientMessage::from_json(json),
+            Ok(ClientMessage::Join { channel: "demo".parse().unwrap(), role: Role::Viewer })
+        );
+    }
+
+    #[test]
+    fn malformed_input_is_an_error_not_a_panic() {
+        let bad = [
+            "",
+            "{",
+            "null",
+            "[]",
+            r#"{"type":"join"}"#,
+            r#"{"type":"join","channel":"Bad Name","role":"viewer"}"#,
+            r#"{"type":"join","channel":"demo","role":"king"}"#,
+            r#"{"type":"teleport"}"#,
+            r#"{"type":"signal","to":-1,"signal":{"kind":"offer","sdp":""}}"#,
+            r#"{"type":"leave","extra":1}"#,
+        ];
+        for text in bad {
+            assert!(matches!(ClientMessage::from_json(text), Err(ProtocolError::Json(_))), "{text:?}");
+        }
+        let valid = r#"{"type":"join","channel":"demo","role":"viewer"}"#;
+        for cut in 0..valid.len() {
+            assert!(ClientMessage::from_json(&valid[..cut]).is_err(), "prefix {cut} accepted");
+        }
+    }
+
+    #[test]
+    fn oversized_messages_are_refused_before_parsing() {
+        let huge = format!(r#"{{"type":"signal","to":1,"signal":{{"kind":"offer","sdp":"{}"}}}}"#, "x".repeat(MAX_SIGNAL_MESSAGE_BYTES));
+        assert!(matches!(ClientMessage::from_json(&huge), Err(ProtocolError::TooLarge { .. })));
+    }
+}

@@ -1,0 +1,12 @@
+//! The swarm core: a sans-IO state machine that decides which chunks to ask for, from whom,
+//! and what to send back. Drivers (browser, native, simulator) feed it with
+//! [`Swarm::handle_input`] and act on [`Swarm::poll_output`]; it never reads a clock or
+//! touches a socket, so it runs identically on virtual time.
+
+mod chunk_store;
+mod swarm;
+mod time;
+
+pub use chunk_store::Chunk;
+pub use swarm::{Config, Input, Output, Stats, Swarm, SwarmRole};
+pub use time::Millis;
