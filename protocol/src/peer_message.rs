@@ -3,11 +3,13 @@
 
 use crate::{ChunkSeq, ProtocolError, RequestId};
 
-/// Largest piece of chunk data in one message. Small enough for every browser's SCTP
-/// message limit and for fine-grained `bufferedAmount` back-pressure.
-pub const MAX_PIECE_BYTES: usize = 16 * 1024;
-/// Largest peer message accepted; bounds what one message can make a peer allocate.
-pub const MAX_PEER_MESSAGE_BYTES: usize = 64 * 1024;
+/// Largest peer message accepted. 16 KiB is the largest message every WebRTC stack takes
+/// (the `webrtc` crate's receive limit among them) and bounds what one message can make a
+/// peer allocate.
+pub const MAX_PEER_MESSAGE_BYTES: usize = 16 * 1024;
+/// Largest piece of chunk data in one message: a piece and its 21-byte header fit in
+/// [`MAX_PEER_MESSAGE_BYTES`].
+pub const MAX_PIECE_BYTES: usize = MAX_PEER_MESSAGE_BYTES - 64;
 /// Largest chunk a piece may claim to belong to (a 1-2 s fragment of HD video is ~1 MiB).
 pub const MAX_CHUNK_BYTES: u32 = 16 * 1024 * 1024;
 /// A buffer map lists at most this many chunks; a window of live chunks is far smaller.

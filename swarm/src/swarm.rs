@@ -175,7 +175,7 @@ impl Swarm {
             }
             Input::Message(peer, message) => {
                 if self.peers.contains_key(&peer) {
-                    self.on_message(now, peer, message);
+                    self.on_message(peer, message);
                 }
             }
             Input::InitProduced { mime, data } => self.learn_init(mime, data),
@@ -185,7 +185,7 @@ impl Swarm {
         self.maintain(now);
     }
 
-    fn on_message(&mut self, now: Millis, peer: PeerId, message: PeerMessage) {
+    fn on_message(&mut self, peer: PeerId, message: PeerMessage) {
         match message {
             PeerMessage::BufferMap { is_source, entries } => {
                 let state = self.peers.get_mut(&peer).expect("caller checked the peer is known");
@@ -202,7 +202,7 @@ impl Swarm {
             }
             PeerMessage::Request { req, seq } => self.serve(peer, req, seq),
             PeerMessage::Piece { req, seq, offset, total, data } => {
-                self.on_piece(now, peer, req, seq, offset, total, data)
+                self.on_piece(peer, req, seq, offset, total, data)
             }
             PeerMessage::Absent { req, seq } => {
                 if self.store.downloads.get(&seq).is_some_and(|d| d.from == peer && d.req == req) {
@@ -244,7 +244,7 @@ impl Swarm {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn on_piece(&mut self, now: Millis, peer: PeerId, req: RequestId, seq: ChunkSeq, offset: u32, total: u32, data: Vec<u8>) {
+    fn on_piece(&mut self, peer: PeerId, req: RequestId, seq: ChunkSeq, offset: u32, total: u32, data: Vec<u8>) {
         let Some(download) = self.store.downloads.get_mut(&seq) else {
             return; // A late piece of a cancelled or finished request.
         };

@@ -1,0 +1,19 @@
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum NativeError {
+    #[error("invalid fragmented MP4: {0}")]
+    Mp4(String),
+    #[error("codec {0} is not supported (supported: avc1, avc3, vp09, av01, mp4a, Opus, fLaC)")]
+    UnsupportedCodec(String),
+    #[error("init segment is {0} bytes; at most {max} fit in one peer message", max = protocol::MAX_PEER_MESSAGE_BYTES - 300)]
+    InitTooLarge(usize),
+    #[error("signal server {url}: {reason}")]
+    Signal { url: String, reason: String },
+    #[error("signal server refused: {0}")]
+    Refused(String),
+    #[error("WebRTC: {0}")]
+    WebRtc(String),
+    #[error("{what}: {source}")]
+    Io { what: String, source: std::io::Error },
+}
