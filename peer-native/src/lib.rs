@@ -1,8 +1,13 @@
 //! Native StreamTorrent peer on the `webrtc` crate: the broadcaster (fMP4 in, chunks out)
 //! and a headless viewer.
 
+pub mod broadcast;
 pub mod fmp4;
+pub mod node;
+pub mod watch;
 
 mod error;
+mod link;
+mod signalling;
 
 pub use error::NativeError;

@@ -1,1 +1,103 @@
-fn main(){}
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use peer_native::node::{self, NodeOptions};
+use peer_native::watch::WatchSink;
+use peer_native::{broadcast, NativeError};
+use protocol::{ChannelName, Role};
+
+/// StreamTorrent: live video carried peer to peer.
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Publish a live channel from fragmented MP4 (H.264/AAC, VP9/Opus, AV1; see README).
+    Broadcast {
+        /// WebSocket URL of the signal server.
+        #[arg(long, env = "STREAMTORRENT_SERVER", default_value = "ws://127.0.0.1:8080/ws")]
+        server: String,
+        /// Channel name: 1-64 characters a-z, 0-9, '-' or '_'.
+        #[arg(long)]
+        channel: ChannelName,
+        /// Fragmented MP4 to read; `-` reads standard input (e.g. piped from ffmpeg).
+        #[arg(long, default_value = "-")]
+        input: PathBuf,
+        /// Also write the init segment and every chunk, exactly as cut, into this folder.
+        #[arg(long)]
+        record_dir: Option<PathBuf>,
+    },
+    /// Join a channel as a headless viewer (for tests, benchmarks and relays).
+    Watch {
+        /// WebSocket URL of the signal server.
+        #[arg(long, env = "STREAMTORRENT_SERVER", default_value = "ws://127.0.0.1:8080/ws")]
+        server: String,
+        /// Channel to join.
+        #[arg(long)]
+        channel: ChannelName,
+        /// Write the received stream (init segment, then chunks) to this file.
+        #[arg(long)]
+        output: Option<PathBuf>,
+        /// Also write the init segment and every played chunk into this folder.
+        #[arg(long)]
+        record_dir: Option<PathBuf>,
+        /// Exit after playing this many chunks.
+        #[arg(long)]
+        chunks: Option<u64>,
+        /// Give up after this many seconds.
+        #[arg(long)]
+        timeout_secs: Option<u64>,
+    },
+}
+
+#[tokio::main]
+async fn main() {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .init();
+    if let Err(e) = run(Cli::parse()).await {
+        eprintln!("streamtorrent: {e}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), NativeError> {
+    match cli.command {
+        Command::Broadcast { server, channel, input, record_dir } => {
+            let feed = broadcast::spawn_input(input, record_dir);
+            let mut sink = WatchSink::new(None, None, None)?;
+            let options = NodeOptions { server, channel, role: Role::Broadcaster };
+            node::run(options, Some(feed), &mut sink, ctrl_c()).await?;
+            Ok(())
+        }
+        Command::Watch { server, channel, output, record_dir, chunks, timeout_secs } => {
+            let mut sink = WatchSink::new(output, record_dir, chunks)?;
+            let options = NodeOptions { server, channel, role: Role::Viewer };
+            let timeout = async move {
+                match timeout_secs {
+                    Some(secs) => tokio::time::sleep(Duration::from_secs(secs)).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let stop = async move {
+                tokio::select! {
+                    _ = ctrl_c() => {}
+                    _ = timeout => {}
+                }
+            };
+            let stats = node::run(options, None, &mut sink, stop).await?;
+            println!("{}", sink.summary(&stats));
+            Ok(())
+        }
+    }
+}
+
+async fn ctrl_c() {
+    let _ = tokio::signal::ctrl_c().await;
+}

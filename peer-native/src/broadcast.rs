@@ -1,0 +1,82 @@
+//! The broadcaster's input: fragmented MP4 from a pipe or a file, cut into numbered chunks.
+
+use std::path::{Path, PathBuf};
+
+use protocol::{ChunkSeq, MAX_PEER_MESSAGE_BYTES};
+use swarm::Chunk;
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::sync::mpsc;
+
+use crate::fmp4::{Cutter, Segment};
+use crate::node::Produced;
+use crate::NativeError;
+
+/// Room left in a peer message for the `Init` header and MIME type.
+const INIT_HEADER_ROOM: usize = 300;
+
+/// Reads `input` (`-` for stdin) on a task and returns the stream of numbered segments.
+/// With `record_dir`, writes each segment there exactly as cut: `init.mp4`, then
+/// `chunk-00000000.m4s`, ... (tests compare viewers' copies against these).
+pub fn spawn_input(input: PathBuf, record_dir: Option<PathBuf>) -> mpsc::Receiver<Result<Produced, NativeError>> {
+    let (tx, rx) = mpsc::channel(16);
+    tokio::spawn(async move {
+        let result = if input.as_os_str() == "-" {
+            pump(tokio::io::stdin(), record_dir.as_deref(), &tx).await
+        } else {
+            match tokio::fs::File::open(&input).await {
+                Ok(file) => pump(file, record_dir.as_deref(), &tx).await,
+                Err(source) => Err(NativeError::Io { what: format!("cannot open input {}", input.display()), source }),
+            }
+        };
+        if let Err(e) = result {
+            let _ = tx.send(Err(e)).await;
+        }
+    });
+    rx
+}
+
+async fn pump(mut input: impl AsyncRead + Unpin, record_dir: Option<&Path>, tx: &mpsc::Sender<Result<Produced, NativeError>>) -> Result<(), NativeError> {
+    if let Some(dir) = record_dir {
+        std::fs::create_dir_all(dir).map_err(|source| NativeError::Io { what: format!("cannot create {}", dir.display()), source })?;
+    }
+    let mut cutter = Cutter::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut next_seq = ChunkSeq(0);
+    loop {
+        let n = input.read(&mut buf).await.map_err(|source| NativeError::Io { what: "reading input".into(), source })?;
+        if n == 0 {
+            return cutter.finish();
+        }
+        for segment in cutter.push(&buf[..n])? {
+            let produced = match segment {
+                Segment::Init { mime, data } => {
+                    if data.len() > MAX_PEER_MESSAGE_BYTES - INIT_HEADER_ROOM {
+                        return Err(NativeError::InitTooLarge(data.len()));
+                    }
+                    record(record_dir, "init.mp4", &data)?;
+                    Produced::Init { mime, data }
+                }
+                Segment::Media { keyframe, data } => {
+                    let seq = next_seq;
+                    next_seq = seq.next();
+                    record(record_dir, &chunk_file_name(seq), &data)?;
+                    Produced::Chunk(Chunk { seq, keyframe, data })
+                }
+            };
+            if tx.send(Ok(produced)).await.is_err() {
+                return Ok(()); // The node stopped.
+            }
+        }
+    }
+}
+
+/// File name of a recorded chunk, shared by the broadcaster and viewers.
+pub fn chunk_file_name(seq: ChunkSeq) -> String {
+    format!("chunk-{:08}.m4s", seq.0)
+}
+
+pub(crate) fn record(dir: Option<&Path>, name: &str, data: &[u8]) -> Result<(), NativeError> {
+    let Some(dir) = dir else { return Ok(()) };
+    let path = dir.join(name);
+    std::fs::write(&path, data).map_err(|source| NativeError::Io { what: format!("cannot write {}", path.display()), source })
+}

@@ -1,0 +1,202 @@
+//! The native driver: owns one `Swarm`, and feeds it from the signal server, the WebRTC
+//! links, the broadcaster's input and a clock tick; carries out what it asks.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use protocol::{ChannelName, ChunkSeq, ClientMessage, PeerId, PeerMessage, Role, ServerMessage, SignalPayload};
+use swarm::{Chunk, Config, Input, Millis, Output, Stats, Swarm, SwarmRole};
+use tokio::sync::mpsc;
+
+use crate::link::{self, LinkCommand, LinkEvent, Start};
+use crate::{signalling, NativeError};
+
+/// How often the swarm gets a `Tick` when nothing else happens.
+const TICK: Duration = Duration::from_millis(100);
+/// After the broadcaster's input ends, how long it keeps serving the last chunks.
+const END_GRACE: Duration = Duration::from_secs(3);
+
+pub struct NodeOptions {
+    /// WebSocket URL of the signal server, e.g. `ws://127.0.0.1:8080/ws`.
+    pub server: String,
+    pub channel: ChannelName,
+    pub role: Role,
+}
+
+/// What the broadcaster's input produced, numbered.
+#[derive(Debug)]
+pub enum Produced {
+    Init { mime: String, data: Vec<u8> },
+    Chunk(Chunk),
+}
+
+/// Where a viewer's played stream goes.
+pub trait Sink {
+    fn init(&mut self, mime: &str, data: &[u8]) -> Result<(), NativeError>;
+    /// Returns true when the viewer has played all it wanted.
+    fn play(&mut self, chunk: &Chunk) -> Result<bool, NativeError>;
+    fn skipped(&mut self, seq: ChunkSeq);
+}
+
+/// A link as the node sees it.
+struct LinkHandle {
+    commands: mpsc::UnboundedSender<LinkCommand>,
+    /// Set once the data channel is open.
+    data: Option<mpsc::UnboundedSender<Vec<u8>>>,
+}
+
+/// Runs until `stop` completes, the input ends (broadcaster) or the sink is satisfied.
+pub async fn run(
+    options: NodeOptions,
+    mut feed: Option<mpsc::Receiver<Result<Produced, NativeError>>>,
+    sink: &mut dyn Sink,
+    stop: impl Future<Output = ()>,
+) -> Result<Stats, NativeError> {
+    let (signal_tx, mut signal_rx) = signalling::connect(&options.server).await?;
+    let _ = signal_tx.send(ClientMessage::Join { channel: options.channel.clone(), role: options.role });
+    let (events_tx, mut events_rx) = mpsc::unbounded_channel::<LinkEvent>();
+    let mut links: HashMap<PeerId, LinkHandle> = HashMap::new();
+    let swarm_role = if options.role == Role::Broadcaster { SwarmRole::Source } else { SwarmRole::Viewer };
+    let mut swarm = Swarm::new(Config::new(swarm_role));
+    let origin = Instant::now();
+    let now = || Millis(origin.elapsed().as_millis() as u64);
+    let mut tick = tokio::time::interval(TICK);
+    let mut welcomed = false;
+    let mut signal_open = true;
+    let mut ending: Option<Instant> = None;
+    tokio::pin!(stop);
+
+    loop {
+        tokio::select! {
+            message = signal_rx.recv(), if signal_open => match message {
+                Some(ServerMessage::Welcome { peer_id, channel }) => {
+                    welcomed = true;
+                    tracing::info!(%peer_id, %channel, "joined");
+                }
+                Some(ServerMessage::Introduce { peers }) => {
+                    for peer in peers {
+                        if !links.contains_key(&peer) {
+                            links.insert(peer, spawn_link(peer, Start::Offer, &events_tx));
+                        }
+                    }
+                }
+                Some(ServerMessage::Signal { from, signal: SignalPayload::Offer { sdp } }) => {
+                    if let Some(old) = links.remove(&from) {
+                        drop(old); // A fresh offer replaces a link that did not survive.
+                        swarm.handle_input(now(), Input::PeerDisconnected(from));
+                    }
+                    links.insert(from, spawn_link(from, Start::Answer { sdp }, &events_tx));
+                }
+                Some(ServerMessage::Signal { from, signal }) => {
+                    if let Some(link) = links.get(&from) {
+                        let _ = link.commands.send(LinkCommand::Remote(signal));
+                    }
+                }
+                Some(ServerMessage::PeerLeft { peer }) => {
+                    if links.remove(&peer).is_some() {
+                        swarm.handle_input(now(), Input::PeerDisconnected(peer));
+                    }
+                }
+                Some(ServerMessage::Error { code, message }) => {
+                    if !welcomed {
+                        return Err(NativeError::Refused(format!("{code:?}: {message}")));
+                    }
+                    tracing::warn!(?code, %message, "signal server reported an error");
+                }
+                None => {
+                    // Existing links keep the stream flowing without the server.
+                    tracing::warn!("signal server connection lost; keeping existing peer links");
+                    signal_open = false;
+                }
+            },
+            event = events_rx.recv() => {
+                let event = event.expect("the node holds a sender, so the link event channel stays open");
+                match event {
+                    LinkEvent::Open(peer, data) => {
+                        if let Some(link) = links.get_mut(&peer) {
+                            link.data = Some(data);
+                            tracing::info!(%peer, "data channel open");
+                            swarm.handle_input(now(), Input::PeerConnected(peer));
+                        }
+                    }
+                    LinkEvent::Message(peer, bytes) => match PeerMessage::decode(&bytes) {
+                        Ok(message) => swarm.handle_input(now(), Input::Message(peer, message)),
+                        Err(e) => {
+                            tracing::warn!(%peer, error = %e, "dropping a peer that sent an invalid message");
+                            links.remove(&peer);
+                            swarm.handle_input(now(), Input::PeerDisconnected(peer));
+                        }
+                    },
+                    LinkEvent::LocalSignal(peer, signal) => {
+                        let _ = signal_tx.send(ClientMessage::Signal { to: peer, signal });
+                    }
+                    LinkEvent::Closed(peer) => {
+                        if links.remove(&peer).is_some() {
+                            tracing::info!(%peer, "link closed");
+                            swarm.handle_input(now(), Input::PeerDisconnected(peer));
+                        }
+                    }
+                }
+            }
+            produced = recv_feed(&mut feed) => match produced {
+                Some(Ok(Produced::Init { mime, data })) => {
+                    tracing::info!(%mime, bytes = data.len(), "init segment");
+                    swarm.handle_input(now(), Input::InitProduced { mime, data });
+                }
+                Some(Ok(Produced::Chunk(chunk))) => {
+                    tracing::debug!(seq = %chunk.seq, bytes = chunk.data.len(), keyframe = chunk.keyframe, "chunk cut");
+                    swarm.handle_input(now(), Input::ChunkProduced(chunk));
+                }
+                Some(Err(e)) => return Err(e),
+                None => {
+                    tracing::info!("input ended; serving the last chunks for {END_GRACE:?}");
+                    feed = None;
+                    ending = Some(Instant::now());
+                }
+            },
+            _ = tick.tick() => {
+                swarm.handle_input(now(), Input::Tick);
+                if ending.is_some_and(|at| at.elapsed() >= END_GRACE) {
+                    break;
+                }
+            }
+            _ = &mut stop => break,
+        }
+        while let Some(output) = swarm.poll_output() {
+            match output {
+                Output::Send(peer, message) => {
+                    if let Some(data) = links.get(&peer).and_then(|l| l.data.as_ref()) {
+                        let _ = data.send(message.encode());
+                    }
+                }
+                Output::Init { mime, data } => sink.init(&mime, &data)?,
+                Output::Play(chunk) => {
+                    if sink.play(&chunk)? {
+                        return Ok(swarm.stats());
+                    }
+                }
+                Output::Skipped(seq) => sink.skipped(seq),
+                Output::Disconnect { peer, reason } => {
+                    tracing::warn!(%peer, %reason, "dropping peer");
+                    links.remove(&peer);
+                }
+            }
+        }
+    }
+    let _ = signal_tx.send(ClientMessage::Leave {});
+    Ok(swarm.stats())
+}
+
+async fn recv_feed(feed: &mut Option<mpsc::Receiver<Result<Produced, NativeError>>>) -> Option<Result<Produced, NativeError>> {
+    match feed {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+fn spawn_link(peer: PeerId, start: Start, events: &mpsc::UnboundedSender<LinkEvent>) -> LinkHandle {
+    let (commands, commands_rx) = mpsc::unbounded_channel();
+    tokio::spawn(link::run(peer, start, commands_rx, events.clone()));
+    LinkHandle { commands, data: None }
+}

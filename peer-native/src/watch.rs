@@ -1,0 +1,81 @@
+//! The headless viewer's sink: writes the played stream to a file and/or one file per chunk.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::PathBuf;
+
+use protocol::ChunkSeq;
+use serde_json::json;
+use swarm::{Chunk, Stats};
+
+use crate::broadcast::{chunk_file_name, record};
+use crate::node::Sink;
+use crate::NativeError;
+
+pub struct WatchSink {
+    /// The played stream (init segment, then chunks), playable by any MP4 player.
+    output: Option<File>,
+    record_dir: Option<PathBuf>,
+    /// Stop after this many chunks.
+    limit: Option<u64>,
+    played: u64,
+    first: Option<ChunkSeq>,
+    last: Option<ChunkSeq>,
+    skipped: Vec<ChunkSeq>,
+}
+
+impl WatchSink {
+    pub fn new(output: Option<PathBuf>, record_dir: Option<PathBuf>, limit: Option<u64>) -> Result<WatchSink, NativeError> {
+        let output = output
+            .map(|path| File::create(&path).map_err(|source| NativeError::Io { what: format!("cannot create {}", path.display()), source }))
+            .transpose()?;
+        if let Some(dir) = &record_dir {
+            std::fs::create_dir_all(dir).map_err(|source| NativeError::Io { what: format!("cannot create {}", dir.display()), source })?;
+        }
+        Ok(WatchSink { output, record_dir, limit, played: 0, first: None, last: None, skipped: Vec::new() })
+    }
+
+    /// One JSON line for scripts and tests.
+    pub fn summary(&self, stats: &Stats) -> String {
+        json!({
+            "chunks_played": self.played,
+            "first_seq": self.first.map(|s| s.0),
+            "last_seq": self.last.map(|s| s.0),
+            "skipped": self.skipped.iter().map(|s| s.0).collect::<Vec<_>>(),
+            "bytes_from_peers": stats.bytes_from_peers,
+            "bytes_from_source": stats.bytes_from_source,
+            "bytes_uploaded": stats.bytes_uploaded,
+        })
+        .to_string()
+    }
+
+    fn write(&mut self, data: &[u8]) -> Result<(), NativeError> {
+        if let Some(file) = &mut self.output {
+            file.write_all(data).map_err(|source| NativeError::Io { what: "writing output".into(), source })?;
+        }
+        Ok(())
+    }
+}
+
+impl Sink for WatchSink {
+    fn init(&mut self, mime: &str, data: &[u8]) -> Result<(), NativeError> {
+        tracing::info!(%mime, "stream type");
+        record(self.record_dir.as_deref(), "init.mp4", data)?;
+        self.write(data)
+    }
+
+    fn play(&mut self, chunk: &Chunk) -> Result<bool, NativeError> {
+        record(self.record_dir.as_deref(), &chunk_file_name(chunk.seq), &chunk.data)?;
+        self.write(&chunk.data)?;
+        self.played += 1;
+        self.first.get_or_insert(chunk.seq);
+        self.last = Some(chunk.seq);
+        tracing::info!(seq = %chunk.seq, bytes = chunk.data.len(), "played");
+        Ok(self.limit.is_some_and(|limit| self.played >= limit))
+    }
+
+    fn skipped(&mut self, seq: ChunkSeq) {
+        tracing::warn!(%seq, "chunk missed its deadline");
+        self.skipped.push(seq);
+    }
+}
