@@ -22,7 +22,9 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> Result<(), ServerError> {
+    // Logs go to stderr; stdout carries only the address line that scripts read.
     tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .init();
     let args = Args::parse();

@@ -1,0 +1,5 @@
+//! Helpers for end-to-end tests: the project's real binaries as child processes, killed
+//! when the test ends, inside a private network namespace.
+
+pub mod netns;
+pub mod process;

@@ -1,0 +1,31 @@
+//! Everything the browser tells the app, as one enum on one channel.
+
+use futures::channel::mpsc;
+use protocol::PeerId;
+use web_sys::RtcDataChannel;
+
+#[derive(Debug)]
+pub enum Event {
+    SocketOpen,
+    /// A text frame from the signal server.
+    SocketText(String),
+    SocketClosed,
+    /// An answerer's data channel arrived.
+    DataChannel(PeerId, RtcDataChannel),
+    ChannelOpen(PeerId),
+    ChannelMessage(PeerId, Vec<u8>),
+    ChannelClosed(PeerId),
+    /// Local ICE gathering finished: the full description can be sent.
+    GatheringComplete(PeerId),
+    LinkFailed(PeerId),
+    SourceOpen,
+    UpdateEnd,
+    Tick,
+}
+
+pub type Events = mpsc::UnboundedSender<Event>;
+
+/// Forwards an event; a closed channel means the app is gone, so there is nobody to tell.
+pub fn emit(events: &Events, event: Event) {
+    let _ = events.unbounded_send(event);
+}

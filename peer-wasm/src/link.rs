@@ -1,0 +1,149 @@
+//! One WebRTC link to another peer: an `RTCPeerConnection` and its `swarm` data channel.
+
+use gloo_events::EventListener;
+use protocol::PeerId;
+use wasm_bindgen::{JsCast, JsValue};
+use wasm_bindgen_futures::JsFuture;
+use web_sys::{
+    MessageEvent, RtcDataChannel, RtcDataChannelEvent, RtcDataChannelType, RtcIceCandidateInit,
+    RtcIceGatheringState, RtcPeerConnection, RtcPeerConnectionState, RtcSdpType,
+    RtcSessionDescriptionInit,
+};
+
+use crate::event::{emit, Event, Events};
+use crate::WebError;
+
+pub struct Link {
+    pc: RtcPeerConnection,
+    channel: Option<RtcDataChannel>,
+    /// Whether our description went to the peer; it goes once, after ICE gathering.
+    pub local_sent: bool,
+    pc_listeners: Vec<EventListener>,
+    channel_listeners: Vec<EventListener>,
+}
+
+impl Link {
+    pub fn new(peer: PeerId, events: &Events) -> Result<Link, WebError> {
+        let pc = RtcPeerConnection::new()?;
+        let on_channel = {
+            let events = events.clone();
+            EventListener::new(&pc, "datachannel", move |event| {
+                if let Some(event) = event.dyn_ref::<RtcDataChannelEvent>() {
+                    emit(&events, Event::DataChannel(peer, event.channel()));
+                }
+            })
+        };
+        let on_gathering = {
+            let events = events.clone();
+            let pc_ref = pc.clone();
+            EventListener::new(&pc, "icegatheringstatechange", move |_| {
+                if pc_ref.ice_gathering_state() == RtcIceGatheringState::Complete {
+                    emit(&events, Event::GatheringComplete(peer));
+                }
+            })
+        };
+        let on_state = {
+            let events = events.clone();
+            let pc_ref = pc.clone();
+            EventListener::new(&pc, "connectionstatechange", move |_| {
+                if matches!(pc_ref.connection_state(), RtcPeerConnectionState::Failed | RtcPeerConnectionState::Closed) {
+                    emit(&events, Event::LinkFailed(peer));
+                }
+            })
+        };
+        Ok(Link { pc, channel: None, local_sent: false, pc_listeners: vec![on_channel, on_gathering, on_state], channel_listeners: Vec::new() })
+    }
+
+    /// Offerer: creates the data channel and the offer.
+    pub async fn offer(&mut self, peer: PeerId, events: &Events) -> Result<(), WebError> {
+        let channel = self.pc.create_data_channel("swarm");
+        self.attach_channel(peer, channel, events);
+        let offer = JsFuture::from(self.pc.create_offer()).await?;
+        self.set_local(RtcSdpType::Offer, &sdp_of(&offer)?, peer, events).await
+    }
+
+    /// Answerer: applies the peer's offer and creates the answer.
+    pub async fn answer(&mut self, peer: PeerId, sdp: &str, events: &Events) -> Result<(), WebError> {
+        let remote = RtcSessionDescriptionInit::new(RtcSdpType::Offer);
+        remote.set_sdp(sdp);
+        JsFuture::from(self.pc.set_remote_description(&remote)).await?;
+        let answer = JsFuture::from(self.pc.create_answer()).await?;
+        self.set_local(RtcSdpType::Answer, &sdp_of(&answer)?, peer, events).await
+    }
+
+    pub async fn accept_answer(&self, sdp: &str) -> Result<(), WebError> {
+        let remote = RtcSessionDescriptionInit::new(RtcSdpType::Answer);
+        remote.set_sdp(sdp);
+        JsFuture::from(self.pc.set_remote_description(&remote)).await?;
+        Ok(())
+    }
+
+    pub async fn add_candidate(&self, candidate: &str, sdp_mid: Option<&str>, index: Option<u16>) -> Result<(), WebError> {
+        let init = RtcIceCandidateInit::new(candidate);
+        init.set_sdp_mid(sdp_mid);
+        init.set_sdp_m_line_index(index);
+        JsFuture::from(self.pc.add_ice_candidate_with_opt_rtc_ice_candidate_init(Some(&init))).await?;
+        Ok(())
+    }
+
+    /// The local description with every gathered candidate in it.
+    pub fn local_sdp(&self) -> Option<String> {
+        self.pc.local_description().map(|d| d.sdp())
+    }
+
+    pub fn attach_channel(&mut self, peer: PeerId, channel: RtcDataChannel, events: &Events) {
+        channel.set_binary_type(RtcDataChannelType::Arraybuffer);
+        let on_open = {
+            let events = events.clone();
+            EventListener::new(&channel, "open", move |_| emit(&events, Event::ChannelOpen(peer)))
+        };
+        let on_message = {
+            let events = events.clone();
+            EventListener::new(&channel, "message", move |event| {
+                let data = event.dyn_ref::<MessageEvent>().map(|m| m.data());
+                if let Some(buffer) = data.and_then(|d| d.dyn_into::<js_sys::ArrayBuffer>().ok()) {
+                    emit(&events, Event::ChannelMessage(peer, js_sys::Uint8Array::new(&buffer).to_vec()));
+                }
+            })
+        };
+        let on_close = {
+            let events = events.clone();
+            EventListener::new(&channel, "close", move |_| emit(&events, Event::ChannelClosed(peer)))
+        };
+        self.channel_listeners = vec![on_open, on_message, on_close];
+        self.channel = Some(channel);
+    }
+
+    /// Sends one peer message; false when the channel cannot take it.
+    pub fn send(&self, bytes: &[u8]) -> bool {
+        self.channel.as_ref().is_some_and(|c| c.send_with_u8_array(bytes).is_ok())
+    }
+
+    async fn set_local(&self, kind: RtcSdpType, sdp: &str, peer: PeerId, events: &Events) -> Result<(), WebError> {
+        let local = RtcSessionDescriptionInit::new(kind);
+        local.set_sdp(sdp);
+        JsFuture::from(self.pc.set_local_description(&local)).await?;
+        // Gathering may finish before a listener could see the change.
+        if self.pc.ice_gathering_state() == RtcIceGatheringState::Complete {
+            emit(events, Event::GatheringComplete(peer));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        self.channel_listeners.clear();
+        self.pc_listeners.clear();
+        if let Some(channel) = &self.channel {
+            channel.close();
+        }
+        self.pc.close();
+    }
+}
+
+fn sdp_of(description: &JsValue) -> Result<String, WebError> {
+    js_sys::Reflect::get(description, &"sdp".into())?
+        .as_string()
+        .ok_or_else(|| WebError::Js("session description without sdp".into()))
+}

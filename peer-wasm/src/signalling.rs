@@ -1,0 +1,54 @@
+//! The WebSocket to the signal server.
+
+use gloo_events::EventListener;
+use protocol::ClientMessage;
+use wasm_bindgen::JsCast;
+use web_sys::{MessageEvent, WebSocket};
+
+use crate::event::{emit, Event, Events};
+use crate::WebError;
+
+pub struct Signalling {
+    socket: WebSocket,
+    _listeners: [EventListener; 3],
+}
+
+impl Signalling {
+    /// Opens `ws(s)://<page host>/ws`.
+    pub fn open(events: &Events) -> Result<Signalling, WebError> {
+        let location = web_sys::window().ok_or(WebError::Unsupported("window"))?.location();
+        let scheme = if location.protocol()? == "https:" { "wss" } else { "ws" };
+        let url = format!("{scheme}://{}/ws", location.host()?);
+        let socket = WebSocket::new(&url)?;
+        let on_open = {
+            let events = events.clone();
+            EventListener::new(&socket, "open", move |_| emit(&events, Event::SocketOpen))
+        };
+        let on_message = {
+            let events = events.clone();
+            EventListener::new(&socket, "message", move |event| {
+                let text = event.dyn_ref::<MessageEvent>().and_then(|m| m.data().as_string());
+                if let Some(text) = text {
+                    emit(&events, Event::SocketText(text));
+                }
+            })
+        };
+        let on_close = {
+            let events = events.clone();
+            EventListener::new(&socket, "close", move |_| emit(&events, Event::SocketClosed))
+        };
+        Ok(Signalling { socket, _listeners: [on_open, on_message, on_close] })
+    }
+
+    pub fn send(&self, message: &ClientMessage) {
+        if let Err(e) = self.socket.send_with_str(&message.to_json()) {
+            web_sys::console::warn_2(&"signal send failed".into(), &e);
+        }
+    }
+}
+
+impl Drop for Signalling {
+    fn drop(&mut self) {
+        let _ = self.socket.close();
+    }
+}
