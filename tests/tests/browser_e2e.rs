@@ -1,0 +1,117 @@
+//! Real headless Chromium (Debian's) opens `/watch/<channel>` while the broadcaster runs:
+//! the page joins over WebSocket, receives chunks over a WebRTC data channel and plays them
+//! through Media Source Extensions.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder};
+use serde_json::{json, Value};
+use tests::netns;
+use tests::process::{broadcaster, free_port, scratch, signal_server, wait_for_channel, workspace_root, Guard};
+
+/// Media that must play, in seconds of the video's own clock.
+const PLAY_SECONDS: f64 = 10.0;
+const MAX_WAITING_AFTER_START: u64 = 1;
+
+/// Counts `waiting` events after the first `playing`, and where playback started.
+const INSTRUMENT: &str = r#"
+const v = document.getElementById('video');
+window.__st = { started: false, first: 0, waiting: 0 };
+const start = () => { if (!window.__st.started) { window.__st.started = true; window.__st.first = v.currentTime; } };
+if (!v.paused && v.currentTime > 0) start();
+v.addEventListener('playing', start);
+v.addEventListener('waiting', () => { if (window.__st.started) window.__st.waiting++; });
+"#;
+
+const PROBE: &str = r#"
+const v = document.getElementById('video');
+return { time: v.currentTime, first: window.__st.first, started: window.__st.started,
+         waiting: window.__st.waiting, status: document.getElementById('status').textContent,
+         stats: document.getElementById('stats').textContent, error: v.error && v.error.message };
+"#;
+
+#[test]
+fn watch_page_plays_a_live_channel_in_chromium() {
+    if !netns::enter("watch_page_plays_a_live_channel_in_chromium") {
+        return;
+    }
+    let web_dir = workspace_root().join("web").join("dist");
+    assert!(web_dir.join("index.html").exists(), "{} missing: run `trunk build` (scripts/test does)", web_dir.display());
+    let dir = scratch("browser-e2e");
+    let (_server, addr) = signal_server(&web_dir);
+    let (_ffmpeg, _broadcaster) = broadcaster(&addr, "demo", &dir.join("broadcaster"), &dir.join("broadcaster.log"));
+    wait_for_channel(&addr, "demo", Duration::from_secs(20));
+
+    let port = free_port();
+    let _driver = Guard(
+        Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver is installed (scripts/test installs chromium-driver)"),
+    );
+    let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
+    let result = runtime.block_on(async {
+        let client = connect(port, &dir).await;
+        let outcome = watch(&client, &addr).await;
+        let _ = client.close().await;
+        outcome
+    });
+    let probe = result.unwrap_or_else(|e| panic!("{e}; logs in {}", dir.display()));
+    println!("browser played: {probe}");
+}
+
+async fn connect(port: u16, dir: &std::path::Path) -> Client {
+    let profile = dir.join("chromium-profile");
+    let capabilities = json!({
+        "goog:chromeOptions": {
+            "binary": "/usr/bin/chromium",
+            "args": [
+                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--no-first-run", "--disable-quic", "--autoplay-policy=no-user-gesture-required",
+                // Plain host addresses in candidates, so the native broadcaster can use them.
+                "--disable-features=WebRtcHideLocalIpsWithMdns",
+                format!("--user-data-dir={}", profile.display()),
+            ]
+        }
+    });
+    let capabilities = capabilities.as_object().expect("a JSON object").clone();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match ClientBuilder::rustls().expect("rustls client").capabilities(capabilities.clone()).connect(&format!("http://127.0.0.1:{port}")).await {
+            Ok(client) => return client,
+            Err(e) if Instant::now() < deadline => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("cannot start Chromium through chromedriver: {e}"),
+        }
+    }
+}
+
+async fn watch(client: &Client, addr: &str) -> Result<Value, String> {
+    client.goto(&format!("http://{addr}/watch/demo")).await.map_err(|e| e.to_string())?;
+    client.execute(INSTRUMENT, vec![]).await.map_err(|e| e.to_string())?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let probe = client.execute(PROBE, vec![]).await.map_err(|e| e.to_string())?;
+        let waiting = probe["waiting"].as_u64().unwrap_or(0);
+        if waiting > MAX_WAITING_AFTER_START {
+            return Err(format!("playback stalled {waiting} times after it started: {probe}"));
+        }
+        if !probe["error"].is_null() {
+            return Err(format!("the video element failed: {probe}"));
+        }
+        let played = probe["time"].as_f64().unwrap_or(0.0) - probe["first"].as_f64().unwrap_or(0.0);
+        if probe["started"] == true && played >= PLAY_SECONDS {
+            return Ok(probe);
+        }
+        if Instant::now() > deadline {
+            return Err(format!("did not play {PLAY_SECONDS} s within 60 s: {probe}"));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
