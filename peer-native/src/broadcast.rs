@@ -17,7 +17,10 @@ const INIT_HEADER_ROOM: usize = 300;
 /// Reads `input` (`-` for stdin) on a task and returns the stream of numbered segments.
 /// With `record_dir`, writes each segment there exactly as cut: `init.mp4`, then
 /// `chunk-00000000.m4s`, ... (tests compare viewers' copies against these).
-pub fn spawn_input(input: PathBuf, record_dir: Option<PathBuf>) -> mpsc::Receiver<Result<Produced, NativeError>> {
+pub fn spawn_input(
+    input: PathBuf,
+    record_dir: Option<PathBuf>,
+) -> mpsc::Receiver<Result<Produced, NativeError>> {
     let (tx, rx) = mpsc::channel(16);
     tokio::spawn(async move {
         let result = if input.as_os_str() == "-" {
@@ -25,7 +28,10 @@ pub fn spawn_input(input: PathBuf, record_dir: Option<PathBuf>) -> mpsc::Receive
         } else {
             match tokio::fs::File::open(&input).await {
                 Ok(file) => pump(file, record_dir.as_deref(), &tx).await,
-                Err(source) => Err(NativeError::Io { what: format!("cannot open input {}", input.display()), source }),
+                Err(source) => Err(NativeError::Io {
+                    what: format!("cannot open input {}", input.display()),
+                    source,
+                }),
             }
         };
         if let Err(e) = result {
@@ -35,15 +41,28 @@ pub fn spawn_input(input: PathBuf, record_dir: Option<PathBuf>) -> mpsc::Receive
     rx
 }
 
-async fn pump(mut input: impl AsyncRead + Unpin, record_dir: Option<&Path>, tx: &mpsc::Sender<Result<Produced, NativeError>>) -> Result<(), NativeError> {
+async fn pump(
+    mut input: impl AsyncRead + Unpin,
+    record_dir: Option<&Path>,
+    tx: &mpsc::Sender<Result<Produced, NativeError>>,
+) -> Result<(), NativeError> {
     if let Some(dir) = record_dir {
-        std::fs::create_dir_all(dir).map_err(|source| NativeError::Io { what: format!("cannot create {}", dir.display()), source })?;
+        std::fs::create_dir_all(dir).map_err(|source| NativeError::Io {
+            what: format!("cannot create {}", dir.display()),
+            source,
+        })?;
     }
     let mut cutter = Cutter::new();
     let mut buf = vec![0u8; 64 * 1024];
     let mut next_seq = ChunkSeq(0);
     loop {
-        let n = input.read(&mut buf).await.map_err(|source| NativeError::Io { what: "reading input".into(), source })?;
+        let n = input
+            .read(&mut buf)
+            .await
+            .map_err(|source| NativeError::Io {
+                what: "reading input".into(),
+                source,
+            })?;
         if n == 0 {
             return cutter.finish();
         }
@@ -60,7 +79,11 @@ async fn pump(mut input: impl AsyncRead + Unpin, record_dir: Option<&Path>, tx: 
                     let seq = next_seq;
                     next_seq = seq.next();
                     record(record_dir, &chunk_file_name(seq), &data)?;
-                    Produced::Chunk(Chunk { seq, keyframe, data })
+                    Produced::Chunk(Chunk {
+                        seq,
+                        keyframe,
+                        data,
+                    })
                 }
             };
             if tx.send(Ok(produced)).await.is_err() {
@@ -78,5 +101,8 @@ pub fn chunk_file_name(seq: ChunkSeq) -> String {
 pub(crate) fn record(dir: Option<&Path>, name: &str, data: &[u8]) -> Result<(), NativeError> {
     let Some(dir) = dir else { return Ok(()) };
     let path = dir.join(name);
-    std::fs::write(&path, data).map_err(|source| NativeError::Io { what: format!("cannot write {}", path.display()), source })
+    std::fs::write(&path, data).map_err(|source| NativeError::Io {
+        what: format!("cannot write {}", path.display()),
+        source,
+    })
 }

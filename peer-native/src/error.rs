@@ -15,5 +15,8 @@ pub enum NativeError {
     #[error("WebRTC: {0}")]
     WebRtc(String),
     #[error("{what}: {source}")]
-    Io { what: String, source: std::io::Error },
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
 }

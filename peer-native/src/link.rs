@@ -47,7 +47,12 @@ pub enum Start {
 }
 
 /// Runs a link until the node drops its command sender or the connection fails.
-pub async fn run(peer: PeerId, start: Start, mut commands: mpsc::UnboundedReceiver<LinkCommand>, events: mpsc::UnboundedSender<LinkEvent>) {
+pub async fn run(
+    peer: PeerId,
+    start: Start,
+    mut commands: mpsc::UnboundedReceiver<LinkCommand>,
+    events: mpsc::UnboundedSender<LinkEvent>,
+) {
     if let Err(e) = drive(peer, start, &mut commands, &events).await {
         tracing::warn!(%peer, error = %e, "link failed");
     }
@@ -62,10 +67,17 @@ async fn drive(
 ) -> Result<(), NativeError> {
     let gathered = Arc::new(Notify::new());
     let (failed_tx, mut failed_rx) = mpsc::unbounded_channel();
-    let handler = Arc::new(Handler { peer, events: events.clone(), gathered: gathered.clone(), failed: failed_tx });
+    let handler = Arc::new(Handler {
+        peer,
+        events: events.clone(),
+        gathered: gathered.clone(),
+        failed: failed_tx,
+    });
     // mDNS would hide host addresses behind .local names and needs a multicast-capable
     // interface; peers here exchange plain addresses.
-    let settings = SettingEngineBuilder::new().with_multicast_dns_mode(MulticastDnsMode::Disabled).build();
+    let settings = SettingEngineBuilder::new()
+        .with_multicast_dns_mode(MulticastDnsMode::Disabled)
+        .build();
     let pc = PeerConnectionBuilder::new()
         .with_configuration(RTCConfigurationBuilder::new().build())
         .with_setting_engine(settings)
@@ -76,20 +88,33 @@ async fn drive(
         .map_err(webrtc_error)?;
     let local = match start {
         Start::Offer => {
-            let channel = pc.create_data_channel("swarm", None).await.map_err(webrtc_error)?;
+            let channel = pc
+                .create_data_channel("swarm", None)
+                .await
+                .map_err(webrtc_error)?;
             tokio::spawn(run_channel(peer, channel, events.clone()));
             let offer = pc.create_offer(None).await.map_err(webrtc_error)?;
-            pc.set_local_description(offer).await.map_err(webrtc_error)?;
+            pc.set_local_description(offer)
+                .await
+                .map_err(webrtc_error)?;
             let _ = tokio::time::timeout(GATHER_TIMEOUT, gathered.notified()).await;
-            SignalPayload::Offer { sdp: local_sdp(&pc).await? }
+            SignalPayload::Offer {
+                sdp: local_sdp(&pc).await?,
+            }
         }
         Start::Answer { sdp } => {
             let offer = RTCSessionDescription::offer(sdp).map_err(webrtc_error)?;
-            pc.set_remote_description(offer).await.map_err(webrtc_error)?;
+            pc.set_remote_description(offer)
+                .await
+                .map_err(webrtc_error)?;
             let answer = pc.create_answer(None).await.map_err(webrtc_error)?;
-            pc.set_local_description(answer).await.map_err(webrtc_error)?;
+            pc.set_local_description(answer)
+                .await
+                .map_err(webrtc_error)?;
             let _ = tokio::time::timeout(GATHER_TIMEOUT, gathered.notified()).await;
-            SignalPayload::Answer { sdp: local_sdp(&pc).await? }
+            SignalPayload::Answer {
+                sdp: local_sdp(&pc).await?,
+            }
         }
     };
     // Candidates go inside the SDP (gathering finished first), so the remote side never
@@ -132,7 +157,11 @@ fn webrtc_error(e: webrtc::error::Error) -> NativeError {
 }
 
 /// Reads one data channel and writes to it from a queue, so sends never block the node.
-async fn run_channel(peer: PeerId, channel: Arc<dyn DataChannel>, events: mpsc::UnboundedSender<LinkEvent>) {
+async fn run_channel(
+    peer: PeerId,
+    channel: Arc<dyn DataChannel>,
+    events: mpsc::UnboundedSender<LinkEvent>,
+) {
     while let Some(event) = channel.poll().await {
         match event {
             DataChannelEvent::OnOpen => {
@@ -174,7 +203,10 @@ impl PeerConnectionEventHandler for Handler {
 
     async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
         tracing::debug!(peer = %self.peer, %state, "connection state");
-        if matches!(state, RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed) {
+        if matches!(
+            state,
+            RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed
+        ) {
             let _ = self.failed.send(());
         }
     }

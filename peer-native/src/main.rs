@@ -20,7 +20,11 @@ enum Command {
     /// Publish a live channel from fragmented MP4 (H.264/AAC, VP9/Opus, AV1; see README).
     Broadcast {
         /// WebSocket URL of the signal server.
-        #[arg(long, env = "STREAMTORRENT_SERVER", default_value = "ws://127.0.0.1:8080/ws")]
+        #[arg(
+            long,
+            env = "STREAMTORRENT_SERVER",
+            default_value = "ws://127.0.0.1:8080/ws"
+        )]
         server: String,
         /// Channel name: 1-64 characters a-z, 0-9, '-' or '_'.
         #[arg(long)]
@@ -35,7 +39,11 @@ enum Command {
     /// Join a channel as a headless viewer (for tests, benchmarks and relays).
     Watch {
         /// WebSocket URL of the signal server.
-        #[arg(long, env = "STREAMTORRENT_SERVER", default_value = "ws://127.0.0.1:8080/ws")]
+        #[arg(
+            long,
+            env = "STREAMTORRENT_SERVER",
+            default_value = "ws://127.0.0.1:8080/ws"
+        )]
         server: String,
         /// Channel to join.
         #[arg(long)]
@@ -59,7 +67,9 @@ enum Command {
 async fn main() {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
         .init();
     if let Err(e) = run(Cli::parse()).await {
         eprintln!("streamtorrent: {e}");
@@ -69,16 +79,36 @@ async fn main() {
 
 async fn run(cli: Cli) -> Result<(), NativeError> {
     match cli.command {
-        Command::Broadcast { server, channel, input, record_dir } => {
+        Command::Broadcast {
+            server,
+            channel,
+            input,
+            record_dir,
+        } => {
             let feed = broadcast::spawn_input(input, record_dir);
             let mut sink = WatchSink::new(None, None, None)?;
-            let options = NodeOptions { server, channel, role: Role::Broadcaster };
+            let options = NodeOptions {
+                server,
+                channel,
+                role: Role::Broadcaster,
+            };
             node::run(options, Some(feed), &mut sink, ctrl_c()).await?;
             Ok(())
         }
-        Command::Watch { server, channel, output, record_dir, chunks, timeout_secs } => {
+        Command::Watch {
+            server,
+            channel,
+            output,
+            record_dir,
+            chunks,
+            timeout_secs,
+        } => {
             let mut sink = WatchSink::new(output, record_dir, chunks)?;
-            let options = NodeOptions { server, channel, role: Role::Viewer };
+            let options = NodeOptions {
+                server,
+                channel,
+                role: Role::Viewer,
+            };
             let timeout = async move {
                 match timeout_secs {
                     Some(secs) => tokio::time::sleep(Duration::from_secs(secs)).await,

@@ -5,7 +5,9 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use protocol::{ChannelName, ChunkSeq, ClientMessage, PeerId, PeerMessage, Role, ServerMessage, SignalPayload};
+use protocol::{
+    ChannelName, ChunkSeq, ClientMessage, PeerId, PeerMessage, Role, ServerMessage, SignalPayload,
+};
 use swarm::{Chunk, Config, Input, Millis, Output, Stats, Swarm, SwarmRole};
 use tokio::sync::mpsc;
 
@@ -54,10 +56,17 @@ pub async fn run(
     stop: impl Future<Output = ()>,
 ) -> Result<Stats, NativeError> {
     let (signal_tx, mut signal_rx) = signalling::connect(&options.server).await?;
-    let _ = signal_tx.send(ClientMessage::Join { channel: options.channel.clone(), role: options.role });
+    let _ = signal_tx.send(ClientMessage::Join {
+        channel: options.channel.clone(),
+        role: options.role,
+    });
     let (events_tx, mut events_rx) = mpsc::unbounded_channel::<LinkEvent>();
     let mut links: HashMap<PeerId, LinkHandle> = HashMap::new();
-    let swarm_role = if options.role == Role::Broadcaster { SwarmRole::Source } else { SwarmRole::Viewer };
+    let swarm_role = if options.role == Role::Broadcaster {
+        SwarmRole::Source
+    } else {
+        SwarmRole::Viewer
+    };
     let mut swarm = Swarm::new(Config::new(swarm_role));
     let origin = Instant::now();
     let now = || Millis(origin.elapsed().as_millis() as u64);
@@ -76,9 +85,7 @@ pub async fn run(
                 }
                 Some(ServerMessage::Introduce { peers }) => {
                     for peer in peers {
-                        if !links.contains_key(&peer) {
-                            links.insert(peer, spawn_link(peer, Start::Offer, &events_tx));
-                        }
+                        links.entry(peer).or_insert_with(|| spawn_link(peer, Start::Offer, &events_tx));
                     }
                 }
                 Some(ServerMessage::Signal { from, signal: SignalPayload::Offer { sdp } }) => {
@@ -188,7 +195,9 @@ pub async fn run(
     Ok(swarm.stats())
 }
 
-async fn recv_feed(feed: &mut Option<mpsc::Receiver<Result<Produced, NativeError>>>) -> Option<Result<Produced, NativeError>> {
+async fn recv_feed(
+    feed: &mut Option<mpsc::Receiver<Result<Produced, NativeError>>>,
+) -> Option<Result<Produced, NativeError>> {
     match feed {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,
@@ -198,5 +207,8 @@ async fn recv_feed(feed: &mut Option<mpsc::Receiver<Result<Produced, NativeError
 fn spawn_link(peer: PeerId, start: Start, events: &mpsc::UnboundedSender<LinkEvent>) -> LinkHandle {
     let (commands, commands_rx) = mpsc::unbounded_channel();
     tokio::spawn(link::run(peer, start, commands_rx, events.clone()));
-    LinkHandle { commands, data: None }
+    LinkHandle {
+        commands,
+        data: None,
+    }
 }

@@ -12,9 +12,16 @@ pub type SignalSender = mpsc::UnboundedSender<ClientMessage>;
 
 /// Connects and returns a sender and the stream of server messages. The receiver yields
 /// `None` when the server goes away.
-pub async fn connect(url: &str) -> Result<(SignalSender, mpsc::UnboundedReceiver<ServerMessage>), NativeError> {
-    let signal_error = |reason: String| NativeError::Signal { url: url.to_owned(), reason };
-    let (ws, _) = tokio_tungstenite::connect_async(url).await.map_err(|e| signal_error(e.to_string()))?;
+pub async fn connect(
+    url: &str,
+) -> Result<(SignalSender, mpsc::UnboundedReceiver<ServerMessage>), NativeError> {
+    let signal_error = |reason: String| NativeError::Signal {
+        url: url.to_owned(),
+        reason,
+    };
+    let (ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .map_err(|e| signal_error(e.to_string()))?;
     let (mut sink, mut stream) = ws.split();
     let (out_tx, mut out_rx) = mpsc::unbounded_channel::<ClientMessage>();
     let (in_tx, in_rx) = mpsc::unbounded_channel::<ServerMessage>();
@@ -39,7 +46,9 @@ pub async fn connect(url: &str) -> Result<(SignalSender, mpsc::UnboundedReceiver
                         break;
                     }
                 }
-                Err(e) => tracing::warn!(error = %e, "ignoring a malformed message from the signal server"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "ignoring a malformed message from the signal server")
+                }
             }
         }
     });

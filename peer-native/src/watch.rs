@@ -25,14 +25,34 @@ pub struct WatchSink {
 }
 
 impl WatchSink {
-    pub fn new(output: Option<PathBuf>, record_dir: Option<PathBuf>, limit: Option<u64>) -> Result<WatchSink, NativeError> {
+    pub fn new(
+        output: Option<PathBuf>,
+        record_dir: Option<PathBuf>,
+        limit: Option<u64>,
+    ) -> Result<WatchSink, NativeError> {
         let output = output
-            .map(|path| File::create(&path).map_err(|source| NativeError::Io { what: format!("cannot create {}", path.display()), source }))
+            .map(|path| {
+                File::create(&path).map_err(|source| NativeError::Io {
+                    what: format!("cannot create {}", path.display()),
+                    source,
+                })
+            })
             .transpose()?;
         if let Some(dir) = &record_dir {
-            std::fs::create_dir_all(dir).map_err(|source| NativeError::Io { what: format!("cannot create {}", dir.display()), source })?;
+            std::fs::create_dir_all(dir).map_err(|source| NativeError::Io {
+                what: format!("cannot create {}", dir.display()),
+                source,
+            })?;
         }
-        Ok(WatchSink { output, record_dir, limit, played: 0, first: None, last: None, skipped: Vec::new() })
+        Ok(WatchSink {
+            output,
+            record_dir,
+            limit,
+            played: 0,
+            first: None,
+            last: None,
+            skipped: Vec::new(),
+        })
     }
 
     /// One JSON line for scripts and tests.
@@ -51,7 +71,10 @@ impl WatchSink {
 
     fn write(&mut self, data: &[u8]) -> Result<(), NativeError> {
         if let Some(file) = &mut self.output {
-            file.write_all(data).map_err(|source| NativeError::Io { what: "writing output".into(), source })?;
+            file.write_all(data).map_err(|source| NativeError::Io {
+                what: "writing output".into(),
+                source,
+            })?;
         }
         Ok(())
     }
@@ -65,7 +88,11 @@ impl Sink for WatchSink {
     }
 
     fn play(&mut self, chunk: &Chunk) -> Result<bool, NativeError> {
-        record(self.record_dir.as_deref(), &chunk_file_name(chunk.seq), &chunk.data)?;
+        record(
+            self.record_dir.as_deref(),
+            &chunk_file_name(chunk.seq),
+            &chunk.data,
+        )?;
         self.write(&chunk.data)?;
         self.played += 1;
         self.first.get_or_insert(chunk.seq);

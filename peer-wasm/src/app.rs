@@ -7,7 +7,9 @@ use futures::channel::mpsc;
 use futures::StreamExt;
 use gloo_events::EventListener;
 use gloo_timers::callback::Interval;
-use protocol::{ChannelName, ClientMessage, PeerId, PeerMessage, Role, ServerMessage, SignalPayload};
+use protocol::{
+    ChannelName, ClientMessage, PeerId, PeerMessage, Role, ServerMessage, SignalPayload,
+};
 use swarm::{Config, Input, Millis, Output, Swarm, SwarmRole};
 use wasm_bindgen::JsCast;
 use web_sys::HtmlVideoElement;
@@ -95,14 +97,23 @@ impl App {
         let now = now();
         match event {
             Event::SocketOpen => {
-                self.signalling.send(&ClientMessage::Join { channel: self.channel.clone(), role: Role::Viewer });
+                self.signalling.send(&ClientMessage::Join {
+                    channel: self.channel.clone(),
+                    role: Role::Viewer,
+                });
             }
             Event::SocketText(text) => match ServerMessage::from_json(&text) {
                 Ok(message) => self.on_server(message).await?,
-                Err(e) => web_sys::console::warn_1(&format!("bad message from signal server: {e}").into()),
+                Err(e) => {
+                    web_sys::console::warn_1(&format!("bad message from signal server: {e}").into())
+                }
             },
             Event::SocketClosed => {
-                page::set_status(if self.playing { "Playing (signal server unreachable)" } else { "Cannot reach the signal server" });
+                page::set_status(if self.playing {
+                    "Playing (signal server unreachable)"
+                } else {
+                    "Cannot reach the signal server"
+                });
             }
             Event::DataChannel(peer, channel) => {
                 if let Some(link) = self.links.get_mut(&peer) {
@@ -127,7 +138,11 @@ impl App {
                 let buffer = self.player.buffer_ahead();
                 page::render_stats(self.swarm.peer_count(), &self.swarm.stats(), buffer);
                 if self.playing {
-                    page::set_status(if buffer < 0.1 { "Buffering…" } else { "Playing" });
+                    page::set_status(if buffer < 0.1 {
+                        "Buffering…"
+                    } else {
+                        "Playing"
+                    });
                 }
             }
         }
@@ -161,9 +176,14 @@ impl App {
                         link.accept_answer(&sdp).await?;
                     }
                 }
-                SignalPayload::Candidate { candidate, sdp_mid, sdp_m_line_index } => {
+                SignalPayload::Candidate {
+                    candidate,
+                    sdp_mid,
+                    sdp_m_line_index,
+                } => {
                     if let Some(link) = self.links.get(&from) {
-                        link.add_candidate(&candidate, sdp_mid.as_deref(), sdp_m_line_index).await?;
+                        link.add_candidate(&candidate, sdp_mid.as_deref(), sdp_m_line_index)
+                            .await?;
                     }
                 }
             },
@@ -176,7 +196,9 @@ impl App {
     /// Sends our description once ICE gathering finished, candidates included, so the
     /// peer never gets a candidate before the description it belongs to.
     fn send_local_description(&mut self, peer: PeerId) {
-        let Some(link) = self.links.get_mut(&peer) else { return };
+        let Some(link) = self.links.get_mut(&peer) else {
+            return;
+        };
         if link.local_sent {
             return;
         }
@@ -187,7 +209,8 @@ impl App {
         } else {
             SignalPayload::Answer { sdp }
         };
-        self.signalling.send(&ClientMessage::Signal { to: peer, signal });
+        self.signalling
+            .send(&ClientMessage::Signal { to: peer, signal });
     }
 
     fn drop_link(&mut self, now: Millis, peer: PeerId) {
@@ -213,7 +236,9 @@ impl App {
                         page::set_status("Playing");
                     }
                 }
-                Output::Skipped(seq) => web_sys::console::log_1(&format!("chunk {seq} missed its deadline").into()),
+                Output::Skipped(seq) => {
+                    web_sys::console::log_1(&format!("chunk {seq} missed its deadline").into())
+                }
                 Output::Disconnect { peer, reason } => {
                     web_sys::console::warn_1(&format!("dropping {peer}: {reason}").into());
                     self.drop_link(now(), peer);
@@ -226,6 +251,8 @@ impl App {
 
 /// Milliseconds on the page's monotonic clock.
 fn now() -> Millis {
-    let ms = web_sys::window().and_then(|w| w.performance()).map_or(0.0, |p| p.now());
+    let ms = web_sys::window()
+        .and_then(|w| w.performance())
+        .map_or(0.0, |p| p.now());
     Millis(ms as u64)
 }

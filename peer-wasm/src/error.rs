@@ -1,5 +1,5 @@
 use thiserror::Error;
-use wasm_bindgen::JsValue;
+use wasm_bindgen::{JsCast, JsValue};
 
 #[derive(Debug, Error)]
 pub enum WebError {
@@ -21,5 +21,3 @@ impl From<JsValue> for WebError {
         WebError::Js(text)
     }
 }
-
-use wasm_bindgen::JsCast;

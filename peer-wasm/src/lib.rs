@@ -9,6 +9,7 @@
 mod app;
 mod error;
 mod event;
+pub use event::Event;
 mod link;
 mod page;
 pub mod player;
@@ -21,7 +22,9 @@ use wasm_bindgen::prelude::*;
 /// Entry point: `/` shows the channel list; `/watch/<channel>` and `/embed/<channel>` play.
 #[wasm_bindgen(start)]
 pub fn start() {
-    let Some(window) = web_sys::window() else { return };
+    let Some(window) = web_sys::window() else {
+        return;
+    };
     let path = window.location().pathname().unwrap_or_default();
     let mut parts = path.trim_matches('/').splitn(2, '/');
     match (parts.next(), parts.next()) {

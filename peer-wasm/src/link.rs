@@ -46,12 +46,21 @@ impl Link {
             let events = events.clone();
             let pc_ref = pc.clone();
             EventListener::new(&pc, "connectionstatechange", move |_| {
-                if matches!(pc_ref.connection_state(), RtcPeerConnectionState::Failed | RtcPeerConnectionState::Closed) {
+                if matches!(
+                    pc_ref.connection_state(),
+                    RtcPeerConnectionState::Failed | RtcPeerConnectionState::Closed
+                ) {
                     emit(&events, Event::LinkFailed(peer));
                 }
             })
         };
-        Ok(Link { pc, channel: None, local_sent: false, pc_listeners: vec![on_channel, on_gathering, on_state], channel_listeners: Vec::new() })
+        Ok(Link {
+            pc,
+            channel: None,
+            local_sent: false,
+            pc_listeners: vec![on_channel, on_gathering, on_state],
+            channel_listeners: Vec::new(),
+        })
     }
 
     /// Offerer: creates the data channel and the offer.
@@ -59,16 +68,23 @@ impl Link {
         let channel = self.pc.create_data_channel("swarm");
         self.attach_channel(peer, channel, events);
         let offer = JsFuture::from(self.pc.create_offer()).await?;
-        self.set_local(RtcSdpType::Offer, &sdp_of(&offer)?, peer, events).await
+        self.set_local(RtcSdpType::Offer, &sdp_of(&offer)?, peer, events)
+            .await
     }
 
     /// Answerer: applies the peer's offer and creates the answer.
-    pub async fn answer(&mut self, peer: PeerId, sdp: &str, events: &Events) -> Result<(), WebError> {
+    pub async fn answer(
+        &mut self,
+        peer: PeerId,
+        sdp: &str,
+        events: &Events,
+    ) -> Result<(), WebError> {
         let remote = RtcSessionDescriptionInit::new(RtcSdpType::Offer);
         remote.set_sdp(sdp);
         JsFuture::from(self.pc.set_remote_description(&remote)).await?;
         let answer = JsFuture::from(self.pc.create_answer()).await?;
-        self.set_local(RtcSdpType::Answer, &sdp_of(&answer)?, peer, events).await
+        self.set_local(RtcSdpType::Answer, &sdp_of(&answer)?, peer, events)
+            .await
     }
 
     pub async fn accept_answer(&self, sdp: &str) -> Result<(), WebError> {
@@ -78,11 +94,20 @@ impl Link {
         Ok(())
     }
 
-    pub async fn add_candidate(&self, candidate: &str, sdp_mid: Option<&str>, index: Option<u16>) -> Result<(), WebError> {
+    pub async fn add_candidate(
+        &self,
+        candidate: &str,
+        sdp_mid: Option<&str>,
+        index: Option<u16>,
+    ) -> Result<(), WebError> {
         let init = RtcIceCandidateInit::new(candidate);
         init.set_sdp_mid(sdp_mid);
         init.set_sdp_m_line_index(index);
-        JsFuture::from(self.pc.add_ice_candidate_with_opt_rtc_ice_candidate_init(Some(&init))).await?;
+        JsFuture::from(
+            self.pc
+                .add_ice_candidate_with_opt_rtc_ice_candidate_init(Some(&init)),
+        )
+        .await?;
         Ok(())
     }
 
@@ -95,20 +120,27 @@ impl Link {
         channel.set_binary_type(RtcDataChannelType::Arraybuffer);
         let on_open = {
             let events = events.clone();
-            EventListener::new(&channel, "open", move |_| emit(&events, Event::ChannelOpen(peer)))
+            EventListener::new(&channel, "open", move |_| {
+                emit(&events, Event::ChannelOpen(peer))
+            })
         };
         let on_message = {
             let events = events.clone();
             EventListener::new(&channel, "message", move |event| {
                 let data = event.dyn_ref::<MessageEvent>().map(|m| m.data());
                 if let Some(buffer) = data.and_then(|d| d.dyn_into::<js_sys::ArrayBuffer>().ok()) {
-                    emit(&events, Event::ChannelMessage(peer, js_sys::Uint8Array::new(&buffer).to_vec()));
+                    emit(
+                        &events,
+                        Event::ChannelMessage(peer, js_sys::Uint8Array::new(&buffer).to_vec()),
+                    );
                 }
             })
         };
         let on_close = {
             let events = events.clone();
-            EventListener::new(&channel, "close", move |_| emit(&events, Event::ChannelClosed(peer)))
+            EventListener::new(&channel, "close", move |_| {
+                emit(&events, Event::ChannelClosed(peer))
+            })
         };
         self.channel_listeners = vec![on_open, on_message, on_close];
         self.channel = Some(channel);
@@ -116,10 +148,18 @@ impl Link {
 
     /// Sends one peer message; false when the channel cannot take it.
     pub fn send(&self, bytes: &[u8]) -> bool {
-        self.channel.as_ref().is_some_and(|c| c.send_with_u8_array(bytes).is_ok())
+        self.channel
+            .as_ref()
+            .is_some_and(|c| c.send_with_u8_array(bytes).is_ok())
     }
 
-    async fn set_local(&self, kind: RtcSdpType, sdp: &str, peer: PeerId, events: &Events) -> Result<(), WebError> {
+    async fn set_local(
+        &self,
+        kind: RtcSdpType,
+        sdp: &str,
+        peer: PeerId,
+        events: &Events,
+    ) -> Result<(), WebError> {
         let local = RtcSessionDescriptionInit::new(kind);
         local.set_sdp(sdp);
         JsFuture::from(self.pc.set_local_description(&local)).await?;

@@ -63,14 +63,25 @@ pub struct Player {
 
 impl Player {
     pub fn new(video: HtmlVideoElement, events: &Events) -> Result<Player, WebError> {
-        let media_source = MediaSource::new().map_err(|_| WebError::Unsupported("Media Source Extensions"))?;
+        let media_source =
+            MediaSource::new().map_err(|_| WebError::Unsupported("Media Source Extensions"))?;
         let object_url = Url::create_object_url_with_source(&media_source)?;
         let on_open = {
             let events = events.clone();
-            EventListener::new(&media_source, "sourceopen", move |_| emit(&events, Event::SourceOpen))
+            EventListener::new(&media_source, "sourceopen", move |_| {
+                emit(&events, Event::SourceOpen)
+            })
         };
         video.set_src(&object_url);
-        Ok(Player { video, media_source, object_url, buffer: None, mime: None, queue: AppendQueue::default(), listeners: vec![on_open] })
+        Ok(Player {
+            video,
+            media_source,
+            object_url,
+            buffer: None,
+            mime: None,
+            queue: AppendQueue::default(),
+            listeners: vec![on_open],
+        })
     }
 
     pub fn video(&self) -> &HtmlVideoElement {
@@ -98,8 +109,12 @@ impl Player {
 
     /// Appends the next queued media if the buffer is idle; call after each `updateend`.
     pub fn pump(&mut self) -> Result<(), WebError> {
-        let Some(buffer) = &self.buffer else { return Ok(()) };
-        let Some(mut data) = self.queue.next(buffer.updating()) else { return Ok(()) };
+        let Some(buffer) = &self.buffer else {
+            return Ok(());
+        };
+        let Some(mut data) = self.queue.next(buffer.updating()) else {
+            return Ok(());
+        };
         match buffer.append_buffer_with_u8_array(&mut data) {
             Ok(()) => Ok(()),
             Err(e) if is_quota_exceeded(&e) => {
@@ -133,7 +148,10 @@ impl Player {
         let starts: Vec<f64> = (0..count).filter_map(|i| ranges.start(i).ok()).collect();
         let ends: Vec<f64> = (0..count).filter_map(|i| ranges.end(i).ok()).collect();
         let newest = ends.last().copied().unwrap_or(0.0);
-        let inside = starts.iter().zip(&ends).any(|(s, e)| *s <= now + 0.05 && now < *e);
+        let inside = starts
+            .iter()
+            .zip(&ends)
+            .any(|(s, e)| *s <= now + 0.05 && now < *e);
         if !inside {
             // Before the first range (a live join starts mid-stream) or in a gap left by
             // a skipped chunk: go to where media resumes.
@@ -163,10 +181,15 @@ impl Player {
         if self.buffer.is_some() || self.media_source.ready_state() != MediaSourceReadyState::Open {
             return Ok(());
         }
-        let Some(mime) = &self.mime else { return Ok(()) };
+        let Some(mime) = &self.mime else {
+            return Ok(());
+        };
         let buffer = self.media_source.add_source_buffer(mime)?;
         let events = events.clone();
-        self.listeners.push(EventListener::new(&buffer, "updateend", move |_| emit(&events, Event::UpdateEnd)));
+        self.listeners
+            .push(EventListener::new(&buffer, "updateend", move |_| {
+                emit(&events, Event::UpdateEnd)
+            }));
         self.buffer = Some(buffer);
         self.pump()
     }
@@ -180,7 +203,9 @@ impl Drop for Player {
 }
 
 fn is_quota_exceeded(error: &wasm_bindgen::JsValue) -> bool {
-    error.dyn_ref::<web_sys::DomException>().is_some_and(|e| e.name() == "QuotaExceededError")
+    error
+        .dyn_ref::<web_sys::DomException>()
+        .is_some_and(|e| e.name() == "QuotaExceededError")
 }
 
 #[cfg(test)]

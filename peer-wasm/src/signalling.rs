@@ -16,8 +16,14 @@ pub struct Signalling {
 impl Signalling {
     /// Opens `ws(s)://<page host>/ws`.
     pub fn open(events: &Events) -> Result<Signalling, WebError> {
-        let location = web_sys::window().ok_or(WebError::Unsupported("window"))?.location();
-        let scheme = if location.protocol()? == "https:" { "wss" } else { "ws" };
+        let location = web_sys::window()
+            .ok_or(WebError::Unsupported("window"))?
+            .location();
+        let scheme = if location.protocol()? == "https:" {
+            "wss"
+        } else {
+            "ws"
+        };
         let url = format!("{scheme}://{}/ws", location.host()?);
         let socket = WebSocket::new(&url)?;
         let on_open = {
@@ -27,7 +33,9 @@ impl Signalling {
         let on_message = {
             let events = events.clone();
             EventListener::new(&socket, "message", move |event| {
-                let text = event.dyn_ref::<MessageEvent>().and_then(|m| m.data().as_string());
+                let text = event
+                    .dyn_ref::<MessageEvent>()
+                    .and_then(|m| m.data().as_string());
                 if let Some(text) = text {
                     emit(&events, Event::SocketText(text));
                 }
@@ -35,9 +43,14 @@ impl Signalling {
         };
         let on_close = {
             let events = events.clone();
-            EventListener::new(&socket, "close", move |_| emit(&events, Event::SocketClosed))
+            EventListener::new(&socket, "close", move |_| {
+                emit(&events, Event::SocketClosed)
+            })
         };
-        Ok(Signalling { socket, _listeners: [on_open, on_message, on_close] })
+        Ok(Signalling {
+            socket,
+            _listeners: [on_open, on_message, on_close],
+        })
     }
 
     pub fn send(&self, message: &ClientMessage) {

@@ -10,7 +10,9 @@ mod signal;
 
 pub use error::ProtocolError;
 pub use ids::{ChannelName, ChunkSeq, PeerId, RequestId};
-pub use peer_message::{BufferMapEntry, PeerMessage, MAX_BUFFER_MAP_ENTRIES, MAX_PEER_MESSAGE_BYTES, MAX_PIECE_BYTES};
+pub use peer_message::{
+    BufferMapEntry, PeerMessage, MAX_BUFFER_MAP_ENTRIES, MAX_PEER_MESSAGE_BYTES, MAX_PIECE_BYTES,
+};
 pub use signal::{
     ChannelSummary, ClientMessage, ErrorCode, Role, ServerMessage, SignalPayload,
     MAX_SIGNAL_MESSAGE_BYTES,

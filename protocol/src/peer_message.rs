@@ -37,13 +37,22 @@ pub struct BufferMapEntry {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PeerMessage {
     /// Sent once when a link opens: which chunks the sender holds.
-    BufferMap { is_source: bool, entries: Vec<BufferMapEntry> },
+    BufferMap {
+        is_source: bool,
+        entries: Vec<BufferMapEntry>,
+    },
     /// The sender completed a chunk.
     Have { seq: ChunkSeq, keyframe: bool },
     /// Ask for a whole chunk; answered with its pieces, or `Absent`.
     Request { req: RequestId, seq: ChunkSeq },
     /// Part of a requested chunk.
-    Piece { req: RequestId, seq: ChunkSeq, offset: u32, total: u32, data: Vec<u8> },
+    Piece {
+        req: RequestId,
+        seq: ChunkSeq,
+        offset: u32,
+        total: u32,
+        data: Vec<u8>,
+    },
     /// The sender no longer has (or will not send) the requested chunk.
     Absent { req: RequestId, seq: ChunkSeq },
     /// The requester no longer wants the chunk of this request.
@@ -76,7 +85,13 @@ impl PeerMessage {
                 out.extend_from_slice(&req.0.to_be_bytes());
                 out.extend_from_slice(&seq.0.to_be_bytes());
             }
-            PeerMessage::Piece { req, seq, offset, total, data } => {
+            PeerMessage::Piece {
+                req,
+                seq,
+                offset,
+                total,
+                data,
+            } => {
                 out.push(TAG_PIECE);
                 out.extend_from_slice(&req.0.to_be_bytes());
                 out.extend_from_slice(&seq.0.to_be_bytes());
@@ -105,7 +120,10 @@ impl PeerMessage {
 
     pub fn decode(bytes: &[u8]) -> Result<PeerMessage, ProtocolError> {
         if bytes.len() > MAX_PEER_MESSAGE_BYTES {
-            return Err(ProtocolError::TooLarge { len: bytes.len(), max: MAX_PEER_MESSAGE_BYTES });
+            return Err(ProtocolError::TooLarge {
+                len: bytes.len(),
+                max: MAX_PEER_MESSAGE_BYTES,
+            });
         }
         let mut r = Reader { bytes };
         let message = match r.u8("tag")? {
@@ -130,7 +148,10 @@ impl PeerMessage {
                 seq: ChunkSeq(r.u64("seq")?),
                 keyframe: r.u8("flags")? & FLAG_KEYFRAME != 0,
             },
-            TAG_REQUEST => PeerMessage::Request { req: RequestId(r.u32("req")?), seq: ChunkSeq(r.u64("seq")?) },
+            TAG_REQUEST => PeerMessage::Request {
+                req: RequestId(r.u32("req")?),
+                seq: ChunkSeq(r.u64("seq")?),
+            },
             TAG_PIECE => {
                 let req = RequestId(r.u32("req")?);
                 let seq = ChunkSeq(r.u64("seq")?);
@@ -152,31 +173,56 @@ impl PeerMessage {
                 if u64::from(offset) + data.len() as u64 > u64::from(total) {
                     return Err(ProtocolError::Invalid {
                         field: "offset",
-                        reason: format!("piece {offset}+{} runs past chunk end {total}", data.len()),
+                        reason: format!(
+                            "piece {offset}+{} runs past chunk end {total}",
+                            data.len()
+                        ),
                     });
                 }
-                PeerMessage::Piece { req, seq, offset, total, data }
+                PeerMessage::Piece {
+                    req,
+                    seq,
+                    offset,
+                    total,
+                    data,
+                }
             }
-            TAG_ABSENT => PeerMessage::Absent { req: RequestId(r.u32("req")?), seq: ChunkSeq(r.u64("seq")?) },
-            TAG_CANCEL => PeerMessage::Cancel { req: RequestId(r.u32("req")?) },
+            TAG_ABSENT => PeerMessage::Absent {
+                req: RequestId(r.u32("req")?),
+                seq: ChunkSeq(r.u64("seq")?),
+            },
+            TAG_CANCEL => PeerMessage::Cancel {
+                req: RequestId(r.u32("req")?),
+            },
             TAG_INIT => {
                 let len = usize::from(r.u16("mime length")?);
                 if len > MAX_CODEC_BYTES {
-                    return Err(ProtocolError::Invalid { field: "mime", reason: format!("{len} bytes over {MAX_CODEC_BYTES}") });
+                    return Err(ProtocolError::Invalid {
+                        field: "mime",
+                        reason: format!("{len} bytes over {MAX_CODEC_BYTES}"),
+                    });
                 }
                 let mime = std::str::from_utf8(r.take(len, "mime")?)
-                    .map_err(|_| ProtocolError::Invalid { field: "mime", reason: "not UTF-8".into() })?
+                    .map_err(|_| ProtocolError::Invalid {
+                        field: "mime",
+                        reason: "not UTF-8".into(),
+                    })?
                     .to_owned();
                 let data = r.rest().to_vec();
                 if data.is_empty() {
-                    return Err(ProtocolError::Invalid { field: "init data", reason: "empty".into() });
+                    return Err(ProtocolError::Invalid {
+                        field: "init data",
+                        reason: "empty".into(),
+                    });
                 }
                 PeerMessage::Init { mime, data }
             }
             tag => return Err(ProtocolError::UnknownTag(tag)),
         };
         if !r.bytes.is_empty() {
-            return Err(ProtocolError::TrailingBytes { count: r.bytes.len() });
+            return Err(ProtocolError::TrailingBytes {
+                count: r.bytes.len(),
+            });
         }
         Ok(message)
     }
@@ -189,7 +235,10 @@ struct Reader<'a> {
 impl<'a> Reader<'a> {
     fn take(&mut self, n: usize, field: &'static str) -> Result<&'a [u8], ProtocolError> {
         if self.bytes.len() < n {
-            return Err(ProtocolError::Truncated { field, needed: n - self.bytes.len() });
+            return Err(ProtocolError::Truncated {
+                field,
+                needed: n - self.bytes.len(),
+            });
         }
         let (head, tail) = self.bytes.split_at(n);
         self.bytes = tail;
@@ -231,17 +280,44 @@ mod tests {
             PeerMessage::BufferMap {
                 is_source: true,
                 entries: vec![
-                    BufferMapEntry { seq: ChunkSeq(5), keyframe: true },
-                    BufferMapEntry { seq: ChunkSeq(6), keyframe: false },
+                    BufferMapEntry {
+                        seq: ChunkSeq(5),
+                        keyframe: true,
+                    },
+                    BufferMapEntry {
+                        seq: ChunkSeq(6),
+                        keyframe: false,
+                    },
                 ],
             },
-            PeerMessage::BufferMap { is_source: false, entries: vec![] },
-            PeerMessage::Have { seq: ChunkSeq(u64::MAX), keyframe: true },
-            PeerMessage::Request { req: RequestId(9), seq: ChunkSeq(3) },
-            PeerMessage::Piece { req: RequestId(9), seq: ChunkSeq(3), offset: 10, total: 13, data: vec![1, 2, 3] },
-            PeerMessage::Absent { req: RequestId(9), seq: ChunkSeq(3) },
+            PeerMessage::BufferMap {
+                is_source: false,
+                entries: vec![],
+            },
+            PeerMessage::Have {
+                seq: ChunkSeq(u64::MAX),
+                keyframe: true,
+            },
+            PeerMessage::Request {
+                req: RequestId(9),
+                seq: ChunkSeq(3),
+            },
+            PeerMessage::Piece {
+                req: RequestId(9),
+                seq: ChunkSeq(3),
+                offset: 10,
+                total: 13,
+                data: vec![1, 2, 3],
+            },
+            PeerMessage::Absent {
+                req: RequestId(9),
+                seq: ChunkSeq(3),
+            },
             PeerMessage::Cancel { req: RequestId(1) },
-            PeerMessage::Init { mime: "video/mp4; codecs=\"avc1.64001f\"".into(), data: vec![0; 700] },
+            PeerMessage::Init {
+                mime: "video/mp4; codecs=\"avc1.64001f\"".into(),
+                data: vec![0; 700],
+            },
         ]
     }
 
@@ -261,9 +337,16 @@ mod tests {
                 // A piece or init cut inside its payload is still well-formed framing, but
                 // then the offset/total or emptiness checks must catch it, or it is a
                 // shorter valid message that differs from the original.
-                assert_ne!(result.as_ref().ok(), Some(&message), "{message:?} cut at {cut}");
+                assert_ne!(
+                    result.as_ref().ok(),
+                    Some(&message),
+                    "{message:?} cut at {cut}"
+                );
                 if cut < 5 {
-                    assert!(result.is_err(), "{message:?} cut at {cut} decoded as {result:?}");
+                    assert!(
+                        result.is_err(),
+                        "{message:?} cut at {cut} decoded as {result:?}"
+                    );
                 }
             }
         }
@@ -271,18 +354,42 @@ mod tests {
 
     #[test]
     fn hostile_input_is_refused_precisely() {
-        assert_eq!(PeerMessage::decode(&[0xee]), Err(ProtocolError::UnknownTag(0xee)));
+        assert_eq!(
+            PeerMessage::decode(&[0xee]),
+            Err(ProtocolError::UnknownTag(0xee))
+        );
         assert!(matches!(
             PeerMessage::decode(&vec![TAG_PIECE; MAX_PEER_MESSAGE_BYTES + 1]),
             Err(ProtocolError::TooLarge { .. })
         ));
         let mut trailing = PeerMessage::Cancel { req: RequestId(1) }.encode();
         trailing.push(0);
-        assert_eq!(PeerMessage::decode(&trailing), Err(ProtocolError::TrailingBytes { count: 1 }));
-        let past_end = PeerMessage::Piece { req: RequestId(1), seq: ChunkSeq(1), offset: 12, total: 13, data: vec![1, 2] };
-        assert!(matches!(PeerMessage::decode(&past_end.encode()), Err(ProtocolError::Invalid { field: "offset", .. })));
+        assert_eq!(
+            PeerMessage::decode(&trailing),
+            Err(ProtocolError::TrailingBytes { count: 1 })
+        );
+        let past_end = PeerMessage::Piece {
+            req: RequestId(1),
+            seq: ChunkSeq(1),
+            offset: 12,
+            total: 13,
+            data: vec![1, 2],
+        };
+        assert!(matches!(
+            PeerMessage::decode(&past_end.encode()),
+            Err(ProtocolError::Invalid {
+                field: "offset",
+                ..
+            })
+        ));
         let huge_map = [TAG_BUFFER_MAP, 0, 0xff, 0xff];
-        assert!(matches!(PeerMessage::decode(&huge_map), Err(ProtocolError::Invalid { field: "entry count", .. })));
+        assert!(matches!(
+            PeerMessage::decode(&huge_map),
+            Err(ProtocolError::Invalid {
+                field: "entry count",
+                ..
+            })
+        ));
     }
 
     #[test]
@@ -294,7 +401,9 @@ mod tests {
             state ^= state >> 7;
             state ^= state << 17;
             let len = (state % 64) as usize;
-            let bytes: Vec<u8> = (0..len).map(|i| (state >> (i % 8 * 8)) as u8 ^ i as u8).collect();
+            let bytes: Vec<u8> = (0..len)
+                .map(|i| (state >> (i % 8 * 8)) as u8 ^ i as u8)
+                .collect();
             let _ = PeerMessage::decode(&bytes);
         }
     }

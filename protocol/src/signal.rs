@@ -65,14 +65,27 @@ pub enum ErrorCode {
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ServerMessage {
     /// Sent once after a successful join: the id others will know this peer by.
-    Welcome { peer_id: PeerId, channel: ChannelName },
+    Welcome {
+        peer_id: PeerId,
+        channel: ChannelName,
+    },
     /// Peers of the channel this peer should connect to; the receiver sends the offers.
-    Introduce { peers: Vec<PeerId> },
+    Introduce {
+        peers: Vec<PeerId>,
+    },
     /// WebRTC set-up relayed from another peer.
-    Signal { from: PeerId, signal: SignalPayload },
+    Signal {
+        from: PeerId,
+        signal: SignalPayload,
+    },
     /// A peer of the channel left or dropped.
-    PeerLeft { peer: PeerId },
-    Error { code: ErrorCode, message: String },
+    PeerLeft {
+        peer: PeerId,
+    },
+    Error {
+        code: ErrorCode,
+        message: String,
+    },
 }
 
 /// One live channel in `/api/channels`.
@@ -93,7 +106,8 @@ fn parse_json<'a, T: Deserialize<'a>>(text: &'a str) -> Result<T, ProtocolError>
 }
 
 fn to_json<T: Serialize>(value: &T) -> String {
-    serde_json::to_string(value).expect("signalling types serialize infallibly: plain structs, string keys")
+    serde_json::to_string(value)
+        .expect("signalling types serialize infallibly: plain structs, string keys")
 }
 
 impl ClientMessage {
@@ -127,11 +141,19 @@ mod tests {
     #[test]
     fn client_messages_round_trip() {
         let messages = [
-            ClientMessage::Join { channel: channel(), role: Role::Viewer },
-            ClientMessage::Join { channel: channel(), role: Role::Broadcaster },
+            ClientMessage::Join {
+                channel: channel(),
+                role: Role::Viewer,
+            },
+            ClientMessage::Join {
+                channel: channel(),
+                role: Role::Broadcaster,
+            },
             ClientMessage::Signal {
                 to: PeerId(7),
-                signal: SignalPayload::Offer { sdp: "v=0\r\n".into() },
+                signal: SignalPayload::Offer {
+                    sdp: "v=0\r\n".into(),
+                },
             },
             ClientMessage::Signal {
                 to: PeerId(7),
@@ -152,14 +174,22 @@ mod tests {
     #[test]
     fn server_messages_round_trip() {
         let messages = [
-            ServerMessage::Welcome { peer_id: PeerId(1), channel: channel() },
-            ServerMessage::Introduce { peers: vec![PeerId(2), PeerId(3)] },
+            ServerMessage::Welcome {
+                peer_id: PeerId(1),
+                channel: channel(),
+            },
+            ServerMessage::Introduce {
+                peers: vec![PeerId(2), PeerId(3)],
+            },
             ServerMessage::Signal {
                 from: PeerId(2),
                 signal: SignalPayload::Answer { sdp: "v=0".into() },
             },
             ServerMessage::PeerLeft { peer: PeerId(2) },
-            ServerMessage::Error { code: ErrorCode::UnknownPeer, message: "no".into() },
+            ServerMessage::Error {
+                code: ErrorCode::UnknownPeer,
+                message: "no".into(),
+            },
         ];
         for message in messages {
             let json = message.to_json();
@@ -172,7 +202,10 @@ mod tests {
         let json = r#"{"type":"join","channel":"demo","role":"viewer"}"#;
         assert_eq!(
             ClientMessage::from_json(json),
-            Ok(ClientMessage::Join { channel: "demo".parse().unwrap(), role: Role::Viewer })
+            Ok(ClientMessage::Join {
+                channel: "demo".parse().unwrap(),
+                role: Role::Viewer
+            })
         );
     }
 
@@ -191,17 +224,29 @@ mod tests {
             r#"{"type":"leave","extra":1}"#,
         ];
         for text in bad {
-            assert!(matches!(ClientMessage::from_json(text), Err(ProtocolError::Json(_))), "{text:?}");
+            assert!(
+                matches!(ClientMessage::from_json(text), Err(ProtocolError::Json(_))),
+                "{text:?}"
+            );
         }
         let valid = r#"{"type":"join","channel":"demo","role":"viewer"}"#;
         for cut in 0..valid.len() {
-            assert!(ClientMessage::from_json(&valid[..cut]).is_err(), "prefix {cut} accepted");
+            assert!(
+                ClientMessage::from_json(&valid[..cut]).is_err(),
+                "prefix {cut} accepted"
+            );
         }
     }
 
     #[test]
     fn oversized_messages_are_refused_before_parsing() {
-        let huge = format!(r#"{{"type":"signal","to":1,"signal":{{"kind":"offer","sdp":"{}"}}}}"#, "x".repeat(MAX_SIGNAL_MESSAGE_BYTES));
-        assert!(matches!(ClientMessage::from_json(&huge), Err(ProtocolError::TooLarge { .. })));
+        let huge = format!(
+            r#"{{"type":"signal","to":1,"signal":{{"kind":"offer","sdp":"{}"}}}}"#,
+            "x".repeat(MAX_SIGNAL_MESSAGE_BYTES)
+        );
+        assert!(matches!(
+            ClientMessage::from_json(&huge),
+            Err(ProtocolError::TooLarge { .. })
+        ));
     }
 }

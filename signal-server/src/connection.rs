@@ -75,7 +75,11 @@ async fn run(socket: WebSocket, addr: SocketAddr, state: AppState) {
         }
     };
     if let Some(peer) = peer {
-        state.rooms.lock().expect("rooms lock is never held across a panic").leave(peer);
+        state
+            .rooms
+            .lock()
+            .expect("rooms lock is never held across a panic")
+            .leave(peer);
         tracing::info!(%peer, %addr, "peer left");
     }
     // Flush queued replies (e.g. the error that explains the close) before closing.
@@ -83,24 +87,42 @@ async fn run(socket: WebSocket, addr: SocketAddr, state: AppState) {
         let _ = sink.send(Message::Text(message.to_json().into())).await;
     }
     if let Some(reason) = close {
-        let frame = CloseFrame { code: CLOSE_POLICY, reason: reason.into() };
+        let frame = CloseFrame {
+            code: CLOSE_POLICY,
+            reason: reason.into(),
+        };
         let _ = sink.send(Message::Close(Some(frame))).await;
     }
 }
 
-fn handle(state: &AppState, tx: &mpsc::Sender<ServerMessage>, peer: &mut Option<PeerId>, message: ClientMessage) {
-    let mut rooms = state.rooms.lock().expect("rooms lock is never held across a panic");
+fn handle(
+    state: &AppState,
+    tx: &mpsc::Sender<ServerMessage>,
+    peer: &mut Option<PeerId>,
+    message: ClientMessage,
+) {
+    let mut rooms = state
+        .rooms
+        .lock()
+        .expect("rooms lock is never held across a panic");
     match message {
         ClientMessage::Join { channel, role } => {
             if peer.is_some() {
-                reply_error(tx, ErrorCode::AlreadyJoined, "this connection already joined a channel".into());
+                reply_error(
+                    tx,
+                    ErrorCode::AlreadyJoined,
+                    "this connection already joined a channel".into(),
+                );
                 return;
             }
             match rooms.join(channel.clone(), role, tx.clone()) {
                 Ok((id, introduced)) => {
                     tracing::info!(peer = %id, %channel, ?role, introduced = introduced.len(), "peer joined");
                     *peer = Some(id);
-                    let _ = tx.try_send(ServerMessage::Welcome { peer_id: id, channel });
+                    let _ = tx.try_send(ServerMessage::Welcome {
+                        peer_id: id,
+                        channel,
+                    });
                     let _ = tx.try_send(ServerMessage::Introduce { peers: introduced });
                 }
                 Err(e) => reply_error(tx, e.code, e.message),

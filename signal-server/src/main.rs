@@ -25,17 +25,25 @@ async fn main() -> Result<(), ServerError> {
     // Logs go to stderr; stdout carries only the address line that scripts read.
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
         .init();
     let args = Args::parse();
     let listener = TcpListener::bind(&args.listen)
         .await
-        .map_err(|source| ServerError::Bind { addr: args.listen.clone(), source })?;
+        .map_err(|source| ServerError::Bind {
+            addr: args.listen.clone(),
+            source,
+        })?;
     let local = listener.local_addr().map_err(ServerError::Serve)?;
     tracing::info!(%local, web_dir = %args.web_dir.display(), "listening");
     // Printed on stdout so scripts and tests can learn the port when listening on :0.
     println!("listening on http://{local}");
-    let config = ServerConfig { web_dir: args.web_dir, introduce: args.introduce };
+    let config = ServerConfig {
+        web_dir: args.web_dir,
+        introduce: args.introduce,
+    };
     signal_server::serve(listener, config, async {
         let _ = tokio::signal::ctrl_c().await;
     })

@@ -2,7 +2,9 @@
 
 use std::collections::HashMap;
 
-use protocol::{ChannelName, ChannelSummary, ErrorCode, PeerId, Role, ServerMessage, SignalPayload};
+use protocol::{
+    ChannelName, ChannelSummary, ErrorCode, PeerId, Role, ServerMessage, SignalPayload,
+};
 use rand::seq::SliceRandom;
 use tokio::sync::mpsc;
 
@@ -15,7 +17,10 @@ pub struct JoinError {
 
 impl JoinError {
     fn new(code: ErrorCode, message: impl Into<String>) -> JoinError {
-        JoinError { code, message: message.into() }
+        JoinError {
+            code,
+            message: message.into(),
+        }
     }
 }
 
@@ -41,7 +46,12 @@ pub struct Rooms {
 
 impl Rooms {
     pub fn new(introduce: usize) -> Rooms {
-        Rooms { introduce, next_peer: 1, channels: HashMap::new(), members: HashMap::new() }
+        Rooms {
+            introduce,
+            next_peer: 1,
+            channels: HashMap::new(),
+            members: HashMap::new(),
+        }
     }
 
     /// Adds a peer to a channel. Returns its id and the peers it should connect to: the
@@ -54,14 +64,26 @@ impl Rooms {
     ) -> Result<(PeerId, Vec<PeerId>), JoinError> {
         let room = self.channels.entry(channel.clone()).or_default();
         if role == Role::Broadcaster && room.broadcaster.is_some() {
-            return Err(JoinError::new(ErrorCode::ChannelTaken, format!("channel {channel} already has a broadcaster")));
+            return Err(JoinError::new(
+                ErrorCode::ChannelTaken,
+                format!("channel {channel} already has a broadcaster"),
+            ));
         }
         let peer = PeerId(self.next_peer);
         self.next_peer += 1;
-        let mut viewers: Vec<PeerId> = room.members.iter().copied().filter(|p| Some(*p) != room.broadcaster).collect();
+        let mut viewers: Vec<PeerId> = room
+            .members
+            .iter()
+            .copied()
+            .filter(|p| Some(*p) != room.broadcaster)
+            .collect();
         viewers.shuffle(&mut rand::thread_rng());
         let mut introduced: Vec<PeerId> = room.broadcaster.into_iter().collect();
-        introduced.extend(viewers.into_iter().take(self.introduce.saturating_sub(introduced.len())));
+        introduced.extend(
+            viewers
+                .into_iter()
+                .take(self.introduce.saturating_sub(introduced.len())),
+        );
         if role == Role::Broadcaster {
             room.broadcaster = Some(peer);
         }
@@ -71,14 +93,32 @@ impl Rooms {
     }
 
     /// Forwards WebRTC set-up to another peer of the sender's channel.
-    pub fn relay(&mut self, from: PeerId, to: PeerId, signal: SignalPayload) -> Result<(), JoinError> {
-        let sender_channel = &self.members.get(&from).ok_or_else(|| JoinError::new(ErrorCode::NotJoined, "join a channel first"))?.channel;
+    pub fn relay(
+        &mut self,
+        from: PeerId,
+        to: PeerId,
+        signal: SignalPayload,
+    ) -> Result<(), JoinError> {
+        let sender_channel = &self
+            .members
+            .get(&from)
+            .ok_or_else(|| JoinError::new(ErrorCode::NotJoined, "join a channel first"))?
+            .channel;
         let target = self
             .members
             .get(&to)
             .filter(|m| &m.channel == sender_channel)
-            .ok_or_else(|| JoinError::new(ErrorCode::UnknownPeer, format!("no peer {to} in channel {sender_channel}")))?;
-        if target.tx.try_send(ServerMessage::Signal { from, signal }).is_err() {
+            .ok_or_else(|| {
+                JoinError::new(
+                    ErrorCode::UnknownPeer,
+                    format!("no peer {to} in channel {sender_channel}"),
+                )
+            })?;
+        if target
+            .tx
+            .try_send(ServerMessage::Signal { from, signal })
+            .is_err()
+        {
             // The target is not reading; its own connection task notices and drops it.
             tracing::warn!(%to, "relay target's queue is full");
         }
@@ -87,8 +127,12 @@ impl Rooms {
 
     /// Removes a peer and tells the rest of its channel.
     pub fn leave(&mut self, peer: PeerId) {
-        let Some(member) = self.members.remove(&peer) else { return };
-        let Some(room) = self.channels.get_mut(&member.channel) else { return };
+        let Some(member) = self.members.remove(&peer) else {
+            return;
+        };
+        let Some(room) = self.channels.get_mut(&member.channel) else {
+            return;
+        };
         room.members.retain(|p| *p != peer);
         if room.broadcaster == Some(peer) {
             room.broadcaster = None;
@@ -113,7 +157,10 @@ impl Rooms {
             .channels
             .iter()
             .filter(|(_, room)| room.broadcaster.is_some())
-            .map(|(name, room)| ChannelSummary { name: name.clone(), viewers: room.members.len() - 1 })
+            .map(|(name, room)| ChannelSummary {
+                name: name.clone(),
+                viewers: room.members.len() - 1,
+            })
             .collect();
         live.sort_by(|a, b| a.name.cmp(&b.name));
         live

@@ -15,13 +15,20 @@ pub(crate) async fn app_page(State(state): State<AppState>) -> Response {
         Ok(html) => Html(html).into_response(),
         Err(e) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            format!("web app not found at {} ({e}); build it with `trunk build` or pass --web-dir", path.display()),
+            format!(
+                "web app not found at {} ({e}); build it with `trunk build` or pass --web-dir",
+                path.display()
+            ),
         )
             .into_response(),
     }
 }
 
 pub(crate) async fn channels(State(state): State<AppState>) -> impl IntoResponse {
-    let live = state.rooms.lock().expect("rooms lock is never held across a panic").live_channels();
+    let live = state
+        .rooms
+        .lock()
+        .expect("rooms lock is never held across a panic")
+        .live_channels();
     Json(live)
 }

@@ -42,7 +42,10 @@ impl ChunkStore {
     pub fn buffer_map(&self) -> Vec<BufferMapEntry> {
         self.complete
             .values()
-            .map(|c| BufferMapEntry { seq: c.seq, keyframe: c.keyframe })
+            .map(|c| BufferMapEntry {
+                seq: c.seq,
+                keyframe: c.keyframe,
+            })
             .collect()
     }
 

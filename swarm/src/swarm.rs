@@ -65,7 +65,10 @@ pub enum Input {
     PeerDisconnected(PeerId),
     Message(PeerId, PeerMessage),
     /// Source only: the stream's init segment and MSE type.
-    InitProduced { mime: String, data: Vec<u8> },
+    InitProduced {
+        mime: String,
+        data: Vec<u8>,
+    },
     /// Source only: a freshly cut chunk.
     ChunkProduced(Chunk),
     /// Time passed; lets time-outs and skips fire when nothing else happens.
@@ -76,13 +79,19 @@ pub enum Input {
 pub enum Output {
     Send(PeerId, PeerMessage),
     /// Viewer: the init segment; comes before any `Play`.
-    Init { mime: String, data: Vec<u8> },
+    Init {
+        mime: String,
+        data: Vec<u8>,
+    },
     /// Viewer: the next chunk to play, strictly in sequence order.
     Play(Chunk),
     /// Viewer: this chunk missed its deadline and will never be played.
     Skipped(ChunkSeq),
     /// The driver should close the link: the peer broke the protocol.
-    Disconnect { peer: PeerId, reason: String },
+    Disconnect {
+        peer: PeerId,
+        reason: String,
+    },
 }
 
 /// Counters a stats panel or a test reads.
@@ -163,9 +172,18 @@ impl Swarm {
             Input::PeerConnected(peer) => {
                 self.peers.insert(peer, PeerState::default());
                 let is_source = self.config.role == SwarmRole::Source;
-                self.send(peer, PeerMessage::BufferMap { is_source, entries: self.store.buffer_map() });
+                self.send(
+                    peer,
+                    PeerMessage::BufferMap {
+                        is_source,
+                        entries: self.store.buffer_map(),
+                    },
+                );
                 if let Some((mime, data)) = &self.init {
-                    let init = PeerMessage::Init { mime: mime.clone(), data: data.clone() };
+                    let init = PeerMessage::Init {
+                        mime: mime.clone(),
+                        data: data.clone(),
+                    };
                     self.send(peer, init);
                 }
             }
@@ -188,7 +206,10 @@ impl Swarm {
     fn on_message(&mut self, peer: PeerId, message: PeerMessage) {
         match message {
             PeerMessage::BufferMap { is_source, entries } => {
-                let state = self.peers.get_mut(&peer).expect("caller checked the peer is known");
+                let state = self
+                    .peers
+                    .get_mut(&peer)
+                    .expect("caller checked the peer is known");
                 state.is_source = is_source;
                 for entry in entries {
                     state.has.insert(entry.seq, entry.keyframe);
@@ -196,16 +217,28 @@ impl Swarm {
                 }
             }
             PeerMessage::Have { seq, keyframe } => {
-                let state = self.peers.get_mut(&peer).expect("caller checked the peer is known");
+                let state = self
+                    .peers
+                    .get_mut(&peer)
+                    .expect("caller checked the peer is known");
                 state.has.insert(seq, keyframe);
                 self.newest_known = self.newest_known.max(Some(seq));
             }
             PeerMessage::Request { req, seq } => self.serve(peer, req, seq),
-            PeerMessage::Piece { req, seq, offset, total, data } => {
-                self.on_piece(peer, req, seq, offset, total, data)
-            }
+            PeerMessage::Piece {
+                req,
+                seq,
+                offset,
+                total,
+                data,
+            } => self.on_piece(peer, req, seq, offset, total, data),
             PeerMessage::Absent { req, seq } => {
-                if self.store.downloads.get(&seq).is_some_and(|d| d.from == peer && d.req == req) {
+                if self
+                    .store
+                    .downloads
+                    .get(&seq)
+                    .is_some_and(|d| d.from == peer && d.req == req)
+                {
                     self.store.downloads.remove(&seq);
                     self.release_slot(peer);
                 }
@@ -244,7 +277,15 @@ impl Swarm {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn on_piece(&mut self, peer: PeerId, req: RequestId, seq: ChunkSeq, offset: u32, total: u32, data: Vec<u8>) {
+    fn on_piece(
+        &mut self,
+        peer: PeerId,
+        req: RequestId,
+        seq: ChunkSeq,
+        offset: u32,
+        total: u32,
+        data: Vec<u8>,
+    ) {
         let Some(download) = self.store.downloads.get_mut(&seq) else {
             return; // A late piece of a cancelled or finished request.
         };
@@ -255,7 +296,10 @@ impl Swarm {
             download.data = vec![0; total as usize];
         }
         if download.data.len() != total as usize {
-            let reason = format!("piece of {seq} claims {total} bytes, earlier pieces said {}", download.data.len());
+            let reason = format!(
+                "piece of {seq} claims {total} bytes, earlier pieces said {}",
+                download.data.len()
+            );
             self.store.downloads.remove(&seq);
             self.drop_peer(peer, reason);
             return;
@@ -268,7 +312,11 @@ impl Swarm {
         if download.received < download.data.len() {
             return;
         }
-        let download = self.store.downloads.remove(&seq).expect("download was just looked up");
+        let download = self
+            .store
+            .downloads
+            .remove(&seq)
+            .expect("download was just looked up");
         let from_source = self.peers.get(&peer).is_some_and(|p| p.is_source);
         let bytes = download.data.len() as u64;
         if from_source {
@@ -277,7 +325,11 @@ impl Swarm {
             self.stats.bytes_from_peers += bytes;
         }
         self.release_slot(peer);
-        self.add_complete(Chunk { seq, keyframe: download.keyframe, data: download.data });
+        self.add_complete(Chunk {
+            seq,
+            keyframe: download.keyframe,
+            data: download.data,
+        });
     }
 
     fn learn_init(&mut self, mime: String, data: Vec<u8>) {
@@ -285,7 +337,13 @@ impl Swarm {
             return;
         }
         for peer in self.peers.keys().copied().collect::<Vec<_>>() {
-            self.send(peer, PeerMessage::Init { mime: mime.clone(), data: data.clone() });
+            self.send(
+                peer,
+                PeerMessage::Init {
+                    mime: mime.clone(),
+                    data: data.clone(),
+                },
+            );
         }
         self.init = Some((mime, data));
     }
@@ -370,17 +428,28 @@ impl Swarm {
             .peers
             .values()
             .flat_map(|p| p.has.iter().filter(|(_, kf)| **kf).map(|(seq, _)| *seq))
-            .chain(self.store.complete.values().filter(|c| c.keyframe).map(|c| c.seq))
+            .chain(
+                self.store
+                    .complete
+                    .values()
+                    .filter(|c| c.keyframe)
+                    .map(|c| c.seq),
+            )
             .collect();
         keyframes.sort_unstable();
         keyframes.dedup();
-        let behind = self.config.start_keyframes_behind.min(keyframes.len().saturating_sub(1));
+        let behind = self
+            .config
+            .start_keyframes_behind
+            .min(keyframes.len().saturating_sub(1));
         self.next_play = keyframes.iter().rev().nth(behind).copied();
     }
 
     fn deliver(&mut self, now: Millis) {
         if !self.init_delivered {
-            let Some((mime, data)) = self.init.clone() else { return };
+            let Some((mime, data)) = self.init.clone() else {
+                return;
+            };
             self.outputs.push_back(Output::Init { mime, data });
             self.init_delivered = true;
         }
@@ -410,7 +479,9 @@ impl Swarm {
     }
 
     fn schedule(&mut self, now: Millis) {
-        let (Some(start), Some(newest)) = (self.next_play, self.newest_known) else { return };
+        let (Some(start), Some(newest)) = (self.next_play, self.newest_known) else {
+            return;
+        };
         let end = newest.0.min(start.0 + self.config.lookahead);
         for seq in (start.0..=end).map(ChunkSeq) {
             if self.store.has(seq) || self.store.downloads.contains_key(&seq) {
@@ -426,21 +497,36 @@ impl Swarm {
                 .filter(|(_, p)| p.inflight < max && p.has.contains_key(&seq))
                 .min_by_key(|(id, p)| (p.is_source, tried.contains(id), p.inflight))
                 .map(|(id, p)| (*id, p.has[&seq]));
-            let Some((peer, keyframe)) = best else { continue };
+            let Some((peer, keyframe)) = best else {
+                continue;
+            };
             let req = RequestId(self.next_req);
             self.next_req = self.next_req.wrapping_add(1);
-            self.peers.get_mut(&peer).expect("peer was just chosen from the map").inflight += 1;
+            self.peers
+                .get_mut(&peer)
+                .expect("peer was just chosen from the map")
+                .inflight += 1;
             self.tried.entry(seq).or_default().push(peer);
             self.store.downloads.insert(
                 seq,
-                Download { from: peer, req, started: now, keyframe, data: Vec::new(), received: 0, pieces: BTreeMap::new() },
+                Download {
+                    from: peer,
+                    req,
+                    started: now,
+                    keyframe,
+                    data: Vec::new(),
+                    received: 0,
+                    pieces: BTreeMap::new(),
+                },
             );
             self.send(peer, PeerMessage::Request { req, seq });
         }
     }
 
     fn evict(&mut self) {
-        let Some(newest) = self.newest_known else { return };
+        let Some(newest) = self.newest_known else {
+            return;
+        };
         let oldest_kept = ChunkSeq(newest.0.saturating_sub(self.config.window));
         self.store.evict_before(oldest_kept);
         self.tried = self.tried.split_off(&oldest_kept);

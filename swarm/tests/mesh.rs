@@ -24,8 +24,20 @@ impl Mesh {
         for v in 1..=viewers {
             nodes.insert(PeerId(v), Swarm::new(Config::new(SwarmRole::Viewer)));
         }
-        let mut mesh = Mesh { nodes, played: BTreeMap::new(), skipped: BTreeMap::new(), links: Vec::new(), now: Millis(0) };
-        mesh.input(SOURCE, Input::InitProduced { mime: "video/mp4".into(), data: vec![7; 100] });
+        let mut mesh = Mesh {
+            nodes,
+            played: BTreeMap::new(),
+            skipped: BTreeMap::new(),
+            links: Vec::new(),
+            now: Millis(0),
+        };
+        mesh.input(
+            SOURCE,
+            Input::InitProduced {
+                mime: "video/mp4".into(),
+                data: vec![7; 100],
+            },
+        );
         let ids: Vec<PeerId> = mesh.nodes.keys().copied().collect();
         for (i, a) in ids.iter().enumerate() {
             for b in &ids[i + 1..] {
@@ -39,7 +51,10 @@ impl Mesh {
         // Both ends learn of the link before either's first message arrives, as with a
         // data channel, whose `open` precedes any `message`.
         self.links.push((a, b));
-        self.deliver(VecDeque::from([(a, Input::PeerConnected(b)), (b, Input::PeerConnected(a))]));
+        self.deliver(VecDeque::from([
+            (a, Input::PeerConnected(b)),
+            (b, Input::PeerConnected(a)),
+        ]));
     }
 
     fn remove(&mut self, gone: PeerId) {
@@ -56,13 +71,16 @@ impl Mesh {
 
     fn deliver(&mut self, mut queue: VecDeque<(PeerId, Input)>) {
         while let Some((to, input)) = queue.pop_front() {
-            let Some(node) = self.nodes.get_mut(&to) else { continue };
+            let Some(node) = self.nodes.get_mut(&to) else {
+                continue;
+            };
             node.handle_input(self.now, input);
             while let Some(output) = node.poll_output() {
                 match output {
                     Output::Send(peer, message) => {
                         // Every message crosses the wire format, as in the real drivers.
-                        let decoded = PeerMessage::decode(&message.encode()).expect("own encoding decodes");
+                        let decoded =
+                            PeerMessage::decode(&message.encode()).expect("own encoding decodes");
                         queue.push_back((peer, Input::Message(to, decoded)));
                     }
                     Output::Play(chunk) => self.played.entry(to).or_default().push(chunk),
@@ -77,8 +95,17 @@ impl Mesh {
     /// The source cuts one chunk a second; everyone ticks every 100 ms.
     fn run_chunks(&mut self, from: u64, to: u64) {
         for seq in from..to {
-            let data: Vec<u8> = (0..40_000u32).map(|i| (i as u64 * 31 + seq) as u8).collect();
-            self.input(SOURCE, Input::ChunkProduced(Chunk { seq: ChunkSeq(seq), keyframe: seq % 2 == 0, data }));
+            let data: Vec<u8> = (0..40_000u32)
+                .map(|i| (i as u64 * 31 + seq) as u8)
+                .collect();
+            self.input(
+                SOURCE,
+                Input::ChunkProduced(Chunk {
+                    seq: ChunkSeq(seq),
+                    keyframe: seq % 2 == 0,
+                    data,
+                }),
+            );
             for _ in 0..10 {
                 self.now = self.now + 100;
                 let ids: Vec<PeerId> = self.nodes.keys().copied().collect();
@@ -92,7 +119,11 @@ impl Mesh {
 
 fn assert_contiguous(chunks: &[Chunk], who: PeerId) {
     assert!(!chunks.is_empty(), "{who} played nothing");
-    assert!(chunks[0].keyframe, "{who} started on a non-keyframe chunk {}", chunks[0].seq);
+    assert!(
+        chunks[0].keyframe,
+        "{who} started on a non-keyframe chunk {}",
+        chunks[0].seq
+    );
     for pair in chunks.windows(2) {
         assert_eq!(pair[1].seq, pair[0].seq.next(), "{who} played out of order");
     }
@@ -106,14 +137,22 @@ fn every_viewer_plays_every_chunk_in_order_from_a_keyframe() {
         let who = PeerId(v);
         let played = &mesh.played[&who];
         assert_contiguous(played, who);
-        assert_eq!(played.last().unwrap().seq, ChunkSeq(19), "{who} fell behind");
+        assert_eq!(
+            played.last().unwrap().seq,
+            ChunkSeq(19),
+            "{who} fell behind"
+        );
         for chunk in played {
-            let expected: Vec<u8> = (0..40_000u32).map(|i| (i as u64 * 31 + chunk.seq.0) as u8).collect();
+            let expected: Vec<u8> = (0..40_000u32)
+                .map(|i| (i as u64 * 31 + chunk.seq.0) as u8)
+                .collect();
             assert_eq!(chunk.data, expected, "{who} got corrupted {}", chunk.seq);
         }
-        assert!(mesh.skipped.get(&who).is_none(), "{who} skipped chunks");
+        assert!(!mesh.skipped.contains_key(&who), "{who} skipped chunks");
     }
-    let from_peers: u64 = (1..=4).map(|v| mesh.nodes[&PeerId(v)].stats().bytes_from_peers).sum();
+    let from_peers: u64 = (1..=4)
+        .map(|v| mesh.nodes[&PeerId(v)].stats().bytes_from_peers)
+        .sum();
     assert!(from_peers > 0, "viewers never fetched from each other");
 }
 
@@ -121,14 +160,19 @@ fn every_viewer_plays_every_chunk_in_order_from_a_keyframe() {
 fn a_viewer_that_joins_late_starts_near_live() {
     let mut mesh = Mesh::new(2);
     mesh.run_chunks(0, 20);
-    mesh.nodes.insert(PeerId(9), Swarm::new(Config::new(SwarmRole::Viewer)));
+    mesh.nodes
+        .insert(PeerId(9), Swarm::new(Config::new(SwarmRole::Viewer)));
     for peer in [SOURCE, PeerId(1), PeerId(2)] {
         mesh.connect(PeerId(9), peer);
     }
     mesh.run_chunks(20, 25);
     let played = &mesh.played[&PeerId(9)];
     assert_contiguous(played, PeerId(9));
-    assert!(played[0].seq >= ChunkSeq(16), "late joiner started far behind live at {}", played[0].seq);
+    assert!(
+        played[0].seq >= ChunkSeq(16),
+        "late joiner started far behind live at {}",
+        played[0].seq
+    );
     assert_eq!(played.last().unwrap().seq, ChunkSeq(24));
 }
 

@@ -23,6 +23,9 @@ pub fn enter(test_name: &str) -> bool {
         .env(INSIDE, "1")
         .status()
         .expect("`unshare` runs (util-linux; needs root or user namespaces)");
-    assert!(status.success(), "{test_name} failed inside its network namespace ({status})");
+    assert!(
+        status.success(),
+        "{test_name} failed inside its network namespace ({status})"
+    );
     false
 }

@@ -17,20 +17,32 @@ impl Drop for Guard {
 }
 
 pub fn workspace_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is inside the workspace").to_path_buf()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is inside the workspace")
+        .to_path_buf()
 }
 
 /// A binary of this workspace, built by `cargo build` (scripts/test builds first).
 pub fn binary(name: &str) -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("target"));
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"));
     let path = target.join("debug").join(name);
-    assert!(path.exists(), "{} is missing: run `cargo build --workspace` first (scripts/test does)", path.display());
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --workspace` first (scripts/test does)",
+        path.display()
+    );
     path
 }
 
 /// A fresh folder for one test's files.
 pub fn scratch(name: &str) -> PathBuf {
-    let dir = workspace_root().join("target").join("e2e").join(format!("{name}-{}", std::process::id()));
+    let dir = workspace_root()
+        .join("target")
+        .join("e2e")
+        .join(format!("{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("can create a scratch folder under target/");
     dir
@@ -48,18 +60,58 @@ pub fn signal_server(web_dir: &std::path::Path) -> (Guard, String) {
     );
     let stdout = guard.0.stdout.take().expect("stdout was piped");
     let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).expect("signal-server prints its address");
-    let addr = line.trim().strip_prefix("listening on http://").unwrap_or_else(|| panic!("unexpected first line {line:?}")).to_owned();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("signal-server prints its address");
+    let addr = line
+        .trim()
+        .strip_prefix("listening on http://")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_owned();
     (guard, addr)
 }
 
 /// ffmpeg's live test source (moving pattern with a clock, and a tone) piped into
 /// `streamtorrent broadcast`.
-pub fn broadcaster(addr: &str, channel: &str, record_dir: &std::path::Path, log: &std::path::Path) -> (Guard, Guard) {
+pub fn broadcaster(
+    addr: &str,
+    channel: &str,
+    record_dir: &std::path::Path,
+    log: &std::path::Path,
+) -> (Guard, Guard) {
     let mut ffmpeg = Command::new("ffmpeg")
-        .args(["-loglevel", "error", "-re", "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30", "-f", "lavfi", "-i", "sine=frequency=440"])
-        .args(["-c:v", "libx264", "-preset", "veryfast", "-tune", "zerolatency", "-g", "30", "-c:a", "aac"])
-        .args(["-f", "mp4", "-movflags", "frag_keyframe+empty_moov+default_base_moof", "pipe:1"])
+        .args([
+            "-loglevel",
+            "error",
+            "-re",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=640x360:rate=30",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440",
+        ])
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "veryfast",
+            "-tune",
+            "zerolatency",
+            "-g",
+            "30",
+            "-c:a",
+            "aac",
+        ])
+        .args([
+            "-f",
+            "mp4",
+            "-movflags",
+            "frag_keyframe+empty_moov+default_base_moof",
+            "pipe:1",
+        ])
         .stdout(Stdio::piped())
         .stdin(Stdio::null())
         .spawn()
@@ -67,7 +119,14 @@ pub fn broadcaster(addr: &str, channel: &str, record_dir: &std::path::Path, log:
     let stdout = ffmpeg.stdout.take().expect("stdout was piped");
     let ffmpeg = Guard(ffmpeg);
     let broadcaster = Command::new(binary("streamtorrent"))
-        .args(["broadcast", "--server", &format!("ws://{addr}/ws"), "--channel", channel, "--record-dir"])
+        .args([
+            "broadcast",
+            "--server",
+            &format!("ws://{addr}/ws"),
+            "--channel",
+            channel,
+            "--record-dir",
+        ])
         .arg(record_dir)
         .stdin(stdout)
         .stderr(std::fs::File::create(log).expect("can create the log file"))
@@ -90,7 +149,9 @@ pub fn wait_for_channel(addr: &str, channel: &str, timeout: Duration) {
 
 pub fn http_get(addr: &str, path: &str) -> String {
     use std::io::{Read, Write};
-    let Ok(mut stream) = std::net::TcpStream::connect(addr) else { return String::new() };
+    let Ok(mut stream) = std::net::TcpStream::connect(addr) else {
+        return String::new();
+    };
     let _ = write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
     let mut response = String::new();
     let _ = stream.read_to_string(&mut response);
@@ -99,5 +160,8 @@ pub fn http_get(addr: &str, path: &str) -> String {
 
 /// A port nobody listens on right now, for tools that cannot bind port 0 themselves.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("can bind 127.0.0.1:0").port()
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("can bind 127.0.0.1:0")
+        .port()
 }

@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 use fantoccini::{Client, ClientBuilder};
 use serde_json::{json, Value};
 use tests::netns;
-use tests::process::{broadcaster, free_port, scratch, signal_server, wait_for_channel, workspace_root, Guard};
+use tests::process::{
+    broadcaster, free_port, scratch, signal_server, wait_for_channel, workspace_root, Guard,
+};
 
 /// Media that must play, in seconds of the video's own clock.
 const PLAY_SECONDS: f64 = 10.0;
@@ -37,10 +39,19 @@ fn watch_page_plays_a_live_channel_in_chromium() {
         return;
     }
     let web_dir = workspace_root().join("web").join("dist");
-    assert!(web_dir.join("index.html").exists(), "{} missing: run `trunk build` (scripts/test does)", web_dir.display());
+    assert!(
+        web_dir.join("index.html").exists(),
+        "{} missing: run `trunk build` (scripts/test does)",
+        web_dir.display()
+    );
     let dir = scratch("browser-e2e");
     let (_server, addr) = signal_server(&web_dir);
-    let (_ffmpeg, _broadcaster) = broadcaster(&addr, "demo", &dir.join("broadcaster"), &dir.join("broadcaster.log"));
+    let (_ffmpeg, _broadcaster) = broadcaster(
+        &addr,
+        "demo",
+        &dir.join("broadcaster"),
+        &dir.join("broadcaster.log"),
+    );
     wait_for_channel(&addr, "demo", Duration::from_secs(20));
 
     let port = free_port();
@@ -81,7 +92,12 @@ async fn connect(port: u16, dir: &std::path::Path) -> Client {
     let capabilities = capabilities.as_object().expect("a JSON object").clone();
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        match ClientBuilder::rustls().expect("rustls client").capabilities(capabilities.clone()).connect(&format!("http://127.0.0.1:{port}")).await {
+        match ClientBuilder::rustls()
+            .expect("rustls client")
+            .capabilities(capabilities.clone())
+            .connect(&format!("http://127.0.0.1:{port}"))
+            .await
+        {
             Ok(client) => return client,
             Err(e) if Instant::now() < deadline => {
                 let _ = e;
@@ -93,14 +109,25 @@ async fn connect(port: u16, dir: &std::path::Path) -> Client {
 }
 
 async fn watch(client: &Client, addr: &str) -> Result<Value, String> {
-    client.goto(&format!("http://{addr}/watch/demo")).await.map_err(|e| e.to_string())?;
-    client.execute(INSTRUMENT, vec![]).await.map_err(|e| e.to_string())?;
+    client
+        .goto(&format!("http://{addr}/watch/demo"))
+        .await
+        .map_err(|e| e.to_string())?;
+    client
+        .execute(INSTRUMENT, vec![])
+        .await
+        .map_err(|e| e.to_string())?;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let probe = client.execute(PROBE, vec![]).await.map_err(|e| e.to_string())?;
+        let probe = client
+            .execute(PROBE, vec![])
+            .await
+            .map_err(|e| e.to_string())?;
         let waiting = probe["waiting"].as_u64().unwrap_or(0);
         if waiting > MAX_WAITING_AFTER_START {
-            return Err(format!("playback stalled {waiting} times after it started: {probe}"));
+            return Err(format!(
+                "playback stalled {waiting} times after it started: {probe}"
+            ));
         }
         if !probe["error"].is_null() {
             return Err(format!("the video element failed: {probe}"));
@@ -110,7 +137,9 @@ async fn watch(client: &Client, addr: &str) -> Result<Value, String> {
             return Ok(probe);
         }
         if Instant::now() > deadline {
-            return Err(format!("did not play {PLAY_SECONDS} s within 60 s: {probe}"));
+            return Err(format!(
+                "did not play {PLAY_SECONDS} s within 60 s: {probe}"
+            ));
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }

@@ -19,15 +19,28 @@ fn three_viewers_receive_every_chunk_byte_identical() {
     let dir = scratch("native-e2e");
     let (_server, addr) = signal_server(&dir);
     let source_dir = dir.join("broadcaster");
-    let (_ffmpeg, _broadcaster) = broadcaster(&addr, "e2e", &source_dir, &dir.join("broadcaster.log"));
+    let (_ffmpeg, _broadcaster) =
+        broadcaster(&addr, "e2e", &source_dir, &dir.join("broadcaster.log"));
     wait_for_channel(&addr, "e2e", Duration::from_secs(20));
 
     let mut viewers = Vec::new();
     for i in 0..3 {
         let record = dir.join(format!("viewer-{i}"));
         let child = Command::new(binary("streamtorrent"))
-            .args(["watch", "--server", &format!("ws://{addr}/ws"), "--channel", "e2e"])
-            .args(["--chunks", &CHUNKS.to_string(), "--timeout-secs", "60", "--record-dir"])
+            .args([
+                "watch",
+                "--server",
+                &format!("ws://{addr}/ws"),
+                "--channel",
+                "e2e",
+            ])
+            .args([
+                "--chunks",
+                &CHUNKS.to_string(),
+                "--timeout-secs",
+                "60",
+                "--record-dir",
+            ])
             .arg(&record)
             .arg("--output")
             .arg(dir.join(format!("viewer-{i}.mp4")))
@@ -44,12 +57,25 @@ fn three_viewers_receive_every_chunk_byte_identical() {
     for (i, (record, child)) in viewers.into_iter().enumerate() {
         let output = child.wait_with_output().expect("viewer runs to completion");
         let stdout = String::from_utf8_lossy(&output.stdout);
-        assert!(output.status.success(), "viewer {i} failed; see {}/viewer-{i}.log", dir.display());
-        let summary: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("viewer {i} summary {stdout:?}: {e}"));
+        assert!(
+            output.status.success(),
+            "viewer {i} failed; see {}/viewer-{i}.log",
+            dir.display()
+        );
+        let summary: serde_json::Value = serde_json::from_str(stdout.trim())
+            .unwrap_or_else(|e| panic!("viewer {i} summary {stdout:?}: {e}"));
         assert_eq!(summary["chunks_played"], CHUNKS, "viewer {i}: {summary}");
-        assert_eq!(summary["skipped"], serde_json::json!([]), "viewer {i}: {summary}");
+        assert_eq!(
+            summary["skipped"],
+            serde_json::json!([]),
+            "viewer {i}: {summary}"
+        );
         let first = summary["first_seq"].as_u64().expect("a first chunk");
-        assert_eq!(summary["last_seq"].as_u64(), Some(first + CHUNKS - 1), "viewer {i} played a gap: {summary}");
+        assert_eq!(
+            summary["last_seq"].as_u64(),
+            Some(first + CHUNKS - 1),
+            "viewer {i} played a gap: {summary}"
+        );
         from_peers += summary["bytes_from_peers"].as_u64().unwrap_or(0);
 
         assert_same(&record.join("init.mp4"), &source_dir.join("init.mp4"));
@@ -60,13 +86,23 @@ fn three_viewers_receive_every_chunk_byte_identical() {
             stream.extend(std::fs::read(record.join(&name)).unwrap());
         }
         // The written stream is exactly init + the played chunks, in order.
-        assert_eq!(std::fs::read(dir.join(format!("viewer-{i}.mp4"))).unwrap(), stream, "viewer {i} output file");
+        assert_eq!(
+            std::fs::read(dir.join(format!("viewer-{i}.mp4"))).unwrap(),
+            stream,
+            "viewer {i} output file"
+        );
     }
     println!("bytes viewers received from other viewers: {from_peers}");
 }
 
 fn assert_same(got: &Path, expected: &Path) {
     let got_bytes = std::fs::read(got).unwrap_or_else(|e| panic!("{}: {e}", got.display()));
-    let expected_bytes = std::fs::read(expected).unwrap_or_else(|e| panic!("{}: {e}", expected.display()));
-    assert!(got_bytes == expected_bytes, "{} differs from {}", got.display(), expected.display());
+    let expected_bytes =
+        std::fs::read(expected).unwrap_or_else(|e| panic!("{}: {e}", expected.display()));
+    assert!(
+        got_bytes == expected_bytes,
+        "{} differs from {}",
+        got.display(),
+        expected.display()
+    );
 }

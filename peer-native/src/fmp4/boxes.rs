@@ -19,7 +19,12 @@ pub(crate) fn header(bytes: &[u8]) -> Result<Option<BoxHeader>, NativeError> {
     let size32 = u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
     let kind = [bytes[4], bytes[5], bytes[6], bytes[7]];
     let (size, header_len) = match size32 {
-        0 => return Err(NativeError::Mp4(format!("box {} extends to end of file, which a live stream cannot have", fourcc(kind)))),
+        0 => {
+            return Err(NativeError::Mp4(format!(
+                "box {} extends to end of file, which a live stream cannot have",
+                fourcc(kind)
+            )))
+        }
         1 => {
             if bytes.len() < 16 {
                 return Ok(None);
@@ -31,20 +36,33 @@ pub(crate) fn header(bytes: &[u8]) -> Result<Option<BoxHeader>, NativeError> {
         n => (u64::from(n), 8),
     };
     if size < header_len as u64 {
-        return Err(NativeError::Mp4(format!("box {} has size {size}, smaller than its header", fourcc(kind))));
+        return Err(NativeError::Mp4(format!(
+            "box {} has size {size}, smaller than its header",
+            fourcc(kind)
+        )));
     }
-    Ok(Some(BoxHeader { kind, header_len, size }))
+    Ok(Some(BoxHeader {
+        kind,
+        header_len,
+        size,
+    }))
 }
 
-/// The child boxes of a container's payload, as (kind, payload) pairs.
-pub(crate) fn children(payload: &[u8]) -> Result<Vec<([u8; 4], &[u8])>, NativeError> {
+/// A box's four-character type and its payload.
+pub(crate) type RawBox<'a> = ([u8; 4], &'a [u8]);
+
+/// The child boxes of a container's payload.
+pub(crate) fn children(payload: &[u8]) -> Result<Vec<RawBox<'_>>, NativeError> {
     let mut out = Vec::new();
     let mut rest = payload;
     while !rest.is_empty() {
         let h = header(rest)?.ok_or_else(|| NativeError::Mp4("truncated box header".into()))?;
         let size = usize::try_from(h.size).map_err(|_| NativeError::Mp4("box too large".into()))?;
         if size > rest.len() {
-            return Err(NativeError::Mp4(format!("box {} of {size} bytes overruns its parent", fourcc(h.kind))));
+            return Err(NativeError::Mp4(format!(
+                "box {} of {size} bytes overruns its parent",
+                fourcc(h.kind)
+            )));
         }
         out.push((h.kind, &rest[h.header_len..size]));
         rest = &rest[size..];
@@ -53,12 +71,26 @@ pub(crate) fn children(payload: &[u8]) -> Result<Vec<([u8; 4], &[u8])>, NativeEr
 }
 
 /// The payload of the first child of `kind`.
-pub(crate) fn child<'a>(payload: &'a [u8], kind: &[u8; 4]) -> Result<Option<&'a [u8]>, NativeError> {
-    Ok(children(payload)?.into_iter().find(|(k, _)| k == kind).map(|(_, p)| p))
+pub(crate) fn child<'a>(
+    payload: &'a [u8],
+    kind: &[u8; 4],
+) -> Result<Option<&'a [u8]>, NativeError> {
+    Ok(children(payload)?
+        .into_iter()
+        .find(|(k, _)| k == kind)
+        .map(|(_, p)| p))
 }
 
 pub(crate) fn fourcc(kind: [u8; 4]) -> String {
-    kind.iter().map(|b| if b.is_ascii_graphic() { *b as char } else { '?' }).collect()
+    kind.iter()
+        .map(|b| {
+            if b.is_ascii_graphic() {
+                *b as char
+            } else {
+                '?'
+            }
+        })
+        .collect()
 }
 
 /// Bounds-checked big-endian reads.

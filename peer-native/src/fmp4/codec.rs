@@ -24,26 +24,45 @@ pub(crate) fn tracks(moov: &[u8]) -> Result<Vec<TrackInfo>, NativeError> {
         if &kind != b"trak" {
             continue;
         }
-        let tkhd = child(trak, b"tkhd")?.ok_or_else(|| NativeError::Mp4("trak without tkhd".into()))?;
+        let tkhd =
+            child(trak, b"tkhd")?.ok_or_else(|| NativeError::Mp4("trak without tkhd".into()))?;
         let mut r = Bytes::new(tkhd, "tkhd");
         let version = r.u8()?;
         r.take(3 + if version == 1 { 16 } else { 8 })?;
         let track_id = r.u32()?;
-        let mdia = child(trak, b"mdia")?.ok_or_else(|| NativeError::Mp4("trak without mdia".into()))?;
-        let hdlr = child(mdia, b"hdlr")?.ok_or_else(|| NativeError::Mp4("mdia without hdlr".into()))?;
+        let mdia =
+            child(trak, b"mdia")?.ok_or_else(|| NativeError::Mp4("trak without mdia".into()))?;
+        let hdlr =
+            child(mdia, b"hdlr")?.ok_or_else(|| NativeError::Mp4("mdia without hdlr".into()))?;
         let handler = Bytes::new(hdlr, "hdlr").take(12)?[8..12].to_vec();
         if handler != b"vide" && handler != b"soun" {
             continue; // Subtitles, metadata: not played through MSE here.
         }
         let stsd = [b"minf", b"stbl", b"stsd"]
             .iter()
-            .try_fold(mdia, |payload, kind| child(payload, kind)?.ok_or_else(|| NativeError::Mp4(format!("track {track_id} has no {}", fourcc(**kind)))))?;
+            .try_fold(mdia, |payload, kind| {
+                child(payload, kind)?.ok_or_else(|| {
+                    NativeError::Mp4(format!("track {track_id} has no {}", fourcc(**kind)))
+                })
+            })?;
         let entries = Bytes::new(stsd, "stsd").take(8).map(|_| &stsd[8..])?;
-        let (entry_kind, entry) = *children(entries)?.first().ok_or_else(|| NativeError::Mp4(format!("track {track_id} has no sample entry")))?;
+        let (entry_kind, entry) = *children(entries)?
+            .first()
+            .ok_or_else(|| NativeError::Mp4(format!("track {track_id} has no sample entry")))?;
         let is_video = handler == b"vide";
-        let fields = if is_video { VISUAL_ENTRY_FIELDS } else { AUDIO_ENTRY_FIELDS };
-        let boxes = entry.get(fields..).ok_or_else(|| NativeError::Mp4("sample entry truncated".into()))?;
-        out.push(TrackInfo { track_id, is_video, codec: codec_string(entry_kind, boxes)? });
+        let fields = if is_video {
+            VISUAL_ENTRY_FIELDS
+        } else {
+            AUDIO_ENTRY_FIELDS
+        };
+        let boxes = entry
+            .get(fields..)
+            .ok_or_else(|| NativeError::Mp4("sample entry truncated".into()))?;
+        out.push(TrackInfo {
+            track_id,
+            is_video,
+            codec: codec_string(entry_kind, boxes)?,
+        });
     }
     if out.is_empty() {
         return Err(NativeError::Mp4("moov has no audio or video track".into()));
@@ -53,7 +72,11 @@ pub(crate) fn tracks(moov: &[u8]) -> Result<Vec<TrackInfo>, NativeError> {
 
 /// `video/mp4` when any track is video, else `audio/mp4`, with every track's codec.
 pub fn mime_type(tracks: &[TrackInfo]) -> String {
-    let major = if tracks.iter().any(|t| t.is_video) { "video" } else { "audio" };
+    let major = if tracks.iter().any(|t| t.is_video) {
+        "video"
+    } else {
+        "audio"
+    };
     let codecs: Vec<&str> = tracks.iter().map(|t| t.codec.as_str()).collect();
     format!("{major}/mp4; codecs=\"{}\"", codecs.join(","))
 }
@@ -126,7 +149,9 @@ fn mp4a_codec(esds: &[u8]) -> Result<String, NativeError> {
 fn expect_descriptor(r: &mut Bytes<'_>, tag: u8) -> Result<(), NativeError> {
     let found = r.u8()?;
     if found != tag {
-        return Err(NativeError::Mp4(format!("esds: expected descriptor {tag:#04x}, found {found:#04x}")));
+        return Err(NativeError::Mp4(format!(
+            "esds: expected descriptor {tag:#04x}, found {found:#04x}"
+        )));
     }
     // Length: up to four bytes of 7 bits, high bit meaning "more follows".
     for _ in 0..4 {

@@ -42,7 +42,11 @@ impl Cutter {
         let mut pos = 0;
         while let Some(h) = header(&self.buf[pos..])? {
             if h.size > MAX_BOX_BYTES {
-                return Err(NativeError::Mp4(format!("box {} is {} bytes, over the {MAX_BOX_BYTES}-byte limit", fourcc(h.kind), h.size)));
+                return Err(NativeError::Mp4(format!(
+                    "box {} is {} bytes, over the {MAX_BOX_BYTES}-byte limit",
+                    fourcc(h.kind),
+                    h.size
+                )));
             }
             let size = h.size as usize;
             if self.buf.len() - pos < size {
@@ -54,18 +58,25 @@ impl Cutter {
                 b"ftyp" if !self.moov_seen => self.init.extend_from_slice(whole),
                 b"moov" => {
                     if self.moov_seen {
-                        return Err(NativeError::Mp4("a second moov: the stream changed mid-way".into()));
+                        return Err(NativeError::Mp4(
+                            "a second moov: the stream changed mid-way".into(),
+                        ));
                     }
                     let tracks = codec::tracks(payload)?;
                     self.video_track = tracks.iter().find(|t| t.is_video).map(|t| t.track_id);
                     self.trex = keyframe::trex_defaults(payload)?;
                     self.init.extend_from_slice(whole);
                     self.moov_seen = true;
-                    out.push(Segment::Init { mime: codec::mime_type(&tracks), data: self.init.clone() });
+                    out.push(Segment::Init {
+                        mime: codec::mime_type(&tracks),
+                        data: self.init.clone(),
+                    });
                 }
                 b"moof" => {
                     if !self.moov_seen {
-                        return Err(NativeError::Mp4("moof before moov: not a fragmented MP4 with an init segment".into()));
+                        return Err(NativeError::Mp4(
+                            "moof before moov: not a fragmented MP4 with an init segment".into(),
+                        ));
                     }
                     let keyframe = match self.video_track {
                         Some(track) => keyframe::starts_with_keyframe(payload, track, &self.trex)?,
@@ -74,7 +85,10 @@ impl Cutter {
                     self.pending_moof = Some((whole.to_vec(), keyframe));
                 }
                 b"mdat" => {
-                    let (mut data, keyframe) = self.pending_moof.take().ok_or_else(|| NativeError::Mp4("mdat without a preceding moof".into()))?;
+                    let (mut data, keyframe) = self
+                        .pending_moof
+                        .take()
+                        .ok_or_else(|| NativeError::Mp4("mdat without a preceding moof".into()))?;
                     data.extend_from_slice(whole);
                     out.push(Segment::Media { keyframe, data });
                 }
@@ -92,7 +106,10 @@ impl Cutter {
         if self.buf.is_empty() && self.pending_moof.is_none() {
             Ok(())
         } else {
-            Err(NativeError::Mp4(format!("input ended inside a box ({} bytes left over)", self.buf.len())))
+            Err(NativeError::Mp4(format!(
+                "input ended inside a box ({} bytes left over)",
+                self.buf.len()
+            )))
         }
     }
 }
@@ -102,7 +119,11 @@ mod tests {
     use super::*;
 
     fn fixture(name: &str) -> Vec<u8> {
-        std::fs::read(format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))).expect("fixture exists")
+        std::fs::read(format!(
+            "{}/tests/fixtures/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .expect("fixture exists")
     }
 
     fn cut_all(bytes: &[u8], step: usize) -> Vec<Segment> {
@@ -119,13 +140,17 @@ mod tests {
     fn h264_aac_cuts_into_init_and_keyframe_fragments() {
         let bytes = fixture("h264-aac.mp4");
         let segments = cut_all(&bytes, 1000);
-        let Segment::Init { mime, data } = &segments[0] else { panic!("init first") };
+        let Segment::Init { mime, data } = &segments[0] else {
+            panic!("init first")
+        };
         assert_eq!(mime, r#"video/mp4; codecs="avc1.64000b,mp4a.40.2""#);
         assert_eq!(&data[4..8], b"ftyp");
         // 3 s at one keyframe a second: 3 fragments, each on a keyframe.
         let mut joined = data.clone();
         for segment in &segments[1..] {
-            let Segment::Media { keyframe, data } = segment else { panic!("one init") };
+            let Segment::Media { keyframe, data } = segment else {
+                panic!("one init")
+            };
             assert!(*keyframe);
             joined.extend_from_slice(data);
         }
@@ -139,7 +164,9 @@ mod tests {
     #[test]
     fn vp9_opus_has_its_codec_string() {
         let segments = cut_all(&fixture("vp9-opus.mp4"), 4096);
-        let Segment::Init { mime, .. } = &segments[0] else { panic!("init first") };
+        let Segment::Init { mime, .. } = &segments[0] else {
+            panic!("init first")
+        };
         assert_eq!(mime, r#"video/mp4; codecs="vp09.00.10.08,opus""#);
         assert!(segments.len() >= 4);
     }
@@ -158,7 +185,11 @@ mod tests {
         assert!(cutter.finish().is_err());
 
         let huge = [0x7f, 0xff, 0xff, 0xff, b'm', b'd', b'a', b't'];
-        assert!(Cutter::new().push(&huge).unwrap_err().to_string().contains("limit"));
+        assert!(Cutter::new()
+            .push(&huge)
+            .unwrap_err()
+            .to_string()
+            .contains("limit"));
         let zero = [0, 0, 0, 0, b'm', b'o', b'o', b'f'];
         assert!(Cutter::new().push(&zero).is_err());
         let tiny = [0, 0, 0, 3, b'm', b'o', b'o', b'f'];

@@ -26,12 +26,17 @@ pub(crate) fn trex_defaults(moov: &[u8]) -> Result<HashMap<u32, u32>, NativeErro
 }
 
 /// Whether the `moof` payload's fragment of `video_track` starts with a keyframe.
-pub(crate) fn starts_with_keyframe(moof: &[u8], video_track: u32, trex: &HashMap<u32, u32>) -> Result<bool, NativeError> {
+pub(crate) fn starts_with_keyframe(
+    moof: &[u8],
+    video_track: u32,
+    trex: &HashMap<u32, u32>,
+) -> Result<bool, NativeError> {
     for (kind, traf) in children(moof)? {
         if &kind != b"traf" {
             continue;
         }
-        let tfhd = child(traf, b"tfhd")?.ok_or_else(|| NativeError::Mp4("traf without tfhd".into()))?;
+        let tfhd =
+            child(traf, b"tfhd")?.ok_or_else(|| NativeError::Mp4("traf without tfhd".into()))?;
         let mut r = Bytes::new(tfhd, "tfhd");
         let flags = r.u32()? & 0x00ff_ffff;
         if r.u32()? != video_track {
@@ -46,7 +51,9 @@ pub(crate) fn starts_with_keyframe(moof: &[u8], video_track: u32, trex: &HashMap
         if flags & 0x20 != 0 {
             default_flags = r.u32()?;
         }
-        let Some(trun) = child(traf, b"trun")? else { return Ok(default_flags & SAMPLE_IS_NON_SYNC == 0) };
+        let Some(trun) = child(traf, b"trun")? else {
+            return Ok(default_flags & SAMPLE_IS_NON_SYNC == 0);
+        };
         let mut r = Bytes::new(trun, "trun");
         let flags = r.u32()? & 0x00ff_ffff;
         r.take(4)?; // sample count
@@ -67,5 +74,7 @@ pub(crate) fn starts_with_keyframe(moof: &[u8], video_track: u32, trex: &HashMap
         };
         return Ok(first & SAMPLE_IS_NON_SYNC == 0);
     }
-    Err(NativeError::Mp4(format!("moof has no fragment of video track {video_track}")))
+    Err(NativeError::Mp4(format!(
+        "moof has no fragment of video track {video_track}"
+    )))
 }
