@@ -10,6 +10,10 @@ use web_sys::{HtmlVideoElement, MediaSource, MediaSourceReadyState, SourceBuffer
 use crate::event::{emit, Event, Events};
 use crate::WebError;
 
+/// Media buffered ahead before playback starts. Chunks arrive once per chunk length, so
+/// starting with less than one chunk's worth plays every chunk just in time and any jitter
+/// stalls; 1.5 s leaves half a second of margin with 1 s chunks.
+const START_BUFFER_S: f64 = 1.5;
 /// Playback further than this behind the newest buffered media jumps forward.
 const CATCH_UP_AFTER_S: f64 = 6.0;
 /// Where a jump forward lands, behind the newest buffered media.
@@ -58,6 +62,9 @@ pub struct Player {
     buffer: Option<SourceBuffer>,
     mime: Option<String>,
     queue: AppendQueue,
+    /// Whether playback was started; the page starts it, not `autoplay`, so that it waits
+    /// for [`START_BUFFER_S`].
+    started: bool,
     listeners: Vec<EventListener>,
 }
 
@@ -80,6 +87,7 @@ impl Player {
             buffer: None,
             mime: None,
             queue: AppendQueue::default(),
+            started: false,
             listeners: vec![on_open],
         })
     }
@@ -161,7 +169,8 @@ impl Player {
         } else if newest - now > CATCH_UP_AFTER_S {
             self.video.set_current_time(newest - TARGET_BEHIND_S);
         }
-        if self.video.paused() && newest - self.video.current_time() > 0.3 {
+        if !self.started && newest - self.video.current_time() >= START_BUFFER_S {
+            self.started = true;
             if let Ok(promise) = self.video.play() {
                 // Autoplay may be refused until the viewer clicks; that is not an error.
                 wasm_bindgen_futures::spawn_local(async move {

@@ -19,7 +19,9 @@ const MAX_WAITING_AFTER_START: u64 = 1;
 /// Counts `waiting` events after the first `playing`, and where playback started.
 const INSTRUMENT: &str = r#"
 const v = document.getElementById('video');
-window.__st = { started: false, first: 0, waiting: 0 };
+window.__st = { started: false, first: 0, waiting: 0, log: [] };
+const ranges = () => Array.from({ length: v.buffered.length }, (_, i) => [v.buffered.start(i).toFixed(3), v.buffered.end(i).toFixed(3)].join('-')).join(' ');
+['playing', 'waiting', 'seeking', 'stalled'].forEach(e => v.addEventListener(e, () => window.__st.log.push(`${performance.now().toFixed(0)}ms ${e} t=${v.currentTime.toFixed(3)} [${ranges()}]`)));
 const start = () => { if (!window.__st.started) { window.__st.started = true; window.__st.first = v.currentTime; } };
 if (!v.paused && v.currentTime > 0) start();
 v.addEventListener('playing', start);
@@ -30,7 +32,8 @@ const PROBE: &str = r#"
 const v = document.getElementById('video');
 return { time: v.currentTime, first: window.__st.first, started: window.__st.started,
          waiting: window.__st.waiting, status: document.getElementById('status').textContent,
-         stats: document.getElementById('stats').textContent, error: v.error && v.error.message };
+         stats: document.getElementById('stats').textContent, error: v.error && v.error.message,
+         log: window.__st.log };
 "#;
 
 #[test]
@@ -53,6 +56,8 @@ fn watch_page_plays_a_live_channel_in_chromium() {
         &dir.join("broadcaster.log"),
     );
     wait_for_channel(&addr, "demo", Duration::from_secs(20));
+    // Join a running channel, as viewers do: a few chunks exist already.
+    std::thread::sleep(Duration::from_secs(3));
 
     let port = free_port();
     let _driver = Guard(
@@ -83,8 +88,6 @@ async fn connect(port: u16, dir: &std::path::Path) -> Client {
                 "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
                 "--no-first-run", "--disable-quic", "--autoplay-policy=no-user-gesture-required",
-                // Plain host addresses in candidates, so the native broadcaster can use them.
-                "--disable-features=WebRtcHideLocalIpsWithMdns",
                 format!("--user-data-dir={}", profile.display()),
             ]
         }
