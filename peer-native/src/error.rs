@@ -14,6 +14,8 @@ pub enum NativeError {
     Refused(String),
     #[error("WebRTC: {0}")]
     WebRtc(String),
+    #[error("stopped after playing {played} of the {wanted} chunks asked for")]
+    FellShort { played: u64, wanted: u64 },
     #[error("{what}: {source}")]
     Io {
         what: String,

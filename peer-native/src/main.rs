@@ -123,7 +123,10 @@ async fn run(cli: Cli) -> Result<(), NativeError> {
             };
             let stats = node::run(options, None, &mut sink, stop).await?;
             println!("{}", sink.summary(&stats));
-            Ok(())
+            match sink.fell_short() {
+                Some((played, wanted)) => Err(NativeError::FellShort { played, wanted }),
+                None => Ok(()),
+            }
         }
     }
 }

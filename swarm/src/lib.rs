@@ -4,9 +4,14 @@
 //! touches a socket, so it runs identically on virtual time.
 
 mod chunk_store;
+mod config;
+mod playback;
+mod schedule;
+mod source;
 mod swarm;
 mod time;
 
 pub use chunk_store::Chunk;
-pub use swarm::{Config, Input, Output, Stats, Swarm, SwarmRole};
+pub use config::{Config, SwarmRole};
+pub use swarm::{Input, Output, Stats, Swarm};
 pub use time::Millis;

@@ -1,61 +1,10 @@
 use std::collections::{BTreeMap, VecDeque};
 
-use protocol::{ChunkSeq, PeerId, PeerMessage, RequestId, MAX_PIECE_BYTES};
+use protocol::{ChunkSeq, PeerId, PeerMessage, RequestId};
 
-use crate::chunk_store::{ChunkStore, Download};
+use crate::chunk_store::ChunkStore;
+use crate::config::{Config, SwarmRole};
 use crate::{Chunk, Millis};
-
-/// What this peer is in the channel.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SwarmRole {
-    /// The broadcaster: produces chunks, serves them, never plays.
-    Source,
-    /// A viewer: fetches chunks, plays them in order, serves what it holds.
-    Viewer,
-}
-
-#[derive(Debug, Clone)]
-pub struct Config {
-    pub role: SwarmRole,
-    /// Chunks kept behind the newest known one; bounds memory.
-    pub window: u64,
-    /// Requests outstanding to one peer at a time.
-    pub max_requests_per_peer: usize,
-    /// How far past the play position a viewer fetches ahead.
-    pub lookahead: u64,
-    /// A request not completed within this is cancelled and tried elsewhere.
-    pub request_timeout_ms: u64,
-    /// How long playback waits for a missing chunk while later ones are ready, before
-    /// skipping it: late live data is worthless.
-    pub skip_after_ms: u64,
-    /// A joining viewer starts this many keyframe chunks behind the newest one, trading a
-    /// little delay for a buffer that survives a slow first fetch.
-    pub start_keyframes_behind: usize,
-    pub piece_bytes: usize,
-    /// Source: how many viewers hear of a fresh chunk at once (rotating), so most viewers
-    /// fetch it from each other rather than all from the source.
-    pub source_fanout: usize,
-    /// Source: when the remaining viewers hear of a chunk, as a fallback for those the
-    /// first copies do not reach through the mesh.
-    pub source_announce_delay_ms: u64,
-}
-
-impl Config {
-    pub fn new(role: SwarmRole) -> Config {
-        Config {
-            role,
-            window: 30,
-            max_requests_per_peer: 4,
-            lookahead: 6,
-            request_timeout_ms: 4_000,
-            skip_after_ms: 5_000,
-            start_keyframes_behind: 1,
-            piece_bytes: MAX_PIECE_BYTES,
-            source_fanout: 2,
-            source_announce_delay_ms: 400,
-        }
-    }
-}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Input {
@@ -105,34 +54,34 @@ pub struct Stats {
 }
 
 #[derive(Debug, Default)]
-struct PeerState {
-    is_source: bool,
+pub(crate) struct PeerState {
+    pub(crate) is_source: bool,
     /// Chunks the peer announced, with their keyframe flag.
-    has: BTreeMap<ChunkSeq, bool>,
-    inflight: usize,
+    pub(crate) has: BTreeMap<ChunkSeq, bool>,
+    pub(crate) inflight: usize,
 }
 
 /// One peer's view of the swarm. See the crate docs for how drivers use it.
 #[derive(Debug)]
 pub struct Swarm {
-    config: Config,
-    peers: BTreeMap<PeerId, PeerState>,
-    store: ChunkStore,
-    init: Option<(String, Vec<u8>)>,
-    init_delivered: bool,
-    next_play: Option<ChunkSeq>,
+    pub(crate) config: Config,
+    pub(crate) peers: BTreeMap<PeerId, PeerState>,
+    pub(crate) store: ChunkStore,
+    pub(crate) init: Option<(String, Vec<u8>)>,
+    pub(crate) init_delivered: bool,
+    pub(crate) next_play: Option<ChunkSeq>,
     /// When playback began waiting on `next_play` while later chunks were ready.
-    stalled_since: Option<Millis>,
-    newest_known: Option<ChunkSeq>,
+    pub(crate) stalled_since: Option<Millis>,
+    pub(crate) newest_known: Option<ChunkSeq>,
     /// Peers a chunk was already tried from, so a retry goes elsewhere first.
-    tried: BTreeMap<ChunkSeq, Vec<PeerId>>,
-    next_req: u32,
+    pub(crate) tried: BTreeMap<ChunkSeq, Vec<PeerId>>,
+    pub(crate) next_req: u32,
     /// Source: fresh chunks not yet announced to every viewer, with when they were cut.
-    unannounced: VecDeque<(ChunkSeq, bool, Millis)>,
+    pub(crate) unannounced: VecDeque<(ChunkSeq, bool, Millis)>,
     /// Source: where the rotating fan-out continues.
-    fanout_cursor: usize,
-    outputs: VecDeque<Output>,
-    stats: Stats,
+    pub(crate) fanout_cursor: usize,
+    pub(crate) outputs: VecDeque<Output>,
+    pub(crate) stats: Stats,
 }
 
 impl Swarm {
@@ -348,41 +297,7 @@ impl Swarm {
         self.init = Some((mime, data));
     }
 
-    fn produce(&mut self, now: Millis, chunk: Chunk) {
-        let (seq, keyframe) = (chunk.seq, chunk.keyframe);
-        self.newest_known = self.newest_known.max(Some(seq));
-        self.store.complete.insert(seq, chunk);
-        let peers: Vec<PeerId> = self.peers.keys().copied().collect();
-        if peers.is_empty() {
-            return;
-        }
-        let fanout = self.config.source_fanout.min(peers.len());
-        for i in 0..fanout {
-            let peer = peers[(self.fanout_cursor + i) % peers.len()];
-            self.send(peer, PeerMessage::Have { seq, keyframe });
-        }
-        self.fanout_cursor = (self.fanout_cursor + fanout) % peers.len();
-        if fanout < peers.len() {
-            self.unannounced.push_back((seq, keyframe, now));
-        }
-    }
-
-    /// Source: tell every viewer about chunks old enough that the mesh had its chance.
-    fn announce_due(&mut self, now: Millis) {
-        while let Some(&(seq, keyframe, cut_at)) = self.unannounced.front() {
-            if now - cut_at < self.config.source_announce_delay_ms {
-                break;
-            }
-            self.unannounced.pop_front();
-            // A peer that already had the Have just updates a map entry; simpler than
-            // remembering which viewers were in the fan-out.
-            for peer in self.peers.keys().copied().collect::<Vec<_>>() {
-                self.send(peer, PeerMessage::Have { seq, keyframe });
-            }
-        }
-    }
-
-    fn add_complete(&mut self, chunk: Chunk) {
+    pub(crate) fn add_complete(&mut self, chunk: Chunk) {
         let (seq, keyframe) = (chunk.seq, chunk.keyframe);
         self.newest_known = self.newest_known.max(Some(seq));
         self.store.complete.insert(seq, chunk);
@@ -403,126 +318,6 @@ impl Swarm {
         self.evict();
     }
 
-    fn expire_requests(&mut self, now: Millis) {
-        let timeout = self.config.request_timeout_ms;
-        let expired: Vec<(ChunkSeq, PeerId, RequestId)> = self
-            .store
-            .downloads
-            .iter()
-            .filter(|(_, d)| now - d.started > timeout)
-            .map(|(seq, d)| (*seq, d.from, d.req))
-            .collect();
-        for (seq, peer, req) in expired {
-            self.store.downloads.remove(&seq);
-            self.release_slot(peer);
-            self.send(peer, PeerMessage::Cancel { req });
-        }
-    }
-
-    /// A joining viewer starts at a recent keyframe chunk, not at the oldest one held.
-    fn choose_start(&mut self) {
-        if self.next_play.is_some() || self.init.is_none() {
-            return;
-        }
-        let mut keyframes: Vec<ChunkSeq> = self
-            .peers
-            .values()
-            .flat_map(|p| p.has.iter().filter(|(_, kf)| **kf).map(|(seq, _)| *seq))
-            .chain(
-                self.store
-                    .complete
-                    .values()
-                    .filter(|c| c.keyframe)
-                    .map(|c| c.seq),
-            )
-            .collect();
-        keyframes.sort_unstable();
-        keyframes.dedup();
-        let behind = self
-            .config
-            .start_keyframes_behind
-            .min(keyframes.len().saturating_sub(1));
-        self.next_play = keyframes.iter().rev().nth(behind).copied();
-    }
-
-    fn deliver(&mut self, now: Millis) {
-        if !self.init_delivered {
-            let Some((mime, data)) = self.init.clone() else {
-                return;
-            };
-            self.outputs.push_back(Output::Init { mime, data });
-            self.init_delivered = true;
-        }
-        while let Some(seq) = self.next_play {
-            if let Some(chunk) = self.store.complete.get(&seq) {
-                self.outputs.push_back(Output::Play(chunk.clone()));
-                self.stats.chunks_played += 1;
-                self.next_play = Some(seq.next());
-                self.stalled_since = None;
-                continue;
-            }
-            let later_ready = self.store.complete.range(seq..).next().is_some();
-            if !later_ready {
-                self.stalled_since = None;
-                break;
-            }
-            let since = *self.stalled_since.get_or_insert(now);
-            if now - since < self.config.skip_after_ms {
-                break;
-            }
-            self.outputs.push_back(Output::Skipped(seq));
-            self.stats.chunks_missed += 1;
-            self.store.downloads.remove(&seq);
-            self.next_play = Some(seq.next());
-            self.stalled_since = Some(now);
-        }
-    }
-
-    fn schedule(&mut self, now: Millis) {
-        let (Some(start), Some(newest)) = (self.next_play, self.newest_known) else {
-            return;
-        };
-        let end = newest.0.min(start.0 + self.config.lookahead);
-        for seq in (start.0..=end).map(ChunkSeq) {
-            if self.store.has(seq) || self.store.downloads.contains_key(&seq) {
-                continue;
-            }
-            let tried = self.tried.get(&seq).map(Vec::as_slice).unwrap_or_default();
-            let max = self.config.max_requests_per_peer;
-            // Viewers first so the source's upload is spent on fresh chunks; then peers
-            // not yet tried for this chunk; then the least busy.
-            let best = self
-                .peers
-                .iter()
-                .filter(|(_, p)| p.inflight < max && p.has.contains_key(&seq))
-                .min_by_key(|(id, p)| (p.is_source, tried.contains(id), p.inflight))
-                .map(|(id, p)| (*id, p.has[&seq]));
-            let Some((peer, keyframe)) = best else {
-                continue;
-            };
-            let req = RequestId(self.next_req);
-            self.next_req = self.next_req.wrapping_add(1);
-            self.peers
-                .get_mut(&peer)
-                .expect("peer was just chosen from the map")
-                .inflight += 1;
-            self.tried.entry(seq).or_default().push(peer);
-            self.store.downloads.insert(
-                seq,
-                Download {
-                    from: peer,
-                    req,
-                    started: now,
-                    keyframe,
-                    data: Vec::new(),
-                    received: 0,
-                    pieces: BTreeMap::new(),
-                },
-            );
-            self.send(peer, PeerMessage::Request { req, seq });
-        }
-    }
-
     fn evict(&mut self) {
         let Some(newest) = self.newest_known else {
             return;
@@ -540,19 +335,19 @@ impl Swarm {
         }
     }
 
-    fn release_slot(&mut self, peer: PeerId) {
+    pub(crate) fn release_slot(&mut self, peer: PeerId) {
         if let Some(state) = self.peers.get_mut(&peer) {
             state.inflight = state.inflight.saturating_sub(1);
         }
     }
 
-    fn drop_peer(&mut self, peer: PeerId, reason: String) {
+    pub(crate) fn drop_peer(&mut self, peer: PeerId, reason: String) {
         self.peers.remove(&peer);
         self.store.downloads.retain(|_, d| d.from != peer);
         self.outputs.push_back(Output::Disconnect { peer, reason });
     }
 
-    fn send(&mut self, peer: PeerId, message: PeerMessage) {
+    pub(crate) fn send(&mut self, peer: PeerId, message: PeerMessage) {
         self.outputs.push_back(Output::Send(peer, message));
     }
 }
