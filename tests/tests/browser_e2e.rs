@@ -22,7 +22,7 @@ const v = document.getElementById('video');
 window.__st = { started: false, first: 0, waiting: 0, log: [] };
 const ranges = () => Array.from({ length: v.buffered.length }, (_, i) => [v.buffered.start(i).toFixed(3), v.buffered.end(i).toFixed(3)].join('-')).join(' ');
 ['playing', 'waiting', 'seeking', 'stalled'].forEach(e => v.addEventListener(e, () => window.__st.log.push(`${performance.now().toFixed(0)}ms ${e} t=${v.currentTime.toFixed(3)} [${ranges()}]`)));
-const start = () => { if (!window.__st.started) { window.__st.started = true; window.__st.first = v.currentTime; } };
+const start = () => { if (!window.__st.started) { window.__st.started = true; window.__st.first = v.currentTime; window.__st.firstFrameMs = performance.now(); } };
 if (!v.paused && v.currentTime > 0) start();
 v.addEventListener('playing', start);
 v.addEventListener('waiting', () => { if (window.__st.started) window.__st.waiting++; });
@@ -30,7 +30,7 @@ v.addEventListener('waiting', () => { if (window.__st.started) window.__st.waiti
 
 const PROBE: &str = r#"
 const v = document.getElementById('video');
-return { time: v.currentTime, first: window.__st.first, started: window.__st.started,
+return { time: v.currentTime, first: window.__st.first, first_frame_ms: window.__st.firstFrameMs, started: window.__st.started,
          waiting: window.__st.waiting, status: document.getElementById('status').textContent,
          stats: document.getElementById('stats').textContent, error: v.error && v.error.message,
          log: window.__st.log };
