@@ -57,7 +57,9 @@ impl WatchSink {
 
     /// Whether a `--chunks` limit was set and not reached.
     pub fn fell_short(&self) -> Option<(u64, u64)> {
-        self.limit.filter(|limit| self.played < *limit).map(|limit| (self.played, limit))
+        self.limit
+            .filter(|limit| self.played < *limit)
+            .map(|limit| (self.played, limit))
     }
 
     /// One JSON line for scripts and tests.

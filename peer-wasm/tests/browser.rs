@@ -11,13 +11,14 @@ use wasm_bindgen_test::*;
 
 wasm_bindgen_test_configure!(run_in_browser);
 
-/// 3 s of 160x120 H.264/AAC, one fragment a second (same fixture as the native cutter).
-const FIXTURE: &[u8] = include_bytes!("../../peer-native/tests/fixtures/h264-aac.mp4");
+/// 3 s of 160x120 video with a tone, one fragment a second (the native cutter's fixtures).
+const H264_AAC: &[u8] = include_bytes!("../../peer-native/tests/fixtures/h264-aac.mp4");
+const VP9_OPUS: &[u8] = include_bytes!("../../peer-native/tests/fixtures/vp9-opus.mp4");
 
-/// Top-level boxes of the fixture: init = ftyp+moov, then moof+mdat pairs.
-fn segments() -> (Vec<u8>, Vec<Vec<u8>>) {
+/// Top-level boxes of a fixture: init = ftyp+moov, then moof+mdat pairs.
+fn segments(fixture: &[u8]) -> (Vec<u8>, Vec<Vec<u8>>) {
     let mut boxes = Vec::new();
-    let mut rest = FIXTURE;
+    let mut rest = fixture;
     while rest.len() >= 8 {
         let size = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
         boxes.push((&rest[4..8], &rest[..size]));
@@ -44,20 +45,15 @@ fn video() -> web_sys::HtmlVideoElement {
     video
 }
 
-#[wasm_bindgen_test]
-async fn player_appends_init_and_fragments_in_order() {
+/// Plays a fixture through the `Player` until every append completed; returns the end of
+/// the buffered media.
+async fn buffer_fixture(fixture: &[u8], mime: &str) -> f64 {
     let (events, mut inbox) = mpsc::unbounded();
     let mut player = Player::new(video(), &events).expect("MSE is available in Chromium");
-    let (init, fragments) = segments();
+    let (init, fragments) = segments(fixture);
     assert_eq!(fragments.len(), 3);
     // Media queued before the source opens must wait, not fail.
-    player
-        .set_init(
-            r#"video/mp4; codecs="avc1.64000b,mp4a.40.2""#,
-            init,
-            &events,
-        )
-        .unwrap();
+    player.set_init(mime, init, &events).unwrap();
     for fragment in fragments {
         player.append(fragment).unwrap();
     }
@@ -74,7 +70,18 @@ async fn player_appends_init_and_fragments_in_order() {
     }
     let buffered = player.video().buffered();
     assert_eq!(buffered.length(), 1, "one contiguous range");
-    let end = buffered.end(0).unwrap();
+    buffered.end(0).unwrap()
+}
+
+#[wasm_bindgen_test]
+async fn player_buffers_h264_aac_in_order() {
+    let end = buffer_fixture(H264_AAC, r#"video/mp4; codecs="avc1.64000b,mp4a.40.2""#).await;
+    assert!(end > 2.9, "all three seconds buffered, got {end}");
+}
+
+#[wasm_bindgen_test]
+async fn player_buffers_vp9_opus_in_order() {
+    let end = buffer_fixture(VP9_OPUS, r#"video/mp4; codecs="vp09.00.10.08,opus""#).await;
     assert!(end > 2.9, "all three seconds buffered, got {end}");
 }
 
