@@ -58,6 +58,7 @@ pub enum ErrorCode {
     ChannelTaken,
     UnknownPeer,
     ChannelFull,
+    RateLimited,
 }
 
 /// Server -> client.

@@ -1,140 +1,325 @@
-//! One WebSocket connection: parse each client message, act on the rooms, forward what
-//! the rooms send this peer.
+//! One WebSocket connection: checks at the handshake, then parse each client message, act
+//! on the rooms, forward what the rooms send this peer, and drop the client when it breaks
+//! a limit.
 
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, State};
-use axum::response::Response;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use futures::{SinkExt, StreamExt};
-use protocol::{ClientMessage, ErrorCode, PeerId, ServerMessage, MAX_SIGNAL_MESSAGE_BYTES};
-use tokio::sync::mpsc;
+use protocol::{ClientMessage, ErrorCode, PeerId, ServerMessage};
+use tokio::sync::{mpsc, Notify};
+use tokio::time::Instant;
 
+use crate::metrics::Rejection;
+use crate::rate_limit::TokenBucket;
+use crate::rooms::Mailbox;
 use crate::AppState;
 
 /// Messages waiting for one client; a client that lets this many pile up is not reading.
 const QUEUE_LEN: usize = 64;
 /// Malformed messages tolerated before the connection is closed.
 const MAX_STRIKES: u32 = 3;
-/// Close code for a client that broke the protocol (RFC 6455 "policy violation").
+/// A write that does not complete in this time means the client stopped reading.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a closing connection waits for the client's close frame.
+const CLOSE_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
+
+const CLOSE_GOING_AWAY: u16 = 1001;
+const CLOSE_PROTOCOL: u16 = 1002;
 const CLOSE_POLICY: u16 = 1008;
+const CLOSE_TOO_BIG: u16 = 1009;
 
 pub(crate) async fn upgrade(
     ws: WebSocketUpgrade,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     State(state): State<AppState>,
 ) -> Response {
+    let allowed = &state.config.allowed_origins;
+    if let Some(origin) = headers.get("origin") {
+        let origin = origin.to_str().unwrap_or_default();
+        if !allowed.is_empty() && !allowed.iter().any(|a| a == origin) {
+            state.metrics.reject(Rejection::Origin);
+            tracing::info!(%addr, origin, "refused a WebSocket from a page of another origin");
+            return (
+                StatusCode::FORBIDDEN,
+                format!("origin {origin} may not use this server"),
+            )
+                .into_response();
+        }
+    }
+    if !state.rooms().open_connection(addr.ip()) {
+        state.metrics.reject(Rejection::PerIpLimit);
+        let limit = state.config.max_connections_per_ip;
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            format!("at most {limit} connections per IP address"),
+        )
+            .into_response();
+    }
+    // Releases the IP's slot however the connection ends, even if the upgrade fails.
+    let slot = IpSlot {
+        state: state.clone(),
+        addr,
+    };
+    let max = state.config.max_message_bytes;
     // tungstenite's defaults (128 KiB read buffer, 64 MiB messages) suit a few connections,
-    // not thousands of small signalling ones.
+    // not thousands of small signalling ones. Its own limit sits a little above ours so an
+    // oversized message reaches us and gets a precise 1009 close.
     ws.read_buffer_size(4 * 1024)
         .write_buffer_size(0)
         .max_write_buffer_size(256 * 1024)
-        .max_message_size(MAX_SIGNAL_MESSAGE_BYTES)
-        .max_frame_size(MAX_SIGNAL_MESSAGE_BYTES)
-        .on_upgrade(move |socket| run(socket, addr, state))
+        .max_message_size(max + 1024)
+        .max_frame_size(max + 1024)
+        .on_upgrade(move |socket| async move {
+            run(socket, &slot).await;
+            drop(slot);
+        })
 }
 
-async fn run(socket: WebSocket, addr: SocketAddr, state: AppState) {
+struct IpSlot {
+    state: AppState,
+    addr: SocketAddr,
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        self.state.rooms().close_connection(self.addr.ip());
+    }
+}
+
+/// Why the server closes a connection.
+struct Close {
+    code: u16,
+    reason: String,
+}
+
+async fn run(socket: WebSocket, slot: &IpSlot) {
+    let (state, addr) = (&slot.state, slot.addr);
+    state.metrics.connections.fetch_add(1, Ordering::Relaxed);
     let (mut sink, mut stream) = socket.split();
     let (tx, mut rx) = mpsc::channel::<ServerMessage>(QUEUE_LEN);
+    let mailbox = Mailbox {
+        tx,
+        kick: Arc::new(Notify::new()),
+    };
+    let mut shutdown = state.shutdown.clone();
     let mut peer: Option<PeerId> = None;
     let mut strikes = 0;
-    let close = loop {
+    let config = &state.config;
+    let mut bucket = TokenBucket::new(config.rate_per_sec, config.rate_burst, Instant::now());
+    let mut refused_in_a_row = 0;
+    let ping_every = Duration::from_secs(config.ping_interval_secs.max(1));
+    let mut ping = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
+    let idle_timeout = Duration::from_secs(config.idle_timeout_secs);
+    let mut last_heard = Instant::now();
+    let close: Option<Close> = loop {
         tokio::select! {
+            _ = shutdown.changed() => break Some(Close { code: CLOSE_GOING_AWAY, reason: "server shutting down".into() }),
+            _ = mailbox.kick.notified() => break Some(slow_reader(state)),
+            _ = ping.tick() => {
+                if last_heard.elapsed() > idle_timeout {
+                    state.metrics.reject(Rejection::Idle);
+                    break Some(Close { code: CLOSE_GOING_AWAY, reason: "idle timeout".into() });
+                }
+                match send_unless_kicked(&mut sink, Message::Ping(Default::default()), &mailbox.kick).await {
+                    Sent::Done => {}
+                    Sent::Kicked => break Some(slow_reader(state)),
+                    Sent::Failed => break None,
+                }
+            }
             outgoing = rx.recv() => {
                 let Some(message) = outgoing else { break None };
-                if sink.send(Message::Text(message.to_json().into())).await.is_err() {
-                    break None;
+                if matches!(message, ServerMessage::Signal { .. }) {
+                    state.metrics.relayed.fetch_add(1, Ordering::Relaxed);
+                }
+                match send_unless_kicked(&mut sink, Message::Text(message.to_json().into()), &mailbox.kick).await {
+                    Sent::Done => {}
+                    Sent::Kicked => break Some(slow_reader(state)),
+                    Sent::Failed => {
+                        state.metrics.reject(Rejection::SlowReader);
+                        break None;
+                    }
                 }
             }
             incoming = stream.next() => {
+                last_heard = Instant::now();
                 let text = match incoming {
                     Some(Ok(Message::Text(text))) => text,
                     Some(Ok(Message::Binary(_))) => {
                         strikes += 1;
-                        reply_error(&tx, ErrorCode::MalformedMessage, "binary frames are not signalling messages".into());
-                        if strikes >= MAX_STRIKES { break Some("too many malformed messages") }
+                        state.metrics.reject(Rejection::Malformed);
+                        reply_error(&mailbox, ErrorCode::MalformedMessage, "binary frames are not signalling messages".into());
+                        if strikes >= MAX_STRIKES { break Some(Close { code: CLOSE_POLICY, reason: "too many malformed messages".into() }) }
                         continue;
                     }
                     Some(Ok(Message::Close(_))) | None => break None,
-                    Some(Ok(_)) => continue,
-                    Some(Err(e)) => {
-                        tracing::debug!(%addr, error = %e, "websocket read failed");
-                        break None;
-                    }
+                    Some(Ok(_)) => continue, // Ping and pong: liveness only.
+                    Some(Err(e)) => break Some(read_error_close(state, &e.to_string())),
                 };
+                if text.len() > config.max_message_bytes {
+                    state.metrics.reject(Rejection::TooLarge);
+                    break Some(Close { code: CLOSE_TOO_BIG, reason: format!("message of {} bytes is over the {}-byte limit", text.len(), config.max_message_bytes) });
+                }
+                if !bucket.try_take(Instant::now()) {
+                    state.metrics.reject(Rejection::RateLimited);
+                    refused_in_a_row += 1;
+                    if refused_in_a_row == 1 {
+                        reply_error(&mailbox, ErrorCode::RateLimited, format!("over {} messages per second; messages are being dropped", config.rate_per_sec));
+                    }
+                    if refused_in_a_row >= config.rate_burst.max(1) {
+                        break Some(Close { code: CLOSE_POLICY, reason: "flooding".into() });
+                    }
+                    continue;
+                }
+                refused_in_a_row = 0;
                 match ClientMessage::from_json(&text) {
-                    Ok(message) => handle(&state, &tx, &mut peer, message),
+                    Ok(message) => handle(state, &mailbox, &mut peer, message),
                     Err(e) => {
                         strikes += 1;
-                        reply_error(&tx, ErrorCode::MalformedMessage, e.to_string());
-                        if strikes >= MAX_STRIKES { break Some("too many malformed messages") }
+                        state.metrics.reject(Rejection::Malformed);
+                        reply_error(&mailbox, ErrorCode::MalformedMessage, e.to_string());
+                        if strikes >= MAX_STRIKES { break Some(Close { code: CLOSE_POLICY, reason: "too many malformed messages".into() }) }
                     }
                 }
             }
         }
     };
     if let Some(peer) = peer {
-        state
-            .rooms
-            .lock()
-            .expect("rooms lock is never held across a panic")
-            .leave(peer);
+        state.rooms().leave(peer);
         tracing::info!(%peer, %addr, "peer left");
     }
-    // Flush queued replies (e.g. the error that explains the close) before closing.
-    while let Ok(message) = rx.try_recv() {
-        let _ = sink.send(Message::Text(message.to_json().into())).await;
-    }
-    if let Some(reason) = close {
+    if let Some(close) = close {
+        tracing::info!(%addr, code = close.code, reason = %close.reason, "closing connection");
+        // Queued replies first (e.g. the error that explains the close), within limits.
+        while let Ok(message) = rx.try_recv() {
+            if !send_in_time(&mut sink, Message::Text(message.to_json().into())).await {
+                break;
+            }
+        }
         let frame = CloseFrame {
-            code: CLOSE_POLICY,
-            reason: reason.into(),
+            code: close.code,
+            reason: close.reason.into(),
         };
-        let _ = sink.send(Message::Close(Some(frame))).await;
+        if matches!(
+            tokio::time::timeout(WRITE_TIMEOUT, sink.send(Message::Close(Some(frame)))).await,
+            Ok(Ok(()))
+        ) {
+            // Complete the close handshake: dropping the socket while the client's reply is
+            // in flight makes the kernel answer with a reset, which can destroy our close
+            // frame before the client reads it.
+            let _ = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, async {
+                while let Some(Ok(message)) = stream.next().await {
+                    if matches!(message, Message::Close(_)) {
+                        break;
+                    }
+                }
+            })
+            .await;
+        }
+    }
+    state.metrics.connections.fetch_sub(1, Ordering::Relaxed);
+}
+
+fn read_error_close(state: &AppState, error: &str) -> Close {
+    // tungstenite reports an oversized frame as a capacity error ("Space limit exceeded").
+    if error.contains("Space limit exceeded") {
+        state.metrics.reject(Rejection::TooLarge);
+        let max = state.config.max_message_bytes;
+        Close {
+            code: CLOSE_TOO_BIG,
+            reason: format!("message over the {max}-byte limit"),
+        }
+    } else {
+        Close {
+            code: CLOSE_PROTOCOL,
+            reason: "WebSocket protocol error".into(),
+        }
     }
 }
 
-fn handle(
-    state: &AppState,
-    tx: &mpsc::Sender<ServerMessage>,
-    peer: &mut Option<PeerId>,
-    message: ClientMessage,
-) {
-    let mut rooms = state
-        .rooms
-        .lock()
-        .expect("rooms lock is never held across a panic");
+fn slow_reader(state: &AppState) -> Close {
+    state.metrics.reject(Rejection::SlowReader);
+    Close {
+        code: CLOSE_POLICY,
+        reason: "too many unread messages".into(),
+    }
+}
+
+enum Sent {
+    Done,
+    /// The client's queue overflowed while this write was blocked.
+    Kicked,
+    Failed,
+}
+
+/// Writes one message; gives up when the write stalls past [`WRITE_TIMEOUT`] or the client's
+/// queue overflows meanwhile, so a client that stops reading is dropped promptly.
+async fn send_unless_kicked(
+    sink: &mut futures::stream::SplitSink<WebSocket, Message>,
+    message: Message,
+    kick: &Notify,
+) -> Sent {
+    tokio::select! {
+        sent = tokio::time::timeout(WRITE_TIMEOUT, sink.send(message)) => if matches!(sent, Ok(Ok(()))) { Sent::Done } else { Sent::Failed },
+        _ = kick.notified() => Sent::Kicked,
+    }
+}
+
+async fn send_in_time(
+    sink: &mut futures::stream::SplitSink<WebSocket, Message>,
+    message: Message,
+) -> bool {
+    matches!(
+        tokio::time::timeout(WRITE_TIMEOUT, sink.send(message)).await,
+        Ok(Ok(()))
+    )
+}
+
+fn handle(state: &AppState, mailbox: &Mailbox, peer: &mut Option<PeerId>, message: ClientMessage) {
+    let mut rooms = state.rooms();
     match message {
         ClientMessage::Join { channel, role } => {
             if peer.is_some() {
                 reply_error(
-                    tx,
+                    mailbox,
                     ErrorCode::AlreadyJoined,
                     "this connection already joined a channel".into(),
                 );
                 return;
             }
-            match rooms.join(channel.clone(), role, tx.clone()) {
+            match rooms.join(channel.clone(), role, mailbox.clone()) {
                 Ok((id, introduced)) => {
                     tracing::info!(peer = %id, %channel, ?role, introduced = introduced.len(), "peer joined");
                     *peer = Some(id);
-                    let _ = tx.try_send(ServerMessage::Welcome {
+                    let _ = mailbox.tx.try_send(ServerMessage::Welcome {
                         peer_id: id,
                         channel,
                     });
-                    let _ = tx.try_send(ServerMessage::Introduce { peers: introduced });
+                    let _ = mailbox
+                        .tx
+                        .try_send(ServerMessage::Introduce { peers: introduced });
                 }
-                Err(e) => reply_error(tx, e.code, e.message),
+                Err(e) => {
+                    state.metrics.reject(e.rejection);
+                    reply_error(mailbox, e.code, e.message);
+                }
             }
         }
         ClientMessage::Signal { to, signal } => {
             let Some(from) = *peer else {
-                reply_error(tx, ErrorCode::NotJoined, "join a channel first".into());
+                reply_error(mailbox, ErrorCode::NotJoined, "join a channel first".into());
                 return;
             };
             if let Err(e) = rooms.relay(from, to, signal) {
-                reply_error(tx, e.code, e.message);
+                state.metrics.reject(e.rejection);
+                reply_error(mailbox, e.code, e.message);
             }
         }
         ClientMessage::Leave {} => {
@@ -145,6 +330,6 @@ fn handle(
     }
 }
 
-fn reply_error(tx: &mpsc::Sender<ServerMessage>, code: ErrorCode, message: String) {
-    let _ = tx.try_send(ServerMessage::Error { code, message });
+fn reply_error(mailbox: &Mailbox, code: ErrorCode, message: String) {
+    let _ = mailbox.tx.try_send(ServerMessage::Error { code, message });
 }

@@ -1,62 +1,96 @@
 //! The signal server: introduces the peers of a channel to each other, relays their WebRTC
 //! set-up messages, lists live channels and serves the web app. It never carries video.
 
+mod config;
 mod connection;
 mod error;
+mod metrics;
+mod rate_limit;
 mod rooms;
 mod web;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use axum::routing::get;
 use axum::Router;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 
+pub use config::ServerConfig;
 pub use error::ServerError;
-pub use rooms::{JoinError, Rooms};
+pub use metrics::{Metrics, Rejection};
+pub use rooms::{JoinError, Limits, Mailbox, Rooms};
 
-/// Settings an operator chooses; see `signal-server --help`.
-#[derive(Debug, Clone)]
-pub struct ServerConfig {
-    /// Folder holding the built web app (`index.html` and its assets).
-    pub web_dir: PathBuf,
-    /// Peers introduced to a joining peer; a handful, never the whole swarm.
-    pub introduce: usize,
-}
+/// How long shutdown waits for clients to receive their close frames.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// Shared by every connection: one plain struct behind one lock.
+/// Shared by every connection: the rooms behind one lock, lock-free counters, settings.
 #[derive(Clone)]
 pub(crate) struct AppState {
-    pub rooms: Arc<Mutex<Rooms>>,
+    rooms: Arc<Mutex<Rooms>>,
+    pub metrics: Arc<Metrics>,
     pub config: Arc<ServerConfig>,
+    /// Flips to true when the server shuts down; each connection then closes with 1001.
+    pub shutdown: watch::Receiver<bool>,
 }
 
-pub fn router(config: ServerConfig) -> Router {
-    let state = AppState {
-        rooms: Arc::new(Mutex::new(Rooms::new(config.introduce))),
-        config: Arc::new(config.clone()),
-    };
+impl AppState {
+    pub fn rooms(&self) -> MutexGuard<'_, Rooms> {
+        // Rooms' methods never panic while holding the lock, so poisoning cannot happen.
+        self.rooms.lock().expect("rooms lock is never poisoned")
+    }
+}
+
+fn router(state: AppState) -> Router {
     Router::new()
         .route("/ws", get(connection::upgrade))
         .route("/api/channels", get(web::channels))
+        .route("/metrics", get(web::metrics))
+        .route("/healthz", get(web::healthz))
         .route("/", get(web::app_page))
         .route("/watch/{channel}", get(web::app_page))
         .route("/embed/{channel}", get(web::app_page))
-        .fallback_service(tower_http::services::ServeDir::new(&config.web_dir))
+        .fallback_service(tower_http::services::ServeDir::new(&state.config.web_dir))
         .with_state(state)
 }
 
-/// Serves until the future `shutdown` completes.
+/// Serves until `shutdown` completes; then every client gets a 1001 close before return.
 pub async fn serve(
     listener: TcpListener,
     config: ServerConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
-    let app = router(config).into_make_service_with_connect_info::<SocketAddr>();
+    let limits = Limits {
+        introduce: config.introduce,
+        max_channels: config.max_channels,
+        max_peers_per_channel: config.max_peers_per_channel,
+        max_connections_per_ip: config.max_connections_per_ip,
+    };
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let state = AppState {
+        rooms: Arc::new(Mutex::new(Rooms::new(limits))),
+        metrics: Arc::new(Metrics::default()),
+        config: Arc::new(config),
+        shutdown: stop_rx,
+    };
+    let metrics = state.metrics.clone();
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let graceful = async move {
+        shutdown.await;
+        tracing::info!("shutting down: closing every connection");
+        let _ = stop_tx.send(true);
+        let deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
+        while metrics.connections.load(Ordering::Relaxed) > 0
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
     axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
+        .with_graceful_shutdown(graceful)
         .await
         .map_err(ServerError::Serve)
 }

@@ -1,34 +1,50 @@
-//! Channels and their peers: who is where, who may talk to whom.
+//! Channels and their peers: who is where, who may talk to whom. One plain struct, held
+//! behind one lock by the server.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
 
 use protocol::{
     ChannelName, ChannelSummary, ErrorCode, PeerId, Role, ServerMessage, SignalPayload,
 };
-use rand::seq::SliceRandom;
-use tokio::sync::mpsc;
+use rand::Rng;
+use tokio::sync::{mpsc, Notify};
+
+use crate::metrics::Rejection;
 
 /// Why a join or relay was refused; becomes an `Error` message to the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JoinError {
     pub code: ErrorCode,
     pub message: String,
+    pub rejection: Rejection,
 }
 
 impl JoinError {
-    fn new(code: ErrorCode, message: impl Into<String>) -> JoinError {
+    fn new(code: ErrorCode, rejection: Rejection, message: impl Into<String>) -> JoinError {
         JoinError {
             code,
             message: message.into(),
+            rejection,
         }
     }
 }
 
+/// How to reach a peer's connection.
+#[derive(Clone)]
+pub struct Mailbox {
+    /// Bounded: a peer that does not read its messages is dropped, not buffered for.
+    pub tx: mpsc::Sender<ServerMessage>,
+    /// Tells the connection task to close: its queue overflowed.
+    pub kick: Arc<Notify>,
+}
+
 struct Member {
     channel: ChannelName,
-    role: Role,
-    /// Bounded: a peer that does not read its messages is dropped, not buffered for.
-    tx: mpsc::Sender<ServerMessage>,
+    mailbox: Mailbox,
+    /// Position in its channel's `members`, for O(1) removal.
+    index: usize,
 }
 
 #[derive(Default)]
@@ -37,58 +53,130 @@ struct Channel {
     members: Vec<PeerId>,
 }
 
+pub struct Limits {
+    pub introduce: usize,
+    pub max_channels: usize,
+    pub max_peers_per_channel: usize,
+    pub max_connections_per_ip: usize,
+}
+
 pub struct Rooms {
-    introduce: usize,
+    limits: Limits,
     next_peer: u64,
     channels: HashMap<ChannelName, Channel>,
     members: HashMap<PeerId, Member>,
+    connections_per_ip: HashMap<IpAddr, usize>,
 }
 
 impl Rooms {
-    pub fn new(introduce: usize) -> Rooms {
+    pub fn new(limits: Limits) -> Rooms {
         Rooms {
-            introduce,
+            limits,
             next_peer: 1,
             channels: HashMap::new(),
             members: HashMap::new(),
+            connections_per_ip: HashMap::new(),
+        }
+    }
+
+    /// Counts a new connection from `ip`; false when that IP is at its limit.
+    pub fn open_connection(&mut self, ip: IpAddr) -> bool {
+        let count = self.connections_per_ip.entry(ip).or_default();
+        if *count >= self.limits.max_connections_per_ip {
+            return false;
+        }
+        *count += 1;
+        true
+    }
+
+    pub fn close_connection(&mut self, ip: IpAddr) {
+        if let Some(count) = self.connections_per_ip.get_mut(&ip) {
+            *count -= 1;
+            if *count == 0 {
+                self.connections_per_ip.remove(&ip);
+            }
         }
     }
 
     /// Adds a peer to a channel. Returns its id and the peers it should connect to: the
-    /// broadcaster, if any, plus a random handful of viewers.
+    /// broadcaster, if any, plus a random handful of viewers. The work does not grow with
+    /// the size of the channel.
     pub fn join(
         &mut self,
         channel: ChannelName,
         role: Role,
-        tx: mpsc::Sender<ServerMessage>,
+        mailbox: Mailbox,
     ) -> Result<(PeerId, Vec<PeerId>), JoinError> {
+        if !self.channels.contains_key(&channel) && self.channels.len() >= self.limits.max_channels
+        {
+            return Err(JoinError::new(
+                ErrorCode::ChannelFull,
+                Rejection::TooManyChannels,
+                format!(
+                    "the server is at its limit of {} channels",
+                    self.limits.max_channels
+                ),
+            ));
+        }
         let room = self.channels.entry(channel.clone()).or_default();
+        if room.members.len() >= self.limits.max_peers_per_channel {
+            return Err(JoinError::new(
+                ErrorCode::ChannelFull,
+                Rejection::ChannelFull,
+                format!(
+                    "channel {channel} is at its limit of {} peers",
+                    self.limits.max_peers_per_channel
+                ),
+            ));
+        }
         if role == Role::Broadcaster && room.broadcaster.is_some() {
             return Err(JoinError::new(
                 ErrorCode::ChannelTaken,
+                Rejection::ChannelTaken,
                 format!("channel {channel} already has a broadcaster"),
             ));
         }
         let peer = PeerId(self.next_peer);
         self.next_peer += 1;
-        let mut viewers: Vec<PeerId> = room
-            .members
-            .iter()
-            .copied()
-            .filter(|p| Some(*p) != room.broadcaster)
-            .collect();
-        viewers.shuffle(&mut rand::thread_rng());
         let mut introduced: Vec<PeerId> = room.broadcaster.into_iter().collect();
-        introduced.extend(
-            viewers
-                .into_iter()
-                .take(self.introduce.saturating_sub(introduced.len())),
-        );
+        let viewers = room.members.len() - introduced.len();
+        let wanted = self
+            .limits
+            .introduce
+            .saturating_sub(introduced.len())
+            .min(viewers);
+        // Rejection sampling: expected O(wanted) draws while wanted is at most half the
+        // channel; small channels are scanned whole instead.
+        if wanted * 2 > viewers {
+            introduced.extend(
+                room.members
+                    .iter()
+                    .copied()
+                    .filter(|p| Some(*p) != room.broadcaster)
+                    .take(wanted),
+            );
+        } else {
+            let mut rng = rand::thread_rng();
+            while introduced.len() < wanted + usize::from(room.broadcaster.is_some()) {
+                let candidate = room.members[rng.gen_range(0..room.members.len())];
+                if !introduced.contains(&candidate) {
+                    introduced.push(candidate);
+                }
+            }
+        }
         if role == Role::Broadcaster {
             room.broadcaster = Some(peer);
         }
+        let index = room.members.len();
         room.members.push(peer);
-        self.members.insert(peer, Member { channel, role, tx });
+        self.members.insert(
+            peer,
+            Member {
+                channel,
+                mailbox,
+                index,
+            },
+        );
         Ok((peer, introduced))
     }
 
@@ -102,7 +190,13 @@ impl Rooms {
         let sender_channel = &self
             .members
             .get(&from)
-            .ok_or_else(|| JoinError::new(ErrorCode::NotJoined, "join a channel first"))?
+            .ok_or_else(|| {
+                JoinError::new(
+                    ErrorCode::NotJoined,
+                    Rejection::Malformed,
+                    "join a channel first",
+                )
+            })?
             .channel;
         let target = self
             .members
@@ -111,17 +205,11 @@ impl Rooms {
             .ok_or_else(|| {
                 JoinError::new(
                     ErrorCode::UnknownPeer,
+                    Rejection::UnknownPeer,
                     format!("no peer {to} in channel {sender_channel}"),
                 )
             })?;
-        if target
-            .tx
-            .try_send(ServerMessage::Signal { from, signal })
-            .is_err()
-        {
-            // The target is not reading; its own connection task notices and drops it.
-            tracing::warn!(%to, "relay target's queue is full");
-        }
+        deliver(&target.mailbox, ServerMessage::Signal { from, signal });
         Ok(())
     }
 
@@ -133,22 +221,24 @@ impl Rooms {
         let Some(room) = self.channels.get_mut(&member.channel) else {
             return;
         };
-        room.members.retain(|p| *p != peer);
+        room.members.swap_remove(member.index);
+        if let Some(moved) = room.members.get(member.index) {
+            if let Some(m) = self.members.get_mut(moved) {
+                m.index = member.index;
+            }
+        }
         if room.broadcaster == Some(peer) {
             room.broadcaster = None;
         }
+        // Peers keep no server-side neighbour lists yet, so the whole channel hears of it.
         for other in &room.members {
             if let Some(m) = self.members.get(other) {
-                let _ = m.tx.try_send(ServerMessage::PeerLeft { peer });
+                deliver(&m.mailbox, ServerMessage::PeerLeft { peer });
             }
         }
         if room.members.is_empty() {
             self.channels.remove(&member.channel);
         }
-    }
-
-    pub fn role(&self, peer: PeerId) -> Option<Role> {
-        self.members.get(&peer).map(|m| m.role)
     }
 
     /// Channels that have a broadcaster, by name.
@@ -164,5 +254,24 @@ impl Rooms {
             .collect();
         live.sort_by(|a, b| a.name.cmp(&b.name));
         live
+    }
+
+    /// Every channel with its number of peers, for metrics.
+    pub fn channel_sizes(&self) -> Vec<(String, usize)> {
+        let mut sizes: Vec<(String, usize)> = self
+            .channels
+            .iter()
+            .map(|(n, r)| (n.to_string(), r.members.len()))
+            .collect();
+        sizes.sort();
+        sizes
+    }
+}
+
+/// Queues a message for a peer, or has its connection closed when its queue is full: the
+/// server never buffers without limit for a client that does not read.
+fn deliver(mailbox: &Mailbox, message: ServerMessage) {
+    if let Err(mpsc::error::TrySendError::Full(_)) = mailbox.tx.try_send(message) {
+        mailbox.kick.notify_one();
     }
 }

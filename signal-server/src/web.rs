@@ -1,7 +1,7 @@
-//! HTTP routes beside the WebSocket: the app page and the channel list.
+//! HTTP routes beside the WebSocket: the app page, the channel list, metrics and health.
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::Json;
 
@@ -25,10 +25,19 @@ pub(crate) async fn app_page(State(state): State<AppState>) -> Response {
 }
 
 pub(crate) async fn channels(State(state): State<AppState>) -> impl IntoResponse {
-    let live = state
-        .rooms
-        .lock()
-        .expect("rooms lock is never held across a panic")
-        .live_channels();
+    let live = state.rooms().live_channels();
     Json(live)
+}
+
+/// Prometheus text format.
+pub(crate) async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let sizes = state.rooms().channel_sizes();
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(&sizes),
+    )
+}
+
+pub(crate) async fn healthz() -> &'static str {
+    "ok\n"
 }

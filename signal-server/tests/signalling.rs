@@ -8,26 +8,35 @@ use protocol::{
 };
 use signal_server::ServerConfig;
 use tokio::net::{TcpListener, TcpStream};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 async fn start() -> String {
+    let (addr, stop) = start_with(|_| {}).await;
+    // Keep the server up for the rest of the test process.
+    std::mem::forget(stop);
+    addr
+}
+
+/// Starts a server with adjusted settings; dropping the sender shuts it down.
+async fn start_with(
+    adjust: impl FnOnce(&mut ServerConfig),
+) -> (String, tokio::sync::oneshot::Sender<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let web_dir = std::env::temp_dir().join(format!("st-web-{}", addr.port()));
     std::fs::create_dir_all(&web_dir).unwrap();
     std::fs::write(web_dir.join("index.html"), "<html>app</html>").unwrap();
-    tokio::spawn(signal_server::serve(
-        listener,
-        ServerConfig {
-            web_dir,
-            introduce: 8,
-        },
-        std::future::pending(),
-    ));
-    addr.to_string()
+    let mut config = ServerConfig::with_web_dir(web_dir);
+    adjust(&mut config);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(signal_server::serve(listener, config, async move {
+        let _ = stop_rx.await;
+    }));
+    (addr.to_string(), stop_tx)
 }
 
 async fn connect(addr: &str) -> Ws {
@@ -278,4 +287,384 @@ async fn http_get(addr: &str, path: &str) -> String {
         "{response}"
     );
     response.split_once("\r\n\r\n").unwrap().1.to_owned()
+}
+
+/// The next close frame, skipping other messages.
+async fn expect_close(ws: &mut Ws) -> (u16, String) {
+    loop {
+        let frame = tokio::time::timeout(Duration::from_secs(15), ws.next())
+            .await
+            .expect("closed within 15 s");
+        match frame {
+            Some(Ok(Message::Close(Some(frame)))) => {
+                return (u16::from(frame.code), frame.reason.to_string())
+            }
+            Some(Ok(Message::Close(None))) | None => panic!("closed without a close frame"),
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => panic!("read failed before the close frame: {e}"),
+        }
+    }
+}
+
+/// A fresh viewer still joins and is introduced to the broadcaster.
+async fn others_still_work(addr: &str, channel: &str, broadcaster: PeerId) {
+    let mut viewer = connect(addr).await;
+    let (_, intro) = join(&mut viewer, channel, Role::Viewer).await;
+    assert_eq!(intro, vec![broadcaster]);
+}
+
+#[tokio::test]
+async fn oversized_frame_is_closed_with_1009_and_a_reason() {
+    let addr = start().await;
+    let mut good = connect(&addr).await;
+    let (good_id, _) = join(&mut good, "news", Role::Broadcaster).await;
+    let mut bad = connect(&addr).await;
+    bad.send(Message::text(
+        "x".repeat(protocol::MAX_SIGNAL_MESSAGE_BYTES + 1),
+    ))
+    .await
+    .unwrap();
+    let (code, reason) = expect_close(&mut bad).await;
+    assert_eq!(code, u16::from(CloseCode::Size));
+    assert!(reason.contains("limit"), "{reason}");
+    // Far over the limit, the WebSocket library stops reading mid-frame; the connection
+    // still ends (a 1009 close, or a reset when the unread megabyte is discarded) and the
+    // server keeps serving everyone else.
+    let mut worse = connect(&addr).await;
+    let _ = worse.send(Message::text("x".repeat(1 << 20))).await;
+    match tokio::time::timeout(Duration::from_secs(15), worse.next())
+        .await
+        .expect("ended within 15 s")
+    {
+        Some(Ok(Message::Close(Some(frame)))) => assert_eq!(u16::from(frame.code), 1009),
+        Some(Err(_)) | None => {}
+        other => panic!("expected the connection to end, got {other:?}"),
+    }
+    let metrics = http_get(&addr, "/metrics").await;
+    assert!(
+        metrics.contains("streamtorrent_rejections_total{reason=\"too_large\"} 2"),
+        "{metrics}"
+    );
+    others_still_work(&addr, "news", good_id).await;
+}
+
+#[tokio::test]
+async fn a_flood_is_throttled_then_dropped() {
+    let (addr, _stop) = start_with(|c| {
+        c.rate_per_sec = 5.0;
+        c.rate_burst = 10;
+    })
+    .await;
+    let mut good = connect(&addr).await;
+    let (good_id, _) = join(&mut good, "news", Role::Broadcaster).await;
+    let mut flooder = connect(&addr).await;
+    join(&mut flooder, "news", Role::Viewer).await;
+    for _ in 0..200 {
+        if flooder
+            .send(Message::text(
+                ClientMessage::Signal {
+                    to: good_id,
+                    signal: SignalPayload::Answer { sdp: "x".into() },
+                }
+                .to_json(),
+            ))
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    let mut rate_limited = false;
+    let close = loop {
+        match tokio::time::timeout(Duration::from_secs(10), flooder.next())
+            .await
+            .expect("answer within 10 s")
+        {
+            Some(Ok(Message::Text(text))) => {
+                if let Ok(ServerMessage::Error {
+                    code: ErrorCode::RateLimited,
+                    ..
+                }) = ServerMessage::from_json(&text)
+                {
+                    rate_limited = true;
+                }
+            }
+            Some(Ok(Message::Close(Some(frame)))) => {
+                break (u16::from(frame.code), frame.reason.to_string())
+            }
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    assert!(rate_limited, "the flooder was told it is rate limited");
+    assert_eq!(close, (1008, "flooding".to_string()));
+    // The broadcaster got at most the burst (less the token the join spent) plus what the
+    // rate refilled meanwhile.
+    let mut relayed = 0;
+    while let Ok(Some(Ok(Message::Text(text)))) =
+        tokio::time::timeout(Duration::from_millis(300), good.next()).await
+    {
+        if matches!(
+            ServerMessage::from_json(&text),
+            Ok(ServerMessage::Signal { .. })
+        ) {
+            relayed += 1;
+        }
+    }
+    assert!(
+        (9..=20).contains(&relayed),
+        "relayed {relayed} of 200 flood messages"
+    );
+    others_still_work(&addr, "news", good_id).await;
+}
+
+#[tokio::test]
+async fn too_many_connections_from_one_ip_are_refused_at_the_handshake() {
+    let (addr, _stop) = start_with(|c| c.max_connections_per_ip = 2).await;
+    let first = connect(&addr).await;
+    let _second = connect(&addr).await;
+    let refused = tokio_tungstenite::connect_async(format!("ws://{addr}/ws")).await;
+    match refused {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 429)
+        }
+        other => panic!("expected HTTP 429, got {other:?}"),
+    }
+    drop(first);
+    // The slot is released once the server sees the connection end.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
+        .await
+        .is_err()
+    {
+        assert!(std::time::Instant::now() < deadline, "slot never released");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_page_from_another_origin_is_refused_at_the_handshake() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let (addr, _stop) = start_with(|c| c.allowed_origins = vec!["https://tv.example".into()]).await;
+    let with_origin = |origin: &str| {
+        let mut request = format!("ws://{addr}/ws").into_client_request().unwrap();
+        request
+            .headers_mut()
+            .insert("origin", origin.parse().unwrap());
+        request
+    };
+    match tokio_tungstenite::connect_async(with_origin("https://evil.example")).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 403)
+        }
+        other => panic!("expected HTTP 403, got {other:?}"),
+    }
+    assert!(
+        tokio_tungstenite::connect_async(with_origin("https://tv.example"))
+            .await
+            .is_ok()
+    );
+    // Native peers send no Origin.
+    assert!(tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
+        .await
+        .is_ok());
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_dropped_not_buffered_for() {
+    let (addr, _stop) = start_with(|c| {
+        c.rate_per_sec = 1e6;
+        c.rate_burst = 1_000_000;
+    })
+    .await;
+    let mut sender = connect(&addr).await;
+    let (sender_id, _) = join(&mut sender, "news", Role::Broadcaster).await;
+    let mut sleeper = connect(&addr).await;
+    let (sleeper_id, _) = join(&mut sleeper, "news", Role::Viewer).await;
+    // The sleeper never reads again. 3000 x 12 KiB is far more than socket buffers hold.
+    let sdp = "v".repeat(12 * 1024);
+    let mut dropped = false;
+    for _ in 0..3000 {
+        sender
+            .send(Message::text(
+                ClientMessage::Signal {
+                    to: sleeper_id,
+                    signal: SignalPayload::Offer { sdp: sdp.clone() },
+                }
+                .to_json(),
+            ))
+            .await
+            .unwrap();
+        // Errors for the sender pile up unread too; peek without blocking.
+        if let Ok(Some(Ok(Message::Text(text)))) =
+            tokio::time::timeout(Duration::from_millis(0), sender.next()).await
+        {
+            if let Ok(ServerMessage::Error {
+                code: ErrorCode::UnknownPeer,
+                ..
+            }) = ServerMessage::from_json(&text)
+            {
+                dropped = true;
+                break;
+            }
+            if let Ok(ServerMessage::PeerLeft { peer }) = ServerMessage::from_json(&text) {
+                assert_eq!(peer, sleeper_id);
+                dropped = true;
+                break;
+            }
+        }
+    }
+    if !dropped {
+        let message = recv(&mut sender).await;
+        assert!(
+            matches!(message, ServerMessage::PeerLeft { peer } if peer == sleeper_id)
+                || matches!(
+                    message,
+                    ServerMessage::Error {
+                        code: ErrorCode::UnknownPeer,
+                        ..
+                    }
+                ),
+            "{message:?}"
+        );
+    }
+    let metrics = http_get(&addr, "/metrics").await;
+    assert!(
+        metrics.contains("streamtorrent_rejections_total{reason=\"slow_reader\"} 1"),
+        "{metrics}"
+    );
+    others_still_work(&addr, "news", sender_id).await;
+}
+
+#[tokio::test]
+async fn a_silent_client_is_dropped_after_the_idle_timeout() {
+    let (addr, _stop) = start_with(|c| {
+        c.ping_interval_secs = 1;
+        c.idle_timeout_secs = 2;
+    })
+    .await;
+    let mut watcher = connect(&addr).await;
+    join(&mut watcher, "news", Role::Broadcaster).await;
+    let mut silent = connect(&addr).await;
+    // Timed from before the silent client's last message: the server measures silence
+    // from when it last heard the client.
+    let started = std::time::Instant::now();
+    let (silent_id, _) = join(&mut silent, "news", Role::Viewer).await;
+    // `silent` never reads again, so never answers pings; `watcher` reads and stays.
+    assert_eq!(
+        recv(&mut watcher).await,
+        ServerMessage::PeerLeft { peer: silent_id }
+    );
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= Duration::from_secs(2),
+        "dropped after {elapsed:?}, before the timeout: {}",
+        http_get(&addr, "/metrics").await
+    );
+    let metrics = http_get(&addr, "/metrics").await;
+    assert!(
+        metrics.contains("streamtorrent_rejections_total{reason=\"idle\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn shutdown_closes_every_client_with_1001() {
+    let (addr, stop) = start_with(|_| {}).await;
+    let mut a = connect(&addr).await;
+    join(&mut a, "news", Role::Broadcaster).await;
+    let mut b = connect(&addr).await;
+    join(&mut b, "news", Role::Viewer).await;
+    drop(stop);
+    assert_eq!(
+        expect_close(&mut a).await,
+        (1001, "server shutting down".to_string())
+    );
+    assert_eq!(expect_close(&mut b).await.0, 1001);
+}
+
+#[tokio::test]
+async fn metrics_and_health_report_what_happened() {
+    let addr = start().await;
+    assert_eq!(http_get(&addr, "/healthz").await, "ok\n");
+    let mut b = connect(&addr).await;
+    let (b_id, _) = join(&mut b, "news", Role::Broadcaster).await;
+    let mut v = connect(&addr).await;
+    let (v_id, _) = join(&mut v, "news", Role::Viewer).await;
+    send(
+        &mut v,
+        ClientMessage::Signal {
+            to: b_id,
+            signal: SignalPayload::Offer { sdp: "o".into() },
+        },
+    )
+    .await;
+    recv(&mut b).await;
+    send(
+        &mut v,
+        ClientMessage::Signal {
+            to: PeerId(424242),
+            signal: SignalPayload::Offer { sdp: "o".into() },
+        },
+    )
+    .await;
+    recv(&mut v).await;
+    v.send(Message::text("{bad")).await.unwrap();
+    recv(&mut v).await;
+    let metrics = http_get(&addr, "/metrics").await;
+    for line in [
+        "streamtorrent_connections 2",
+        "streamtorrent_channels 1",
+        "streamtorrent_channel_peers{channel=\"news\"} 2",
+        "streamtorrent_relayed_total 1",
+        "streamtorrent_rejections_total{reason=\"unknown_peer\"} 1",
+        "streamtorrent_rejections_total{reason=\"malformed\"} 1",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "missing {line:?} in\n{metrics}"
+        );
+    }
+    let _ = v_id;
+}
+
+#[test]
+fn introductions_are_bounded_and_random() {
+    use signal_server::{Limits, Rooms};
+    let limits = Limits {
+        introduce: 8,
+        max_channels: 10,
+        max_peers_per_channel: 100_000,
+        max_connections_per_ip: 1,
+    };
+    let mut rooms = Rooms::new(limits);
+    let mailbox = || {
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        std::mem::forget(rx); // Nobody reads in this test; the queue only must stay open.
+        signal_server::Mailbox {
+            tx,
+            kick: Default::default(),
+        }
+    };
+    let channel: protocol::ChannelName = "big".parse().unwrap();
+    let (source, _) = rooms
+        .join(channel.clone(), Role::Broadcaster, mailbox())
+        .unwrap();
+    let mut seen = std::collections::HashSet::new();
+    for i in 0..5000 {
+        let (_, intro) = rooms
+            .join(channel.clone(), Role::Viewer, mailbox())
+            .unwrap();
+        assert_eq!(intro[0], source);
+        assert_eq!(intro.len(), (i + 1).min(8), "joiner {i}");
+        let unique: std::collections::HashSet<_> = intro.iter().collect();
+        assert_eq!(unique.len(), intro.len(), "duplicates in {intro:?}");
+        seen.extend(intro);
+    }
+    // Random picks spread over the swarm rather than always the first peers.
+    assert!(
+        seen.len() > 3000,
+        "only {} distinct peers ever introduced",
+        seen.len()
+    );
 }

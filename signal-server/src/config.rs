@@ -1,0 +1,85 @@
+//! Every operator setting: a flag, an environment variable, and a default that suits a
+//! small VPS.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+use protocol::MAX_SIGNAL_MESSAGE_BYTES;
+
+/// StreamTorrent signal server: introduces the viewers of a live channel to each other,
+/// relays their WebRTC set-up, and serves the watch page. It never carries video.
+#[derive(Parser, Debug, Clone)]
+#[command(name = "signal-server", version)]
+pub struct ServerConfig {
+    /// Address and port to listen on (HTTP and WebSocket on the same port).
+    #[arg(long, env = "STREAMTORRENT_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: String,
+    /// Folder with the built web app (the output of `trunk build`).
+    #[arg(long, env = "STREAMTORRENT_WEB_DIR", default_value = "web/dist")]
+    pub web_dir: PathBuf,
+    /// Origins whose pages may open the WebSocket, comma-separated, e.g.
+    /// `https://tv.example,https://blog.example` (embedding sites). Empty allows any.
+    /// Clients that send no Origin header (native peers) are always allowed.
+    #[arg(long, env = "STREAMTORRENT_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+    /// Most live channels at once; joining a new channel beyond it is refused.
+    #[arg(long, env = "STREAMTORRENT_MAX_CHANNELS", default_value_t = 1000)]
+    pub max_channels: usize,
+    /// Most peers in one channel.
+    #[arg(
+        long,
+        env = "STREAMTORRENT_MAX_PEERS_PER_CHANNEL",
+        default_value_t = 20_000
+    )]
+    pub max_peers_per_channel: usize,
+    /// Most simultaneous WebSocket connections from one IP address.
+    #[arg(
+        long,
+        env = "STREAMTORRENT_MAX_CONNECTIONS_PER_IP",
+        default_value_t = 32
+    )]
+    pub max_connections_per_ip: usize,
+    /// Largest signalling message in bytes; a bigger frame closes the connection with 1009.
+    /// At most 16384, the protocol's own limit.
+    #[arg(long, env = "STREAMTORRENT_MAX_MESSAGE_BYTES", default_value_t = MAX_SIGNAL_MESSAGE_BYTES, value_parser = parse_message_limit)]
+    pub max_message_bytes: usize,
+    /// Sustained messages per second one connection may send. A broadcaster answers every
+    /// joining viewer, so this must cover a rush of joins.
+    #[arg(long, env = "STREAMTORRENT_RATE_PER_SEC", default_value_t = 50.0)]
+    pub rate_per_sec: f64,
+    /// Messages one connection may send in a burst above the sustained rate; this many
+    /// refused messages in a row close the connection.
+    #[arg(long, env = "STREAMTORRENT_RATE_BURST", default_value_t = 100)]
+    pub rate_burst: u32,
+    /// How many peers of its channel a joining peer is introduced to.
+    #[arg(long, env = "STREAMTORRENT_INTRODUCE", default_value_t = 8)]
+    pub introduce: usize,
+    /// Seconds between WebSocket pings to each client.
+    #[arg(long, env = "STREAMTORRENT_PING_INTERVAL_SECS", default_value_t = 20)]
+    pub ping_interval_secs: u64,
+    /// A client silent (no message, no pong) this many seconds is dropped.
+    #[arg(long, env = "STREAMTORRENT_IDLE_TIMEOUT_SECS", default_value_t = 60)]
+    pub idle_timeout_secs: u64,
+}
+
+fn parse_message_limit(text: &str) -> Result<usize, String> {
+    let bytes: usize = text
+        .parse()
+        .map_err(|e| format!("{text:?} is not a byte count: {e}"))?;
+    if (256..=MAX_SIGNAL_MESSAGE_BYTES).contains(&bytes) {
+        Ok(bytes)
+    } else {
+        Err(format!(
+            "{bytes} is outside 256..={MAX_SIGNAL_MESSAGE_BYTES}"
+        ))
+    }
+}
+
+impl ServerConfig {
+    /// Defaults, serving `web_dir`; for tests and embedding.
+    pub fn with_web_dir(web_dir: impl Into<PathBuf>) -> ServerConfig {
+        let mut config = ServerConfig::parse_from(["signal-server"]);
+        config.web_dir = web_dir.into();
+        config
+    }
+}
