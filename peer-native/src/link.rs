@@ -6,14 +6,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use protocol::{PeerId, SignalPayload};
+use protocol::{IceServer, PeerId, SignalPayload};
 use rtc::ice::mdns::MulticastDnsMode;
 use tokio::sync::{mpsc, Notify};
 use webrtc::data_channel::{DataChannel, DataChannelEvent};
 use webrtc::peer_connection::{
     PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder,
-    RTCIceCandidateInit, RTCIceGatheringState, RTCPeerConnectionState, RTCSessionDescription,
-    SettingEngineBuilder,
+    RTCIceCandidateInit, RTCIceGatheringState, RTCIceServer, RTCPeerConnectionState,
+    RTCSessionDescription, SettingEngineBuilder,
 };
 
 use crate::NativeError;
@@ -50,10 +50,11 @@ pub enum Start {
 pub async fn run(
     peer: PeerId,
     start: Start,
+    ice_servers: Vec<IceServer>,
     mut commands: mpsc::UnboundedReceiver<LinkCommand>,
     events: mpsc::UnboundedSender<LinkEvent>,
 ) {
-    if let Err(e) = drive(peer, start, &mut commands, &events).await {
+    if let Err(e) = drive(peer, start, ice_servers, &mut commands, &events).await {
         tracing::warn!(%peer, error = %e, "link failed");
     }
     let _ = events.send(LinkEvent::Closed(peer));
@@ -62,6 +63,7 @@ pub async fn run(
 async fn drive(
     peer: PeerId,
     start: Start,
+    ice_servers: Vec<IceServer>,
     commands: &mut mpsc::UnboundedReceiver<LinkCommand>,
     events: &mpsc::UnboundedSender<LinkEvent>,
 ) -> Result<(), NativeError> {
@@ -79,7 +81,11 @@ async fn drive(
         .with_multicast_dns_mode(MulticastDnsMode::Disabled)
         .build();
     let pc = PeerConnectionBuilder::new()
-        .with_configuration(RTCConfigurationBuilder::new().build())
+        .with_configuration(
+            RTCConfigurationBuilder::new()
+                .with_ice_servers(ice_servers.into_iter().map(rtc_ice_server).collect())
+                .build(),
+        )
         .with_setting_engine(settings)
         .with_handler(handler)
         .with_udp_addrs(vec!["0.0.0.0:0".to_owned()])
@@ -143,6 +149,14 @@ async fn drive(
     }
     let _ = pc.close().await;
     Ok(())
+}
+
+fn rtc_ice_server(server: IceServer) -> RTCIceServer {
+    RTCIceServer {
+        urls: server.urls,
+        username: server.username.unwrap_or_default(),
+        credential: server.credential.unwrap_or_default(),
+    }
 }
 
 async fn local_sdp(pc: &impl PeerConnection) -> Result<String, NativeError> {

@@ -6,7 +6,8 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use protocol::{
-    ChannelName, ChunkSeq, ClientMessage, PeerId, PeerMessage, Role, ServerMessage, SignalPayload,
+    ChannelName, ChunkSeq, ClientMessage, IceServer, PeerId, PeerMessage, Role, ServerMessage,
+    SignalPayload,
 };
 use swarm::{Chunk, Config, Input, Millis, Output, Stats, Swarm, SwarmRole};
 use tokio::sync::mpsc;
@@ -18,6 +19,9 @@ use crate::{signalling, NativeError};
 const TICK: Duration = Duration::from_millis(100);
 /// After the broadcaster's input ends, how long it keeps serving the last chunks.
 const END_GRACE: Duration = Duration::from_secs(3);
+/// Reconnecting to the signal server: first wait, and the most it grows to.
+const RECONNECT_FIRST: Duration = Duration::from_millis(500);
+const RECONNECT_MAX: Duration = Duration::from_secs(30);
 
 pub struct NodeOptions {
     /// WebSocket URL of the signal server, e.g. `ws://127.0.0.1:8080/ws`.
@@ -55,11 +59,14 @@ pub async fn run(
     sink: &mut dyn Sink,
     stop: impl Future<Output = ()>,
 ) -> Result<Stats, NativeError> {
-    let (signal_tx, mut signal_rx) = signalling::connect(&options.server).await?;
+    let (mut signal_tx, mut signal_rx) = signalling::connect(&options.server).await?;
     let _ = signal_tx.send(ClientMessage::Join {
         channel: options.channel.clone(),
         role: options.role,
     });
+    let mut ice_servers: Vec<IceServer> = Vec::new();
+    // While the signal server is away: when to try again, and the wait after that.
+    let mut reconnect: Option<(Instant, Duration)> = None;
     let (events_tx, mut events_rx) = mpsc::unbounded_channel::<LinkEvent>();
     let mut links: HashMap<PeerId, LinkHandle> = HashMap::new();
     let swarm_role = if options.role == Role::Broadcaster {
@@ -79,13 +86,14 @@ pub async fn run(
     loop {
         tokio::select! {
             message = signal_rx.recv(), if signal_open => match message {
-                Some(ServerMessage::Welcome { peer_id, channel }) => {
+                Some(ServerMessage::Welcome { peer_id, channel, ice_servers: servers }) => {
                     welcomed = true;
-                    tracing::info!(%peer_id, %channel, "joined");
+                    ice_servers = servers;
+                    tracing::info!(%peer_id, %channel, ice_servers = ice_servers.len(), "joined");
                 }
                 Some(ServerMessage::Introduce { peers }) => {
                     for peer in peers {
-                        links.entry(peer).or_insert_with(|| spawn_link(peer, Start::Offer, &events_tx));
+                        links.entry(peer).or_insert_with(|| spawn_link(peer, Start::Offer, &ice_servers, &events_tx));
                     }
                 }
                 Some(ServerMessage::Signal { from, signal: SignalPayload::Offer { sdp } }) => {
@@ -93,7 +101,7 @@ pub async fn run(
                         drop(old); // A fresh offer replaces a link that did not survive.
                         swarm.handle_input(now(), Input::PeerDisconnected(from));
                     }
-                    links.insert(from, spawn_link(from, Start::Answer { sdp }, &events_tx));
+                    links.insert(from, spawn_link(from, Start::Answer { sdp }, &ice_servers, &events_tx));
                 }
                 Some(ServerMessage::Signal { from, signal }) => {
                     if let Some(link) = links.get(&from) {
@@ -113,8 +121,9 @@ pub async fn run(
                 }
                 None => {
                     // Existing links keep the stream flowing without the server.
-                    tracing::warn!("signal server connection lost; keeping existing peer links");
+                    tracing::warn!("signal server connection lost; keeping existing peer links and reconnecting");
                     signal_open = false;
+                    reconnect = Some((Instant::now() + RECONNECT_FIRST, RECONNECT_FIRST));
                 }
             },
             event = events_rx.recv() => {
@@ -163,6 +172,24 @@ pub async fn run(
                 }
             },
             _ = tick.tick() => {
+                if let Some((at, wait)) = reconnect {
+                    if Instant::now() >= at {
+                        match tokio::time::timeout(Duration::from_secs(5), signalling::connect(&options.server)).await {
+                            Ok(Ok((tx, rx))) => {
+                                tracing::info!("reconnected to the signal server; joining again");
+                                (signal_tx, signal_rx) = (tx, rx);
+                                let _ = signal_tx.send(ClientMessage::Join { channel: options.channel.clone(), role: options.role });
+                                signal_open = true;
+                                reconnect = None;
+                            }
+                            _ => {
+                                let next = (wait * 2).min(RECONNECT_MAX);
+                                tracing::info!(retry_in = ?wait, "signal server still unreachable");
+                                reconnect = Some((Instant::now() + wait, next));
+                            }
+                        }
+                    }
+                }
                 swarm.handle_input(now(), Input::Tick);
                 if ending.is_some_and(|at| at.elapsed() >= END_GRACE) {
                     break;
@@ -204,9 +231,20 @@ async fn recv_feed(
     }
 }
 
-fn spawn_link(peer: PeerId, start: Start, events: &mpsc::UnboundedSender<LinkEvent>) -> LinkHandle {
+fn spawn_link(
+    peer: PeerId,
+    start: Start,
+    ice_servers: &[IceServer],
+    events: &mpsc::UnboundedSender<LinkEvent>,
+) -> LinkHandle {
     let (commands, commands_rx) = mpsc::unbounded_channel();
-    tokio::spawn(link::run(peer, start, commands_rx, events.clone()));
+    tokio::spawn(link::run(
+        peer,
+        start,
+        ice_servers.to_vec(),
+        commands_rx,
+        events.clone(),
+    ));
     LinkHandle {
         commands,
         data: None,

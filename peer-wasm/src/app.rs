@@ -6,9 +6,9 @@ use std::collections::HashMap;
 use futures::channel::mpsc;
 use futures::StreamExt;
 use gloo_events::EventListener;
-use gloo_timers::callback::Interval;
+use gloo_timers::callback::{Interval, Timeout};
 use protocol::{
-    ChannelName, ClientMessage, PeerId, PeerMessage, Role, ServerMessage, SignalPayload,
+    ChannelName, ClientMessage, IceServer, PeerId, PeerMessage, Role, ServerMessage, SignalPayload,
 };
 use swarm::{Config, Input, Millis, Output, Swarm, SwarmRole};
 use wasm_bindgen::JsCast;
@@ -18,6 +18,7 @@ use crate::event::{emit, Event, Events};
 use crate::link::Link;
 use crate::page;
 use crate::player::Player;
+use crate::reconnect::Backoff;
 use crate::signalling::Signalling;
 use crate::WebError;
 
@@ -36,6 +37,11 @@ pub struct App {
     playing: bool,
     _ticker: Interval,
     _unmute: Option<EventListener>,
+    /// STUN/TURN servers from the signal server, for every new link.
+    ice_servers: Vec<IceServer>,
+    backoff: Backoff,
+    /// A pending reconnect to the signal server; dropping it cancels.
+    retry: Option<Timeout>,
 }
 
 impl App {
@@ -81,6 +87,9 @@ impl App {
             playing: false,
             _ticker: ticker,
             _unmute: unmute,
+            ice_servers: Vec::new(),
+            backoff: Backoff::default(),
+            retry: None,
         };
         while let Some(event) = inbox.next().await {
             if let Err(e) = app.handle(event).await {
@@ -97,6 +106,7 @@ impl App {
         let now = now();
         match event {
             Event::SocketOpen => {
+                self.backoff.reset();
                 self.signalling.send(&ClientMessage::Join {
                     channel: self.channel.clone(),
                     role: Role::Viewer,
@@ -109,11 +119,23 @@ impl App {
                 }
             },
             Event::SocketClosed => {
-                page::set_status(if self.playing {
-                    "Playing (signal server unreachable)"
-                } else {
-                    "Cannot reach the signal server"
-                });
+                // Existing peer links keep playing; only new introductions wait.
+                let delay = self.backoff.next_delay_ms();
+                page::set_status(&format!(
+                    "{} — reconnecting in {:.1} s",
+                    if self.playing {
+                        "Playing; signal server unreachable"
+                    } else {
+                        "Cannot reach the signal server"
+                    },
+                    f64::from(delay) / 1000.0
+                ));
+                let events = self.events.clone();
+                self.retry = Some(Timeout::new(delay, move || emit(&events, Event::Reconnect)));
+            }
+            Event::Reconnect => {
+                self.retry = None;
+                self.signalling = Signalling::open(&self.events)?;
             }
             Event::DataChannel(peer, channel) => {
                 if let Some(link) = self.links.get_mut(&peer) {
@@ -151,13 +173,18 @@ impl App {
 
     async fn on_server(&mut self, message: ServerMessage) -> Result<(), WebError> {
         match message {
-            ServerMessage::Welcome { .. } => page::set_status("Joined; connecting to peers…"),
+            ServerMessage::Welcome { ice_servers, .. } => {
+                self.ice_servers = ice_servers;
+                if !self.playing {
+                    page::set_status("Joined; connecting to peers…");
+                }
+            }
             ServerMessage::Introduce { peers } => {
                 if peers.is_empty() {
                     page::set_status("Channel offline: waiting for the broadcaster…");
                 }
                 for peer in peers {
-                    let mut link = Link::new(peer, &self.events)?;
+                    let mut link = Link::new(peer, &self.ice_servers, &self.events)?;
                     link.offer(peer, &self.events).await?;
                     self.links.insert(peer, link);
                     self.offered.insert(peer, true);
@@ -166,7 +193,7 @@ impl App {
             ServerMessage::Signal { from, signal } => match signal {
                 SignalPayload::Offer { sdp } => {
                     self.drop_link(now(), from);
-                    let mut link = Link::new(from, &self.events)?;
+                    let mut link = Link::new(from, &self.ice_servers, &self.events)?;
                     link.answer(from, &sdp, &self.events).await?;
                     self.links.insert(from, link);
                     self.offered.insert(from, false);

@@ -10,6 +10,8 @@ pub enum Event {
     /// A text frame from the signal server.
     SocketText(String),
     SocketClosed,
+    /// Time to try the signal server again.
+    Reconnect,
     /// An answerer's data channel arrived.
     DataChannel(PeerId, RtcDataChannel),
     ChannelOpen(PeerId),

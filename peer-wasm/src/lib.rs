@@ -13,6 +13,7 @@ pub use event::Event;
 mod link;
 mod page;
 pub mod player;
+pub mod reconnect;
 mod signalling;
 
 pub use error::WebError;

@@ -1,13 +1,13 @@
 //! One WebRTC link to another peer: an `RTCPeerConnection` and its `swarm` data channel.
 
 use gloo_events::EventListener;
-use protocol::PeerId;
+use protocol::{IceServer, PeerId};
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{
-    MessageEvent, RtcDataChannel, RtcDataChannelEvent, RtcDataChannelType, RtcIceCandidateInit,
-    RtcIceGatheringState, RtcPeerConnection, RtcPeerConnectionState, RtcSdpType,
-    RtcSessionDescriptionInit,
+    MessageEvent, RtcConfiguration, RtcDataChannel, RtcDataChannelEvent, RtcDataChannelType,
+    RtcIceCandidateInit, RtcIceGatheringState, RtcPeerConnection, RtcPeerConnectionState,
+    RtcSdpType, RtcSessionDescriptionInit,
 };
 
 use crate::event::{emit, Event, Events};
@@ -23,8 +23,10 @@ pub struct Link {
 }
 
 impl Link {
-    pub fn new(peer: PeerId, events: &Events) -> Result<Link, WebError> {
-        let pc = RtcPeerConnection::new()?;
+    pub fn new(peer: PeerId, ice_servers: &[IceServer], events: &Events) -> Result<Link, WebError> {
+        let config = RtcConfiguration::new();
+        config.set_ice_servers(&ice_servers_js(ice_servers)?.into());
+        let pc = RtcPeerConnection::new_with_configuration(&config)?;
         let on_channel = {
             let events = events.clone();
             EventListener::new(&pc, "datachannel", move |event| {
@@ -186,4 +188,22 @@ fn sdp_of(description: &JsValue) -> Result<String, WebError> {
     js_sys::Reflect::get(description, &"sdp".into())?
         .as_string()
         .ok_or_else(|| WebError::Js("session description without sdp".into()))
+}
+
+/// `[{urls, username?, credential?}, ...]` for `RTCConfiguration.iceServers`.
+fn ice_servers_js(servers: &[IceServer]) -> Result<js_sys::Array, WebError> {
+    let list = js_sys::Array::new();
+    for server in servers {
+        let entry = js_sys::Object::new();
+        let urls: js_sys::Array = server.urls.iter().map(|u| JsValue::from_str(u)).collect();
+        js_sys::Reflect::set(&entry, &"urls".into(), &urls)?;
+        if let Some(username) = &server.username {
+            js_sys::Reflect::set(&entry, &"username".into(), &username.into())?;
+        }
+        if let Some(credential) = &server.credential {
+            js_sys::Reflect::set(&entry, &"credential".into(), &credential.into())?;
+        }
+        list.push(&entry);
+    }
+    Ok(list)
 }

@@ -14,6 +14,6 @@ pub use peer_message::{
     BufferMapEntry, PeerMessage, MAX_BUFFER_MAP_ENTRIES, MAX_PEER_MESSAGE_BYTES, MAX_PIECE_BYTES,
 };
 pub use signal::{
-    ChannelSummary, ClientMessage, ErrorCode, Role, ServerMessage, SignalPayload,
+    ChannelSummary, ClientMessage, ErrorCode, IceServer, Role, ServerMessage, SignalPayload,
     MAX_SIGNAL_MESSAGE_BYTES,
 };

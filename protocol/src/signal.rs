@@ -36,6 +36,17 @@ pub enum SignalPayload {
     },
 }
 
+/// A STUN or TURN server for WebRTC, as in `RTCIceServer`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IceServer {
+    pub urls: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
+}
+
 /// Client -> server.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
@@ -65,10 +76,13 @@ pub enum ErrorCode {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ServerMessage {
-    /// Sent once after a successful join: the id others will know this peer by.
+    /// Sent once after a successful join: the id others will know this peer by, and the
+    /// STUN/TURN servers to use (TURN credentials are issued for this peer, time-limited).
     Welcome {
         peer_id: PeerId,
         channel: ChannelName,
+        #[serde(default)]
+        ice_servers: Vec<IceServer>,
     },
     /// Peers of the channel this peer should connect to; the receiver sends the offers.
     Introduce {
@@ -178,6 +192,23 @@ mod tests {
             ServerMessage::Welcome {
                 peer_id: PeerId(1),
                 channel: channel(),
+                ice_servers: vec![],
+            },
+            ServerMessage::Welcome {
+                peer_id: PeerId(1),
+                channel: channel(),
+                ice_servers: vec![
+                    IceServer {
+                        urls: vec!["stun:stun.example:3478".into()],
+                        username: None,
+                        credential: None,
+                    },
+                    IceServer {
+                        urls: vec!["turn:turn.example:3478?transport=udp".into()],
+                        username: Some("1:p1".into()),
+                        credential: Some("c".into()),
+                    },
+                ],
             },
             ServerMessage::Introduce {
                 peers: vec![PeerId(2), PeerId(3)],

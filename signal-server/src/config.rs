@@ -39,6 +39,11 @@ pub struct ServerConfig {
         default_value_t = 32
     )]
     pub max_connections_per_ip: usize,
+    /// Take the client's IP from the `X-Forwarded-For` header a reverse proxy sets (its
+    /// last address) instead of the TCP peer. Set this only behind a proxy you run:
+    /// otherwise clients could claim any address and dodge the per-IP limit.
+    #[arg(long, env = "STREAMTORRENT_TRUST_PROXY")]
+    pub trust_proxy: bool,
     /// Largest signalling message in bytes; a bigger frame closes the connection with 1009.
     /// At most 16384, the protocol's own limit.
     #[arg(long, env = "STREAMTORRENT_MAX_MESSAGE_BYTES", default_value_t = MAX_SIGNAL_MESSAGE_BYTES, value_parser = parse_message_limit)]
@@ -54,6 +59,21 @@ pub struct ServerConfig {
     /// How many peers of its channel a joining peer is introduced to.
     #[arg(long, env = "STREAMTORRENT_INTRODUCE", default_value_t = 8)]
     pub introduce: usize,
+    /// STUN server URLs given to every peer, comma-separated, e.g.
+    /// `stun:stun.l.google.com:19302`. Needed for peers behind NAT on the internet.
+    #[arg(long, env = "STREAMTORRENT_STUN", value_delimiter = ',')]
+    pub stun: Vec<String>,
+    /// TURN server URLs, comma-separated, e.g. `turn:turn.example.org:3478`. Relays media
+    /// for peers that cannot connect directly; needs --turn-secret.
+    #[arg(long, env = "STREAMTORRENT_TURN", value_delimiter = ',')]
+    pub turn: Vec<String>,
+    /// Shared secret with the TURN server (coturn `static-auth-secret`): each peer gets
+    /// time-limited credentials derived from it, never the secret itself.
+    #[arg(long, env = "STREAMTORRENT_TURN_SECRET", hide_env_values = true)]
+    pub turn_secret: Option<String>,
+    /// How long issued TURN credentials stay valid, in seconds.
+    #[arg(long, env = "STREAMTORRENT_TURN_TTL_SECS", default_value_t = 3600)]
+    pub turn_ttl_secs: u64,
     /// Seconds between WebSocket pings to each client.
     #[arg(long, env = "STREAMTORRENT_PING_INTERVAL_SECS", default_value_t = 20)]
     pub ping_interval_secs: u64,
@@ -76,6 +96,17 @@ fn parse_message_limit(text: &str) -> Result<usize, String> {
 }
 
 impl ServerConfig {
+    /// Settings that contradict each other, as an operator-facing message.
+    pub fn validate(&self) -> Result<(), String> {
+        if !self.turn.is_empty() && self.turn_secret.is_none() {
+            return Err("--turn needs --turn-secret (TURN credentials are derived from it)".into());
+        }
+        if self.idle_timeout_secs <= self.ping_interval_secs {
+            return Err("--idle-timeout-secs must exceed --ping-interval-secs, or idle clients are dropped before they can answer a ping".into());
+        }
+        Ok(())
+    }
+
     /// Defaults, serving `web_dir`; for tests and embedding.
     pub fn with_web_dir(web_dir: impl Into<PathBuf>) -> ServerConfig {
         let mut config = ServerConfig::parse_from(["signal-server"]);

@@ -54,6 +54,11 @@ pub(crate) async fn upgrade(
                 .into_response();
         }
     }
+    let addr = if state.config.trust_proxy {
+        forwarded_for(&headers).map_or(addr, |ip| SocketAddr::new(ip, addr.port()))
+    } else {
+        addr
+    };
     if !state.rooms().open_connection(addr.ip()) {
         state.metrics.reject(Rejection::PerIpLimit);
         let limit = state.config.max_connections_per_ip;
@@ -81,6 +86,13 @@ pub(crate) async fn upgrade(
             run(socket, &slot).await;
             drop(slot);
         })
+}
+
+/// The client address a reverse proxy appended last to `X-Forwarded-For`: the one address
+/// in the header that our own proxy vouches for.
+fn forwarded_for(headers: &HeaderMap) -> Option<std::net::IpAddr> {
+    let value = headers.get("x-forwarded-for")?.to_str().ok()?;
+    value.rsplit(',').next()?.trim().parse().ok()
 }
 
 struct IpSlot {
@@ -298,9 +310,14 @@ fn handle(state: &AppState, mailbox: &Mailbox, peer: &mut Option<PeerId>, messag
                 Ok((id, introduced)) => {
                     tracing::info!(peer = %id, %channel, ?role, introduced = introduced.len(), "peer joined");
                     *peer = Some(id);
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs());
+                    let ice_servers = crate::ice::ice_servers(&state.config, id, now);
                     let _ = mailbox.tx.try_send(ServerMessage::Welcome {
                         peer_id: id,
                         channel,
+                        ice_servers,
                     });
                     let _ = mailbox
                         .tx

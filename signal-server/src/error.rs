@@ -7,6 +7,8 @@ pub enum ServerError {
         addr: String,
         source: std::io::Error,
     },
+    #[error("invalid settings: {0}")]
+    Config(String),
     #[error("server failed: {0}")]
     Serve(std::io::Error),
 }

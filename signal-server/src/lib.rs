@@ -4,6 +4,7 @@
 mod config;
 mod connection;
 mod error;
+mod ice;
 mod metrics;
 mod rate_limit;
 mod rooms;
@@ -21,6 +22,7 @@ use tokio::sync::watch;
 
 pub use config::ServerConfig;
 pub use error::ServerError;
+pub use ice::{ice_servers, turn_credentials};
 pub use metrics::{Metrics, Rejection};
 pub use rooms::{JoinError, Limits, Mailbox, Rooms};
 

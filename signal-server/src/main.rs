@@ -12,6 +12,7 @@ async fn main() -> Result<(), ServerError> {
         )
         .init();
     let config = ServerConfig::parse();
+    config.validate().map_err(ServerError::Config)?;
     let listener = TcpListener::bind(&config.listen)
         .await
         .map_err(|source| ServerError::Bind {

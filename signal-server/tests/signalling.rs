@@ -668,3 +668,34 @@ fn introductions_are_bounded_and_random() {
         seen.len()
     );
 }
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_limits_apply_per_forwarded_client() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let (addr, _stop) = start_with(|c| {
+        c.max_connections_per_ip = 1;
+        c.trust_proxy = true;
+    })
+    .await;
+    let from = |client: &str| {
+        let mut request = format!("ws://{addr}/ws").into_client_request().unwrap();
+        // A client's own claim first, then the address our proxy appended.
+        request.headers_mut().insert(
+            "x-forwarded-for",
+            format!("6.6.6.6, {client}").parse().unwrap(),
+        );
+        request
+    };
+    let _a = tokio_tungstenite::connect_async(from("203.0.113.1"))
+        .await
+        .expect("first client");
+    let _b = tokio_tungstenite::connect_async(from("203.0.113.2"))
+        .await
+        .expect("another client, same proxy");
+    match tokio_tungstenite::connect_async(from("203.0.113.1")).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 429)
+        }
+        other => panic!("expected HTTP 429 for the same client again, got {other:?}"),
+    }
+}

@@ -50,9 +50,14 @@ pub fn scratch(name: &str) -> PathBuf {
 
 /// Starts signal-server on 127.0.0.1:0 serving `web_dir`; returns it and its address.
 pub fn signal_server(web_dir: &std::path::Path) -> (Guard, String) {
+    signal_server_on("127.0.0.1:0", web_dir)
+}
+
+/// Starts signal-server on `listen`; returns it and the address it bound.
+pub fn signal_server_on(listen: &str, web_dir: &std::path::Path) -> (Guard, String) {
     let mut guard = Guard(
         Command::new(binary("signal-server"))
-            .args(["--listen", "127.0.0.1:0", "--web-dir"])
+            .args(["--listen", listen, "--web-dir"])
             .arg(web_dir)
             .stdout(Stdio::piped())
             .spawn()

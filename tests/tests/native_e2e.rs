@@ -7,7 +7,9 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use tests::netns;
-use tests::process::{binary, broadcaster, scratch, signal_server, wait_for_channel};
+use tests::process::{
+    binary, broadcaster, free_port, scratch, signal_server, signal_server_on, wait_for_channel,
+};
 
 const CHUNKS: u64 = 6;
 
@@ -104,5 +106,88 @@ fn assert_same(got: &Path, expected: &Path) {
         "{} differs from {}",
         got.display(),
         expected.display()
+    );
+}
+
+#[test]
+fn peers_keep_streaming_while_the_signal_server_restarts() {
+    if !netns::enter("peers_keep_streaming_while_the_signal_server_restarts") {
+        return;
+    }
+    let dir = scratch("restart-e2e");
+    let listen = format!("127.0.0.1:{}", free_port());
+    let (server, addr) = signal_server_on(&listen, &dir);
+    let source_dir = dir.join("broadcaster");
+    let (_ffmpeg, _broadcaster) =
+        broadcaster(&addr, "live", &source_dir, &dir.join("broadcaster.log"));
+    wait_for_channel(&addr, "live", Duration::from_secs(20));
+    let record = dir.join("viewer");
+    let viewer = Command::new(binary("streamtorrent"))
+        .args([
+            "watch",
+            "--server",
+            &format!("ws://{addr}/ws"),
+            "--channel",
+            "live",
+            "--chunks",
+            "14",
+            "--timeout-secs",
+            "60",
+            "--record-dir",
+        ])
+        .arg(&record)
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(dir.join("viewer.log")).unwrap())
+        .spawn()
+        .expect("streamtorrent watch starts");
+    let chunks = || {
+        std::fs::read_dir(&record).map_or(0, |d| {
+            d.filter(|e| {
+                e.as_ref()
+                    .is_ok_and(|e| e.file_name().to_string_lossy().starts_with("chunk-"))
+            })
+            .count()
+        })
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while chunks() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "viewer got no chunks; see {}",
+            dir.display()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    drop(server); // SIGKILL: the server vanishes as in a crash.
+    let before = chunks();
+    std::thread::sleep(Duration::from_secs(4));
+    let during = chunks();
+    assert!(
+        during >= before + 2,
+        "the stream stalled without the signal server: {before} -> {during} chunks"
+    );
+
+    let (_server, _) = signal_server_on(&listen, &dir);
+    // The broadcaster rejoins on its own (back-off 0.5, 1, 2, 4 s...).
+    wait_for_channel(&addr, "live", Duration::from_secs(20));
+
+    let output = viewer
+        .wait_with_output()
+        .expect("viewer runs to completion");
+    assert!(
+        output.status.success(),
+        "viewer failed; see {}/viewer.log",
+        dir.display()
+    );
+    let summary: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("a JSON summary");
+    assert_eq!(summary["chunks_played"], 14, "{summary}");
+    assert_eq!(summary["skipped"], serde_json::json!([]), "{summary}");
+    let log = std::fs::read_to_string(dir.join("viewer.log")).unwrap();
+    assert!(
+        log.contains("reconnected to the signal server"),
+        "the viewer never reconnected; see {}/viewer.log",
+        dir.display()
     );
 }
