@@ -128,7 +128,7 @@ impl PeerMessage {
         let mut r = Reader { bytes };
         let message = match r.u8("tag")? {
             TAG_BUFFER_MAP => {
-                let is_source = r.u8("is_source")? != 0;
+                let is_source = r.flag("is_source")?;
                 let count = usize::from(r.u16("entry count")?);
                 if count > MAX_BUFFER_MAP_ENTRIES {
                     return Err(ProtocolError::Invalid {
@@ -139,14 +139,14 @@ impl PeerMessage {
                 let mut entries = Vec::with_capacity(count);
                 for _ in 0..count {
                     let seq = ChunkSeq(r.u64("entry seq")?);
-                    let keyframe = r.u8("entry flags")? & FLAG_KEYFRAME != 0;
+                    let keyframe = r.chunk_flags("entry flags")?;
                     entries.push(BufferMapEntry { seq, keyframe });
                 }
                 PeerMessage::BufferMap { is_source, entries }
             }
             TAG_HAVE => PeerMessage::Have {
                 seq: ChunkSeq(r.u64("seq")?),
-                keyframe: r.u8("flags")? & FLAG_KEYFRAME != 0,
+                keyframe: r.chunk_flags("flags")?,
             },
             TAG_REQUEST => PeerMessage::Request {
                 req: RequestId(r.u32("req")?),
@@ -251,6 +251,24 @@ impl<'a> Reader<'a> {
 
     fn u8(&mut self, field: &'static str) -> Result<u8, ProtocolError> {
         Ok(self.take(1, field)?[0])
+    }
+
+    /// A boolean byte: exactly 0 or 1, so every message has one encoding.
+    fn flag(&mut self, field: &'static str) -> Result<bool, ProtocolError> {
+        match self.u8(field)? {
+            0 => Ok(false),
+            1 => Ok(true),
+            other => Err(ProtocolError::Invalid { field, reason: format!("{other} is not 0 or 1") }),
+        }
+    }
+
+    /// Chunk flags: only the keyframe bit is defined; others are refused, not ignored.
+    fn chunk_flags(&mut self, field: &'static str) -> Result<bool, ProtocolError> {
+        let flags = self.u8(field)?;
+        if flags & !FLAG_KEYFRAME != 0 {
+            return Err(ProtocolError::Invalid { field, reason: format!("unknown bits {:#04x}", flags & !FLAG_KEYFRAME) });
+        }
+        Ok(flags & FLAG_KEYFRAME != 0)
     }
 
     fn u16(&mut self, field: &'static str) -> Result<u16, ProtocolError> {
@@ -390,6 +408,17 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn unknown_flag_bits_are_refused_so_each_message_has_one_encoding() {
+        // Found by the peer_message fuzz target: flags 0x03 decoded, re-encoded as 0x01.
+        let found = [1, 1, 0, 2, 0, 0, 0, 0, 0, 0, 0, 5, 3, 42, 0, 0, 0, 0, 0, 0, 6, 0];
+        assert!(matches!(PeerMessage::decode(&found), Err(ProtocolError::Invalid { field: "entry flags", .. })));
+        let have = [TAG_HAVE, 0, 0, 0, 0, 0, 0, 0, 9, 0x81];
+        assert!(matches!(PeerMessage::decode(&have), Err(ProtocolError::Invalid { field: "flags", .. })));
+        let source = [TAG_BUFFER_MAP, 2, 0, 0];
+        assert!(matches!(PeerMessage::decode(&source), Err(ProtocolError::Invalid { field: "is_source", .. })));
     }
 
     #[test]
