@@ -258,7 +258,10 @@ impl<'a> Reader<'a> {
         match self.u8(field)? {
             0 => Ok(false),
             1 => Ok(true),
-            other => Err(ProtocolError::Invalid { field, reason: format!("{other} is not 0 or 1") }),
+            other => Err(ProtocolError::Invalid {
+                field,
+                reason: format!("{other} is not 0 or 1"),
+            }),
         }
     }
 
@@ -266,7 +269,10 @@ impl<'a> Reader<'a> {
     fn chunk_flags(&mut self, field: &'static str) -> Result<bool, ProtocolError> {
         let flags = self.u8(field)?;
         if flags & !FLAG_KEYFRAME != 0 {
-            return Err(ProtocolError::Invalid { field, reason: format!("unknown bits {:#04x}", flags & !FLAG_KEYFRAME) });
+            return Err(ProtocolError::Invalid {
+                field,
+                reason: format!("unknown bits {:#04x}", flags & !FLAG_KEYFRAME),
+            });
         }
         Ok(flags & FLAG_KEYFRAME != 0)
     }
@@ -413,12 +419,29 @@ mod tests {
     #[test]
     fn unknown_flag_bits_are_refused_so_each_message_has_one_encoding() {
         // Found by the peer_message fuzz target: flags 0x03 decoded, re-encoded as 0x01.
-        let found = [1, 1, 0, 2, 0, 0, 0, 0, 0, 0, 0, 5, 3, 42, 0, 0, 0, 0, 0, 0, 6, 0];
-        assert!(matches!(PeerMessage::decode(&found), Err(ProtocolError::Invalid { field: "entry flags", .. })));
+        let found = [
+            1, 1, 0, 2, 0, 0, 0, 0, 0, 0, 0, 5, 3, 42, 0, 0, 0, 0, 0, 0, 6, 0,
+        ];
+        assert!(matches!(
+            PeerMessage::decode(&found),
+            Err(ProtocolError::Invalid {
+                field: "entry flags",
+                ..
+            })
+        ));
         let have = [TAG_HAVE, 0, 0, 0, 0, 0, 0, 0, 9, 0x81];
-        assert!(matches!(PeerMessage::decode(&have), Err(ProtocolError::Invalid { field: "flags", .. })));
+        assert!(matches!(
+            PeerMessage::decode(&have),
+            Err(ProtocolError::Invalid { field: "flags", .. })
+        ));
         let source = [TAG_BUFFER_MAP, 2, 0, 0];
-        assert!(matches!(PeerMessage::decode(&source), Err(ProtocolError::Invalid { field: "is_source", .. })));
+        assert!(matches!(
+            PeerMessage::decode(&source),
+            Err(ProtocolError::Invalid {
+                field: "is_source",
+                ..
+            })
+        ));
     }
 
     #[test]

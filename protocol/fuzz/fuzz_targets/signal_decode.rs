@@ -6,7 +6,9 @@ use libfuzzer_sys::fuzz_target;
 use protocol::{ClientMessage, ServerMessage};
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else { return };
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
     if let Ok(message) = ClientMessage::from_json(text) {
         assert_eq!(ClientMessage::from_json(&message.to_json()), Ok(message));
     }
