@@ -1,7 +1,7 @@
 //! Channels and their peers: who is where, who may talk to whom. One plain struct, held
 //! behind one lock by the server.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -12,6 +12,9 @@ use rand::Rng;
 use tokio::sync::{mpsc, Notify};
 
 use crate::metrics::Rejection;
+
+/// Contacts remembered per peer; see `Member::contacts`.
+const MAX_CONTACTS: usize = 64;
 
 /// Why a join or relay was refused; becomes an `Error` message to the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,6 +48,9 @@ struct Member {
     mailbox: Mailbox,
     /// Position in its channel's `members`, for O(1) removal.
     index: usize,
+    /// Peers it was introduced to or with: its likely neighbours, told when it leaves.
+    /// Capped, newest kept, so one long-lived peer cannot make leaving cost O(swarm).
+    contacts: VecDeque<PeerId>,
 }
 
 #[derive(Default)]
@@ -169,12 +175,22 @@ impl Rooms {
         }
         let index = room.members.len();
         room.members.push(peer);
+        for other in &introduced {
+            if let Some(m) = self.members.get_mut(other) {
+                if m.contacts.len() == MAX_CONTACTS {
+                    m.contacts.pop_front();
+                }
+                m.contacts.push_back(peer);
+            }
+        }
+        let contacts = introduced.iter().copied().collect();
         self.members.insert(
             peer,
             Member {
                 channel,
                 mailbox,
                 index,
+                contacts,
             },
         );
         Ok((peer, introduced))
@@ -230,8 +246,9 @@ impl Rooms {
         if room.broadcaster == Some(peer) {
             room.broadcaster = None;
         }
-        // Peers keep no server-side neighbour lists yet, so the whole channel hears of it.
-        for other in &room.members {
+        // Only its contacts can hold a link to it; telling the whole channel would make
+        // each leave cost O(channel size).
+        for other in &member.contacts {
             if let Some(m) = self.members.get(other) {
                 deliver(&m.mailbox, ServerMessage::PeerLeft { peer });
             }

@@ -699,3 +699,19 @@ async fn behind_a_trusted_proxy_limits_apply_per_forwarded_client() {
         other => panic!("expected HTTP 429 for the same client again, got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn leaving_is_told_to_contacts_not_to_the_whole_channel() {
+    let (addr, _stop) = start_with(|c| c.introduce = 1).await;
+    let mut broadcaster = connect(&addr).await;
+    join(&mut broadcaster, "news", Role::Broadcaster).await;
+    // With one introduction each, both viewers know only the broadcaster.
+    let mut leaver = connect(&addr).await;
+    let (leaver_id, _) = join(&mut leaver, "news", Role::Viewer).await;
+    let mut stranger = connect(&addr).await;
+    join(&mut stranger, "news", Role::Viewer).await;
+    drop(leaver);
+    assert_eq!(recv(&mut broadcaster).await, ServerMessage::PeerLeft { peer: leaver_id });
+    let quiet = tokio::time::timeout(Duration::from_millis(500), stranger.next()).await;
+    assert!(quiet.is_err(), "a peer never introduced to the leaver heard of it: {quiet:?}");
+}
