@@ -77,7 +77,7 @@ pub(crate) async fn upgrade(
     // tungstenite's defaults (128 KiB read buffer, 64 MiB messages) suit a few connections,
     // not thousands of small signalling ones. Its own limit sits a little above ours so an
     // oversized message reaches us and gets a precise 1009 close.
-    ws.read_buffer_size(4 * 1024)
+    ws.read_buffer_size(1024)
         .write_buffer_size(0)
         .max_write_buffer_size(256 * 1024)
         .max_message_size(max + 1024)
@@ -116,7 +116,7 @@ async fn run(socket: WebSocket, slot: &IpSlot) {
     let (state, addr) = (&slot.state, slot.addr);
     state.metrics.connections.fetch_add(1, Ordering::Relaxed);
     let (mut sink, mut stream) = socket.split();
-    let (tx, mut rx) = mpsc::channel::<ServerMessage>(QUEUE_LEN);
+    let (tx, mut rx) = mpsc::channel::<Box<str>>(QUEUE_LEN);
     let mailbox = Mailbox {
         tx,
         kick: Arc::new(Notify::new()),
@@ -148,10 +148,8 @@ async fn run(socket: WebSocket, slot: &IpSlot) {
             }
             outgoing = rx.recv() => {
                 let Some(message) = outgoing else { break None };
-                if matches!(message, ServerMessage::Signal { .. }) {
-                    state.metrics.relayed.fetch_add(1, Ordering::Relaxed);
-                }
-                match send_unless_kicked(&mut sink, Message::Text(message.to_json().into()), &mailbox.kick).await {
+
+                match send_unless_kicked(&mut sink, Message::Text(String::from(message).into()), &mailbox.kick).await {
                     Sent::Done => {}
                     Sent::Kicked => break Some(slow_reader(state)),
                     Sent::Failed => {
@@ -173,7 +171,7 @@ async fn run(socket: WebSocket, slot: &IpSlot) {
                     }
                     Some(Ok(Message::Close(_))) | None => break None,
                     Some(Ok(_)) => continue, // Ping and pong: liveness only.
-                    Some(Err(e)) => break Some(read_error_close(state, &e.to_string())),
+                    Some(Err(e)) => break read_error_close(state, &e.to_string()),
                 };
                 if text.len() > config.max_message_bytes {
                     state.metrics.reject(Rejection::TooLarge);
@@ -211,7 +209,7 @@ async fn run(socket: WebSocket, slot: &IpSlot) {
         tracing::info!(%addr, code = close.code, reason = %close.reason, "closing connection");
         // Queued replies first (e.g. the error that explains the close), within limits.
         while let Ok(message) = rx.try_recv() {
-            if !send_in_time(&mut sink, Message::Text(message.to_json().into())).await {
+            if !send_in_time(&mut sink, Message::Text(String::from(message).into())).await {
                 break;
             }
         }
@@ -239,20 +237,25 @@ async fn run(socket: WebSocket, slot: &IpSlot) {
     state.metrics.connections.fetch_sub(1, Ordering::Relaxed);
 }
 
-fn read_error_close(state: &AppState, error: &str) -> Close {
+/// The close frame a read error deserves: 1009 for an oversized frame, 1002 for a broken
+/// protocol, none for a client that simply vanished.
+fn read_error_close(state: &AppState, error: &str) -> Option<Close> {
     // tungstenite reports an oversized frame as a capacity error ("Space limit exceeded").
     if error.contains("Space limit exceeded") {
         state.metrics.reject(Rejection::TooLarge);
         let max = state.config.max_message_bytes;
-        Close {
+        Some(Close {
             code: CLOSE_TOO_BIG,
             reason: format!("message over the {max}-byte limit"),
-        }
+        })
+    } else if error.contains("without closing handshake") || error.contains("IO error") {
+        tracing::debug!(error, "client connection dropped");
+        None
     } else {
-        Close {
+        Some(Close {
             code: CLOSE_PROTOCOL,
             reason: "WebSocket protocol error".into(),
-        }
+        })
     }
 }
 
@@ -314,14 +317,12 @@ fn handle(state: &AppState, mailbox: &Mailbox, peer: &mut Option<PeerId>, messag
                         .duration_since(std::time::UNIX_EPOCH)
                         .map_or(0, |d| d.as_secs());
                     let ice_servers = crate::ice::ice_servers(&state.config, id, now);
-                    let _ = mailbox.tx.try_send(ServerMessage::Welcome {
+                    mailbox.post(&ServerMessage::Welcome {
                         peer_id: id,
                         channel,
                         ice_servers,
                     });
-                    let _ = mailbox
-                        .tx
-                        .try_send(ServerMessage::Introduce { peers: introduced });
+                    mailbox.post(&ServerMessage::Introduce { peers: introduced });
                 }
                 Err(e) => {
                     state.metrics.reject(e.rejection);
@@ -334,9 +335,14 @@ fn handle(state: &AppState, mailbox: &Mailbox, peer: &mut Option<PeerId>, messag
                 reply_error(mailbox, ErrorCode::NotJoined, "join a channel first".into());
                 return;
             };
-            if let Err(e) = rooms.relay(from, to, signal) {
-                state.metrics.reject(e.rejection);
-                reply_error(mailbox, e.code, e.message);
+            match rooms.relay(from, to, signal) {
+                Ok(()) => {
+                    state.metrics.relayed.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    state.metrics.reject(e.rejection);
+                    reply_error(mailbox, e.code, e.message);
+                }
             }
         }
         ClientMessage::Leave {} => {
@@ -348,5 +354,5 @@ fn handle(state: &AppState, mailbox: &Mailbox, peer: &mut Option<PeerId>, messag
 }
 
 fn reply_error(mailbox: &Mailbox, code: ErrorCode, message: String) {
-    let _ = mailbox.tx.try_send(ServerMessage::Error { code, message });
+    mailbox.post(&ServerMessage::Error { code, message });
 }

@@ -91,6 +91,13 @@ pub async fn serve(
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     };
+    // Signalling is small request/response messages: Nagle would hold a second reply
+    // (e.g. `introduce` after `welcome`) for the client's delayed ACK, ~40 ms.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(graceful)
         .await

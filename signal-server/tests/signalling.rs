@@ -711,7 +711,13 @@ async fn leaving_is_told_to_contacts_not_to_the_whole_channel() {
     let mut stranger = connect(&addr).await;
     join(&mut stranger, "news", Role::Viewer).await;
     drop(leaver);
-    assert_eq!(recv(&mut broadcaster).await, ServerMessage::PeerLeft { peer: leaver_id });
+    assert_eq!(
+        recv(&mut broadcaster).await,
+        ServerMessage::PeerLeft { peer: leaver_id }
+    );
     let quiet = tokio::time::timeout(Duration::from_millis(500), stranger.next()).await;
-    assert!(quiet.is_err(), "a peer never introduced to the leaver heard of it: {quiet:?}");
+    assert!(
+        quiet.is_err(),
+        "a peer never introduced to the leaver heard of it: {quiet:?}"
+    );
 }

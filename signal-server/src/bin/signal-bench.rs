@@ -1,0 +1,341 @@
+//! Load benchmark for a running signal-server: opens N WebSocket peers from this process,
+//! joins them to channels, measures join-to-introduction latency and the server's memory
+//! growth per connection (its RSS, from /proc), then has pairs of peers bounce signalling
+//! messages through the server, a fixed window in flight per pair (closed loop, so the
+//! benchmark measures the server's relaying rather than overrunning its queues).
+//!
+//! Start the server with limits that let one machine act as many clients, e.g.
+//!   signal-server --listen 127.0.0.1:8080 --max-connections-per-ip 100000 \
+//!     --max-peers-per-channel 100000 --rate-per-sec 1000000 --rate-burst 1000000
+//! then: cargo run --release --bin signal-bench -- --connections 19000 --seconds 10 --json
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use futures::{SinkExt, StreamExt};
+use protocol::{ClientMessage, PeerId, Role, ServerMessage, SignalPayload};
+use tokio::sync::{mpsc, watch, Semaphore};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::Message;
+
+#[derive(Parser, Debug)]
+#[command(about = "Load benchmark for a running signal-server")]
+struct Args {
+    /// WebSocket URL of the server.
+    #[arg(long, default_value = "ws://127.0.0.1:8080/ws")]
+    server: String,
+    /// Concurrent WebSocket peers to open (this process and the server each need one file
+    /// descriptor per connection; the open-file limit here is 20,000 per process).
+    #[arg(long, default_value_t = 1000)]
+    connections: usize,
+    /// Length of the relay phase.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Peers per channel.
+    #[arg(long, default_value_t = 1000)]
+    channel_size: usize,
+    /// Connections being opened at once.
+    #[arg(long, default_value_t = 200)]
+    concurrency: usize,
+    /// The server's process id, for its RSS; found from the URL's port when omitted.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// What every peer task shares.
+struct Shared {
+    relayed: AtomicU64,
+    errors: AtomicU64,
+}
+
+/// Messages in flight per pair during the relay phase.
+const WINDOW: usize = 4;
+
+/// A joined peer: its index, id and join latency.
+type Joined = (usize, PeerId, Duration);
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    raise_open_file_limit();
+    let port = args
+        .server
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.split('/').next())
+        .and_then(|p| p.parse::<u16>().ok());
+    let pid = args.server_pid.or_else(|| port.and_then(listening_pid));
+    let Some(pid) = pid else {
+        eprintln!(
+            "signal-bench: cannot find the server process listening on {}; pass --server-pid",
+            args.server
+        );
+        std::process::exit(2);
+    };
+    let rss_before = rss_kib(pid);
+    let shared = Arc::new(Shared {
+        relayed: AtomicU64::new(0),
+        errors: AtomicU64::new(0),
+    });
+    let (joined_tx, mut joined_rx) = mpsc::unbounded_channel::<Joined>();
+    // Phase 2: for each peer index, whom it sends to (None: it only receives).
+    let (targets_tx, targets_rx) = watch::channel::<Option<Arc<Vec<Option<PeerId>>>>>(None);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let gate = Arc::new(Semaphore::new(args.concurrency));
+    let started = Instant::now();
+    for index in 0..args.connections {
+        let channel = format!("bench-{}", index / args.channel_size.max(1));
+        let task = Peer {
+            index,
+            channel,
+            url: args.server.clone(),
+            shared: shared.clone(),
+            joined: joined_tx.clone(),
+            targets: targets_rx.clone(),
+            stop: stop_rx.clone(),
+            gate: gate.clone(),
+        };
+        tokio::spawn(task.run());
+    }
+    drop(joined_tx);
+    let mut ids: Vec<Option<PeerId>> = vec![None; args.connections];
+    let mut latencies = Vec::with_capacity(args.connections);
+    while let Some((index, id, latency)) = joined_rx.recv().await {
+        ids[index] = Some(id);
+        latencies.push(latency);
+    }
+    let connect_secs = started.elapsed().as_secs_f64();
+    let connections = latencies.len();
+    tokio::time::sleep(Duration::from_secs(1)).await; // Let the server settle.
+    let rss_after = rss_kib(pid);
+
+    // Pairs in the same channel: 2k and 2k+1 bounce messages between them.
+    let same_channel =
+        |a: usize, b: usize| a / args.channel_size.max(1) == b / args.channel_size.max(1);
+    let targets: Vec<Option<PeerId>> = (0..args.connections)
+        .map(|i| {
+            let partner = i ^ 1;
+            if partner < args.connections && same_channel(i, partner) {
+                ids[partner]
+            } else {
+                None
+            }
+        })
+        .collect();
+    let relay_start = Instant::now();
+    let _ = targets_tx.send(Some(Arc::new(targets)));
+    tokio::time::sleep(Duration::from_secs(args.seconds)).await;
+    let relayed = shared.relayed.load(Ordering::Relaxed);
+    let relay_secs = relay_start.elapsed().as_secs_f64();
+    let _ = stop_tx.send(true);
+
+    latencies.sort();
+    let pct = |p: f64| {
+        latencies
+            .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
+            .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    };
+    let report = serde_json::json!({
+        "connections": connections,
+        "connections_wanted": args.connections,
+        "server_rss_kib_before": rss_before,
+        "server_rss_kib_after": rss_after,
+        "rss_kib_per_connection": if connections == 0 { 0.0 } else { (rss_after.saturating_sub(rss_before)) as f64 / connections as f64 },
+        "join_p50_ms": pct(0.50),
+        "join_p99_ms": pct(0.99),
+        "connect_all_secs": connect_secs,
+        "relay_per_s": relayed as f64 / relay_secs,
+        "errors": shared.errors.load(Ordering::Relaxed),
+    });
+    if args.json {
+        println!("{report}");
+    } else {
+        for (key, value) in report.as_object().expect("a JSON object") {
+            println!("{key:>24}  {value}");
+        }
+    }
+    std::process::exit(0); // Close every connection at once rather than one by one.
+}
+
+struct Peer {
+    index: usize,
+    channel: String,
+    url: String,
+    shared: Arc<Shared>,
+    joined: mpsc::UnboundedSender<Joined>,
+    targets: watch::Receiver<Option<Arc<Vec<Option<PeerId>>>>>,
+    stop: watch::Receiver<bool>,
+    gate: Arc<Semaphore>,
+}
+
+impl Peer {
+    async fn run(mut self) {
+        let permit = self
+            .gate
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed");
+        // Small buffers: this one process holds thousands of connections.
+        let config = WebSocketConfig::default()
+            .read_buffer_size(4096)
+            .write_buffer_size(0);
+        let Ok(Ok((mut ws, _))) = tokio::time::timeout(
+            Duration::from_secs(30),
+            tokio_tungstenite::connect_async_with_config(&self.url, Some(config), true),
+        )
+        .await
+        else {
+            self.shared.errors.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        let channel = self.channel.parse().expect("bench channel names are valid");
+        let sent = Instant::now();
+        if ws
+            .send(Message::text(
+                ClientMessage::Join {
+                    channel,
+                    role: Role::Viewer,
+                }
+                .to_json(),
+            ))
+            .await
+            .is_err()
+        {
+            self.shared.errors.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let mut me = None;
+        while let Some(Ok(frame)) = ws.next().await {
+            let Message::Text(text) = frame else { continue };
+            match ServerMessage::from_json(&text) {
+                Ok(ServerMessage::Welcome { peer_id, .. }) => me = Some(peer_id),
+                Ok(ServerMessage::Introduce { .. }) => break,
+                _ => {
+                    self.shared.errors.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+            }
+        }
+        let Some(me) = me else {
+            self.shared.errors.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        let _ = self.joined.send((self.index, me, sent.elapsed()));
+        drop(self.joined);
+        drop(permit);
+
+        let _ = self.targets.wait_for(Option::is_some).await;
+        let target = self.targets.borrow().as_ref().and_then(|t| t[self.index]);
+        let Some(target) = target else {
+            let _ = self.stop.changed().await; // Unpaired: stays connected, idle.
+            return;
+        };
+        let offer = ClientMessage::Signal {
+            to: target,
+            signal: SignalPayload::Offer {
+                sdp: "v=0 bench".into(),
+            },
+        }
+        .to_json();
+        // The even peer of a pair starts the window; each received message is answered.
+        if self.index.is_multiple_of(2) {
+            for _ in 0..WINDOW {
+                if ws.send(Message::text(offer.clone())).await.is_err() {
+                    self.shared.errors.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+            }
+        }
+        loop {
+            let frame = tokio::select! {
+                _ = self.stop.changed() => return,
+                frame = ws.next() => frame,
+            };
+            match frame {
+                Some(Ok(Message::Text(text))) if text.contains("\"type\":\"signal\"") => {
+                    self.shared.relayed.fetch_add(1, Ordering::Relaxed);
+                    if ws.send(Message::text(offer.clone())).await.is_err() {
+                        self.shared.errors.fetch_add(1, Ordering::Relaxed);
+                        return;
+                    }
+                }
+                Some(Ok(_)) => {}
+                _ => {
+                    if !*self.stop.borrow() {
+                        self.shared.errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Resident memory of a process in KiB, from /proc/PID/status.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// The process with a listening TCP socket on `port`: its socket inode from /proc/net/tcp,
+/// then the process whose fd links to that inode.
+fn listening_pid(port: u16) -> Option<u32> {
+    let mut inodes = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        for line in std::fs::read_to_string(table)
+            .unwrap_or_default()
+            .lines()
+            .skip(1)
+        {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let local_port = fields
+                .get(1)
+                .and_then(|a| a.rsplit(':').next())
+                .and_then(|p| u16::from_str_radix(p, 16).ok());
+            if local_port == Some(port) && fields.get(3) == Some(&"0A") {
+                inodes.extend(fields.get(9).map(|i| format!("socket:[{i}]")));
+            }
+        }
+    }
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            if let Ok(link) = std::fs::read_link(fd.path()) {
+                if inodes.iter().any(|i| link.to_string_lossy() == *i) {
+                    return Some(pid);
+                }
+            }
+        }
+    }
+    None
+}
+
+/// Thousands of sockets need the soft open-file limit raised to the hard one.
+fn raise_open_file_limit() {
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed by pointer.
+    unsafe {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}
