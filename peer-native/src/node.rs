@@ -9,7 +9,7 @@ use protocol::{
     ChannelName, ChunkSeq, ClientMessage, IceServer, PeerId, PeerMessage, Role, ServerMessage,
     SignalPayload,
 };
-use swarm::{Chunk, Config, Input, Millis, Output, Stats, Swarm, SwarmRole};
+use swarm::{Chunk, Config, Input, Millis, NeighbourReport, Output, Stats, Swarm, SwarmRole};
 use tokio::sync::mpsc;
 
 use crate::link::{self, LinkCommand, LinkEvent, Start};
@@ -81,6 +81,7 @@ pub async fn run(
     let mut welcomed = false;
     let mut signal_open = true;
     let mut ending: Option<Instant> = None;
+    let mut neighbours = NeighbourReport::default();
     tokio::pin!(stop);
 
     loop {
@@ -178,8 +179,10 @@ pub async fn run(
                             Ok(Ok((tx, rx))) => {
                                 tracing::info!("reconnected to the signal server; joining again");
                                 (signal_tx, signal_rx) = (tx, rx);
-                                let _ = signal_tx.send(ClientMessage::Join { channel: options.channel.clone(), role: options.role });
+                                                                let _ = signal_tx.send(ClientMessage::Join { channel: options.channel.clone(), role: options.role });
                                 signal_open = true;
+                                welcomed = false;
+                                neighbours.forget();
                                 reconnect = None;
                             }
                             _ => {
@@ -188,6 +191,11 @@ pub async fn run(
                                 reconnect = Some((Instant::now() + wait, next));
                             }
                         }
+                    }
+                }
+                                if signal_open && welcomed && options.role == Role::Viewer {
+                    for message in neighbours.update(links.len(), now()) {
+                        let _ = signal_tx.send(message);
                     }
                 }
                 swarm.handle_input(now(), Input::Tick);

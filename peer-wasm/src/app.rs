@@ -10,7 +10,7 @@ use gloo_timers::callback::{Interval, Timeout};
 use protocol::{
     ChannelName, ClientMessage, IceServer, PeerId, PeerMessage, Role, ServerMessage, SignalPayload,
 };
-use swarm::{Config, Input, Millis, Output, Swarm, SwarmRole};
+use swarm::{Config, Input, Millis, NeighbourReport, Output, Swarm, SwarmRole};
 use wasm_bindgen::JsCast;
 use web_sys::HtmlVideoElement;
 
@@ -40,6 +40,9 @@ pub struct App {
     /// STUN/TURN servers from the signal server, for every new link.
     ice_servers: Vec<IceServer>,
     backoff: Backoff,
+    /// Joined on the current signal connection: free slots and requests may be sent.
+    joined: bool,
+    neighbours: NeighbourReport,
     /// A pending reconnect to the signal server; dropping it cancels.
     retry: Option<Timeout>,
 }
@@ -89,6 +92,8 @@ impl App {
             _unmute: unmute,
             ice_servers: Vec::new(),
             backoff: Backoff::default(),
+            joined: false,
+            neighbours: NeighbourReport::default(),
             retry: None,
         };
         while let Some(event) = inbox.next().await {
@@ -119,6 +124,7 @@ impl App {
                 }
             },
             Event::SocketClosed => {
+                self.joined = false;
                 // Existing peer links keep playing; only new introductions wait.
                 let delay = self.backoff.next_delay_ms();
                 page::set_status(&format!(
@@ -155,6 +161,11 @@ impl App {
             Event::SourceOpen => self.player.on_source_open(&self.events)?,
             Event::UpdateEnd => self.player.pump()?,
             Event::Tick => {
+                if self.joined {
+                    for message in self.neighbours.update(self.links.len(), now) {
+                        self.signalling.send(&message);
+                    }
+                }
                 self.swarm.handle_input(now, Input::Tick);
                 self.player.tick();
                 let buffer = self.player.buffer_ahead();
@@ -175,6 +186,8 @@ impl App {
         match message {
             ServerMessage::Welcome { ice_servers, .. } => {
                 self.ice_servers = ice_servers;
+                self.joined = true;
+                self.neighbours.forget();
                 if !self.playing {
                     page::set_status("Joined; connecting to peers…");
                 }
@@ -184,6 +197,9 @@ impl App {
                     page::set_status("Channel offline: waiting for the broadcaster…");
                 }
                 for peer in peers {
+                    if self.links.contains_key(&peer) {
+                        continue; // Introduced again (e.g. after asking for more peers).
+                    }
                     let mut link = Link::new(peer, &self.ice_servers, &self.events)?;
                     link.offer(peer, &self.events).await?;
                     self.links.insert(peer, link);

@@ -55,6 +55,11 @@ pub enum ClientMessage {
     Join { channel: ChannelName, role: Role },
     /// Relay WebRTC set-up to another peer of the same channel.
     Signal { to: PeerId, signal: SignalPayload },
+    /// How many more peer links this peer accepts; the server introduces newcomers to
+    /// peers with free slots first.
+    Status { free_slots: u16 },
+    /// Ask for more peers of the channel (answered with `Introduce`), e.g. after losing some.
+    MorePeers {},
     /// Leave the channel; the connection may then be closed.
     Leave {},
 }
@@ -178,6 +183,8 @@ mod tests {
                     sdp_m_line_index: Some(0),
                 },
             },
+            ClientMessage::Status { free_slots: 3 },
+            ClientMessage::MorePeers {},
             ClientMessage::Leave {},
         ];
         for message in messages {

@@ -345,6 +345,19 @@ fn handle(state: &AppState, mailbox: &Mailbox, peer: &mut Option<PeerId>, messag
                 }
             }
         }
+        ClientMessage::Status { free_slots } => {
+            if let Some(id) = *peer {
+                rooms.set_free_slots(id, free_slots);
+            }
+        }
+        ClientMessage::MorePeers {} => {
+            let Some(id) = *peer else {
+                reply_error(mailbox, ErrorCode::NotJoined, "join a channel first".into());
+                return;
+            };
+            let peers = rooms.more_peers(id);
+            mailbox.post(&ServerMessage::Introduce { peers });
+        }
         ClientMessage::Leave {} => {
             if let Some(id) = peer.take() {
                 rooms.leave(id);

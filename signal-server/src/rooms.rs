@@ -8,6 +8,7 @@ use std::sync::Arc;
 use protocol::{
     ChannelName, ChannelSummary, ErrorCode, PeerId, Role, ServerMessage, SignalPayload,
 };
+use rand::seq::SliceRandom;
 use rand::Rng;
 use tokio::sync::{mpsc, Notify};
 
@@ -53,6 +54,55 @@ struct Member {
     /// Peers it was introduced to or with: its likely neighbours, told when it leaves.
     /// Capped, newest kept, so one long-lived peer cannot make leaving cost O(swarm).
     contacts: VecDeque<PeerId>,
+    /// More links it accepts, as it last reported; newcomers are introduced to peers with
+    /// free slots first.
+    free_slots: u16,
+}
+
+/// Free slots of a peer that has not reported any: assume it has room.
+const UNKNOWN_FREE_SLOTS: u16 = u16::MAX;
+/// Channels up to this size are scanned whole when sampling: exact preference for free
+/// slots at a constant cost.
+const SCAN_LIMIT: usize = 256;
+/// Random draws per wanted peer when sampling a larger channel; bounds the work per join
+/// while still finding peers with free slots when they are not rare.
+const DRAWS_PER_PEER: usize = 16;
+
+/// Up to `count` random members of `room` not in `exclude`, those with free slots first.
+/// The work is O(count) however large the channel: a bounded number of random draws, or a
+/// scan when the channel is small.
+fn sample(
+    room: &Channel,
+    members: &HashMap<PeerId, Member>,
+    exclude: &[PeerId],
+    count: usize,
+) -> Vec<PeerId> {
+    let mut candidates: Vec<PeerId> = Vec::new();
+    let draws = count * DRAWS_PER_PEER;
+    if room.members.len() <= SCAN_LIMIT.max(draws) {
+        candidates.extend(
+            room.members
+                .iter()
+                .copied()
+                .filter(|p| !exclude.contains(p)),
+        );
+        candidates.shuffle(&mut rand::thread_rng());
+    } else {
+        let mut rng = rand::thread_rng();
+        for _ in 0..draws * 2 {
+            if candidates.len() >= draws {
+                break;
+            }
+            let candidate = room.members[rng.gen_range(0..room.members.len())];
+            if !exclude.contains(&candidate) && !candidates.contains(&candidate) {
+                candidates.push(candidate);
+            }
+        }
+    }
+    // Stable: random order within each group.
+    candidates.sort_by_key(|p| members.get(p).is_none_or(|m| m.free_slots == 0));
+    candidates.truncate(count);
+    candidates
 }
 
 #[derive(Default)]
@@ -154,55 +204,65 @@ impl Rooms {
         let peer = PeerId(self.next_peer);
         self.next_peer += 1;
         let mut introduced: Vec<PeerId> = room.broadcaster.into_iter().collect();
-        let viewers = room.members.len() - introduced.len();
-        let wanted = self
-            .limits
-            .introduce
-            .saturating_sub(introduced.len())
-            .min(viewers);
-        // Rejection sampling: expected O(wanted) draws while wanted is at most half the
-        // channel; small channels are scanned whole instead.
-        if wanted * 2 > viewers {
-            introduced.extend(
-                room.members
-                    .iter()
-                    .copied()
-                    .filter(|p| Some(*p) != room.broadcaster)
-                    .take(wanted),
-            );
-        } else {
-            let mut rng = rand::thread_rng();
-            while introduced.len() < wanted + usize::from(room.broadcaster.is_some()) {
-                let candidate = room.members[rng.gen_range(0..room.members.len())];
-                if !introduced.contains(&candidate) {
-                    introduced.push(candidate);
-                }
-            }
-        }
+        let wanted = self.limits.introduce.saturating_sub(introduced.len());
+        let exclude = introduced.clone();
+        introduced.extend(sample(room, &self.members, &exclude, wanted));
+        let room = self
+            .channels
+            .get_mut(&channel)
+            .expect("the channel was created above");
         if role == Role::Broadcaster {
             room.broadcaster = Some(peer);
         }
         let index = room.members.len();
         room.members.push(peer);
-        for other in &introduced {
-            if let Some(m) = self.members.get_mut(other) {
-                if m.contacts.len() == MAX_CONTACTS {
-                    m.contacts.pop_front();
+        let member = Member {
+            channel,
+            mailbox,
+            index,
+            contacts: VecDeque::new(),
+            free_slots: UNKNOWN_FREE_SLOTS,
+        };
+        self.members.insert(peer, member);
+        self.link_contacts(peer, &introduced);
+        Ok((peer, introduced))
+    }
+
+    /// A peer's report of how many more links it accepts.
+    pub fn set_free_slots(&mut self, peer: PeerId, free_slots: u16) {
+        if let Some(m) = self.members.get_mut(&peer) {
+            m.free_slots = free_slots;
+        }
+    }
+
+    /// More peers for `peer`: ones it was not yet introduced to or with, preferring those
+    /// with free slots. Empty when it has not joined.
+    pub fn more_peers(&mut self, peer: PeerId) -> Vec<PeerId> {
+        let Some(member) = self.members.get(&peer) else {
+            return Vec::new();
+        };
+        let Some(room) = self.channels.get(&member.channel) else {
+            return Vec::new();
+        };
+        let mut exclude: Vec<PeerId> = member.contacts.iter().copied().collect();
+        exclude.push(peer);
+        let found = sample(room, &self.members, &exclude, self.limits.introduce);
+        self.link_contacts(peer, &found);
+        found
+    }
+
+    /// Records that `peer` and each of `others` know of each other.
+    fn link_contacts(&mut self, peer: PeerId, others: &[PeerId]) {
+        for other in others {
+            for (a, b) in [(*other, peer), (peer, *other)] {
+                if let Some(m) = self.members.get_mut(&a) {
+                    if m.contacts.len() == MAX_CONTACTS {
+                        m.contacts.pop_front();
+                    }
+                    m.contacts.push_back(b);
                 }
-                m.contacts.push_back(peer);
             }
         }
-        let contacts = introduced.iter().copied().collect();
-        self.members.insert(
-            peer,
-            Member {
-                channel,
-                mailbox,
-                index,
-                contacts,
-            },
-        );
-        Ok((peer, introduced))
     }
 
     /// Forwards WebRTC set-up to another peer of the sender's channel.

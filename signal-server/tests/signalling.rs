@@ -721,3 +721,52 @@ async fn leaving_is_told_to_contacts_not_to_the_whole_channel() {
         "a peer never introduced to the leaver heard of it: {quiet:?}"
     );
 }
+
+#[tokio::test]
+async fn newcomers_meet_peers_with_free_slots_first_and_can_ask_for_more() {
+    let (addr, _stop) = start_with(|c| c.introduce = 2).await;
+    let mut broadcaster = connect(&addr).await;
+    let (b_id, _) = join(&mut broadcaster, "news", Role::Broadcaster).await;
+    let mut viewers = Vec::new();
+    for _ in 0..6 {
+        let mut ws = connect(&addr).await;
+        let (id, _) = join(&mut ws, "news", Role::Viewer).await;
+        viewers.push((ws, id));
+    }
+    // Only the last viewer has room; the others report full.
+    for (i, (ws, _)) in viewers.iter_mut().enumerate() {
+        let free_slots = if i == 5 { 3 } else { 0 };
+        send(ws, ClientMessage::Status { free_slots }).await;
+    }
+    let roomy = viewers[5].1;
+    let mut newcomers = Vec::new();
+    for _ in 0..5 {
+        let mut newcomer = connect(&addr).await;
+        // Status messages are handled in order per connection, but each comes on its own
+        // connection: let the server take them in before joining.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let (_, intro) = join(&mut newcomer, "news", Role::Viewer).await;
+        assert_eq!(
+            intro,
+            vec![b_id, roomy],
+            "the broadcaster, then the one viewer with free slots"
+        );
+        // A peer that never reported counts as having room; this one is full.
+        send(&mut newcomer, ClientMessage::Status { free_slots: 0 }).await;
+        newcomers.push(newcomer);
+    }
+
+    // Asking for more gives peers not yet introduced to or with the asker.
+    let (ws, first_id) = &mut viewers[0];
+    send(ws, ClientMessage::MorePeers {}).await;
+    let more = loop {
+        if let ServerMessage::Introduce { peers } = recv(ws).await {
+            break peers;
+        }
+    };
+    assert_eq!(more.len(), 2, "{more:?}");
+    assert!(
+        !more.contains(first_id) && !more.contains(&b_id),
+        "{more:?}"
+    );
+}

@@ -5,6 +5,7 @@
 
 mod chunk_store;
 mod config;
+mod neighbours;
 mod playback;
 mod schedule;
 mod source;
@@ -13,5 +14,6 @@ mod time;
 
 pub use chunk_store::Chunk;
 pub use config::{Config, SwarmRole};
+pub use neighbours::{NeighbourReport, TARGET_LINKS};
 pub use swarm::{Input, Output, Stats, Swarm};
 pub use time::Millis;

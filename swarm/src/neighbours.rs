@@ -1,0 +1,88 @@
+//! What a peer tells the signal server about its neighbours: how many more links it
+//! accepts (newcomers are introduced to peers with room first), and a request for more
+//! peers when it has too few. Drivers send what `update` returns.
+
+use protocol::ClientMessage;
+
+use crate::Millis;
+
+/// Peer links a viewer aims for; free slots are counted against it.
+pub const TARGET_LINKS: usize = 8;
+/// A peer with fewer links than this asks for more.
+const ASK_BELOW: usize = TARGET_LINKS / 2;
+/// Least time between two requests for more peers.
+const ASK_EVERY_MS: u64 = 10_000;
+
+/// Remembers what was last said, so nothing is repeated needlessly.
+#[derive(Debug, Default)]
+pub struct NeighbourReport {
+    reported: Option<u16>,
+    last_ask: Option<Millis>,
+}
+
+impl NeighbourReport {
+    /// Messages for the signal server given the current number of open links.
+    pub fn update(&mut self, links: usize, now: Millis) -> Vec<ClientMessage> {
+        let mut out = Vec::new();
+        let free_slots = u16::try_from(TARGET_LINKS.saturating_sub(links)).unwrap_or(u16::MAX);
+        if self.reported != Some(free_slots) {
+            self.reported = Some(free_slots);
+            out.push(ClientMessage::Status { free_slots });
+        }
+        let due = self.last_ask.is_none_or(|at| now - at >= ASK_EVERY_MS);
+        if links < ASK_BELOW && due {
+            self.last_ask = Some(now);
+            out.push(ClientMessage::MorePeers {});
+        }
+        out
+    }
+
+    /// After reconnecting to the server, everything must be said again.
+    pub fn forget(&mut self) {
+        *self = NeighbourReport::default();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reports_changes_and_asks_for_more_at_most_every_ten_seconds() {
+        let mut report = NeighbourReport::default();
+        assert_eq!(
+            report.update(1, Millis(0)),
+            vec![
+                ClientMessage::Status { free_slots: 7 },
+                ClientMessage::MorePeers {}
+            ]
+        );
+        assert_eq!(
+            report.update(1, Millis(5_000)),
+            vec![],
+            "nothing changed, asked recently"
+        );
+        assert_eq!(
+            report.update(2, Millis(9_000)),
+            vec![ClientMessage::Status { free_slots: 6 }]
+        );
+        assert_eq!(
+            report.update(2, Millis(10_000)),
+            vec![ClientMessage::MorePeers {}]
+        );
+        assert_eq!(
+            report.update(8, Millis(30_000)),
+            vec![ClientMessage::Status { free_slots: 0 }]
+        );
+        assert_eq!(
+            report.update(12, Millis(40_000)),
+            vec![],
+            "over target is still zero free slots"
+        );
+        report.forget();
+        assert_eq!(
+            report.update(12, Millis(41_000)),
+            vec![ClientMessage::Status { free_slots: 0 }]
+        );
+    }
+}
