@@ -171,11 +171,18 @@ impl App {
                 let buffer = self.player.buffer_ahead();
                 page::render_stats(self.swarm.peer_count(), &self.swarm.stats(), buffer);
                 if self.playing {
-                    page::set_status(if buffer < 0.1 {
+                    let state = if buffer < 0.1 {
                         "Buffering…"
                     } else {
                         "Playing"
-                    });
+                    };
+                    // Peer links keep the video going; say so while the server is away.
+                    let server = if self.joined {
+                        ""
+                    } else {
+                        " · signal server unreachable, reconnecting…"
+                    };
+                    page::set_status(&format!("{state}{server}"));
                 }
             }
         }
@@ -193,7 +200,9 @@ impl App {
                 }
             }
             ServerMessage::Introduce { peers } => {
-                if peers.is_empty() {
+                // While video plays over existing links the channel is not offline, even if
+                // the server (e.g. just restarted) knows no other peer yet.
+                if peers.is_empty() && !self.playing {
                     page::set_status("Channel offline: waiting for the broadcaster…");
                 }
                 for peer in peers {

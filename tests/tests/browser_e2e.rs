@@ -1,6 +1,7 @@
 //! Real headless Chromium (Debian's) opens `/watch/<channel>` while the broadcaster runs:
 //! the page joins over WebSocket, receives chunks over a WebRTC data channel and plays them
-//! through Media Source Extensions.
+//! through Media Source Extensions; then the signal server is killed and restarted under
+//! it, and the page keeps playing and rejoins.
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -9,7 +10,8 @@ use fantoccini::{Client, ClientBuilder};
 use serde_json::{json, Value};
 use tests::netns;
 use tests::process::{
-    broadcaster, free_port, scratch, signal_server, wait_for_channel, workspace_root, Guard,
+    broadcaster, free_port, http_get, scratch, signal_server_on, wait_for_channel, workspace_root,
+    Guard,
 };
 
 /// Media that must play, in seconds of the video's own clock.
@@ -48,7 +50,9 @@ fn watch_page_plays_a_live_channel_in_chromium() {
         web_dir.display()
     );
     let dir = scratch("browser-e2e");
-    let (_server, addr) = signal_server(&web_dir);
+    // A fixed port, so the server can be restarted where the page expects it.
+    let listen = format!("127.0.0.1:{}", free_port());
+    let (server, addr) = signal_server_on(&listen, &web_dir);
     let (_ffmpeg, _broadcaster) = broadcaster(
         &addr,
         "demo",
@@ -71,7 +75,10 @@ fn watch_page_plays_a_live_channel_in_chromium() {
     let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
     let result = runtime.block_on(async {
         let client = connect(port, &dir).await;
-        let outcome = watch(&client, &addr).await;
+        let mut outcome = watch(&client, &addr).await;
+        if outcome.is_ok() {
+            outcome = survive_restart(&client, server, &listen, &web_dir, &addr).await;
+        }
         let _ = client.close().await;
         outcome
     });
@@ -142,6 +149,67 @@ async fn watch(client: &Client, addr: &str) -> Result<Value, String> {
         if Instant::now() > deadline {
             return Err(format!(
                 "did not play {PLAY_SECONDS} s within 60 s: {probe}"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Kills the signal server under a playing page: the video must keep playing over its peer
+/// link and the page must say it is reconnecting; after a restart on the same port the page
+/// must rejoin on its own.
+async fn survive_restart(
+    client: &Client,
+    server: Guard,
+    listen: &str,
+    web_dir: &std::path::Path,
+    addr: &str,
+) -> Result<Value, String> {
+    drop(server); // SIGKILL, as in a crash.
+    let before = client
+        .execute(PROBE, vec![])
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let during = client
+        .execute(PROBE, vec![])
+        .await
+        .map_err(|e| e.to_string())?;
+    let advanced = during["time"].as_f64().unwrap_or(0.0) - before["time"].as_f64().unwrap_or(0.0);
+    if advanced < 3.0 {
+        return Err(format!(
+            "video advanced only {advanced:.1} s in 4 s without the signal server: {during}"
+        ));
+    }
+    if !during["status"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("reconnecting")
+    {
+        return Err(format!(
+            "the page does not say it is reconnecting: {during}"
+        ));
+    }
+    let (server, _) = signal_server_on(listen, web_dir);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        // The broadcaster and the page both rejoin: the channel lists one viewer again.
+        let channels = http_get(addr, "/api/channels");
+        let probe = client
+            .execute(PROBE, vec![])
+            .await
+            .map_err(|e| e.to_string())?;
+        let rejoined = channels.contains("\"viewers\":1") && probe["status"] == "Playing";
+        if rejoined {
+            if probe["waiting"].as_u64().unwrap_or(0) > MAX_WAITING_AFTER_START {
+                return Err(format!("playback stalled during the restart: {probe}"));
+            }
+            drop(server);
+            return Ok(probe);
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "page did not rejoin within 30 s of the restart: {channels} {probe}"
             ));
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
