@@ -1,7 +1,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use peer_native::node::{self, NodeOptions};
 use peer_native::watch::WatchSink;
 use peer_native::{broadcast, NativeError};
@@ -15,20 +15,27 @@ struct Cli {
     command: Command,
 }
 
+/// Which server and channel a command works with.
+#[derive(Args, Debug)]
+struct Target {
+    /// WebSocket URL of the signal server.
+    #[arg(
+        long,
+        env = "STREAMTORRENT_SERVER",
+        default_value = "ws://127.0.0.1:8080/ws"
+    )]
+    server: String,
+    /// Channel name: 1-64 characters a-z, 0-9, '-' or '_'.
+    #[arg(long)]
+    channel: ChannelName,
+}
+
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Publish a live channel from fragmented MP4 (H.264/AAC, VP9/Opus, AV1; see README).
     Broadcast {
-        /// WebSocket URL of the signal server.
-        #[arg(
-            long,
-            env = "STREAMTORRENT_SERVER",
-            default_value = "ws://127.0.0.1:8080/ws"
-        )]
-        server: String,
-        /// Channel name: 1-64 characters a-z, 0-9, '-' or '_'.
-        #[arg(long)]
-        channel: ChannelName,
+        #[command(flatten)]
+        target: Target,
         /// Fragmented MP4 to read; `-` reads standard input (e.g. piped from ffmpeg).
         #[arg(long, default_value = "-")]
         input: PathBuf,
@@ -38,16 +45,8 @@ enum Command {
     },
     /// Join a channel as a headless viewer (for tests, benchmarks and relays).
     Watch {
-        /// WebSocket URL of the signal server.
-        #[arg(
-            long,
-            env = "STREAMTORRENT_SERVER",
-            default_value = "ws://127.0.0.1:8080/ws"
-        )]
-        server: String,
-        /// Channel to join.
-        #[arg(long)]
-        channel: ChannelName,
+        #[command(flatten)]
+        target: Target,
         /// Write the received stream (init segment, then chunks) to this file.
         #[arg(long)]
         output: Option<PathBuf>,
@@ -80,8 +79,7 @@ async fn main() {
 async fn run(cli: Cli) -> Result<(), NativeError> {
     match cli.command {
         Command::Broadcast {
-            server,
-            channel,
+            target: Target { server, channel },
             input,
             record_dir,
         } => {
@@ -96,8 +94,7 @@ async fn run(cli: Cli) -> Result<(), NativeError> {
             Ok(())
         }
         Command::Watch {
-            server,
-            channel,
+            target: Target { server, channel },
             output,
             record_dir,
             chunks,
