@@ -36,7 +36,8 @@ enum Command {
     Broadcast {
         #[command(flatten)]
         target: Target,
-        /// Fragmented MP4 to read; `-` reads standard input (e.g. piped from ffmpeg).
+        /// Fragmented MP4 to read as it arrives; `-` reads standard input (e.g. piped from
+        /// `ffmpeg -re`). Not paced: a finished file is cut all at once.
         #[arg(long, default_value = "-")]
         input: PathBuf,
         /// Also write the init segment and every chunk, exactly as cut, into this folder.
