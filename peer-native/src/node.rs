@@ -81,7 +81,7 @@ pub async fn run(
     let mut welcomed = false;
     let mut signal_open = true;
     let mut ending: Option<Instant> = None;
-    let mut neighbours = NeighbourReport::default();
+    let mut neighbours = NeighbourReport::new(swarm_role);
     tokio::pin!(stop);
 
     loop {
@@ -193,7 +193,7 @@ pub async fn run(
                         }
                     }
                 }
-                                if signal_open && welcomed && options.role == Role::Viewer {
+                                if signal_open && welcomed {
                     for message in neighbours.update(links.len(), now()) {
                         let _ = signal_tx.send(message);
                     }

@@ -93,7 +93,7 @@ impl App {
             ice_servers: Vec::new(),
             backoff: Backoff::default(),
             joined: false,
-            neighbours: NeighbourReport::default(),
+            neighbours: NeighbourReport::new(SwarmRole::Viewer),
             retry: None,
         };
         while let Some(event) = inbox.next().await {

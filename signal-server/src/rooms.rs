@@ -203,9 +203,19 @@ impl Rooms {
         }
         let peer = PeerId(self.next_peer);
         self.next_peer += 1;
-        let mut introduced: Vec<PeerId> = room.broadcaster.into_iter().collect();
+        // The broadcaster takes a bounded number of links; past them, viewers feed each
+        // other and the broadcaster is not asked to answer every join.
+        let broadcaster_has_room =
+            |b: &PeerId| self.members.get(b).is_some_and(|m| m.free_slots > 0);
+        let mut introduced: Vec<PeerId> = room
+            .broadcaster
+            .iter()
+            .copied()
+            .filter(broadcaster_has_room)
+            .collect();
         let wanted = self.limits.introduce.saturating_sub(introduced.len());
-        let exclude = introduced.clone();
+        // Never sampled as a viewer: it is either introduced above or full.
+        let exclude: Vec<PeerId> = room.broadcaster.into_iter().collect();
         introduced.extend(sample(room, &self.members, &exclude, wanted));
         let room = self
             .channels

@@ -770,3 +770,27 @@ async fn newcomers_meet_peers_with_free_slots_first_and_can_ask_for_more() {
         "{more:?}"
     );
 }
+
+#[tokio::test]
+async fn a_full_broadcaster_is_not_introduced_and_viewers_meet_each_other() {
+    let (addr, _stop) = start_with(|c| c.introduce = 3).await;
+    let mut broadcaster = connect(&addr).await;
+    let (b_id, _) = join(&mut broadcaster, "news", Role::Broadcaster).await;
+    let mut first = connect(&addr).await;
+    let (first_id, intro) = join(&mut first, "news", Role::Viewer).await;
+    assert_eq!(intro, vec![b_id], "a broadcaster with room is introduced");
+    send(&mut broadcaster, ClientMessage::Status { free_slots: 0 }).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for _ in 0..3 {
+        let mut viewer = connect(&addr).await;
+        let (_, intro) = join(&mut viewer, "news", Role::Viewer).await;
+        assert!(
+            !intro.contains(&b_id),
+            "a full broadcaster was introduced: {intro:?}"
+        );
+        assert!(
+            intro.contains(&first_id),
+            "viewers meet each other instead: {intro:?}"
+        );
+    }
+}

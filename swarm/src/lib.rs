@@ -14,6 +14,6 @@ mod time;
 
 pub use chunk_store::Chunk;
 pub use config::{Config, SwarmRole};
-pub use neighbours::{NeighbourReport, TARGET_LINKS};
+pub use neighbours::{NeighbourReport, SOURCE_MAX_LINKS, TARGET_LINKS};
 pub use swarm::{Input, Output, Stats, Swarm};
 pub use time::Millis;

@@ -1,36 +1,53 @@
 //! What a peer tells the signal server about its neighbours: how many more links it
-//! accepts (newcomers are introduced to peers with room first), and a request for more
-//! peers when it has too few. Drivers send what `update` returns.
+//! accepts (newcomers are introduced to peers with room first, and to the broadcaster
+//! only while it has room), and a request for more peers when it has too few. Drivers
+//! send what `update` returns.
 
 use protocol::ClientMessage;
 
-use crate::Millis;
+use crate::{Millis, SwarmRole};
 
 /// Peer links a viewer aims for; free slots are counted against it.
 pub const TARGET_LINKS: usize = 8;
-/// A peer with fewer links than this asks for more.
+/// Links the broadcaster takes. Beyond them viewers feed each other, and the broadcaster
+/// is not introduced to every joiner (which would also make it answer every join).
+pub const SOURCE_MAX_LINKS: usize = 16;
+/// A viewer with fewer links than this asks for more.
 const ASK_BELOW: usize = TARGET_LINKS / 2;
 /// Least time between two requests for more peers.
 const ASK_EVERY_MS: u64 = 10_000;
 
 /// Remembers what was last said, so nothing is repeated needlessly.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct NeighbourReport {
+    role: SwarmRole,
     reported: Option<u16>,
     last_ask: Option<Millis>,
 }
 
 impl NeighbourReport {
+    pub fn new(role: SwarmRole) -> NeighbourReport {
+        NeighbourReport {
+            role,
+            reported: None,
+            last_ask: None,
+        }
+    }
+
     /// Messages for the signal server given the current number of open links.
     pub fn update(&mut self, links: usize, now: Millis) -> Vec<ClientMessage> {
         let mut out = Vec::new();
-        let free_slots = u16::try_from(TARGET_LINKS.saturating_sub(links)).unwrap_or(u16::MAX);
+        let target = match self.role {
+            SwarmRole::Source => SOURCE_MAX_LINKS,
+            SwarmRole::Viewer => TARGET_LINKS,
+        };
+        let free_slots = u16::try_from(target.saturating_sub(links)).unwrap_or(u16::MAX);
         if self.reported != Some(free_slots) {
             self.reported = Some(free_slots);
             out.push(ClientMessage::Status { free_slots });
         }
         let due = self.last_ask.is_none_or(|at| now - at >= ASK_EVERY_MS);
-        if links < ASK_BELOW && due {
+        if self.role == SwarmRole::Viewer && links < ASK_BELOW && due {
             self.last_ask = Some(now);
             out.push(ClientMessage::MorePeers {});
         }
@@ -39,7 +56,7 @@ impl NeighbourReport {
 
     /// After reconnecting to the server, everything must be said again.
     pub fn forget(&mut self) {
-        *self = NeighbourReport::default();
+        *self = NeighbourReport::new(self.role);
     }
 }
 
@@ -49,7 +66,7 @@ mod tests {
 
     #[test]
     fn reports_changes_and_asks_for_more_at_most_every_ten_seconds() {
-        let mut report = NeighbourReport::default();
+        let mut report = NeighbourReport::new(SwarmRole::Viewer);
         assert_eq!(
             report.update(1, Millis(0)),
             vec![
@@ -84,5 +101,17 @@ mod tests {
             report.update(12, Millis(41_000)),
             vec![ClientMessage::Status { free_slots: 0 }]
         );
+    }
+
+    #[test]
+    fn the_source_reports_room_up_to_its_cap_and_never_asks_for_peers() {
+        let mut report = NeighbourReport::new(SwarmRole::Source);
+        let all = SOURCE_MAX_LINKS as u16;
+        assert_eq!(
+            report.update(0, Millis(0)),
+            vec![ClientMessage::Status { free_slots: all }]
+        );
+        let full = report.update(SOURCE_MAX_LINKS, Millis(60_000));
+        assert_eq!(full, vec![ClientMessage::Status { free_slots: 0 }]);
     }
 }
