@@ -9,6 +9,7 @@ use tokio::sync::mpsc;
 
 use crate::fmp4::{Cutter, Segment};
 use crate::node::Produced;
+use crate::record::{chunk_file_name, record};
 use crate::NativeError;
 
 /// Room left in a peer message for the `Init` header and MIME type.
@@ -91,18 +92,4 @@ async fn pump(
             }
         }
     }
-}
-
-/// File name of a recorded chunk, shared by the broadcaster and viewers.
-pub fn chunk_file_name(seq: ChunkSeq) -> String {
-    format!("chunk-{:08}.m4s", seq.0)
-}
-
-pub(crate) fn record(dir: Option<&Path>, name: &str, data: &[u8]) -> Result<(), NativeError> {
-    let Some(dir) = dir else { return Ok(()) };
-    let path = dir.join(name);
-    std::fs::write(&path, data).map_err(|source| NativeError::Io {
-        what: format!("cannot write {}", path.display()),
-        source,
-    })
 }

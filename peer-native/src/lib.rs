@@ -8,6 +8,7 @@ pub mod watch;
 
 mod error;
 mod link;
+mod record;
 mod signalling;
 
 pub use error::NativeError;

@@ -103,9 +103,8 @@ async fn drive(
             pc.set_local_description(offer)
                 .await
                 .map_err(webrtc_error)?;
-            let _ = tokio::time::timeout(GATHER_TIMEOUT, gathered.notified()).await;
             SignalPayload::Offer {
-                sdp: local_sdp(&pc).await?,
+                sdp: gathered_sdp(&pc, &gathered).await?,
             }
         }
         Start::Answer { sdp } => {
@@ -117,9 +116,8 @@ async fn drive(
             pc.set_local_description(answer)
                 .await
                 .map_err(webrtc_error)?;
-            let _ = tokio::time::timeout(GATHER_TIMEOUT, gathered.notified()).await;
             SignalPayload::Answer {
-                sdp: local_sdp(&pc).await?,
+                sdp: gathered_sdp(&pc, &gathered).await?,
             }
         }
     };
@@ -159,7 +157,9 @@ fn rtc_ice_server(server: IceServer) -> RTCIceServer {
     }
 }
 
-async fn local_sdp(pc: &impl PeerConnection) -> Result<String, NativeError> {
+/// The local description once ICE gathering finished (or timed out), candidates included.
+async fn gathered_sdp(pc: &impl PeerConnection, gathered: &Notify) -> Result<String, NativeError> {
+    let _ = tokio::time::timeout(GATHER_TIMEOUT, gathered.notified()).await;
     pc.local_description()
         .await
         .map(|d| d.sdp)

@@ -8,8 +8,8 @@ use protocol::ChunkSeq;
 use serde_json::json;
 use swarm::{Chunk, Stats};
 
-use crate::broadcast::{chunk_file_name, record};
 use crate::node::Sink;
+use crate::record::{chunk_file_name, record};
 use crate::NativeError;
 
 pub struct WatchSink {

@@ -46,10 +46,6 @@ impl AppendQueue {
         self.items.push_front(data);
     }
 
-    pub fn len(&self) -> usize {
-        self.items.len()
-    }
-
     pub fn is_empty(&self) -> bool {
         self.items.is_empty()
     }

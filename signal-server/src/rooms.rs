@@ -217,10 +217,6 @@ impl Rooms {
         // Never sampled as a viewer: it is either introduced above or full.
         let exclude: Vec<PeerId> = room.broadcaster.into_iter().collect();
         introduced.extend(sample(room, &self.members, &exclude, wanted));
-        let room = self
-            .channels
-            .get_mut(&channel)
-            .expect("the channel was created above");
         if role == Role::Broadcaster {
             room.broadcaster = Some(peer);
         }
