@@ -83,7 +83,7 @@ async fn pump(
                     Produced::Chunk(Chunk {
                         seq,
                         keyframe,
-                        data,
+                        data: data.into(),
                     })
                 }
             };

@@ -2,6 +2,7 @@
 //! applies remote set-up in order, and reports events to the node. Data flows on one data
 //! channel labelled `swarm`.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,12 +25,32 @@ const GATHER_TIMEOUT: Duration = Duration::from_secs(5);
 /// What a link tells the node.
 #[derive(Debug)]
 pub enum LinkEvent {
-    /// The data channel opened; send bytes to the peer through the sender.
-    Open(PeerId, mpsc::UnboundedSender<Vec<u8>>),
+    /// The data channel opened; send bytes to the peer through the outbox.
+    Open(PeerId, Outbox),
     Message(PeerId, Vec<u8>),
     /// Set-up for the remote peer, to relay through the signal server.
     LocalSignal(PeerId, SignalPayload),
     Closed(PeerId),
+}
+
+/// Sends to one peer. Counts the bytes handed over and not yet taken by the data channel,
+/// so the swarm gets back-pressure (as a browser's `bufferedAmount`).
+#[derive(Debug, Clone)]
+pub struct Outbox {
+    tx: mpsc::UnboundedSender<Vec<u8>>,
+    queued: Arc<AtomicU64>,
+}
+
+impl Outbox {
+    pub fn send(&self, bytes: Vec<u8>) {
+        self.queued.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        let _ = self.tx.send(bytes);
+    }
+
+    /// Bytes handed over and not yet written to the data channel.
+    pub fn queued(&self) -> u64 {
+        self.queued.load(Ordering::Relaxed)
+    }
 }
 
 /// What the node tells a link. Dropping the sender closes the link.
@@ -180,15 +201,21 @@ async fn run_channel(
         match event {
             DataChannelEvent::OnOpen => {
                 let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Vec<u8>>();
+                let queued = Arc::new(AtomicU64::new(0));
+                let written = queued.clone();
                 let writer = channel.clone();
                 tokio::spawn(async move {
                     while let Some(bytes) = out_rx.recv().await {
-                        if writer.send(BytesMut::from(&bytes[..])).await.is_err() {
+                        let len = bytes.len() as u64;
+                        let sent = writer.send(BytesMut::from(&bytes[..])).await;
+                        written.fetch_sub(len, Ordering::Relaxed);
+                        if sent.is_err() {
                             break;
                         }
                     }
                 });
-                let _ = events.send(LinkEvent::Open(peer, out_tx));
+                let outbox = Outbox { tx: out_tx, queued };
+                let _ = events.send(LinkEvent::Open(peer, outbox));
             }
             DataChannelEvent::OnMessage(message) => {
                 let _ = events.send(LinkEvent::Message(peer, message.data.to_vec()));

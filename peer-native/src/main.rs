@@ -6,6 +6,7 @@ use peer_native::node::{self, NodeOptions};
 use peer_native::watch::WatchSink;
 use peer_native::{broadcast, NativeError};
 use protocol::{ChannelName, Role};
+use swarm::BytesPerSec;
 
 /// StreamTorrent: live video carried peer to peer.
 #[derive(Parser, Debug)]
@@ -28,6 +29,10 @@ struct Target {
     /// Channel name: 1-64 characters a-z, 0-9, '-' or '_'.
     #[arg(long)]
     channel: ChannelName,
+    /// Upload budget for serving chunks to peers, in kbit/s (0 serves nothing). Unlimited
+    /// when not given.
+    #[arg(long)]
+    max_upload_kbps: Option<u64>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -80,7 +85,12 @@ async fn main() {
 async fn run(cli: Cli) -> Result<(), NativeError> {
     match cli.command {
         Command::Broadcast {
-            target: Target { server, channel },
+            target:
+                Target {
+                    server,
+                    channel,
+                    max_upload_kbps,
+                },
             input,
             record_dir,
         } => {
@@ -90,12 +100,18 @@ async fn run(cli: Cli) -> Result<(), NativeError> {
                 server,
                 channel,
                 role: Role::Broadcaster,
+                upload_limit: max_upload_kbps.map(BytesPerSec::from_kbps),
             };
             node::run(options, Some(feed), &mut sink, ctrl_c()).await?;
             Ok(())
         }
         Command::Watch {
-            target: Target { server, channel },
+            target:
+                Target {
+                    server,
+                    channel,
+                    max_upload_kbps,
+                },
             output,
             record_dir,
             chunks,
@@ -106,6 +122,7 @@ async fn run(cli: Cli) -> Result<(), NativeError> {
                 server,
                 channel,
                 role: Role::Viewer,
+                upload_limit: max_upload_kbps.map(BytesPerSec::from_kbps),
             };
             let timeout = async move {
                 match timeout_secs {

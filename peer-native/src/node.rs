@@ -12,7 +12,7 @@ use protocol::{
 use swarm::{Chunk, Config, Input, Millis, NeighbourReport, Output, Stats, Swarm, SwarmRole};
 use tokio::sync::mpsc;
 
-use crate::link::{self, LinkCommand, LinkEvent, Start};
+use crate::link::{self, LinkCommand, LinkEvent, Outbox, Start};
 use crate::{signalling, NativeError};
 
 /// How often the swarm gets a `Tick` when nothing else happens.
@@ -28,6 +28,8 @@ pub struct NodeOptions {
     pub server: String,
     pub channel: ChannelName,
     pub role: Role,
+    /// Upload budget for serving chunks; `None` is unlimited.
+    pub upload_limit: Option<swarm::BytesPerSec>,
 }
 
 /// What the broadcaster's input produced, numbered.
@@ -49,7 +51,7 @@ pub trait Sink {
 struct LinkHandle {
     commands: mpsc::UnboundedSender<LinkCommand>,
     /// Set once the data channel is open.
-    data: Option<mpsc::UnboundedSender<Vec<u8>>>,
+    data: Option<Outbox>,
 }
 
 /// Runs until `stop` completes, the input ends (broadcaster) or the sink is satisfied.
@@ -74,7 +76,10 @@ pub async fn run(
     } else {
         SwarmRole::Viewer
     };
-    let mut swarm = Swarm::new(Config::new(swarm_role));
+    let mut config = Config::new(swarm_role);
+    config.upload_limit = options.upload_limit;
+    config.seed = rand::random();
+    let mut swarm = Swarm::new(config);
     let origin = Instant::now();
     let now = || Millis(origin.elapsed().as_millis() as u64);
     let mut tick = tokio::time::interval(TICK);
@@ -194,8 +199,14 @@ pub async fn run(
                     }
                 }
                                 if signal_open && welcomed {
-                    for message in neighbours.update(links.len(), now()) {
+                    let starving = swarm.starving(now());
+                    for message in neighbours.update(links.len(), starving, now()) {
                         let _ = signal_tx.send(message);
+                    }
+                }
+                for (peer, link) in &links {
+                    if let Some(outbox) = &link.data {
+                        swarm.handle_input(now(), Input::Buffered { peer: *peer, bytes: outbox.queued() });
                     }
                 }
                 swarm.handle_input(now(), Input::Tick);
@@ -209,11 +220,11 @@ pub async fn run(
             match output {
                 Output::Send(peer, message) => {
                     if let Some(data) = links.get(&peer).and_then(|l| l.data.as_ref()) {
-                        let _ = data.send(message.encode());
+                        data.send(message.encode());
                     }
                 }
                 Output::Init { mime, data } => sink.init(&mime, &data)?,
-                Output::Play(chunk) => {
+                Output::Play { chunk, .. } => {
                     if sink.play(&chunk)? {
                         return Ok(swarm.stats());
                     }

@@ -95,12 +95,13 @@ impl Sink for WatchSink {
     }
 
     fn play(&mut self, chunk: &Chunk) -> Result<bool, NativeError> {
+        let data = chunk.data.to_vec();
         record(
             self.record_dir.as_deref(),
             &chunk_file_name(chunk.seq),
-            &chunk.data,
+            &data,
         )?;
-        self.write(&chunk.data)?;
+        self.write(&data)?;
         self.played += 1;
         self.first.get_or_insert(chunk.seq);
         self.last = Some(chunk.seq);

@@ -85,7 +85,7 @@ impl App {
             signalling,
             links: HashMap::new(),
             offered: HashMap::new(),
-            swarm: Swarm::new(Config::new(SwarmRole::Viewer)),
+            swarm: Swarm::new(viewer_config()),
             player,
             playing: false,
             _ticker: ticker,
@@ -157,12 +157,18 @@ impl App {
                 }
             },
             Event::ChannelClosed(peer) | Event::LinkFailed(peer) => self.drop_link(now, peer),
+            Event::ChannelDrained(peer) => self.report_buffered(now, peer),
             Event::GatheringComplete(peer) => self.send_local_description(peer),
             Event::SourceOpen => self.player.on_source_open(&self.events)?,
             Event::UpdateEnd => self.player.pump()?,
             Event::Tick => {
+                let peers: Vec<PeerId> = self.links.keys().copied().collect();
+                for peer in peers {
+                    self.report_buffered(now, peer);
+                }
                 if self.joined {
-                    for message in self.neighbours.update(self.links.len(), now) {
+                    let starving = self.swarm.starving(now);
+                    for message in self.neighbours.update(self.links.len(), starving, now) {
                         self.signalling.send(&message);
                     }
                 }
@@ -265,6 +271,14 @@ impl App {
             .send(&ClientMessage::Signal { to: peer, signal });
     }
 
+    fn report_buffered(&mut self, now: Millis, peer: PeerId) {
+        if let Some(link) = self.links.get(&peer) {
+            let bytes = link.buffered();
+            self.swarm
+                .handle_input(now, Input::Buffered { peer, bytes });
+        }
+    }
+
     fn drop_link(&mut self, now: Millis, peer: PeerId) {
         self.offered.remove(&peer);
         if self.links.remove(&peer).is_some() {
@@ -281,8 +295,8 @@ impl App {
                     }
                 }
                 Output::Init { mime, data } => self.player.set_init(&mime, data, &self.events)?,
-                Output::Play(chunk) => {
-                    self.player.append(chunk.data)?;
+                Output::Play { chunk, .. } => {
+                    self.player.append(chunk.data.to_vec())?;
                     if !self.playing {
                         self.playing = true;
                         page::set_status("Playing");
@@ -307,4 +321,12 @@ fn now() -> Millis {
         .and_then(|w| w.performance())
         .map_or(0.0, |p| p.now());
     Millis(ms as u64)
+}
+
+/// A viewer's swarm settings; the seed spreads this viewer's choices among equally good
+/// neighbours differently from every other viewer's.
+fn viewer_config() -> Config {
+    let mut config = Config::new(SwarmRole::Viewer);
+    config.seed = (js_sys::Math::random() * u64::MAX as f64) as u64;
+    config
 }

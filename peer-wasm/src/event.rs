@@ -17,6 +17,8 @@ pub enum Event {
     ChannelOpen(PeerId),
     ChannelMessage(PeerId, Vec<u8>),
     ChannelClosed(PeerId),
+    /// The channel's send queue fell below its low-water mark: more can go out.
+    ChannelDrained(PeerId),
     /// Local ICE gathering finished: the full description can be sent.
     GatheringComplete(PeerId),
     LinkFailed(PeerId),

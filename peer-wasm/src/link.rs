@@ -13,6 +13,9 @@ use web_sys::{
 use crate::event::{emit, Event, Events};
 use crate::WebError;
 
+/// Below this many queued bytes a data channel reports it drained.
+const DRAINED_BELOW: u32 = 16 * 1024;
+
 pub struct Link {
     pc: RtcPeerConnection,
     channel: Option<RtcDataChannel>,
@@ -144,8 +147,24 @@ impl Link {
                 emit(&events, Event::ChannelClosed(peer))
             })
         };
-        self.channel_listeners = vec![on_open, on_message, on_close];
+        // Back-pressure: the swarm stops sending pieces to a link with a full queue and
+        // resumes when the browser says it drained.
+        channel.set_buffered_amount_low_threshold(DRAINED_BELOW);
+        let on_drained = {
+            let events = events.clone();
+            EventListener::new(&channel, "bufferedamountlow", move |_| {
+                emit(&events, Event::ChannelDrained(peer))
+            })
+        };
+        self.channel_listeners = vec![on_open, on_message, on_close, on_drained];
         self.channel = Some(channel);
+    }
+
+    /// Bytes queued on the data channel and not yet sent.
+    pub fn buffered(&self) -> u64 {
+        self.channel
+            .as_ref()
+            .map_or(0, |c| u64::from(c.buffered_amount()))
     }
 
     /// Sends one peer message; false when the channel cannot take it.

@@ -103,7 +103,7 @@ fn peer_messages_round_trip_in_wasm() {
         seq: ChunkSeq(u64::MAX),
         offset: 0,
         total: 3,
-        data: vec![1, 2, 3],
+        data: vec![1, 2, 3].into(),
     };
     assert_eq!(PeerMessage::decode(&piece.encode()), Ok(piece));
 }

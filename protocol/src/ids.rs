@@ -36,6 +36,11 @@ impl fmt::Display for ChunkSeq {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RequestId(pub u32);
 
+impl RequestId {
+    /// Marks pieces the source pushes without a request; requesters never use it.
+    pub const PUSH: RequestId = RequestId(u32::MAX);
+}
+
 /// A channel name as it appears in URLs: short, lowercase, URL-safe. Parsed once at the
 /// boundary so the rest of the code never sees an invalid name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

@@ -1,6 +1,8 @@
 //! Messages between peers on a data channel: a compact binary format, one message per
 //! data-channel message. Layout: one tag byte, then big-endian fixed-width fields.
 
+use bytes::Bytes;
+
 use crate::{ChunkSeq, ProtocolError, RequestId};
 
 /// Largest peer message accepted. 16 KiB is the largest message every WebRTC stack takes
@@ -10,11 +12,17 @@ pub const MAX_PEER_MESSAGE_BYTES: usize = 16 * 1024;
 /// Largest piece of chunk data in one message: a piece and its 21-byte header fit in
 /// [`MAX_PEER_MESSAGE_BYTES`].
 pub const MAX_PIECE_BYTES: usize = MAX_PEER_MESSAGE_BYTES - 64;
+/// Chunks travel in pieces of exactly this size (the last one shorter), so piece `i` of a
+/// chunk starts at byte `i × PIECE_BYTES` wherever it came from, and requests name
+/// pieces by index.
+pub const PIECE_BYTES: usize = MAX_PIECE_BYTES;
 /// Largest chunk a piece may claim to belong to (a 1-2 s fragment of HD video is ~1 MiB).
 pub const MAX_CHUNK_BYTES: u32 = 16 * 1024 * 1024;
 /// A buffer map lists at most this many chunks; a window of live chunks is far smaller.
 pub const MAX_BUFFER_MAP_ENTRIES: usize = 1024;
 const MAX_CODEC_BYTES: usize = 256;
+/// Tag, request id, seq, offset and total in front of a piece's data.
+pub const PIECE_HEADER_BYTES: usize = 1 + 4 + 8 + 4 + 4;
 
 const TAG_BUFFER_MAP: u8 = 0x01;
 const TAG_HAVE: u8 = 0x02;
@@ -25,6 +33,7 @@ const TAG_CANCEL: u8 = 0x06;
 const TAG_INIT: u8 = 0x07;
 
 const FLAG_KEYFRAME: u8 = 0x01;
+const FLAG_PUSHED: u8 = 0x02;
 
 /// One chunk a peer holds, as listed in its buffer map.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,6 +41,8 @@ pub struct BufferMapEntry {
     pub seq: ChunkSeq,
     /// The chunk starts with a keyframe, so a joining viewer may start playing there.
     pub keyframe: bool,
+    /// The chunk's size in bytes, so a requester can split it among several peers.
+    pub total: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,19 +50,39 @@ pub enum PeerMessage {
     /// Sent once when a link opens: which chunks the sender holds.
     BufferMap {
         is_source: bool,
+        /// The sender's upload budget (0: it forwards nothing; `u32::MAX`: no limit set).
+        /// Senders serve fast forwarders first, so fresh pieces spread faster.
+        upload_kbps: u32,
         entries: Vec<BufferMapEntry>,
     },
-    /// The sender completed a chunk.
-    Have { seq: ChunkSeq, keyframe: bool },
-    /// Ask for a whole chunk; answered with its pieces, or `Absent`.
-    Request { req: RequestId, seq: ChunkSeq },
-    /// Part of a requested chunk.
+    /// The sender now holds pieces `first..first + count` of a chunk of `total` bytes.
+    /// `pushed`: from the source, those pieces follow unasked.
+    Have {
+        seq: ChunkSeq,
+        keyframe: bool,
+        total: u32,
+        first: u16,
+        count: u16,
+        pushed: bool,
+    },
+    /// Ask for `count` pieces of a chunk from piece `first` on; answered with those pieces,
+    /// or `Absent`. `deadline_ms`: how soon the requester plays them, so a busy sender
+    /// serves the most urgent first and drops what would arrive too late.
+    Request {
+        req: RequestId,
+        seq: ChunkSeq,
+        first: u16,
+        count: u16,
+        deadline_ms: u16,
+    },
+    /// Part of a requested chunk, or of one the source pushes unasked (`req` is
+    /// [`RequestId::PUSH`]). `Bytes`, so a relayed piece is the same buffer, not a copy.
     Piece {
         req: RequestId,
         seq: ChunkSeq,
         offset: u32,
         total: u32,
-        data: Vec<u8>,
+        data: Bytes,
     },
     /// The sender no longer has (or will not send) the requested chunk.
     Absent { req: RequestId, seq: ChunkSeq },
@@ -62,28 +93,70 @@ pub enum PeerMessage {
 }
 
 impl PeerMessage {
-    pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::new();
+    /// Length of [`PeerMessage::encode`]'s output, without encoding (a simulator counts
+    /// wire bytes for millions of messages).
+    pub fn encoded_len(&self) -> usize {
         match self {
-            PeerMessage::BufferMap { is_source, entries } => {
+            PeerMessage::BufferMap { entries, .. } => {
+                8 + 13 * entries.len().min(MAX_BUFFER_MAP_ENTRIES)
+            }
+            PeerMessage::Have { .. } => 18,
+            PeerMessage::Request { .. } => 19,
+            PeerMessage::Piece { data, .. } => PIECE_HEADER_BYTES + data.len(),
+            PeerMessage::Absent { .. } => 13,
+            PeerMessage::Cancel { .. } => 5,
+            PeerMessage::Init { mime, data } => 3 + mime.len() + data.len(),
+        }
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.encoded_len());
+        match self {
+            PeerMessage::BufferMap {
+                is_source,
+                upload_kbps,
+                entries,
+            } => {
                 out.push(TAG_BUFFER_MAP);
                 out.push(u8::from(*is_source));
+                out.extend_from_slice(&upload_kbps.to_be_bytes());
                 let entries = &entries[..entries.len().min(MAX_BUFFER_MAP_ENTRIES)];
                 out.extend_from_slice(&(entries.len() as u16).to_be_bytes());
                 for entry in entries {
                     out.extend_from_slice(&entry.seq.0.to_be_bytes());
                     out.push(if entry.keyframe { FLAG_KEYFRAME } else { 0 });
+                    out.extend_from_slice(&entry.total.to_be_bytes());
                 }
             }
-            PeerMessage::Have { seq, keyframe } => {
+            PeerMessage::Have {
+                seq,
+                keyframe,
+                total,
+                first,
+                count,
+                pushed,
+            } => {
                 out.push(TAG_HAVE);
                 out.extend_from_slice(&seq.0.to_be_bytes());
-                out.push(if *keyframe { FLAG_KEYFRAME } else { 0 });
+                let keyframe = if *keyframe { FLAG_KEYFRAME } else { 0 };
+                out.push(keyframe | if *pushed { FLAG_PUSHED } else { 0 });
+                out.extend_from_slice(&total.to_be_bytes());
+                out.extend_from_slice(&first.to_be_bytes());
+                out.extend_from_slice(&count.to_be_bytes());
             }
-            PeerMessage::Request { req, seq } => {
+            PeerMessage::Request {
+                req,
+                seq,
+                first,
+                count,
+                deadline_ms,
+            } => {
                 out.push(TAG_REQUEST);
                 out.extend_from_slice(&req.0.to_be_bytes());
                 out.extend_from_slice(&seq.0.to_be_bytes());
+                out.extend_from_slice(&first.to_be_bytes());
+                out.extend_from_slice(&count.to_be_bytes());
+                out.extend_from_slice(&deadline_ms.to_be_bytes());
             }
             PeerMessage::Piece {
                 req,
@@ -129,6 +202,7 @@ impl PeerMessage {
         let message = match r.u8("tag")? {
             TAG_BUFFER_MAP => {
                 let is_source = r.flag("is_source")?;
+                let upload_kbps = r.u32("upload_kbps")?;
                 let count = usize::from(r.u16("entry count")?);
                 if count > MAX_BUFFER_MAP_ENTRIES {
                     return Err(ProtocolError::Invalid {
@@ -139,25 +213,69 @@ impl PeerMessage {
                 let mut entries = Vec::with_capacity(count);
                 for _ in 0..count {
                     let seq = ChunkSeq(r.u64("entry seq")?);
-                    let keyframe = r.chunk_flags("entry flags")?;
-                    entries.push(BufferMapEntry { seq, keyframe });
+                    let keyframe = r.flags("entry flags", FLAG_KEYFRAME)? & FLAG_KEYFRAME != 0;
+                    let total = r.chunk_size("entry total")?;
+                    entries.push(BufferMapEntry {
+                        seq,
+                        keyframe,
+                        total,
+                    });
                 }
-                PeerMessage::BufferMap { is_source, entries }
+                PeerMessage::BufferMap {
+                    is_source,
+                    upload_kbps,
+                    entries,
+                }
             }
-            TAG_HAVE => PeerMessage::Have {
-                seq: ChunkSeq(r.u64("seq")?),
-                keyframe: r.chunk_flags("flags")?,
-            },
-            TAG_REQUEST => PeerMessage::Request {
-                req: RequestId(r.u32("req")?),
-                seq: ChunkSeq(r.u64("seq")?),
-            },
+            TAG_HAVE => {
+                let seq = ChunkSeq(r.u64("seq")?);
+                let flags = r.flags("flags", FLAG_KEYFRAME | FLAG_PUSHED)?;
+                let total = r.chunk_size("total")?;
+                let first = r.u16("first")?;
+                let count = r.u16("count")?;
+                let pieces = (total as usize).div_ceil(PIECE_BYTES);
+                if count == 0 || usize::from(first) + usize::from(count) > pieces {
+                    return Err(ProtocolError::Invalid {
+                        field: "count",
+                        reason: format!(
+                            "pieces {first}+{count} not within the {pieces} of a {total}-byte chunk"
+                        ),
+                    });
+                }
+                PeerMessage::Have {
+                    seq,
+                    keyframe: flags & FLAG_KEYFRAME != 0,
+                    total,
+                    first,
+                    count,
+                    pushed: flags & FLAG_PUSHED != 0,
+                }
+            }
+            TAG_REQUEST => {
+                let req = RequestId(r.u32("req")?);
+                let seq = ChunkSeq(r.u64("seq")?);
+                let first = r.u16("first")?;
+                let count = r.u16("count")?;
+                if count == 0 {
+                    return Err(ProtocolError::Invalid {
+                        field: "count",
+                        reason: "asks for no pieces".into(),
+                    });
+                }
+                PeerMessage::Request {
+                    req,
+                    seq,
+                    first,
+                    count,
+                    deadline_ms: r.u16("deadline_ms")?,
+                }
+            }
             TAG_PIECE => {
                 let req = RequestId(r.u32("req")?);
                 let seq = ChunkSeq(r.u64("seq")?);
                 let offset = r.u32("offset")?;
                 let total = r.u32("total")?;
-                let data = r.rest().to_vec();
+                let data = Bytes::copy_from_slice(r.rest());
                 if total == 0 || total > MAX_CHUNK_BYTES {
                     return Err(ProtocolError::Invalid {
                         field: "total",
@@ -266,15 +384,27 @@ impl<'a> Reader<'a> {
     }
 
     /// Chunk flags: only the keyframe bit is defined; others are refused, not ignored.
-    fn chunk_flags(&mut self, field: &'static str) -> Result<bool, ProtocolError> {
+    /// A flags byte: only `known` bits may be set, so every message has one encoding.
+    fn flags(&mut self, field: &'static str, known: u8) -> Result<u8, ProtocolError> {
         let flags = self.u8(field)?;
-        if flags & !FLAG_KEYFRAME != 0 {
+        if flags & !known != 0 {
             return Err(ProtocolError::Invalid {
                 field,
-                reason: format!("unknown bits {:#04x}", flags & !FLAG_KEYFRAME),
+                reason: format!("unknown bits {:#04x}", flags & !known),
             });
         }
-        Ok(flags & FLAG_KEYFRAME != 0)
+        Ok(flags)
+    }
+
+    fn chunk_size(&mut self, field: &'static str) -> Result<u32, ProtocolError> {
+        let total = self.u32(field)?;
+        if total == 0 || total > MAX_CHUNK_BYTES {
+            return Err(ProtocolError::Invalid {
+                field,
+                reason: format!("{total} not in 1..={MAX_CHUNK_BYTES}"),
+            });
+        }
+        Ok(total)
     }
 
     fn u16(&mut self, field: &'static str) -> Result<u16, ProtocolError> {
@@ -303,35 +433,54 @@ mod tests {
         vec![
             PeerMessage::BufferMap {
                 is_source: true,
+                upload_kbps: 8000,
                 entries: vec![
                     BufferMapEntry {
                         seq: ChunkSeq(5),
                         keyframe: true,
+                        total: 250_000,
                     },
                     BufferMapEntry {
                         seq: ChunkSeq(6),
                         keyframe: false,
+                        total: 1,
                     },
                 ],
             },
             PeerMessage::BufferMap {
                 is_source: false,
+                upload_kbps: u32::MAX,
                 entries: vec![],
             },
             PeerMessage::Have {
                 seq: ChunkSeq(u64::MAX),
                 keyframe: true,
+                total: MAX_CHUNK_BYTES,
+                first: 1000,
+                count: 28,
+                pushed: false,
+            },
+            PeerMessage::Have {
+                seq: ChunkSeq(1),
+                keyframe: false,
+                total: 7,
+                first: 0,
+                count: 1,
+                pushed: true,
             },
             PeerMessage::Request {
                 req: RequestId(9),
                 seq: ChunkSeq(3),
+                first: 2,
+                count: u16::MAX,
+                deadline_ms: 1500,
             },
             PeerMessage::Piece {
                 req: RequestId(9),
                 seq: ChunkSeq(3),
                 offset: 10,
                 total: 13,
-                data: vec![1, 2, 3],
+                data: Bytes::from_static(&[1, 2, 3]),
             },
             PeerMessage::Absent {
                 req: RequestId(9),
@@ -346,9 +495,11 @@ mod tests {
     }
 
     #[test]
-    fn every_message_round_trips() {
+    fn every_message_round_trips_and_knows_its_length() {
         for message in samples() {
-            assert_eq!(PeerMessage::decode(&message.encode()), Ok(message));
+            let bytes = message.encode();
+            assert_eq!(bytes.len(), message.encoded_len(), "{message:?}");
+            assert_eq!(PeerMessage::decode(&bytes), Ok(message));
         }
     }
 
@@ -397,7 +548,7 @@ mod tests {
             seq: ChunkSeq(1),
             offset: 12,
             total: 13,
-            data: vec![1, 2],
+            data: Bytes::from_static(&[1, 2]),
         };
         assert!(matches!(
             PeerMessage::decode(&past_end.encode()),
@@ -406,7 +557,51 @@ mod tests {
                 ..
             })
         ));
-        let huge_map = [TAG_BUFFER_MAP, 0, 0xff, 0xff];
+        let no_pieces = [
+            TAG_REQUEST,
+            0,
+            0,
+            0,
+            1,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            3,
+            0,
+            0,
+            0,
+            0,
+            0,
+            9,
+        ];
+        assert!(matches!(
+            PeerMessage::decode(&no_pieces),
+            Err(ProtocolError::Invalid { field: "count", .. })
+        ));
+        let mut huge_chunk = vec![TAG_HAVE, 0, 0, 0, 0, 0, 0, 0, 1, 0];
+        huge_chunk.extend_from_slice(&(MAX_CHUNK_BYTES + 1).to_be_bytes());
+        huge_chunk.extend_from_slice(&[0, 0, 0, 1]);
+        assert!(matches!(
+            PeerMessage::decode(&huge_chunk),
+            Err(ProtocolError::Invalid { field: "total", .. })
+        ));
+        let past_last_piece = [TAG_HAVE, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0, 0, 0, 2];
+        assert!(matches!(
+            PeerMessage::decode(&past_last_piece),
+            Err(ProtocolError::Invalid { field: "count", .. })
+        ));
+        let unknown_flag = [
+            TAG_HAVE, 0, 0, 0, 0, 0, 0, 0, 1, 0x04, 0, 0, 0, 1, 0, 0, 0, 1,
+        ];
+        assert!(matches!(
+            PeerMessage::decode(&unknown_flag),
+            Err(ProtocolError::Invalid { field: "flags", .. })
+        ));
+        let huge_map = [TAG_BUFFER_MAP, 0, 0, 0, 0, 0, 0xff, 0xff];
         assert!(matches!(
             PeerMessage::decode(&huge_map),
             Err(ProtocolError::Invalid {

@@ -1,4 +1,4 @@
-use protocol::MAX_PIECE_BYTES;
+use crate::BytesPerSec;
 
 /// What this peer is in the channel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -14,22 +14,48 @@ pub struct Config {
     pub role: SwarmRole,
     /// Chunks kept behind the newest known one; bounds memory.
     pub window: u64,
-    /// Requests outstanding to one peer at a time.
+    /// Block requests outstanding to one peer at a time.
     pub max_requests_per_peer: usize,
+    /// Requests queued from one peer before further ones are refused; bounds what a
+    /// neighbour can make us hold.
+    pub max_serving_per_peer: usize,
+    /// Pieces per block: the unit asked of one neighbour. Small blocks spread a chunk over
+    /// several neighbours; large ones cost fewer requests.
+    pub block_pieces: usize,
     /// How far past the play position a viewer fetches ahead.
     pub lookahead: u64,
-    /// A request not completed within this is cancelled and tried elsewhere.
+    /// A request that delivers nothing for this long is cancelled and resumed elsewhere.
     pub request_timeout_ms: u64,
-    /// How long playback waits for a missing chunk while later ones are ready, before
-    /// skipping it: late live data is worthless.
-    pub skip_after_ms: u64,
-    /// A joining viewer starts this many keyframe chunks behind the newest one, trading a
-    /// little delay for a buffer that survives a slow first fetch.
-    pub start_keyframes_behind: usize,
-    pub piece_bytes: usize,
-    /// Source: how many viewers hear of a fresh chunk at once (rotating), so most viewers
-    /// fetch it from each other rather than all from the source.
+    /// Consecutive time-outs after which a neighbour is dropped as dead or too slow.
+    pub max_strikes: u8,
+    /// A viewer plays each chunk this long after it was cut at the source (as estimated
+    /// from when its announcement arrived): the buffer that absorbs the mesh's delays.
+    pub target_buffer_ms: u64,
+    /// How late past its due time a missing chunk is still waited for before it is skipped:
+    /// late live data is worthless.
+    pub skip_grace_ms: u64,
+    /// A viewer whose next chunk was cut longer ago than this skips ahead toward live.
+    pub max_lag_ms: u64,
+    /// The chunk duration assumed until the live edge's pace has been observed.
+    pub chunk_ms_hint: u64,
+    /// A chunk due within this is urgent: fetched from whoever delivers soonest, the source
+    /// included; later chunks go rarest first, from viewers only.
+    pub urgent_ms: u64,
+    /// Upload budget for serving chunks; `None` is unlimited, zero serves nothing (and
+    /// then announces nothing, so nobody asks).
+    pub upload_limit: Option<BytesPerSec>,
+    /// Requests beyond this much queued upload (at the budget's rate) are refused with
+    /// `Absent` at once, so the requester asks someone else instead of waiting.
+    pub serve_backlog_ms: u64,
+    /// Pieces stop going to a link whose driver reports this many bytes still queued, so
+    /// an urgent piece never waits behind seconds of data (back-pressure).
+    pub link_high_water: u64,
+    /// Source: how many viewers get each block of a fresh chunk pushed (rotating, a
+    /// different viewer for every block), so most viewers fetch it from each other.
     pub source_fanout: usize,
+    /// Breaks ties between equally good neighbours differently on every peer, so they do
+    /// not all pick the same one. Drivers pass something random; tests, a fixed value.
+    pub seed: u64,
     /// Source: when the remaining viewers hear of a chunk, as a fallback for those the
     /// first copies do not reach through the mesh.
     pub source_announce_delay_ms: u64,
@@ -41,13 +67,22 @@ impl Config {
             role,
             window: 30,
             max_requests_per_peer: 4,
+            max_serving_per_peer: 16,
+            block_pieces: 2,
             lookahead: 6,
-            request_timeout_ms: 4_000,
-            skip_after_ms: 5_000,
-            start_keyframes_behind: 1,
-            piece_bytes: MAX_PIECE_BYTES,
+            request_timeout_ms: 2_500,
+            max_strikes: 3,
+            target_buffer_ms: 1_500,
+            skip_grace_ms: 500,
+            chunk_ms_hint: 1_000,
+            max_lag_ms: 8_000,
+            urgent_ms: 1_000,
+            upload_limit: None,
+            serve_backlog_ms: 400,
+            link_high_water: 64 * 1024,
             source_fanout: 2,
             source_announce_delay_ms: 400,
+            seed: 0,
         }
     }
 }

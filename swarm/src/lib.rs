@@ -5,15 +5,21 @@
 
 mod chunk_store;
 mod config;
+mod download;
 mod neighbours;
+mod peer;
+mod piece_set;
 mod playback;
+mod rate;
 mod schedule;
 mod source;
 mod swarm;
 mod time;
+mod upload;
 
-pub use chunk_store::Chunk;
+pub use chunk_store::{Chunk, ChunkData};
 pub use config::{Config, SwarmRole};
 pub use neighbours::{NeighbourReport, SOURCE_MAX_LINKS, TARGET_LINKS};
+pub use rate::BytesPerSec;
 pub use swarm::{Input, Output, Stats, Swarm};
 pub use time::Millis;

@@ -34,8 +34,10 @@ impl NeighbourReport {
         }
     }
 
-    /// Messages for the signal server given the current number of open links.
-    pub fn update(&mut self, links: usize, now: Millis) -> Vec<ClientMessage> {
+    /// Messages for the signal server given the current number of open links, and
+    /// whether the swarm is starving ([`crate::Swarm::starving`]): links to a cluster of
+    /// peers cut off from the broadcaster are no use, however many there are.
+    pub fn update(&mut self, links: usize, starving: bool, now: Millis) -> Vec<ClientMessage> {
         let mut out = Vec::new();
         let target = match self.role {
             SwarmRole::Source => SOURCE_MAX_LINKS,
@@ -47,7 +49,7 @@ impl NeighbourReport {
             out.push(ClientMessage::Status { free_slots });
         }
         let due = self.last_ask.is_none_or(|at| now - at >= ASK_EVERY_MS);
-        if self.role == SwarmRole::Viewer && links < ASK_BELOW && due {
+        if self.role == SwarmRole::Viewer && (links < ASK_BELOW || starving) && due {
             self.last_ask = Some(now);
             out.push(ClientMessage::MorePeers {});
         }
@@ -68,37 +70,42 @@ mod tests {
     fn reports_changes_and_asks_for_more_at_most_every_ten_seconds() {
         let mut report = NeighbourReport::new(SwarmRole::Viewer);
         assert_eq!(
-            report.update(1, Millis(0)),
+            report.update(1, false, Millis(0)),
             vec![
                 ClientMessage::Status { free_slots: 7 },
                 ClientMessage::MorePeers {}
             ]
         );
         assert_eq!(
-            report.update(1, Millis(5_000)),
+            report.update(1, false, Millis(5_000)),
             vec![],
             "nothing changed, asked recently"
         );
         assert_eq!(
-            report.update(2, Millis(9_000)),
+            report.update(2, false, Millis(9_000)),
             vec![ClientMessage::Status { free_slots: 6 }]
         );
         assert_eq!(
-            report.update(2, Millis(10_000)),
+            report.update(2, false, Millis(10_000)),
             vec![ClientMessage::MorePeers {}]
         );
         assert_eq!(
-            report.update(8, Millis(30_000)),
+            report.update(8, false, Millis(30_000)),
             vec![ClientMessage::Status { free_slots: 0 }]
         );
         assert_eq!(
-            report.update(12, Millis(40_000)),
+            report.update(12, false, Millis(40_000)),
             vec![],
             "over target is still zero free slots"
         );
+        assert_eq!(
+            report.update(12, true, Millis(41_000)),
+            vec![ClientMessage::MorePeers {}],
+            "plenty of links, but starving"
+        );
         report.forget();
         assert_eq!(
-            report.update(12, Millis(41_000)),
+            report.update(12, false, Millis(42_000)),
             vec![ClientMessage::Status { free_slots: 0 }]
         );
     }
@@ -108,10 +115,10 @@ mod tests {
         let mut report = NeighbourReport::new(SwarmRole::Source);
         let all = SOURCE_MAX_LINKS as u16;
         assert_eq!(
-            report.update(0, Millis(0)),
+            report.update(0, false, Millis(0)),
             vec![ClientMessage::Status { free_slots: all }]
         );
-        let full = report.update(SOURCE_MAX_LINKS, Millis(60_000));
+        let full = report.update(SOURCE_MAX_LINKS, true, Millis(60_000));
         assert_eq!(full, vec![ClientMessage::Status { free_slots: 0 }]);
     }
 }

@@ -1,8 +1,107 @@
-//! Handing chunks to the player strictly in order, and skipping what missed its deadline.
+//! The viewer's playout schedule: where to start, when each chunk is due, handing chunks to
+//! the player strictly in order, and skipping what missed its deadline.
+//!
+//! The schedule follows a real player: chunk `s + 1` is due one chunk duration after `s`
+//! started playing. A chunk that arrives late stalls playback until it arrives (the
+//! schedule, and the delay behind live, shift by the stall); a chunk still missing while a
+//! later one is ready is skipped once it is `skip_grace_ms` overdue.
+
+use protocol::ChunkSeq;
 
 use crate::{Millis, Output, Swarm};
 
+/// The live edge's pace and position as seen from here, and the playout schedule.
+#[derive(Debug)]
+pub(crate) struct Clock {
+    /// Chunk duration, learned from how fast fresh chunks are announced.
+    chunk_ms: u64,
+    /// The newest chunk heard of, when, and whether it was heard fresh (a `Have` as it
+    /// appeared) rather than from a buffer map listing old chunks.
+    edge: Option<(ChunkSeq, Millis, bool)>,
+    /// The next chunk to play and when it is due, once playback has started.
+    next_due: Option<(ChunkSeq, Millis)>,
+}
+
+impl Clock {
+    pub fn new(chunk_ms_hint: u64) -> Clock {
+        Clock {
+            chunk_ms: chunk_ms_hint.max(1),
+            edge: None,
+            next_due: None,
+        }
+    }
+
+    pub fn observe_edge(&mut self, now: Millis, seq: ChunkSeq, fresh: bool) {
+        if let Some((edge, at, true)) = self.edge {
+            if fresh && seq > edge {
+                let sample = (now - at) / (seq.0 - edge.0);
+                // Smoothed: one slow announcement path must not warp the schedule.
+                self.chunk_ms = ((7 * self.chunk_ms + sample) / 8).clamp(10, 60_000);
+            }
+        }
+        if self.edge.is_none_or(|(edge, _, _)| seq > edge) {
+            self.edge = Some((seq, now, fresh));
+        }
+    }
+
+    /// When the newest chunk was first heard of.
+    pub fn edge_heard(&self) -> Option<Millis> {
+        self.edge.map(|(_, at, _)| at)
+    }
+
+    pub fn chunk_ms(&self) -> u64 {
+        self.chunk_ms
+    }
+
+    /// When `seq` was cut at the source, judged from when the edge was heard of.
+    fn cut_at(&self, seq: ChunkSeq) -> Option<Millis> {
+        let (edge, at, _) = self.edge?;
+        let back = edge.0.saturating_sub(seq.0).saturating_mul(self.chunk_ms);
+        let ahead = seq.0.saturating_sub(edge.0).saturating_mul(self.chunk_ms);
+        Some(Millis(at.0.saturating_sub(back)) + ahead)
+    }
+
+    /// Playback fell out of the window: the next chunk to play is `seq`, at the time the
+    /// old one was due.
+    pub fn jump_to(&mut self, seq: ChunkSeq) {
+        if let Some((_, at)) = self.next_due {
+            self.next_due = Some((seq, at));
+        }
+    }
+
+    /// When `seq` plays on the schedule (or would, if playback started now).
+    pub fn due(&self, seq: ChunkSeq, target_buffer_ms: u64) -> Option<Millis> {
+        match self.next_due {
+            Some((next, at)) => {
+                let ahead = seq.0.saturating_sub(next.0).saturating_mul(self.chunk_ms);
+                Some(at + ahead)
+            }
+            None => Some(self.cut_at(seq)? + target_buffer_ms),
+        }
+    }
+}
+
 impl Swarm {
+    /// A joining viewer starts at the newest chunk that begins with a keyframe.
+    pub(crate) fn choose_start(&mut self) {
+        if self.next_play.is_some() || self.init.is_none() {
+            return;
+        }
+        let held = self
+            .store
+            .chunks
+            .iter()
+            .filter(|(_, h)| h.keyframe)
+            .map(|(seq, _)| *seq);
+        let announced = self.peers.values().flat_map(|p| {
+            p.has
+                .iter()
+                .filter(|(_, a)| a.keyframe)
+                .map(|(seq, _)| *seq)
+        });
+        self.next_play = held.chain(announced).max();
+    }
+
     pub(crate) fn deliver(&mut self, now: Millis) {
         if !self.init_delivered {
             let Some((mime, data)) = self.init.clone() else {
@@ -11,28 +110,130 @@ impl Swarm {
             self.outputs.push_back(Output::Init { mime, data });
             self.init_delivered = true;
         }
-        while let Some(seq) = self.next_play {
-            if let Some(chunk) = self.store.complete.get(&seq) {
-                self.outputs.push_back(Output::Play(chunk.clone()));
-                self.stats.chunks_played += 1;
-                self.next_play = Some(seq.next());
-                self.stalled_since = None;
+        let Some(mut first) = self.next_play else {
+            return;
+        };
+        if self.clock.next_due.is_none() {
+            // Start on whichever keyframe chunk came in whole first: under load the one
+            // chosen at joining may be overtaken by a newer one.
+            let newest_whole = self
+                .store
+                .chunks
+                .range(first..)
+                .rev()
+                .find(|(_, held)| held.keyframe && held.is_complete())
+                .map(|(seq, _)| *seq);
+            if let Some(whole) = newest_whole.filter(|whole| *whole > first) {
+                let rest = self.downloads.split_off(&(whole, 0));
+                for (_, download) in std::mem::replace(&mut self.downloads, rest) {
+                    self.abandon(download);
+                }
+                self.next_play = Some(whole);
+                first = whole;
+            }
+            let due = self.clock.due(first, self.config.target_buffer_ms);
+            let hopeless = self.config.skip_grace_ms + RESTART_AFTER_CHUNKS * self.clock.chunk_ms;
+            if due.is_some_and(|due| now >= due + hopeless) {
+                // The first chunk is nowhere to be had: start again, nearer live.
+                self.restart_from_newer(first);
+                return;
+            }
+            if !self.plan_playout(now, first) {
+                return;
+            }
+        }
+        while let Some((seq, due)) = self.clock.next_due {
+            if self.too_far_behind(seq, now) {
+                // Catch up with live: a viewer far behind also holds chunks its
+                // neighbours no longer want, and wants chunks they have dropped.
+                self.skip(seq, due.max(now));
                 continue;
             }
-            let later_ready = self.store.complete.range(seq..).next().is_some();
-            if !later_ready {
-                self.stalled_since = None;
+            if let Some(chunk) = self.store.complete(seq) {
+                // Late: playback stalled until now, and the schedule moves with it.
+                let starts = due.max(now);
+                if now > due {
+                    self.stats.stalls += 1;
+                }
+                self.outputs.push_back(Output::Play { chunk, due: starts });
+                self.stats.chunks_played += 1;
+                self.advance(seq, starts + self.clock.chunk_ms);
+                continue;
+            }
+            let later_ready = self
+                .store
+                .chunks
+                .range(seq.next()..)
+                .any(|(_, held)| held.is_complete());
+            if !later_ready || now < due + self.config.skip_grace_ms {
                 break;
             }
-            let since = *self.stalled_since.get_or_insert(now);
-            if now - since < self.config.skip_after_ms {
-                break;
-            }
-            self.outputs.push_back(Output::Skipped(seq));
-            self.stats.chunks_missed += 1;
-            self.store.downloads.remove(&seq);
-            self.next_play = Some(seq.next());
-            self.stalled_since = Some(now);
+            // Late live data is worthless: the player jumps the gap, the next chunk
+            // takes this one's place in the schedule.
+            self.skip(seq, due.max(now));
         }
     }
+
+    /// Playing `seq` now would be more than `max_lag_ms` behind its cut at the source,
+    /// and newer chunks exist.
+    fn too_far_behind(&self, seq: ChunkSeq, now: Millis) -> bool {
+        let newer = self.newest_known.is_some_and(|newest| newest > seq);
+        let cut = self.clock.cut_at(seq);
+        newer && cut.is_some_and(|cut| now - cut > self.config.max_lag_ms)
+    }
+
+    fn skip(&mut self, seq: ChunkSeq, next_due: Millis) {
+        self.outputs.push_back(Output::Skipped(seq));
+        self.stats.chunks_missed += 1;
+        let rest = self.downloads.split_off(&(seq.next(), 0));
+        for (_, download) in std::mem::replace(&mut self.downloads, rest) {
+            self.abandon(download);
+        }
+        self.advance(seq, next_due);
+    }
+
+    fn advance(&mut self, played: ChunkSeq, next_due: Millis) {
+        self.next_play = Some(played.next());
+        self.clock.next_due = Some((played.next(), next_due));
+    }
+
+    fn restart_from_newer(&mut self, stale: ChunkSeq) {
+        let rest = self.downloads.split_off(&(stale.next(), 0));
+        for (_, download) in std::mem::replace(&mut self.downloads, rest) {
+            self.abandon(download);
+        }
+        self.next_play = None;
+        self.choose_start();
+        if self.next_play.is_some_and(|next| next <= stale) {
+            // Nothing newer announced yet; wait for the next chunk.
+            self.next_play = Some(stale.next());
+        }
+    }
+
+    /// Fix when the first chunk plays: `target_buffer_ms` after it was cut, once the first
+    /// chunk is here and the edge's timing is known (a fresh announcement, or failing one,
+    /// two chunk durations of waiting).
+    fn plan_playout(&mut self, now: Millis, first: ChunkSeq) -> bool {
+        if !self.store.is_complete(first) {
+            return false;
+        }
+        let Some((_, heard, fresh)) = self.clock.edge else {
+            return false;
+        };
+        if !fresh && now - heard < 2 * self.clock.chunk_ms {
+            return false;
+        }
+        let planned = self
+            .clock
+            .due(first, self.config.target_buffer_ms)
+            .unwrap_or(now);
+        let at = planned.max(now);
+        self.clock.next_due = Some((first, at));
+        self.stats.startup_ms = Some(at - self.first_input.unwrap_or(now));
+        true
+    }
 }
+
+/// A first chunk still missing this many chunk durations past its due time (and the
+/// grace) is given up on.
+const RESTART_AFTER_CHUNKS: u64 = 3;

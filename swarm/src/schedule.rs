@@ -1,97 +1,168 @@
-//! Which chunk to fetch next, from whom, and when to give up on a request.
+//! Which pieces to fetch and from whom. A chunk is fetched as blocks of a few pieces, each
+//! from the neighbour expected to deliver it soonest, so a chunk arrives at the combined
+//! rate of several neighbours. Chunks near their deadline go first and may come from the
+//! source; chunks further ahead go rarest first, from viewers only, so the source's upload
+//! is spent where only it can help.
 
-use std::collections::BTreeMap;
+use std::ops::Range;
 
-use protocol::{ChunkSeq, PeerId, PeerMessage, RequestId};
+use protocol::{ChunkSeq, PeerId, PeerMessage};
 
-use crate::chunk_store::Download;
+use crate::chunk_store::piece_count;
+use crate::peer::{Download, PeerState};
 use crate::{Millis, Swarm};
 
+/// Added to the source's estimated delivery time: viewers are asked first when they are
+/// about as fast.
+const SOURCE_PENALTY_MS: u64 = 1_000;
+/// Added for a neighbour that already failed this chunk.
+const RETRY_PENALTY_MS: u64 = 5_000;
+
+/// SplitMix64's finaliser: a cheap, well-spread hash for tie-breaking.
+fn mix(mut x: u64) -> u64 {
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+fn holds(peer: &PeerState, seq: ChunkSeq, pieces: Range<usize>) -> bool {
+    peer.has
+        .get(&seq)
+        .is_some_and(|a| a.pieces.contains_all(pieces))
+}
+
 impl Swarm {
-    pub(crate) fn expire_requests(&mut self, now: Millis) {
-        let timeout = self.config.request_timeout_ms;
-        let expired: Vec<(ChunkSeq, PeerId, RequestId)> = self
-            .store
-            .downloads
-            .iter()
-            .filter(|(_, d)| now - d.started > timeout)
-            .map(|(seq, d)| (*seq, d.from, d.req))
-            .collect();
-        for (seq, peer, req) in expired {
-            self.store.downloads.remove(&seq);
-            self.release_slot(peer);
-            self.send(peer, PeerMessage::Cancel { req });
-        }
-    }
-
-    /// A joining viewer starts at a recent keyframe chunk, not at the oldest one held.
-    pub(crate) fn choose_start(&mut self) {
-        if self.next_play.is_some() || self.init.is_none() {
-            return;
-        }
-        let mut keyframes: Vec<ChunkSeq> = self
-            .peers
-            .values()
-            .flat_map(|p| p.has.iter().filter(|(_, kf)| **kf).map(|(seq, _)| *seq))
-            .chain(
-                self.store
-                    .complete
-                    .values()
-                    .filter(|c| c.keyframe)
-                    .map(|c| c.seq),
-            )
-            .collect();
-        keyframes.sort_unstable();
-        keyframes.dedup();
-        let behind = self
-            .config
-            .start_keyframes_behind
-            .min(keyframes.len().saturating_sub(1));
-        self.next_play = keyframes.iter().rev().nth(behind).copied();
-    }
-
     pub(crate) fn schedule(&mut self, now: Millis) {
         let (Some(start), Some(newest)) = (self.next_play, self.newest_known) else {
             return;
         };
-        let end = newest.0.min(start.0 + self.config.lookahead);
+        let end = newest.0.min(start.0.saturating_add(self.config.lookahead));
+        let block = self.config.block_pieces.max(1);
+        // (not urgent, holders, seq, first piece, end piece)
+        // (seq, rarity, not urgent, first piece, end piece)
+        let mut wanted: Vec<(ChunkSeq, usize, bool, usize, usize)> = Vec::new();
         for seq in (start.0..=end).map(ChunkSeq) {
-            if self.store.has(seq) || self.store.downloads.contains_key(&seq) {
+            if self.store.is_complete(seq) {
                 continue;
             }
-            let tried = self.tried.get(&seq).map(Vec::as_slice).unwrap_or_default();
-            let max = self.config.max_requests_per_peer;
-            // Viewers first so the source's upload is spent on fresh chunks; then peers
-            // not yet tried for this chunk; then the least busy.
-            let best = self
-                .peers
-                .iter()
-                .filter(|(_, p)| p.inflight < max && p.has.contains_key(&seq))
-                .min_by_key(|(id, p)| (p.is_source, tried.contains(id), p.inflight))
-                .map(|(id, p)| (*id, p.has[&seq]));
-            let Some((peer, keyframe)) = best else {
+            let Some(total) = self.chunk_total(seq) else {
                 continue;
             };
-            let req = RequestId(self.next_req);
-            self.next_req = self.next_req.wrapping_add(1);
-            self.peers
-                .get_mut(&peer)
-                .expect("peer was just chosen from the map")
-                .inflight += 1;
-            self.tried.entry(seq).or_default().push(peer);
-            self.store.downloads.insert(
-                seq,
-                Download {
-                    from: peer,
-                    req,
-                    started: now,
-                    keyframe,
-                    data: Vec::new(),
-                    received: 0,
-                    pieces: BTreeMap::new(),
-                },
-            );
-            self.send(peer, PeerMessage::Request { req, seq });
+            let due = self.clock.due(seq, self.config.target_buffer_ms);
+            let urgent = due.is_none_or(|due| due - now <= self.config.urgent_ms);
+            // Past its due time (and the grace): it will be skipped, fetching it only
+            // takes upload from chunks that can still make it.
+            if due.is_some_and(|due| now >= due + self.config.skip_grace_ms) {
+                continue;
+            }
+            let pieces = piece_count(total);
+            for first in (0..pieces).step_by(block) {
+                if self.downloads.contains_key(&(seq, first / block)) {
+                    continue;
+                }
+                let block_end = (first + block).min(pieces);
+                let missing = match self.store.chunks.get(&seq) {
+                    Some(held) => held.first_missing(first..block_end),
+                    None => Some(first),
+                };
+                let Some(missing) = missing else {
+                    continue;
+                };
+                let holders = self
+                    .peers
+                    .values()
+                    .filter(|p| holds(p, seq, missing..block_end))
+                    .count();
+                if holders > 0 {
+                    let rarity = if urgent { 0 } else { holders };
+                    wanted.push((seq, rarity, !urgent, missing, block_end));
+                }
+            }
         }
+        // Urgent first, by deadline; then rarest first.
+        wanted.sort_unstable();
+        for (seq, _, not_urgent, first, end) in wanted {
+            if let Some(peer) = self.best_holder(now, seq, first..end, !not_urgent) {
+                self.request(now, peer, seq, first, end);
+            }
+        }
+    }
+
+    /// The size of a chunk: from holding part of it, or a neighbour's announcement.
+    fn chunk_total(&self, seq: ChunkSeq) -> Option<usize> {
+        if let Some(held) = self.store.chunks.get(&seq) {
+            return Some(held.total);
+        }
+        self.peers
+            .values()
+            .find_map(|p| Some(p.has.get(&seq)?.total))
+    }
+
+    /// The neighbour expected to deliver `pieces` of `seq` soonest, given what is already
+    /// asked of it.
+    fn best_holder(
+        &self,
+        now: Millis,
+        seq: ChunkSeq,
+        pieces: Range<usize>,
+        urgent: bool,
+    ) -> Option<PeerId> {
+        let size = (pieces.len() * protocol::PIECE_BYTES) as u64;
+        let tried = self.tried.get(&seq).map(Vec::as_slice).unwrap_or_default();
+        self.peers
+            .iter()
+            .filter(|(_, p)| holds(p, seq, pieces.clone()))
+            .filter(|(_, p)| p.inflight < self.config.max_requests_per_peer)
+            .filter(|(_, p)| p.busy_until <= now)
+            .filter(|(_, p)| urgent || !p.is_source)
+            .min_by_key(|(id, p)| {
+                let mut ms = p.latency() + (p.inflight as u64 + 1) * size * 1000 / p.rate();
+                if p.is_source {
+                    ms += SOURCE_PENALTY_MS;
+                }
+                if tried.contains(id) {
+                    ms += RETRY_PENALTY_MS;
+                }
+                (ms, mix(self.config.seed ^ id.0.rotate_left(32) ^ seq.0))
+            })
+            .map(|(id, _)| *id)
+    }
+
+    fn request(&mut self, now: Millis, peer: PeerId, seq: ChunkSeq, first: usize, end: usize) {
+        let req = self.new_request_id();
+        let block = self.block_of(first);
+        let state = self.peer_mut(peer);
+        state.inflight += 1;
+        let keyframe = state.has.get(&seq).is_some_and(|a| a.keyframe);
+        let download = Download {
+            from: peer,
+            req,
+            first,
+            end,
+            keyframe,
+            started: now,
+            last_progress: now,
+            first_piece: None,
+        };
+        self.downloads.insert((seq, block), download);
+        let first = u16::try_from(first).expect("chunk sizes cap piece indices below 65536");
+        let count = u16::try_from(end - usize::from(first)).expect("a block is a few pieces");
+        let play_by = self
+            .clock
+            .due(seq, self.config.target_buffer_ms)
+            .map_or(u64::from(u16::MAX), |due| {
+                (due + self.config.skip_grace_ms) - now
+            });
+        let deadline_ms = u16::try_from(play_by).unwrap_or(u16::MAX);
+        self.send(
+            peer,
+            PeerMessage::Request {
+                req,
+                seq,
+                first,
+                count,
+                deadline_ms,
+            },
+        );
     }
 }

@@ -1,41 +1,89 @@
-//! The broadcaster's side: announcing fresh chunks so that viewers fetch most copies from
-//! each other rather than from the source.
+//! The broadcaster's side: pushing each fresh chunk to a few rotating viewers, so that
+//! viewers fetch most copies from each other rather than from the source.
 
-use protocol::{PeerId, PeerMessage};
+use protocol::{PeerId, PeerMessage, RequestId};
 
+use crate::chunk_store::Held;
+use crate::peer::ServeJob;
 use crate::{Chunk, Millis, Swarm};
 
 impl Swarm {
     pub(crate) fn produce(&mut self, now: Millis, chunk: Chunk) {
         let (seq, keyframe) = (chunk.seq, chunk.keyframe);
-        self.newest_known = self.newest_known.max(Some(seq));
-        self.store.complete.insert(seq, chunk);
-        let peers: Vec<PeerId> = self.peers.keys().copied().collect();
-        if peers.is_empty() {
+        if chunk.data.is_empty() {
             return;
         }
-        let fanout = self.config.source_fanout.min(peers.len());
-        for i in 0..fanout {
-            let peer = peers[(self.fanout_cursor + i) % peers.len()];
-            self.send(peer, PeerMessage::Have { seq, keyframe });
+        self.newest_known = self.newest_known.max(Some(seq));
+        let held = Held::whole(keyframe, &chunk.data);
+        let (total, pieces) = (held.total as u32, held.piece_count());
+        self.store.chunks.insert(seq, held);
+        // The fastest forwarders: a copy pushed to a viewer that uploads nothing reaches no
+        // one else, one pushed to a fast uploader reaches many quickly.
+        let mut candidates: Vec<(u64, PeerId)> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.forwards() > 0 && !p.is_source)
+            .map(|(id, p)| (p.forwards(), *id))
+            .collect();
+        candidates.sort_by_key(|c| std::cmp::Reverse(c.0));
+        let pushes = pieces.div_ceil(self.config.block_pieces.max(1)) * self.config.source_fanout;
+        let candidates: Vec<PeerId> = candidates
+            .into_iter()
+            .take(pushes.max(1))
+            .map(|(_, id)| id)
+            .collect();
+        // Striped: each block goes to different viewers, so a fresh chunk has many first
+        // holders, one or two per block, and no single viewer is everyone's only source.
+        let block = self.config.block_pieces.max(1);
+        if !candidates.is_empty() {
+            for first in (0..pieces).step_by(block) {
+                let end = (first + block).min(pieces);
+                for _ in 0..self.config.source_fanout {
+                    let peer = candidates[self.fanout_cursor % candidates.len()];
+                    self.fanout_cursor = (self.fanout_cursor + 1) % candidates.len();
+                    let have = PeerMessage::Have {
+                        seq,
+                        keyframe,
+                        total,
+                        first: u16::try_from(first).expect("chunk sizes cap piece indices"),
+                        count: u16::try_from(end - first).expect("a block is a few pieces"),
+                        pushed: true,
+                    };
+                    self.send(peer, have);
+                    self.serve_order += 1;
+                    let job = ServeJob {
+                        req: RequestId::PUSH,
+                        seq,
+                        next: first,
+                        end,
+                        deadline: now + self.config.target_buffer_ms,
+                        order: self.serve_order,
+                    };
+                    self.peer_mut(peer).serving.push_back(job);
+                }
+            }
         }
-        self.fanout_cursor = (self.fanout_cursor + fanout) % peers.len();
-        if fanout < peers.len() {
-            self.unannounced.push_back((seq, keyframe, now));
-        }
+        self.unannounced.push_back((seq, now));
     }
 
-    /// Source: tell every viewer about chunks old enough that the mesh had its chance.
+    /// Source: tell every other viewer about chunks old enough that the mesh had its chance.
     pub(crate) fn announce_due(&mut self, now: Millis) {
-        while let Some(&(seq, keyframe, cut_at)) = self.unannounced.front() {
-            if now - cut_at < self.config.source_announce_delay_ms {
+        while let Some((_, cut_at)) = self.unannounced.front() {
+            if now - *cut_at < self.config.source_announce_delay_ms {
                 break;
             }
-            self.unannounced.pop_front();
-            // A peer that already had the Have just updates a map entry; simpler than
-            // remembering which viewers were in the fan-out.
-            for peer in self.peers.keys().copied().collect::<Vec<_>>() {
-                self.send(peer, PeerMessage::Have { seq, keyframe });
+            let (seq, _) = self
+                .unannounced
+                .pop_front()
+                .expect("front was just looked at");
+            let Some(held) = self.store.chunks.get(&seq) else {
+                continue;
+            };
+            let have = held.have(seq, 0..held.piece_count());
+            // Pushed viewers got a block or two; they learn of the rest now too.
+            let rest: Vec<PeerId> = self.peers.keys().copied().collect();
+            for peer in rest {
+                self.send(peer, have.clone());
             }
         }
     }

@@ -2,9 +2,18 @@ use std::collections::{BTreeMap, VecDeque};
 
 use protocol::{ChunkSeq, PeerId, PeerMessage, RequestId};
 
+use crate::chunk_store::piece_count;
 use crate::chunk_store::ChunkStore;
 use crate::config::{Config, SwarmRole};
-use crate::{Chunk, Millis};
+use crate::download::BlockKey;
+use crate::peer::{Announced, Download, PeerState};
+use crate::piece_set::PieceSet;
+use crate::playback::Clock;
+use crate::rate::TokenBucket;
+use crate::{BytesPerSec, Chunk, Millis};
+
+/// Chunk durations without news of a new chunk after which a viewer is starving.
+const STARVING_AFTER_CHUNKS: u64 = 3;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Input {
@@ -13,6 +22,13 @@ pub enum Input {
     /// The link to this peer closed or failed.
     PeerDisconnected(PeerId),
     Message(PeerId, PeerMessage),
+    /// Bytes still queued on the link to this peer (`bufferedAmount`). Drivers report it
+    /// on every tick at least: pieces stop going to a link whose queue is over the high
+    /// water mark until a report says it drained.
+    Buffered {
+        peer: PeerId,
+        bytes: u64,
+    },
     /// Source only: the stream's init segment and MSE type.
     InitProduced {
         mime: String,
@@ -20,7 +36,7 @@ pub enum Input {
     },
     /// Source only: a freshly cut chunk.
     ChunkProduced(Chunk),
-    /// Time passed; lets time-outs and skips fire when nothing else happens.
+    /// Time passed; lets time-outs, uploads and skips proceed when nothing else happens.
     Tick,
 }
 
@@ -32,33 +48,41 @@ pub enum Output {
         mime: String,
         data: Vec<u8>,
     },
-    /// Viewer: the next chunk to play, strictly in sequence order.
-    Play(Chunk),
+    /// Viewer: the next chunk to play, strictly in sequence order, handed over as soon as
+    /// it is complete (and its predecessors are handed over or skipped). `due` is when the
+    /// swarm's playout schedule starts playing it: later than now when it came early.
+    Play {
+        chunk: Chunk,
+        due: Millis,
+    },
     /// Viewer: this chunk missed its deadline and will never be played.
     Skipped(ChunkSeq),
-    /// The driver should close the link: the peer broke the protocol.
+    /// The driver should close the link: the peer broke the protocol or is too slow.
     Disconnect {
         peer: PeerId,
         reason: String,
     },
 }
 
-/// Counters a stats panel or a test reads.
+/// Counters a stats panel, the simulator or a test reads.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stats {
+    /// Chunk payload received from viewers, counted once per byte held.
     pub bytes_from_peers: u64,
     pub bytes_from_source: u64,
+    /// Payload received that was already held (overlaps, late pieces).
+    pub bytes_duplicate: u64,
     pub bytes_uploaded: u64,
     pub chunks_played: u64,
     pub chunks_missed: u64,
-}
-
-#[derive(Debug, Default)]
-pub(crate) struct PeerState {
-    pub(crate) is_source: bool,
-    /// Chunks the peer announced, with their keyframe flag.
-    pub(crate) has: BTreeMap<ChunkSeq, bool>,
-    pub(crate) inflight: usize,
+    /// Chunks that arrived after their due time: playback stalled until they came.
+    pub stalls: u64,
+    /// Requests answered `Absent` because the chunk was missing or the upload busy.
+    pub requests_refused: u64,
+    /// Neighbours dropped for timing out or breaking the protocol.
+    pub peers_dropped: u64,
+    /// From the first input to the planned start of playback.
+    pub startup_ms: Option<u64>,
 }
 
 /// One peer's view of the swarm. See the crate docs for how drivers use it.
@@ -67,38 +91,51 @@ pub struct Swarm {
     pub(crate) config: Config,
     pub(crate) peers: BTreeMap<PeerId, PeerState>,
     pub(crate) store: ChunkStore,
+    pub(crate) downloads: BTreeMap<BlockKey, Download>,
     pub(crate) init: Option<(String, Vec<u8>)>,
     pub(crate) init_delivered: bool,
     pub(crate) next_play: Option<ChunkSeq>,
-    /// When playback began waiting on `next_play` while later chunks were ready.
-    pub(crate) stalled_since: Option<Millis>,
     pub(crate) newest_known: Option<ChunkSeq>,
+    pub(crate) clock: Clock,
     /// Peers a chunk was already tried from, so a retry goes elsewhere first.
     pub(crate) tried: BTreeMap<ChunkSeq, Vec<PeerId>>,
     pub(crate) next_req: u32,
-    /// Source: fresh chunks not yet announced to every viewer, with when they were cut.
-    pub(crate) unannounced: VecDeque<(ChunkSeq, bool, Millis)>,
-    /// Source: where the rotating fan-out continues.
+    pub(crate) bucket: Option<TokenBucket>,
+    /// Counts requests as they arrive, to serve equally urgent ones in order.
+    pub(crate) serve_order: u64,
+    /// Source: fresh chunks not yet announced to every viewer, and when they were cut.
+    pub(crate) unannounced: VecDeque<(ChunkSeq, Millis)>,
+    /// Source: where the rotating push continues.
     pub(crate) fanout_cursor: usize,
+    pub(crate) first_input: Option<Millis>,
     pub(crate) outputs: VecDeque<Output>,
     pub(crate) stats: Stats,
 }
 
 impl Swarm {
     pub fn new(config: Config) -> Swarm {
+        let burst = config.link_high_water;
+        let bucket = config
+            .upload_limit
+            .map(|rate| TokenBucket::new(rate, burst));
+        let clock = Clock::new(config.chunk_ms_hint);
         Swarm {
             config,
             peers: BTreeMap::new(),
             store: ChunkStore::default(),
+            downloads: BTreeMap::new(),
             init: None,
             init_delivered: false,
             next_play: None,
-            stalled_since: None,
             newest_known: None,
+            clock,
             tried: BTreeMap::new(),
             next_req: 0,
+            bucket,
+            serve_order: 0,
             unannounced: VecDeque::new(),
             fanout_cursor: 0,
+            first_input: None,
             outputs: VecDeque::new(),
             stats: Stats::default(),
         }
@@ -112,38 +149,47 @@ impl Swarm {
         self.peers.len()
     }
 
+    /// Chunks held whole or in part; bounded by the window (a test checks memory with it).
+    pub fn chunks_held(&self) -> usize {
+        self.store.chunks.len()
+    }
+
+    /// A viewer that has heard of no new chunk for a few chunk durations: its neighbours
+    /// are cut off from the stream (or it has none), so it should ask for more peers.
+    pub fn starving(&self, now: Millis) -> bool {
+        if self.config.role != SwarmRole::Viewer {
+            return false;
+        }
+        let Some(since) = self.clock.edge_heard().or(self.first_input) else {
+            return false;
+        };
+        now - since > STARVING_AFTER_CHUNKS * self.clock.chunk_ms()
+    }
+
     pub fn poll_output(&mut self) -> Option<Output> {
         self.outputs.pop_front()
     }
 
     pub fn handle_input(&mut self, now: Millis, input: Input) {
+        self.first_input.get_or_insert(now);
         match input {
-            Input::PeerConnected(peer) => {
-                self.peers.insert(peer, PeerState::default());
-                let is_source = self.config.role == SwarmRole::Source;
-                self.send(
-                    peer,
-                    PeerMessage::BufferMap {
-                        is_source,
-                        entries: self.store.buffer_map(),
-                    },
-                );
-                if let Some((mime, data)) = &self.init {
-                    let init = PeerMessage::Init {
-                        mime: mime.clone(),
-                        data: data.clone(),
-                    };
-                    self.send(peer, init);
-                }
-            }
+            Input::PeerConnected(peer) => self.on_connect(peer),
             Input::PeerDisconnected(peer) => {
                 self.peers.remove(&peer);
-                self.store.downloads.retain(|_, d| d.from != peer);
+                self.downloads.retain(|_, d| d.from != peer);
             }
             Input::Message(peer, message) => {
                 if self.peers.contains_key(&peer) {
-                    self.on_message(peer, message);
+                    self.on_message(now, peer, message);
                 }
+            }
+            Input::Buffered { peer, bytes } => {
+                if let Some(state) = self.peers.get_mut(&peer) {
+                    state.buffered = bytes;
+                }
+                // Only uploads can change; drivers report this often, so keep it cheap.
+                self.pump(now);
+                return;
             }
             Input::InitProduced { mime, data } => self.learn_init(mime, data),
             Input::ChunkProduced(chunk) => self.produce(now, chunk),
@@ -152,133 +198,123 @@ impl Swarm {
         self.maintain(now);
     }
 
-    fn on_message(&mut self, peer: PeerId, message: PeerMessage) {
-        match message {
-            PeerMessage::BufferMap { is_source, entries } => {
-                let state = self
-                    .peers
-                    .get_mut(&peer)
-                    .expect("caller checked the peer is known");
-                state.is_source = is_source;
-                for entry in entries {
-                    state.has.insert(entry.seq, entry.keyframe);
-                    self.newest_known = self.newest_known.max(Some(entry.seq));
+    /// Whether this peer forwards chunks at all; one that does not also announces none.
+    pub(crate) fn serves(&self) -> bool {
+        self.config.upload_limit != Some(crate::BytesPerSec(0))
+    }
+
+    fn on_connect(&mut self, peer: PeerId) {
+        self.peers.insert(peer, PeerState::default());
+        let is_source = self.config.role == SwarmRole::Source;
+        let entries = if self.serves() {
+            self.store.buffer_map()
+        } else {
+            Vec::new()
+        };
+        let upload_kbps = self.config.upload_limit.map_or(u32::MAX, |limit| {
+            u32::try_from(limit.kbps()).unwrap_or(u32::MAX - 1)
+        });
+        let map = PeerMessage::BufferMap {
+            is_source,
+            upload_kbps,
+            entries,
+        };
+        self.send(peer, map);
+        if self.serves() {
+            // Whole blocks of chunks still arriving, which the buffer map leaves out.
+            for (seq, held) in &self.store.chunks {
+                if held.is_complete() {
+                    continue;
+                }
+                let block = self.config.block_pieces.max(1);
+                for first in (0..held.piece_count()).step_by(block) {
+                    let end = (first + block).min(held.piece_count());
+                    if held.first_missing(first..end).is_none() {
+                        let have = held.have(*seq, first..end);
+                        self.outputs.push_back(Output::Send(peer, have));
+                    }
                 }
             }
-            PeerMessage::Have { seq, keyframe } => {
-                let state = self
-                    .peers
-                    .get_mut(&peer)
-                    .expect("caller checked the peer is known");
-                state.has.insert(seq, keyframe);
-                self.newest_known = self.newest_known.max(Some(seq));
+        }
+        if let Some((mime, data)) = &self.init {
+            let init = PeerMessage::Init {
+                mime: mime.clone(),
+                data: data.clone(),
+            };
+            self.send(peer, init);
+        }
+    }
+
+    fn on_message(&mut self, now: Millis, peer: PeerId, message: PeerMessage) {
+        match message {
+            PeerMessage::BufferMap {
+                is_source,
+                upload_kbps,
+                entries,
+            } => {
+                let state = self.peer_mut(peer);
+                state.is_source = is_source;
+                state.upload = (upload_kbps != u32::MAX)
+                    .then(|| BytesPerSec::from_kbps(u64::from(upload_kbps)));
+                for entry in &entries {
+                    let total = entry.total as usize;
+                    let announced = Announced {
+                        keyframe: entry.keyframe,
+                        total,
+                        pieces: PieceSet::full(piece_count(total)),
+                    };
+                    state.has.insert(entry.seq, announced);
+                }
+                if let Some(newest) = entries.iter().map(|e| e.seq).max() {
+                    self.clock.observe_edge(now, newest, false);
+                    self.newest_known = self.newest_known.max(Some(newest));
+                }
             }
-            PeerMessage::Request { req, seq } => self.serve(peer, req, seq),
+            PeerMessage::Have {
+                seq,
+                keyframe,
+                total,
+                first,
+                count,
+                pushed,
+            } => {
+                let state = self.peer_mut(peer);
+                let total = total as usize;
+                let announced = state.has.entry(seq).or_insert_with(|| Announced {
+                    keyframe,
+                    total,
+                    pieces: PieceSet::empty(piece_count(total)),
+                });
+                let (first, count) = (usize::from(first), usize::from(count));
+                announced.pieces.insert(first..first + count);
+                if pushed && state.is_source {
+                    self.expect_push(now, peer, seq, first..first + count);
+                }
+                if self.newest_known.is_none_or(|newest| seq > newest) {
+                    self.clock.observe_edge(now, seq, true);
+                    self.newest_known = Some(seq);
+                }
+            }
+            PeerMessage::Request {
+                req,
+                seq,
+                first,
+                count,
+                deadline_ms,
+            } => self.on_request(now, peer, req, seq, first, count, deadline_ms),
             PeerMessage::Piece {
                 req,
                 seq,
                 offset,
                 total,
                 data,
-            } => self.on_piece(peer, req, seq, offset, total, data),
-            PeerMessage::Absent { req, seq } => {
-                if self
-                    .store
-                    .downloads
-                    .get(&seq)
-                    .is_some_and(|d| d.from == peer && d.req == req)
-                {
-                    self.store.downloads.remove(&seq);
-                    self.release_slot(peer);
-                }
-                if let Some(state) = self.peers.get_mut(&peer) {
-                    state.has.remove(&seq);
-                }
+            } => self.on_piece(now, peer, req, seq, offset, total, data),
+            PeerMessage::Absent { req, seq } => self.on_absent(now, peer, req, seq),
+            PeerMessage::Cancel { req } => {
+                self.peer_mut(peer).serving.retain(|job| job.req != req);
             }
-            // Pieces of a chunk go out in one burst, so there is nothing left to cancel.
-            PeerMessage::Cancel { .. } => {}
             PeerMessage::Init { mime, data } => self.learn_init(mime, data),
         }
-    }
-
-    fn serve(&mut self, peer: PeerId, req: RequestId, seq: ChunkSeq) {
-        let Some(chunk) = self.store.complete.get(&seq) else {
-            self.send(peer, PeerMessage::Absent { req, seq });
-            return;
-        };
-        let total = chunk.data.len() as u32;
-        let pieces: Vec<PeerMessage> = chunk
-            .data
-            .chunks(self.config.piece_bytes)
-            .enumerate()
-            .map(|(i, data)| PeerMessage::Piece {
-                req,
-                seq,
-                offset: (i * self.config.piece_bytes) as u32,
-                total,
-                data: data.to_vec(),
-            })
-            .collect();
-        self.stats.bytes_uploaded += u64::from(total);
-        for piece in pieces {
-            self.send(peer, piece);
-        }
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn on_piece(
-        &mut self,
-        peer: PeerId,
-        req: RequestId,
-        seq: ChunkSeq,
-        offset: u32,
-        total: u32,
-        data: Vec<u8>,
-    ) {
-        let Some(download) = self.store.downloads.get_mut(&seq) else {
-            return; // A late piece of a cancelled or finished request.
-        };
-        if download.from != peer || download.req != req {
-            return;
-        }
-        if download.data.is_empty() {
-            download.data = vec![0; total as usize];
-        }
-        if download.data.len() != total as usize {
-            let reason = format!(
-                "piece of {seq} claims {total} bytes, earlier pieces said {}",
-                download.data.len()
-            );
-            self.store.downloads.remove(&seq);
-            self.drop_peer(peer, reason);
-            return;
-        }
-        let start = offset as usize;
-        download.data[start..start + data.len()].copy_from_slice(&data);
-        if download.pieces.insert(offset, data.len()).is_none() {
-            download.received += data.len();
-        }
-        if download.received < download.data.len() {
-            return;
-        }
-        let download = self
-            .store
-            .downloads
-            .remove(&seq)
-            .expect("download was just looked up");
-        let from_source = self.peers.get(&peer).is_some_and(|p| p.is_source);
-        let bytes = download.data.len() as u64;
-        if from_source {
-            self.stats.bytes_from_source += bytes;
-        } else {
-            self.stats.bytes_from_peers += bytes;
-        }
-        self.release_slot(peer);
-        self.add_complete(Chunk {
-            seq,
-            keyframe: download.keyframe,
-            data: download.data,
-        });
     }
 
     fn learn_init(&mut self, mime: String, data: Vec<u8>) {
@@ -286,24 +322,13 @@ impl Swarm {
             return;
         }
         for peer in self.peers.keys().copied().collect::<Vec<_>>() {
-            self.send(
-                peer,
-                PeerMessage::Init {
-                    mime: mime.clone(),
-                    data: data.clone(),
-                },
-            );
+            let init = PeerMessage::Init {
+                mime: mime.clone(),
+                data: data.clone(),
+            };
+            self.send(peer, init);
         }
         self.init = Some((mime, data));
-    }
-
-    pub(crate) fn add_complete(&mut self, chunk: Chunk) {
-        let (seq, keyframe) = (chunk.seq, chunk.keyframe);
-        self.newest_known = self.newest_known.max(Some(seq));
-        self.store.complete.insert(seq, chunk);
-        for peer in self.peers.keys().copied().collect::<Vec<_>>() {
-            self.send(peer, PeerMessage::Have { seq, keyframe });
-        }
     }
 
     fn maintain(&mut self, now: Millis) {
@@ -315,6 +340,7 @@ impl Swarm {
             self.deliver(now);
             self.schedule(now);
         }
+        self.pump(now);
         self.evict();
     }
 
@@ -324,18 +350,49 @@ impl Swarm {
         };
         let oldest_kept = ChunkSeq(newest.0.saturating_sub(self.config.window));
         self.store.evict_before(oldest_kept);
+        let kept = self.downloads.split_off(&(oldest_kept, 0));
+        for (_, stale) in std::mem::replace(&mut self.downloads, kept) {
+            self.abandon(stale);
+        }
         self.tried = self.tried.split_off(&oldest_kept);
         for peer in self.peers.values_mut() {
             peer.has = peer.has.split_off(&oldest_kept);
         }
-        if let Some(next) = self.next_play {
-            if next < oldest_kept {
-                self.next_play = Some(oldest_kept);
-            }
+        if self.next_play.is_some_and(|next| next < oldest_kept) {
+            self.next_play = Some(oldest_kept);
+            self.clock.jump_to(oldest_kept);
         }
     }
 
-    pub(crate) fn release_slot(&mut self, peer: PeerId) {
+    pub(crate) fn peer_mut(&mut self, peer: PeerId) -> &mut PeerState {
+        self.peers
+            .get_mut(&peer)
+            .expect("callers pass only peers in the map")
+    }
+
+    pub(crate) fn new_request_id(&mut self) -> RequestId {
+        let mut id = RequestId(self.next_req);
+        self.next_req = self.next_req.wrapping_add(1);
+        if id == RequestId::PUSH {
+            id = RequestId(0);
+            self.next_req = 1;
+        }
+        id
+    }
+
+    /// Stop a download, telling the peer so it stops sending. A push is left to run: the
+    /// source's other pushes to that peer share its id.
+    pub(crate) fn abandon(&mut self, download: Download) {
+        if download.req != RequestId::PUSH {
+            self.send(download.from, PeerMessage::Cancel { req: download.req });
+        }
+        self.release_slot(download.from, download.req);
+    }
+
+    pub(crate) fn release_slot(&mut self, peer: PeerId, req: RequestId) {
+        if req == RequestId::PUSH {
+            return; // Pushes never took a request slot.
+        }
         if let Some(state) = self.peers.get_mut(&peer) {
             state.inflight = state.inflight.saturating_sub(1);
         }
@@ -343,7 +400,8 @@ impl Swarm {
 
     pub(crate) fn drop_peer(&mut self, peer: PeerId, reason: String) {
         self.peers.remove(&peer);
-        self.store.downloads.retain(|_, d| d.from != peer);
+        self.downloads.retain(|_, d| d.from != peer);
+        self.stats.peers_dropped += 1;
         self.outputs.push_back(Output::Disconnect { peer, reason });
     }
 

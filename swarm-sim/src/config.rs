@@ -1,0 +1,165 @@
+//! The simulated scenario: what the command line sets, checked before anything runs.
+
+use std::str::FromStr;
+
+use crate::SimError;
+
+/// A scenario. Every field has a command-line option in `swarm-sim`.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    pub peers: usize,
+    pub seconds: u64,
+    pub bitrate_kbps: u64,
+    pub chunk_ms: u64,
+    /// Mean viewer upload capacity ÷ bitrate, spread over [`UPLOAD_CLASSES`].
+    pub upload_ratio: f64,
+    /// Broadcaster upload capacity ÷ bitrate.
+    pub source_upload: f64,
+    /// Share of viewers replaced per minute.
+    pub churn: f64,
+    /// Packet loss probability.
+    pub loss: f64,
+    pub rtt: RttRange,
+    pub seed: u64,
+    /// Initial viewers join spread evenly over this many seconds.
+    pub ramp_secs: u64,
+    /// How often every peer gets a `Tick`.
+    pub tick_ms: u64,
+}
+
+impl SimConfig {
+    pub fn new(peers: usize, seconds: u64) -> SimConfig {
+        SimConfig {
+            peers,
+            seconds,
+            bitrate_kbps: 2000,
+            chunk_ms: 1000,
+            upload_ratio: 1.5,
+            source_upload: 4.0,
+            churn: 0.0,
+            loss: 0.0,
+            rtt: RttRange { min: 20, max: 200 },
+            seed: 1,
+            ramp_secs: 10,
+            tick_ms: 100,
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), SimError> {
+        let bad = |option: &'static str, reason: String| Err(SimError::Option { option, reason });
+        if self.peers == 0 {
+            return bad("--peers", "at least one viewer".into());
+        }
+        if self.seconds == 0 {
+            return bad("--seconds", "at least 1".into());
+        }
+        if !(100..=10_000).contains(&self.chunk_ms) {
+            return bad(
+                "--chunk-ms",
+                format!("{} not in 100..=10000", self.chunk_ms),
+            );
+        }
+        // A chunk's size must fit the protocol's cap on what a piece may claim.
+        let chunk_bytes = self.bitrate_kbps * 1000 / 8 * self.chunk_ms / 1000;
+        if self.bitrate_kbps == 0 || chunk_bytes > u64::from(protocol::MAX_CHUNK_BYTES) {
+            return bad(
+                "--bitrate-kbps",
+                format!("{} gives {chunk_bytes}-byte chunks", self.bitrate_kbps),
+            );
+        }
+        for (option, value) in [
+            ("--upload-ratio", self.upload_ratio),
+            ("--source-upload", self.source_upload),
+            ("--churn", self.churn),
+        ] {
+            if !(value.is_finite() && (0.0..=1000.0).contains(&value)) {
+                return bad(option, format!("{value} not in 0..=1000"));
+            }
+        }
+        if self.source_upload <= 0.0 {
+            return bad("--source-upload", "the source must upload something".into());
+        }
+        if !(0.0..0.5).contains(&self.loss) {
+            return bad("--loss", format!("{} not in 0..0.5", self.loss));
+        }
+        if self.tick_ms == 0 {
+            return bad("--tick-ms", "at least 1".into());
+        }
+        Ok(())
+    }
+
+    pub fn chunk_bytes(&self) -> usize {
+        (self.bitrate_kbps * 1000 / 8 * self.chunk_ms / 1000) as usize
+    }
+
+    /// Bytes per second of the stream.
+    pub fn bitrate_bytes(&self) -> f64 {
+        self.bitrate_kbps as f64 * 1000.0 / 8.0
+    }
+}
+
+/// Viewer upload classes: (share of viewers, relative capacity). Home uplinks are
+/// lopsided: some viewers cannot or will not upload at all (mobile, strict NAT, a
+/// budget of zero), most upload a little, a few on fibre upload a lot. The relative
+/// capacities are scaled so that the mean is `upload_ratio × bitrate`.
+pub const UPLOAD_CLASSES: [(f64, f64); 4] = [(0.15, 0.0), (0.35, 1.0), (0.35, 2.0), (0.15, 4.0)];
+
+/// Round-trip times between peers, drawn uniformly per link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RttRange {
+    pub min: u64,
+    pub max: u64,
+}
+
+impl FromStr for RttRange {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<RttRange, String> {
+        let (min, max) = text
+            .split_once('-')
+            .ok_or_else(|| format!("`{text}` is not MIN-MAX, e.g. 20-200"))?;
+        let parse = |s: &str| {
+            s.trim()
+                .parse::<u64>()
+                .map_err(|_| format!("`{s}` is not a whole number of milliseconds"))
+        };
+        let (min, max) = (parse(min)?, parse(max)?);
+        if min > max || max > 10_000 {
+            return Err(format!("{min}-{max}: need MIN <= MAX <= 10000"));
+        }
+        Ok(RttRange { min, max })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rtt_ranges_parse_with_clear_errors() {
+        assert_eq!("20-200".parse(), Ok(RttRange { min: 20, max: 200 }));
+        assert!("200".parse::<RttRange>().unwrap_err().contains("MIN-MAX"));
+        assert!("9-x".parse::<RttRange>().unwrap_err().contains("`x`"));
+        assert!("300-200".parse::<RttRange>().is_err());
+    }
+
+    #[test]
+    fn upload_classes_are_shares_of_one() {
+        let total: f64 = UPLOAD_CLASSES.iter().map(|(share, _)| share).sum();
+        assert!((total - 1.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn nonsense_options_are_refused() {
+        let mut config = SimConfig::new(10, 10);
+        config.validate().unwrap();
+        config.loss = 0.7;
+        assert!(matches!(
+            config.validate(),
+            Err(SimError::Option {
+                option: "--loss",
+                ..
+            })
+        ));
+    }
+}

@@ -1,0 +1,136 @@
+//! `swarm-sim`: see the crate docs, and `swarm-sim --help`.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use swarm_sim::plot::{svg, Chart, Series};
+use swarm_sim::{run, table, Report, RttRange, SimConfig, SimError};
+
+/// Simulate a StreamTorrent channel: one broadcaster and N viewers running the real swarm
+/// core on virtual time, over uplinks of limited capacity with delay and loss.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Cli {
+    /// Viewers at the start (churn replaces them, keeping the count).
+    #[arg(long, default_value_t = 100)]
+    peers: usize,
+    /// Simulated seconds.
+    #[arg(long, default_value_t = 60)]
+    seconds: u64,
+    #[arg(long, default_value_t = 2000)]
+    bitrate_kbps: u64,
+    /// Chunk duration.
+    #[arg(long, default_value_t = 1000)]
+    chunk_ms: u64,
+    /// Mean viewer upload ÷ bitrate. Viewers fall in four classes: 15% upload nothing,
+    /// 35% upload 1 unit, 35% 2 units, 15% 4 units, the unit scaled to this mean.
+    #[arg(long, default_value_t = 1.5)]
+    upload_ratio: f64,
+    /// Broadcaster upload ÷ bitrate.
+    #[arg(long, default_value_t = 4.0)]
+    source_upload: f64,
+    /// Share of viewers replaced per minute.
+    #[arg(long, default_value_t = 0.0)]
+    churn: f64,
+    /// Packet loss probability on every link.
+    #[arg(long, default_value_t = 0.0)]
+    loss: f64,
+    /// Round-trip time range; each link draws uniformly from it.
+    #[arg(long, default_value = "20-200")]
+    rtt_ms: RttRange,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Initial viewers join spread over this many seconds.
+    #[arg(long, default_value_t = 10)]
+    ramp_secs: u64,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Draw continuity and lag over time into this SVG file.
+    #[arg(long)]
+    plot: Option<String>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let mut config = SimConfig::new(cli.peers, cli.seconds);
+    config.bitrate_kbps = cli.bitrate_kbps;
+    config.chunk_ms = cli.chunk_ms;
+    config.upload_ratio = cli.upload_ratio;
+    config.source_upload = cli.source_upload;
+    config.churn = cli.churn;
+    config.loss = cli.loss;
+    config.rtt = cli.rtt_ms;
+    config.seed = cli.seed;
+    config.ramp_secs = cli.ramp_secs;
+    match run(config).and_then(|report| output(&cli, &report)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("swarm-sim: {error}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn output(cli: &Cli, report: &Report) -> Result<(), SimError> {
+    if cli.json {
+        println!(
+            "{}",
+            serde_json::to_string(report).expect("the report is plain numbers")
+        );
+    } else {
+        print!("{}", table(report));
+    }
+    if let Some(path) = &cli.plot {
+        std::fs::write(path, timeline_svg(report)).map_err(|source| SimError::Write {
+            path: path.clone(),
+            source,
+        })?;
+    }
+    Ok(())
+}
+
+fn timeline_svg(report: &Report) -> String {
+    let line = |f: &dyn Fn(&swarm_sim::TimelinePoint) -> Option<f64>| -> Vec<(f64, f64)> {
+        report
+            .timeline
+            .iter()
+            .filter_map(|p| Some((p.at_s, f(p)?)))
+            .collect()
+    };
+    let continuity = Chart {
+        title: format!(
+            "Continuity over time ({} viewers, seed {})",
+            report.peers, report.seed
+        ),
+        x_label: "simulated seconds".into(),
+        y_label: "chunks on time".into(),
+        y_max: 1.0,
+        series: vec![Series {
+            label: "share due on time".into(),
+            colour: "#1f77b4",
+            points: line(&|p| p.continuity),
+        }],
+    };
+    let p95 = line(&|p| p.lag_p95_ms.map(|ms| ms as f64 / 1000.0));
+    let y_max = p95.iter().map(|p| p.1).fold(1.0, f64::max).ceil();
+    let lag = Chart {
+        title: "Delay behind live".into(),
+        x_label: "simulated seconds".into(),
+        y_label: "seconds".into(),
+        y_max,
+        series: vec![
+            Series {
+                label: "p50".into(),
+                colour: "#2ca02c",
+                points: line(&|p| p.lag_p50_ms.map(|ms| ms as f64 / 1000.0)),
+            },
+            Series {
+                label: "p95".into(),
+                colour: "#d62728",
+                points: p95,
+            },
+        ],
+    };
+    svg(&[continuity, lag])
+}

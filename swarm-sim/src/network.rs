@@ -1,0 +1,158 @@
+//! The modelled network: each peer's uplink is one FIFO at its capacity; links add
+//! propagation delay; data channels are reliable and ordered, so a lost packet delays its
+//! message (and everything behind it on that link) by a retransmission. Downlinks are
+//! assumed wider than uplinks and are not modelled.
+
+use std::collections::VecDeque;
+
+use rand::Rng;
+
+/// Bytes of data per packet, and the framing each packet adds: SCTP common header and DATA
+/// chunk (28), DTLS 1.2 record with AES-GCM (37), IPv4 and UDP (28).
+pub const PACKET_PAYLOAD: usize = 1200;
+pub const PACKET_FRAMING: usize = 93;
+
+/// Time in microseconds since the simulation began.
+pub type Micros = u64;
+
+/// One direction of a link, kept by its sender.
+#[derive(Debug)]
+pub struct LinkEnd {
+    pub rtt_ms: u64,
+    last_arrival: Micros,
+    /// Messages not yet fully sent: when each leaves the uplink, and its size.
+    queued: VecDeque<(Micros, u64)>,
+    queued_bytes: u64,
+    /// What the driver last told the swarm was queued.
+    pub reported: u64,
+}
+
+impl LinkEnd {
+    pub fn new(rtt_ms: u64) -> LinkEnd {
+        LinkEnd {
+            rtt_ms,
+            last_arrival: 0,
+            queued: VecDeque::new(),
+            queued_bytes: 0,
+            reported: 0,
+        }
+    }
+
+    /// Bytes still waiting in the uplink at `now` (what `bufferedAmount` reports).
+    pub fn buffered(&mut self, now: Micros) -> u64 {
+        while let Some(&(departs, bytes)) = self.queued.front() {
+            if departs > now {
+                break;
+            }
+            self.queued.pop_front();
+            self.queued_bytes -= bytes;
+        }
+        self.queued_bytes
+    }
+}
+
+/// A peer's uplink.
+#[derive(Debug)]
+pub struct Uplink {
+    /// Capacity in bytes per second.
+    pub capacity: f64,
+    free_at: Micros,
+}
+
+impl Uplink {
+    pub fn new(capacity: f64) -> Uplink {
+        Uplink {
+            capacity: capacity.max(1.0),
+            free_at: 0,
+        }
+    }
+
+    /// Queue a message of `len` bytes on `link`; returns when it arrives at the far end.
+    /// Bulk data (pieces) waits its turn in the uplink; a small control message only
+    /// waits behind earlier messages on its own link (an ordered data channel): links are
+    /// separate connections whose packets interleave in the uplink, so it does not wait
+    /// for other links' queued pieces (it delays them by its own size instead).
+    pub fn transmit(
+        &mut self,
+        now: Micros,
+        link: &mut LinkEnd,
+        len: usize,
+        bulk: bool,
+        loss: f64,
+        rng: &mut impl Rng,
+    ) -> Micros {
+        let packets = len.div_ceil(PACKET_PAYLOAD).max(1);
+        let wire = (len + packets * PACKET_FRAMING) as u64;
+        let serialise = (wire as f64 * 1e6 / self.capacity).ceil() as Micros;
+        let departs = if bulk {
+            self.free_at.max(now) + serialise
+        } else {
+            now + serialise
+        };
+        self.free_at = self.free_at.max(now) + serialise;
+        link.queued.push_back((departs, wire));
+        link.queued_bytes += wire;
+        let mut arrives = departs + link.rtt_ms * 500;
+        if loss > 0.0 {
+            let lost = 1.0 - (1.0 - loss).powi(packets as i32);
+            if rng.gen_bool(lost) {
+                // Fast retransmit: the gap is noticed and refilled about one RTT later.
+                arrives += link.rtt_ms * 1000;
+            }
+        }
+        // Ordered delivery: nothing overtakes a delayed message.
+        arrives = arrives.max(link.last_arrival);
+        link.last_arrival = arrives;
+        arrives
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::rngs::StdRng;
+    use rand::SeedableRng;
+
+    use super::*;
+
+    #[test]
+    fn the_uplink_serialises_messages_and_links_keep_order() {
+        let mut rng = StdRng::seed_from_u64(1);
+        // 1,293,000 B/s: one full packet (1293 wire bytes) per millisecond.
+        let mut uplink = Uplink::new(1_293_000.0);
+        let mut link = LinkEnd::new(100);
+        let first = uplink.transmit(0, &mut link, 1200, true, 0.0, &mut rng);
+        let second = uplink.transmit(0, &mut link, 1200, true, 0.0, &mut rng);
+        let mut other = LinkEnd::new(100);
+        let control = uplink.transmit(0, &mut other, 20, false, 0.0, &mut rng);
+        assert!(
+            control < first,
+            "a control message on another link does not queue"
+        );
+        let late = uplink.transmit(0, &mut link, 20, false, 0.0, &mut rng);
+        assert!(late >= second, "but it keeps its own link's order");
+        let third = uplink.transmit(0, &mut link, 1200, true, 0.0, &mut rng);
+        assert!(
+            third > second + 1_000,
+            "and bulk data waits for what went before"
+        );
+        assert_eq!(first, 1_000 + 50_000, "1 ms on the wire, then half the RTT");
+        assert_eq!(second, 2_000 + 50_000, "queued behind the first");
+        assert_eq!(link.buffered(0), 4 * 1293 + 113);
+        assert_eq!(link.buffered(10_000), 0);
+    }
+
+    #[test]
+    fn a_lost_packet_delays_its_message_and_those_behind_it() {
+        let mut rng = StdRng::seed_from_u64(1);
+        let mut uplink = Uplink::new(1e9);
+        let mut link = LinkEnd::new(100);
+        let lost = uplink.transmit(0, &mut link, 16_000, true, 0.49, &mut rng);
+        let next = uplink.transmit(0, &mut link, 10, false, 0.0, &mut rng);
+        // 14 packets at 49% loss: the message is all but certainly delayed.
+        assert!(lost >= 150_000, "arrived at {lost}");
+        assert_eq!(
+            next, lost,
+            "an ordered link does not let the next message overtake"
+        );
+    }
+}

@@ -1,0 +1,110 @@
+//! Turning counters into the reported figures, and the readable table.
+
+use std::fmt::Write;
+
+use crate::metrics::{percentile, ratio, Metrics, Report, TimelinePoint};
+use crate::SimConfig;
+
+pub fn summarise(config: &SimConfig, mut m: Metrics, events: u64, sim_wall_ms: u64) -> Report {
+    let received = m.from_peers + m.from_source;
+    let mut p5 = m.viewer_continuity.clone();
+    p5.sort_unstable_by(f64::total_cmp);
+    let continuity_p5 = if p5.is_empty() {
+        0.0
+    } else {
+        p5[(p5.len() * 5).div_ceil(100).max(1) - 1]
+    };
+    let stream_bytes = config.bitrate_bytes() * config.seconds as f64;
+    let bin_s = m.bin_us as f64 / 1e6;
+    let timeline = m
+        .bins
+        .iter_mut()
+        .enumerate()
+        .map(|(i, bin)| TimelinePoint {
+            at_s: i as f64 * bin_s,
+            continuity: (bin.due > 0).then(|| ratio(bin.on_time, bin.due).min(1.0)),
+            lag_p50_ms: (!bin.lags_ms.is_empty()).then(|| percentile(&mut bin.lags_ms, 50)),
+            lag_p95_ms: (!bin.lags_ms.is_empty()).then(|| percentile(&mut bin.lags_ms, 95)),
+        })
+        .collect();
+    if std::env::var("SIM_DEBUG").is_ok() {
+        eprintln!("kinds map/have/req/piece/absent/cancel/init {:?}", m.kinds);
+        for (i, bin) in m.bins.iter().enumerate() {
+            eprintln!(
+                "bin {i} due {} on_time {} lags {}",
+                bin.due,
+                bin.on_time,
+                bin.lags_ms.len()
+            );
+        }
+    }
+    Report {
+        peers: config.peers,
+        seconds: config.seconds,
+        seed: config.seed,
+        continuity: ratio(m.on_time, m.due),
+        continuity_p5,
+        offload: ratio(m.from_peers, received),
+        startup_p50_ms: percentile(&mut m.startups_ms, 50),
+        startup_p95_ms: percentile(&mut m.startups_ms, 95),
+        lag_p50_ms: percentile(&mut m.lags_ms, 50),
+        lag_p95_ms: percentile(&mut m.lags_ms, 95),
+        arrival_p50_ms: percentile(&mut m.arrivals_ms, 50),
+        arrival_p95_ms: percentile(&mut m.arrivals_ms, 95),
+        overhead: ratio(m.message_bytes - m.payload_sent, m.payload_sent),
+        transport_overhead: ratio(m.framing_bytes, m.payload_sent),
+        duplicate: ratio(m.duplicate, received),
+        uplink_utilisation: (m.message_bytes + m.framing_bytes) as f64 / m.capacity_bytes.max(1.0),
+        source_copies: m.source_payload_sent as f64 / stream_bytes.max(1.0),
+        viewers_joined: m.viewers_joined,
+        never_started: m.never_started,
+        corrupt_chunks: m.corrupt_chunks,
+        max_chunks_held: m.max_chunks_held,
+        peers_dropped: m.peers_dropped,
+        requests_refused: m.requests_refused,
+        events,
+        sim_wall_ms,
+        timeline,
+    }
+}
+
+/// The report as a two-column table.
+pub fn table(report: &Report) -> String {
+    let rows: [(&str, String); 24] = [
+        ("peers", report.peers.to_string()),
+        ("seconds", report.seconds.to_string()),
+        ("seed", report.seed.to_string()),
+        ("continuity", format!("{:.4}", report.continuity)),
+        ("continuity_p5", format!("{:.4}", report.continuity_p5)),
+        ("offload", format!("{:.4}", report.offload)),
+        ("startup_p50_ms", report.startup_p50_ms.to_string()),
+        ("startup_p95_ms", report.startup_p95_ms.to_string()),
+        ("lag_p50_ms", report.lag_p50_ms.to_string()),
+        ("lag_p95_ms", report.lag_p95_ms.to_string()),
+        ("arrival_p50_ms", report.arrival_p50_ms.to_string()),
+        ("arrival_p95_ms", report.arrival_p95_ms.to_string()),
+        ("overhead", format!("{:.4}", report.overhead)),
+        (
+            "transport_overhead",
+            format!("{:.4}", report.transport_overhead),
+        ),
+        ("duplicate", format!("{:.4}", report.duplicate)),
+        (
+            "uplink_utilisation",
+            format!("{:.3}", report.uplink_utilisation),
+        ),
+        ("source_copies", format!("{:.2}", report.source_copies)),
+        ("viewers_joined", report.viewers_joined.to_string()),
+        ("never_started", report.never_started.to_string()),
+        ("corrupt_chunks", report.corrupt_chunks.to_string()),
+        ("max_chunks_held", report.max_chunks_held.to_string()),
+        ("peers_dropped", report.peers_dropped.to_string()),
+        ("events", report.events.to_string()),
+        ("sim_wall_ms", report.sim_wall_ms.to_string()),
+    ];
+    let mut out = String::new();
+    for (name, value) in rows {
+        writeln!(out, "{name:<20} {value:>12}").expect("writing to a String cannot fail");
+    }
+    out
+}

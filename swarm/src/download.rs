@@ -1,0 +1,227 @@
+//! Receiving chunks: pieces into the store, pushes, refusals, and requests that stopped
+//! moving.
+
+use bytes::Bytes;
+use protocol::{ChunkSeq, PeerId, RequestId, PIECE_BYTES};
+
+use crate::chunk_store::{piece_count, piece_len, Held};
+use crate::peer::Download;
+use crate::{Millis, Swarm};
+
+/// How long a neighbour that refused a request is not asked again.
+const BUSY_BACKOFF_MS: u64 = 300;
+
+/// Downloads are keyed by chunk and block index.
+pub(crate) type BlockKey = (ChunkSeq, usize);
+
+impl Swarm {
+    pub(crate) fn block_of(&self, piece: usize) -> usize {
+        piece / self.config.block_pieces.max(1)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn on_piece(
+        &mut self,
+        now: Millis,
+        peer: PeerId,
+        req: RequestId,
+        seq: ChunkSeq,
+        offset: u32,
+        total: u32,
+        data: Bytes,
+    ) {
+        let (offset, total) = (offset as usize, total as usize);
+        let index = offset / PIECE_BYTES;
+        if offset % PIECE_BYTES != 0 || data.len() != piece_len(total, index) {
+            let reason = format!(
+                "piece of {seq} at {offset} with {} bytes is not piece-aligned in a {total}-byte chunk",
+                data.len()
+            );
+            self.drop_peer(peer, reason);
+            return;
+        }
+        let key = (seq, self.block_of(index));
+        let from_source = self.peers.get(&peer).is_some_and(|p| p.is_source);
+        let requested = self
+            .downloads
+            .get(&key)
+            .is_some_and(|d| d.from == peer && d.req == req);
+        let pushed = req == RequestId::PUSH && from_source;
+        if !(requested || pushed) {
+            // A late piece of a cancelled or finished request.
+            self.stats.bytes_duplicate += data.len() as u64;
+            return;
+        }
+        let keyframe = self.downloads.get(&key).map_or_else(
+            || self.peers[&peer].has.get(&seq).is_some_and(|a| a.keyframe),
+            |d| d.keyframe,
+        );
+        let held = self
+            .store
+            .chunks
+            .entry(seq)
+            .or_insert_with(|| Held::new(keyframe, total));
+        if held.total != total {
+            let reason = format!(
+                "piece of {seq} claims {total} bytes, earlier pieces said {}",
+                held.total
+            );
+            self.drop_peer(peer, reason);
+            return;
+        }
+        let len = data.len() as u64;
+        if !held.insert(index, data) {
+            self.stats.bytes_duplicate += len;
+            return;
+        }
+        if from_source {
+            self.stats.bytes_from_source += len;
+        } else {
+            self.stats.bytes_from_peers += len;
+        }
+        let block = self.config.block_pieces.max(1);
+        let block_start = index / block * block;
+        let block_end = (block_start + block).min(held.piece_count());
+        let block_done = held.first_missing(block_start..block_end).is_none();
+        let block_started = (block_start..block_end)
+            .filter(|&i| held.piece(i).is_some())
+            .count()
+            == 1;
+        let rest_coming = self.downloads.contains_key(&key);
+        if self.serves() && (block_done || (block_started && rest_coming)) {
+            // Announce a block as its first piece arrives with the rest on its way: it is
+            // forwarded a hop further piece by piece, while it still arrives here.
+            self.announce(seq, block_start..block_end);
+        }
+        let Some(download) = self.downloads.get_mut(&key) else {
+            return;
+        };
+        if download.first_piece.is_none() {
+            download.first_piece = Some((now, len as usize));
+        }
+        download.last_progress = now;
+        let download = *download;
+        let held = &self.store.chunks[&seq];
+        if held.first_missing(download.first..download.end).is_some() {
+            return;
+        }
+        self.downloads.remove(&key);
+        if download.from != peer {
+            // The source's push filled a block asked of someone else.
+            self.abandon(download);
+            return;
+        }
+        self.release_slot(peer, download.req);
+        if let Some(state) = self.peers.get_mut(&peer) {
+            state.strikes = 0;
+            // Latency (request to first piece) and rate (the pieces after it) apart: with
+            // small blocks a round trip would otherwise pass for a slow uplink.
+            let (first_at, first_len) = download.first_piece.unwrap_or((now, 0));
+            let latency = first_at - download.started;
+            state.latency_ms = Some(state.latency_ms.map_or(latency, |l| (3 * l + latency) / 4));
+            let bytes: usize = (download.first..download.end)
+                .map(|i| piece_len(total, i))
+                .sum();
+            let spread = now - first_at;
+            if spread > 0 && bytes > first_len {
+                let sample = (bytes - first_len) as u64 * 1000 / spread;
+                state.rate = Some(state.rate.map_or(sample, |r| (3 * r + sample) / 4));
+            }
+        }
+    }
+
+    /// The source announced pieces it is pushing to us: every block of them not already on
+    /// its way is expected from it, so nobody else is asked for them.
+    pub(crate) fn expect_push(
+        &mut self,
+        now: Millis,
+        source: PeerId,
+        seq: ChunkSeq,
+        pushed: std::ops::Range<usize>,
+    ) {
+        let Some(announced) = self.peers[&source].has.get(&seq).cloned() else {
+            return;
+        };
+        let pieces = piece_count(announced.total).min(pushed.end);
+        let block = self.config.block_pieces.max(1);
+        for first in (pushed.start..pieces).step_by(block) {
+            let key = (seq, first / block);
+            if self.downloads.contains_key(&key) {
+                continue;
+            }
+            let download = Download {
+                from: source,
+                req: RequestId::PUSH,
+                first,
+                end: (first + block).min(pieces),
+                keyframe: announced.keyframe,
+                started: now,
+                last_progress: now,
+                first_piece: None,
+            };
+            self.downloads.insert(key, download);
+        }
+    }
+
+    pub(crate) fn on_absent(&mut self, now: Millis, peer: PeerId, req: RequestId, seq: ChunkSeq) {
+        let refused: Vec<BlockKey> = self
+            .downloads
+            .range((seq, 0)..=(seq, usize::MAX))
+            .filter(|(_, d)| d.from == peer && d.req == req)
+            .map(|(key, _)| *key)
+            .collect();
+        for key in refused {
+            self.downloads.remove(&key);
+            self.release_slot(peer, req);
+            self.tried.entry(seq).or_default().push(peer);
+        }
+        // Refused: busy, most likely; ask others for a while.
+        self.peer_mut(peer).busy_until = now + BUSY_BACKOFF_MS;
+    }
+
+    /// Requests that delivered nothing for a while are tried elsewhere; a neighbour that
+    /// keeps timing out is dropped as dead or too slow.
+    pub(crate) fn expire_requests(&mut self, now: Millis) {
+        let timeout = self.config.request_timeout_ms;
+        let expired: Vec<(BlockKey, Download)> = self
+            .downloads
+            .iter()
+            .filter(|(_, d)| now - d.last_progress > timeout)
+            .map(|(key, d)| (*key, *d))
+            .collect();
+        for ((seq, block), download) in expired {
+            self.downloads.remove(&(seq, block));
+            self.abandon(download);
+            self.tried.entry(seq).or_default().push(download.from);
+            let Some(state) = self.peers.get_mut(&download.from) else {
+                continue;
+            };
+            state.strikes += 1;
+            if state.strikes >= self.config.max_strikes {
+                let reason = format!("{} requests in a row timed out", state.strikes);
+                self.drop_peer(download.from, reason);
+            }
+        }
+    }
+
+    /// Tell neighbours that do not hold them yet that we can serve these pieces.
+    pub(crate) fn announce(&mut self, seq: ChunkSeq, pieces: std::ops::Range<usize>) {
+        let Some(held) = self.store.chunks.get(&seq) else {
+            return;
+        };
+        let have = held.have(seq, pieces.clone());
+        let to: Vec<PeerId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| {
+                p.has
+                    .get(&seq)
+                    .is_none_or(|a| !a.pieces.contains_all(pieces.clone()))
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for peer in to {
+            self.send(peer, have.clone());
+        }
+    }
+}

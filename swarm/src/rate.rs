@@ -1,0 +1,88 @@
+//! Upload rates and the token bucket that keeps a peer within its upload budget.
+
+use crate::Millis;
+
+/// A data rate in bytes per second.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct BytesPerSec(pub u64);
+
+impl BytesPerSec {
+    pub fn from_kbps(kbps: u64) -> BytesPerSec {
+        BytesPerSec(kbps.saturating_mul(1000) / 8)
+    }
+
+    pub fn kbps(self) -> u64 {
+        self.0.saturating_mul(8) / 1000
+    }
+
+    /// Bytes this rate moves in `ms` milliseconds.
+    pub fn bytes_in(self, ms: u64) -> u64 {
+        self.0.saturating_mul(ms) / 1000
+    }
+}
+
+/// Tokens are bytes; a send may take the bucket into debt by one message, so a 16 KiB piece
+/// can go out on a small budget, and the debt is repaid before the next one.
+#[derive(Debug)]
+pub(crate) struct TokenBucket {
+    rate: BytesPerSec,
+    burst: i64,
+    tokens: i64,
+    last: Option<Millis>,
+}
+
+impl TokenBucket {
+    pub fn new(rate: BytesPerSec, burst: u64) -> TokenBucket {
+        let burst = i64::try_from(burst).unwrap_or(i64::MAX);
+        TokenBucket {
+            rate,
+            burst,
+            tokens: burst,
+            last: None,
+        }
+    }
+
+    pub fn refill(&mut self, now: Millis) {
+        let elapsed = self.last.map_or(0, |last| now - last);
+        self.last = Some(now);
+        let earned = i64::try_from(self.rate.bytes_in(elapsed)).unwrap_or(i64::MAX);
+        self.tokens = self.tokens.saturating_add(earned).min(self.burst);
+    }
+
+    pub fn can_send(&self) -> bool {
+        self.tokens > 0
+    }
+
+    pub fn take(&mut self, bytes: usize) {
+        self.tokens = self
+            .tokens
+            .saturating_sub(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bucket_allows_its_rate_and_no_more() {
+        let mut bucket = TokenBucket::new(BytesPerSec(10_000), 1_000);
+        let mut sent = 0;
+        for ms in (0..=10_000).step_by(10) {
+            bucket.refill(Millis(ms));
+            while bucket.can_send() {
+                bucket.take(700);
+                sent += 700;
+            }
+        }
+        // 10 s at 10,000 B/s plus the initial burst, give or take one message.
+        assert!((100_000..=101_700).contains(&sent), "sent {sent}");
+    }
+
+    #[test]
+    fn rates_convert_from_kbps() {
+        assert_eq!(BytesPerSec::from_kbps(2000), BytesPerSec(250_000));
+        assert_eq!(BytesPerSec(250_000).kbps(), 2000);
+        assert_eq!(BytesPerSec(1000).bytes_in(1500), 1500);
+    }
+}
