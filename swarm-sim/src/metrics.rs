@@ -61,6 +61,10 @@ pub struct Metrics {
     pub bins: Vec<Bin>,
 }
 
+/// A viewer still not playing this long after joining counts as never started; one that
+/// left sooner (churn) just did not stay.
+pub const NEVER_STARTED_AFTER: Micros = 10_000_000;
+
 /// Viewers with fewer due chunks than this (churned out early) are left out of the
 /// per-viewer percentile; their chunks still count in `continuity`.
 pub const MIN_DUE_FOR_P5: u64 = 10;
@@ -142,10 +146,12 @@ impl Metrics {
         player.next = Some((seq + 1, due.max(now)));
     }
 
-    /// The viewer left, or the run ended, at `end`.
-    pub fn finish(&mut self, player: &mut Player, end: Micros) {
+    /// The viewer (which joined at `joined`) left, or the run ended, at `end`.
+    pub fn finish(&mut self, player: &mut Player, joined: Micros, end: Micros) {
         let Some((_, due)) = player.next else {
-            self.never_started += 1;
+            if end - joined >= NEVER_STARTED_AFTER {
+                self.never_started += 1;
+            }
             return;
         };
         if end > due {
@@ -256,7 +262,7 @@ mod tests {
         metrics.skipped(&mut player, 15_700_000, 13); // due 15.1 s, skipped at 15.7
         metrics.played(&mut player, 0, 15_500_000, 14, 0); // takes 13's place: due 15.7
                                                            // The viewer leaves at 17 s, waiting for chunk 15 (due 16.7 s).
-        metrics.finish(&mut player, 17 * second);
+        metrics.finish(&mut player, 10 * second, 17 * second);
         assert_eq!(metrics.startups_ms, vec![2_000]);
         assert_eq!(metrics.due, 6, "chunks 10..=15");
         assert_eq!(metrics.on_time, 3, "10, 11 and 14");

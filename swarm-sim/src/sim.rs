@@ -625,7 +625,7 @@ impl Sim {
             if std::env::var("SIM_DEBUG").is_ok() && !node.player.started() {
                 eprintln!("never {index} joined {} end {} links {} stats {:?}", node.joined / 1000, end / 1000, node.links.len(), node.swarm.stats());
             }
-            self.metrics.finish(&mut node.player, end);
+            self.metrics.finish(&mut node.player, node.joined, end);
         }
         let stats = node.swarm.stats();
         self.metrics.peers_dropped += stats.peers_dropped;

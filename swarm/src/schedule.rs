@@ -38,7 +38,6 @@ impl Swarm {
         };
         let end = newest.0.min(start.0.saturating_add(self.config.lookahead));
         let block = self.config.block_pieces.max(1);
-        // (not urgent, holders, seq, first piece, end piece)
         // (seq, rarity, not urgent, first piece, end piece)
         let mut wanted: Vec<(ChunkSeq, usize, bool, usize, usize)> = Vec::new();
         for seq in (start.0..=end).map(ChunkSeq) {
