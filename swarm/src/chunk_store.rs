@@ -179,7 +179,7 @@ impl ChunkStore {
     }
 
     pub fn complete(&self, seq: ChunkSeq) -> Option<Chunk> {
-        let held = self.chunks.get(&seq)?;
+        let held = self.chunks.get(&seq).filter(|h| h.is_complete())?;
         Some(Chunk {
             seq,
             keyframe: held.keyframe,

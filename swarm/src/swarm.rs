@@ -12,6 +12,19 @@ use crate::playback::Clock;
 use crate::rate::TokenBucket;
 use crate::{BytesPerSec, Chunk, Millis};
 
+/// How much of the swarm's work an input calls for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Work {
+    /// Uploads only.
+    Pump,
+    /// A piece arrived; the number of downloads before it, to see whether one finished.
+    PieceArrived(usize),
+    /// Playback and requests too.
+    Schedule,
+    /// Time-outs as well: on a tick.
+    Full,
+}
+
 /// Chunk durations without news of a new chunk after which a viewer is starving.
 const STARVING_AFTER_CHUNKS: u64 = 3;
 
@@ -108,6 +121,8 @@ pub struct Swarm {
     /// Source: where the rotating push continues.
     pub(crate) fanout_cursor: usize,
     pub(crate) first_input: Option<Millis>,
+    /// The window's lower edge at the last eviction: evict again only when it moves.
+    pub(crate) evicted_below: Option<ChunkSeq>,
     pub(crate) outputs: VecDeque<Output>,
     pub(crate) stats: Stats,
 }
@@ -136,6 +151,7 @@ impl Swarm {
             unannounced: VecDeque::new(),
             fanout_cursor: 0,
             first_input: None,
+            evicted_below: None,
             outputs: VecDeque::new(),
             stats: Stats::default(),
         }
@@ -172,30 +188,59 @@ impl Swarm {
 
     pub fn handle_input(&mut self, now: Millis, input: Input) {
         self.first_input.get_or_insert(now);
-        match input {
-            Input::PeerConnected(peer) => self.on_connect(peer),
+        // Most inputs are pieces and requests, which only move uploads along (or finish a
+        // block); the full round of scheduling runs when something it depends on changed.
+        let work = match input {
+            Input::PeerConnected(peer) => {
+                self.on_connect(peer);
+                Work::Schedule
+            }
             Input::PeerDisconnected(peer) => {
                 self.peers.remove(&peer);
                 self.downloads.retain(|_, d| d.from != peer);
+                Work::Schedule
             }
-            Input::Message(peer, message) => {
-                if self.peers.contains_key(&peer) {
-                    self.on_message(now, peer, message);
+            Input::Message(peer, message) if self.peers.contains_key(&peer) => {
+                let work = match &message {
+                    PeerMessage::Request { .. } | PeerMessage::Cancel { .. } => Work::Pump,
+                    PeerMessage::Piece { .. } => Work::PieceArrived(self.downloads.len()),
+                    _ => Work::Schedule,
+                };
+                self.on_message(now, peer, message);
+                match work {
+                    // A block finished (or a download ended): scheduling has news.
+                    Work::PieceArrived(before) if before != self.downloads.len() => {
+                        Work::Schedule
+                    }
+                    Work::PieceArrived(_) => Work::Pump,
+                    other => other,
                 }
             }
+            Input::Message(..) => Work::Pump,
             Input::Buffered { peer, bytes } => {
                 if let Some(state) = self.peers.get_mut(&peer) {
                     state.buffered = bytes;
                 }
-                // Only uploads can change; drivers report this often, so keep it cheap.
-                self.pump(now);
-                return;
+                Work::Pump
             }
-            Input::InitProduced { mime, data } => self.learn_init(mime, data),
-            Input::ChunkProduced(chunk) => self.produce(now, chunk),
-            Input::Tick => {}
+            Input::InitProduced { mime, data } => {
+                self.learn_init(mime, data);
+                Work::Schedule
+            }
+            Input::ChunkProduced(chunk) => {
+                self.produce(now, chunk);
+                Work::Schedule
+            }
+            Input::Tick => Work::Full,
+        };
+        if work == Work::Full {
+            self.expire_requests(now);
+            self.drop_unservable(now);
         }
-        self.maintain(now);
+        if work != Work::Pump {
+            self.maintain(now);
+        }
+        self.pump(now);
     }
 
     /// Whether this peer forwards chunks at all; one that does not also announces none.
@@ -332,7 +377,6 @@ impl Swarm {
     }
 
     fn maintain(&mut self, now: Millis) {
-        self.expire_requests(now);
         if self.config.role == SwarmRole::Source {
             self.announce_due(now);
         } else {
@@ -340,15 +384,18 @@ impl Swarm {
             self.deliver(now);
             self.schedule(now);
         }
-        self.pump(now);
-        self.evict();
+        self.evict(now);
     }
 
-    fn evict(&mut self) {
+    fn evict(&mut self, now: Millis) {
         let Some(newest) = self.newest_known else {
             return;
         };
         let oldest_kept = ChunkSeq(newest.0.saturating_sub(self.config.window));
+        if self.evicted_below == Some(oldest_kept) {
+            return;
+        }
+        self.evicted_below = Some(oldest_kept);
         self.store.evict_before(oldest_kept);
         let kept = self.downloads.split_off(&(oldest_kept, 0));
         for (_, stale) in std::mem::replace(&mut self.downloads, kept) {
@@ -362,6 +409,7 @@ impl Swarm {
             self.next_play = Some(oldest_kept);
             self.clock.jump_to(oldest_kept);
         }
+        self.drop_unservable(now);
     }
 
     pub(crate) fn peer_mut(&mut self, peer: PeerId) -> &mut PeerState {

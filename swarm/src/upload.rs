@@ -77,7 +77,6 @@ impl Swarm {
         if let Some(bucket) = &mut self.bucket {
             bucket.refill(now);
         }
-        self.drop_unservable(now);
         while self.bucket.as_ref().is_none_or(|b| b.can_send()) {
             let Some((peer, index)) = self.most_urgent_job() else {
                 break;
@@ -150,7 +149,7 @@ impl Swarm {
 
     /// Jobs whose chunk left the window, or whose requester has played past them, can
     /// never help: say so, so the requester moves on, and spend the upload elsewhere.
-    fn drop_unservable(&mut self, now: Millis) {
+    pub(crate) fn drop_unservable(&mut self, now: Millis) {
         let mut gone = Vec::new();
         for (id, state) in &mut self.peers {
             state.serving.retain(|job| {
