@@ -20,12 +20,6 @@ pub struct Player {
     due: u64,
 }
 
-impl Player {
-    pub fn started(&self) -> bool {
-        self.next.is_some()
-    }
-}
-
 /// Everything counted during a run.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -35,7 +29,6 @@ pub struct Metrics {
     pub message_bytes: u64,
     pub payload_sent: u64,
     pub framing_bytes: u64,
-    pub kinds: [u64; 7],
     /// Uplink capacity × time, summed over all peers (bytes).
     pub capacity_bytes: f64,
     pub source_payload_sent: u64,
@@ -54,6 +47,8 @@ pub struct Metrics {
     pub due: u64,
     pub on_time: u64,
     pub corrupt_chunks: u64,
+    /// The longest any viewer's playback waited past a chunk's due time.
+    pub max_stall_us: Micros,
     pub max_chunks_held: usize,
     pub peers_dropped: u64,
     pub requests_refused: u64,
@@ -114,6 +109,7 @@ impl Metrics {
         };
         let starts = due.max(now);
         let on_time = now <= due;
+        self.max_stall_us = self.max_stall_us.max(now.saturating_sub(due));
         let lag_ms = ((starts - seq * self.chunk_us) / 1000) as u32;
         player.due += 1;
         self.due += 1;
@@ -143,6 +139,7 @@ impl Metrics {
         player.due += 1;
         self.due += 1;
         self.bin(now).due += 1;
+        self.max_stall_us = self.max_stall_us.max(now.saturating_sub(due));
         player.next = Some((seq + 1, due.max(now)));
     }
 
@@ -201,6 +198,8 @@ pub struct Report {
     pub viewers_joined: u64,
     pub never_started: u64,
     pub corrupt_chunks: u64,
+    /// The longest any viewer's playback stalled (waited past a chunk's due time).
+    pub max_stall_ms: u64,
     pub max_chunks_held: usize,
     pub peers_dropped: u64,
     pub requests_refused: u64,

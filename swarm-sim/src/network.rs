@@ -137,7 +137,11 @@ mod tests {
         );
         assert_eq!(first, 1_000 + 50_000, "1 ms on the wire, then half the RTT");
         assert_eq!(second, 2_000 + 50_000, "queued behind the first");
-        assert_eq!(link.buffered(0), 4 * 1293 + 113);
+        assert_eq!(
+            link.buffered(0),
+            3 * 1293 + 113,
+            "this link's messages only"
+        );
         assert_eq!(link.buffered(10_000), 0);
     }
 

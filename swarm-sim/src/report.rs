@@ -27,17 +27,6 @@ pub fn summarise(config: &SimConfig, mut m: Metrics, events: u64, sim_wall_ms: u
             lag_p95_ms: (!bin.lags_ms.is_empty()).then(|| percentile(&mut bin.lags_ms, 95)),
         })
         .collect();
-    if std::env::var("SIM_DEBUG").is_ok() {
-        eprintln!("kinds map/have/req/piece/absent/cancel/init {:?}", m.kinds);
-        for (i, bin) in m.bins.iter().enumerate() {
-            eprintln!(
-                "bin {i} due {} on_time {} lags {}",
-                bin.due,
-                bin.on_time,
-                bin.lags_ms.len()
-            );
-        }
-    }
     Report {
         peers: config.peers,
         seconds: config.seconds,
@@ -59,6 +48,7 @@ pub fn summarise(config: &SimConfig, mut m: Metrics, events: u64, sim_wall_ms: u
         viewers_joined: m.viewers_joined,
         never_started: m.never_started,
         corrupt_chunks: m.corrupt_chunks,
+        max_stall_ms: m.max_stall_us / 1000,
         max_chunks_held: m.max_chunks_held,
         peers_dropped: m.peers_dropped,
         requests_refused: m.requests_refused,
@@ -70,7 +60,7 @@ pub fn summarise(config: &SimConfig, mut m: Metrics, events: u64, sim_wall_ms: u
 
 /// The report as a two-column table.
 pub fn table(report: &Report) -> String {
-    let rows: [(&str, String); 24] = [
+    let rows: [(&str, String); 25] = [
         ("peers", report.peers.to_string()),
         ("seconds", report.seconds.to_string()),
         ("seed", report.seed.to_string()),
@@ -97,6 +87,7 @@ pub fn table(report: &Report) -> String {
         ("viewers_joined", report.viewers_joined.to_string()),
         ("never_started", report.never_started.to_string()),
         ("corrupt_chunks", report.corrupt_chunks.to_string()),
+        ("max_stall_ms", report.max_stall_ms.to_string()),
         ("max_chunks_held", report.max_chunks_held.to_string()),
         ("peers_dropped", report.peers_dropped.to_string()),
         ("events", report.events.to_string()),

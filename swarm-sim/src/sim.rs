@@ -90,7 +90,6 @@ struct Node {
     received: BTreeMap<u64, Vec<bool>>,
     /// Links a message went out on since the last `Buffered` report.
     sent_since_report: Vec<PeerId>,
-    sent: u64,
 }
 
 impl Node {
@@ -237,7 +236,6 @@ impl Sim {
             player: Player::default(),
             received: BTreeMap::new(),
             sent_since_report: Vec::new(),
-            sent: 0,
         }));
         index
     }
@@ -425,13 +423,6 @@ impl Sim {
                     self.metrics.from_peers += len;
                 }
                 let index = *offset as usize / protocol::PIECE_BYTES;
-                if std::env::var("SIM_CHUNK")
-                    .ok()
-                    .and_then(|v| v.parse::<u64>().ok())
-                    == Some(seq.0)
-                {
-                    eprintln!("{} {} <- {} piece {}", self.now / 1000, to, from, index);
-                }
                 let seen = node.received.entry(seq.0).or_default();
                 if seen.len() <= index {
                     seen.resize(index + 1, false);
@@ -453,62 +444,12 @@ impl Sim {
         let Some(node) = self.nodes[index].as_mut() else {
             return;
         };
-        let trace = std::env::var("SIM_TRACE")
-            .ok()
-            .and_then(|v| v.parse::<usize>().ok())
-            == Some(index);
-        if trace {
-            match &input {
-                Input::Message(
-                    p,
-                    PeerMessage::Piece {
-                        req,
-                        seq,
-                        offset,
-                        total,
-                        ..
-                    },
-                ) => eprintln!("{} IN {p} piece {req:?} {seq} {offset}/{total}", now / 1000),
-                Input::Buffered { .. }
-                | Input::Tick
-                | Input::Message(_, PeerMessage::Init { .. }) => {}
-                other => eprintln!("{} IN {other:?}", now / 1000),
-            }
-        }
         node.swarm.handle_input(Millis(now / 1000), input);
         let mut closing = Vec::new();
         while let Some(output) = node.swarm.poll_output() {
-            if trace {
-                match &output {
-                    Output::Send(
-                        p,
-                        PeerMessage::Piece {
-                            req, seq, offset, ..
-                        },
-                    ) => eprintln!("{} OUT {p} piece {req:?} {seq} {offset}", now / 1000),
-                    Output::Play { chunk, due } => {
-                        eprintln!("{} PLAY {} due {:?}", now / 1000, chunk.seq, due)
-                    }
-                    Output::Init { .. } | Output::Send(_, PeerMessage::Init { .. }) => {}
-                    other => eprintln!("{} OUT {other:?}", now / 1000),
-                }
-            }
             match output {
                 Output::Send(peer, message) => {
-                    if std::env::var("SIM_DEBUG").is_ok() {
-                        let kind = match &message {
-                            PeerMessage::BufferMap { .. } => 0,
-                            PeerMessage::Have { .. } => 1,
-                            PeerMessage::Request { .. } => 2,
-                            PeerMessage::Piece { .. } => 3,
-                            PeerMessage::Absent { .. } => 4,
-                            PeerMessage::Cancel { .. } => 5,
-                            PeerMessage::Init { .. } => 6,
-                        };
-                        self.metrics.kinds[kind] += 1;
-                    }
                     let len = message.encoded_len();
-                    node.sent += len as u64;
                     self.metrics.message_bytes += len as u64;
                     self.metrics.framing_bytes +=
                         (len.div_ceil(PACKET_PAYLOAD).max(1) * PACKET_FRAMING) as u64;
@@ -544,15 +485,6 @@ impl Sim {
                         self.metrics.corrupt_chunks += 1;
                     }
                     let planned = due.0 * 1000;
-                    if std::env::var("SIM_DEBUG").is_ok() && !node.player.started() {
-                        eprintln!(
-                            "start {index} joined {} now {} seq {} due {}",
-                            node.joined / 1000,
-                            now / 1000,
-                            chunk.seq.0,
-                            due.0
-                        );
-                    }
                     let joined = node.joined;
                     self.metrics
                         .played(&mut node.player, joined, now, chunk.seq.0, planned);
@@ -612,19 +544,7 @@ impl Sim {
             return;
         };
         self.metrics.capacity_bytes += node.uplink.capacity * (end - node.joined) as f64 / 1e6;
-        if std::env::var("SIM_DEBUG").is_ok() {
-            eprintln!(
-                "node {index} cap {:.0} sent {:.0} util {:.2} links {}",
-                node.uplink.capacity,
-                node.sent as f64,
-                node.sent as f64 / (node.uplink.capacity * (end - node.joined) as f64 / 1e6),
-                node.links.len()
-            );
-        }
         if index != SOURCE {
-            if std::env::var("SIM_DEBUG").is_ok() && !node.player.started() {
-                eprintln!("never {index} joined {} end {} links {} stats {:?}", node.joined / 1000, end / 1000, node.links.len(), node.swarm.stats());
-            }
             self.metrics.finish(&mut node.player, node.joined, end);
         }
         let stats = node.swarm.stats();

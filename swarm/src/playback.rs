@@ -61,6 +61,18 @@ impl Clock {
         Some(Millis(at.0.saturating_sub(back)) + ahead)
     }
 
+    /// When `seq` is expected to play: as `due`, but playback waits (stalls) for a late
+    /// chunk, so nothing is expected before now.
+    pub fn expected(&self, seq: ChunkSeq, target_buffer_ms: u64, now: Millis) -> Option<Millis> {
+        match self.next_due {
+            Some((next, at)) => {
+                let ahead = seq.0.saturating_sub(next.0).saturating_mul(self.chunk_ms);
+                Some(at.max(now) + ahead)
+            }
+            None => Some((self.cut_at(seq)? + target_buffer_ms).max(now)),
+        }
+    }
+
     /// Playback fell out of the window: the next chunk to play is `seq`, at the time the
     /// old one was due.
     pub fn jump_to(&mut self, seq: ChunkSeq) {
@@ -133,7 +145,13 @@ impl Swarm {
             }
             let due = self.clock.due(first, self.config.target_buffer_ms);
             let hopeless = self.config.skip_grace_ms + RESTART_AFTER_CHUNKS * self.clock.chunk_ms;
-            if due.is_some_and(|due| now >= due + hopeless) {
+            // Still arriving, however slowly: starting late beats never starting.
+            let arriving = self
+                .downloads
+                .range((first, 0)..(first.next(), 0))
+                .next()
+                .is_some();
+            if !arriving && due.is_some_and(|due| now >= due + hopeless) {
                 // The first chunk is nowhere to be had: start again, nearer live.
                 self.restart_from_newer(first);
                 return;
@@ -175,11 +193,16 @@ impl Swarm {
     }
 
     /// Playing `seq` now would be more than `max_lag_ms` behind its cut at the source,
-    /// and newer chunks exist.
+    /// and a newer chunk is here to jump to (skipping toward nothing would only throw
+    /// away what is still arriving).
     fn too_far_behind(&self, seq: ChunkSeq, now: Millis) -> bool {
-        let newer = self.newest_known.is_some_and(|newest| newest > seq);
+        let newer_here = self
+            .store
+            .chunks
+            .range(seq.next()..)
+            .any(|(_, held)| held.is_complete());
         let cut = self.clock.cut_at(seq);
-        newer && cut.is_some_and(|cut| now - cut > self.config.max_lag_ms)
+        newer_here && cut.is_some_and(|cut| now - cut > self.config.max_lag_ms)
     }
 
     fn skip(&mut self, seq: ChunkSeq, next_due: Millis) {

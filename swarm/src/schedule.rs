@@ -47,13 +47,8 @@ impl Swarm {
             let Some(total) = self.chunk_total(seq) else {
                 continue;
             };
-            let due = self.clock.due(seq, self.config.target_buffer_ms);
+            let due = self.clock.expected(seq, self.config.target_buffer_ms, now);
             let urgent = due.is_none_or(|due| due - now <= self.config.urgent_ms);
-            // Past its due time (and the grace): it will be skipped, fetching it only
-            // takes upload from chunks that can still make it.
-            if due.is_some_and(|due| now >= due + self.config.skip_grace_ms) {
-                continue;
-            }
             let pieces = piece_count(total);
             for first in (0..pieces).step_by(block) {
                 if self.downloads.contains_key(&(seq, first / block)) {
@@ -148,7 +143,7 @@ impl Swarm {
         let count = u16::try_from(end - usize::from(first)).expect("a block is a few pieces");
         let play_by = self
             .clock
-            .due(seq, self.config.target_buffer_ms)
+            .expected(seq, self.config.target_buffer_ms, now)
             .map_or(u64::from(u16::MAX), |due| {
                 (due + self.config.skip_grace_ms) - now
             });

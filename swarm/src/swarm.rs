@@ -209,9 +209,7 @@ impl Swarm {
                 self.on_message(now, peer, message);
                 match work {
                     // A block finished (or a download ended): scheduling has news.
-                    Work::PieceArrived(before) if before != self.downloads.len() => {
-                        Work::Schedule
-                    }
+                    Work::PieceArrived(before) if before != self.downloads.len() => Work::Schedule,
                     Work::PieceArrived(_) => Work::Pump,
                     other => other,
                 }
