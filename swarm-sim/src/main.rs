@@ -46,9 +46,14 @@ struct Cli {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
-    /// Draw continuity and lag over time into this SVG file.
+    /// Draw continuity and lag over time into this SVG file (with --sweep: continuity
+    /// against upload ratio).
     #[arg(long)]
     plot: Option<String>,
+    /// Run once per upload ratio in this comma-separated list (e.g. 0.9,1.0,1.5,2.0)
+    /// instead of --upload-ratio, and report them side by side against the fluid limit.
+    #[arg(long, value_delimiter = ',')]
+    sweep: Vec<f64>,
 }
 
 fn main() -> ExitCode {
@@ -63,7 +68,12 @@ fn main() -> ExitCode {
     config.rtt = cli.rtt_ms;
     config.seed = cli.seed;
     config.ramp_secs = cli.ramp_secs;
-    match run(config).and_then(|report| output(&cli, &report)) {
+    let result = if cli.sweep.is_empty() {
+        run(config).and_then(|report| output(&cli, &report))
+    } else {
+        sweep(&cli, config)
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("swarm-sim: {error}");
@@ -88,6 +98,89 @@ fn output(cli: &Cli, report: &Report) -> Result<(), SimError> {
         })?;
     }
     Ok(())
+}
+
+/// One run per upload ratio. The fluid limit: the most any schedule could deliver is
+/// (source upload + all viewers' upload) ÷ viewers, in bitrates; 1 means just enough.
+fn sweep(cli: &Cli, base: SimConfig) -> Result<(), SimError> {
+    let mut rows = Vec::new();
+    for &ratio in &cli.sweep {
+        let mut config = base.clone();
+        config.upload_ratio = ratio;
+        let report = run(config.clone())?;
+        let fluid = (config.source_upload + ratio * config.peers as f64) / config.peers as f64;
+        eprintln!(
+            "swarm-sim: upload ratio {ratio}: continuity {:.4}",
+            report.continuity
+        );
+        rows.push((ratio, fluid, report));
+    }
+    if cli.json {
+        let rows: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|(ratio, fluid, report)| {
+                serde_json::json!({"upload_ratio": ratio, "fluid_limit": fluid, "report": report})
+            })
+            .collect();
+        println!("{}", serde_json::Value::Array(rows));
+    } else {
+        println!("| upload ratio | fluid limit | continuity | continuity p5 | offload | lag p50 ms | lag p95 ms | startup p95 ms | uplink use |");
+        println!("|---|---|---|---|---|---|---|---|---|");
+        for (ratio, fluid, r) in &rows {
+            println!(
+                "| {ratio:.2} | {fluid:.3} | {:.4} | {:.4} | {:.4} | {} | {} | {} | {:.3} |",
+                r.continuity,
+                r.continuity_p5,
+                r.offload,
+                r.lag_p50_ms,
+                r.lag_p95_ms,
+                r.startup_p95_ms,
+                r.uplink_utilisation
+            );
+        }
+    }
+    if let Some(path) = &cli.plot {
+        std::fs::write(path, sweep_svg(&base, &rows)).map_err(|source| SimError::Write {
+            path: path.clone(),
+            source,
+        })?;
+    }
+    Ok(())
+}
+
+fn sweep_svg(base: &SimConfig, rows: &[(f64, f64, Report)]) -> String {
+    let points = |f: &dyn Fn(&Report) -> f64| -> Vec<(f64, f64)> {
+        rows.iter().map(|(ratio, _, r)| (*ratio, f(r))).collect()
+    };
+    // Where the fluid limit is exactly 1: the least upload any schedule needs.
+    let at_limit = 1.0 - base.source_upload / base.peers as f64;
+    let chart = Chart {
+        title: format!(
+            "Continuity against viewer upload ({} viewers, {} s, seed {})",
+            base.peers, base.seconds, base.seed
+        ),
+        x_label: "mean viewer upload ÷ bitrate".into(),
+        y_label: "share".into(),
+        y_max: 1.0,
+        series: vec![
+            Series {
+                label: "continuity".into(),
+                colour: "#1f77b4",
+                points: points(&|r| r.continuity),
+            },
+            Series {
+                label: "continuity, 5th pct viewer".into(),
+                colour: "#ff7f0e",
+                points: points(&|r| r.continuity_p5),
+            },
+            Series {
+                label: format!("fluid limit = 1 at {at_limit:.3}"),
+                colour: "#7f7f7f",
+                points: vec![(at_limit, 0.0), (at_limit, 1.0)],
+            },
+        ],
+    };
+    svg(&[chart])
 }
 
 fn timeline_svg(report: &Report) -> String {
