@@ -38,8 +38,8 @@ impl Swarm {
         };
         let end = newest.0.min(start.0.saturating_add(self.config.lookahead));
         let block = self.config.block_pieces.max(1);
-        // (seq, rarity, not urgent, first piece, end piece)
-        let mut wanted: Vec<(ChunkSeq, usize, bool, usize, usize)> = Vec::new();
+        // (not urgent, rarity, seq, first piece, end piece)
+        let mut wanted: Vec<(bool, usize, ChunkSeq, usize, usize)> = Vec::new();
         for seq in (start.0..=end).map(ChunkSeq) {
             if self.store.is_complete(seq) {
                 continue;
@@ -69,13 +69,13 @@ impl Swarm {
                     .count();
                 if holders > 0 {
                     let rarity = if urgent { 0 } else { holders };
-                    wanted.push((seq, rarity, !urgent, missing, block_end));
+                    wanted.push((!urgent, rarity, seq, missing, block_end));
                 }
             }
         }
         // Urgent first, by deadline; then rarest first.
         wanted.sort_unstable();
-        for (seq, _, not_urgent, first, end) in wanted {
+        for (not_urgent, _, seq, first, end) in wanted {
             if let Some(peer) = self.best_holder(now, seq, first..end, !not_urgent) {
                 self.request(now, peer, seq, first, end);
             }

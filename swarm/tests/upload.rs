@@ -1,0 +1,127 @@
+//! What a peer sends: back-pressure from the driver and the upload budget.
+
+use protocol::{ChunkSeq, PeerId, PeerMessage, PIECE_BYTES};
+use swarm::{BytesPerSec, Chunk, Config, Input, Millis, Output, Swarm, SwarmRole};
+
+const VIEWER: PeerId = PeerId(1);
+
+/// Piece bytes sent to the viewer by one input.
+fn pieces_out(source: &mut Swarm) -> usize {
+    let mut bytes = 0;
+    while let Some(output) = source.poll_output() {
+        if let Output::Send(VIEWER, PeerMessage::Piece { data, .. }) = output {
+            bytes += data.len();
+        }
+    }
+    bytes
+}
+
+fn source_with_viewer(config: Config) -> Swarm {
+    let mut source = Swarm::new(config);
+    source.handle_input(Millis(0), Input::PeerConnected(VIEWER));
+    pieces_out(&mut source);
+    source
+}
+
+fn chunk(seq: u64, bytes: usize) -> Chunk {
+    Chunk {
+        seq: ChunkSeq(seq),
+        keyframe: true,
+        data: vec![seq as u8; bytes].into(),
+    }
+}
+
+#[test]
+fn pieces_stop_at_the_link_high_water_mark_until_the_driver_reports_it_drained() {
+    let config = Config::new(SwarmRole::Source);
+    let high_water = config.link_high_water as usize;
+    let mut source = source_with_viewer(config);
+    source.handle_input(Millis(10), Input::ChunkProduced(chunk(0, 250_000)));
+    let first = pieces_out(&mut source);
+    assert!(
+        first >= high_water && first < high_water + 2 * PIECE_BYTES,
+        "sent {first} bytes into a link with a {high_water}-byte high-water mark"
+    );
+    source.handle_input(Millis(20), Input::Tick);
+    assert_eq!(
+        pieces_out(&mut source),
+        0,
+        "nothing more until the queue drains"
+    );
+    source.handle_input(
+        Millis(30),
+        Input::Buffered {
+            peer: VIEWER,
+            bytes: 0,
+        },
+    );
+    assert!(
+        pieces_out(&mut source) >= high_water,
+        "a drained link takes the next pieces"
+    );
+}
+
+#[test]
+fn uploads_keep_within_the_budget() {
+    let mut config = Config::new(SwarmRole::Source);
+    let budget = BytesPerSec(100_000);
+    config.upload_limit = Some(budget);
+    let burst = config.link_high_water as usize;
+    let mut source = source_with_viewer(config);
+    let mut sent = 0;
+    for tick in 0..100u64 {
+        let now = Millis(tick * 100);
+        if tick % 10 == 0 {
+            source.handle_input(now, Input::ChunkProduced(chunk(tick / 10, 250_000)));
+        }
+        // The link itself never holds anything back: only the budget limits.
+        source.handle_input(
+            now,
+            Input::Buffered {
+                peer: VIEWER,
+                bytes: 0,
+            },
+        );
+        sent += pieces_out(&mut source);
+    }
+    // 10 s at 100,000 B/s, plus the initial burst and one piece of debt.
+    let allowed = 1_000_000 + burst + PIECE_BYTES;
+    assert!(
+        sent <= allowed,
+        "sent {sent} bytes, budget allows {allowed}"
+    );
+    assert!(
+        sent >= 900_000,
+        "sent only {sent} bytes of a 1,000,000-byte budget"
+    );
+}
+
+#[test]
+fn a_viewer_that_uploads_nothing_announces_nothing_and_refuses_requests() {
+    let mut config = Config::new(SwarmRole::Viewer);
+    config.upload_limit = Some(BytesPerSec(0));
+    let mut viewer = Swarm::new(config);
+    viewer.handle_input(Millis(0), Input::PeerConnected(PeerId(5)));
+    let mut told = Vec::new();
+    while let Some(output) = viewer.poll_output() {
+        told.push(output);
+    }
+    assert!(
+        told.iter().any(|o| matches!(
+            o,
+            Output::Send(_, PeerMessage::BufferMap { upload_kbps: 0, entries, .. }) if entries.is_empty()
+        )),
+        "{told:?}"
+    );
+    let request = PeerMessage::Request {
+        req: protocol::RequestId(1),
+        seq: ChunkSeq(0),
+        first: 0,
+        count: 2,
+        deadline_ms: 1000,
+    };
+    viewer.handle_input(Millis(1), Input::Message(PeerId(5), request));
+    let absent = std::iter::from_fn(|| viewer.poll_output())
+        .any(|o| matches!(o, Output::Send(_, PeerMessage::Absent { .. })));
+    assert!(absent, "a request to a peer that serves nothing is refused");
+}
