@@ -6,6 +6,7 @@ mod config;
 mod metrics;
 mod network;
 pub mod plot;
+mod queue;
 mod report;
 mod sim;
 

@@ -1,8 +1,7 @@
 //! The discrete-event engine: N real `Swarm`s, a modelled network, and the signal server's
 //! part (introducing peers, preferring those with free slots), all on virtual time.
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -16,6 +15,7 @@ use swarm::{
 
 use crate::metrics::{Metrics, Player};
 use crate::network::{LinkEnd, Micros, Uplink, PACKET_FRAMING, PACKET_PAYLOAD};
+use crate::queue::EventQueue;
 use crate::{SimConfig, UPLOAD_CLASSES};
 
 const SOURCE: usize = 0;
@@ -53,29 +53,6 @@ enum Event {
     },
 }
 
-struct Scheduled {
-    at: Micros,
-    order: u64,
-    event: Event,
-}
-
-impl PartialEq for Scheduled {
-    fn eq(&self, other: &Self) -> bool {
-        (self.at, self.order) == (other.at, other.order)
-    }
-}
-impl Eq for Scheduled {}
-impl PartialOrd for Scheduled {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Scheduled {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        (self.at, self.order).cmp(&(other.at, other.order))
-    }
-}
-
 struct Node {
     swarm: Swarm,
     uplink: Uplink,
@@ -108,8 +85,7 @@ pub struct Sim {
     rng: StdRng,
     now: Micros,
     end: Micros,
-    events: BinaryHeap<Reverse<Scheduled>>,
-    order: u64,
+    events: EventQueue<Event>,
     nodes: Vec<Option<Node>>,
     live_viewers: Vec<usize>,
     next_seq: u64,
@@ -126,8 +102,7 @@ impl Sim {
             rng,
             now: 0,
             end,
-            events: BinaryHeap::new(),
-            order: 0,
+            events: EventQueue::new(),
             nodes: Vec::new(),
             live_viewers: Vec::new(),
             next_seq: 0,
@@ -163,13 +138,13 @@ impl Sim {
     /// Runs to the end and returns what was measured, with the wall time it took.
     pub fn run(mut self) -> crate::Report {
         let started = Instant::now();
-        while let Some(Reverse(next)) = self.events.pop() {
-            if next.at > self.end {
+        while let Some((at, event)) = self.events.pop() {
+            if at > self.end {
                 break;
             }
-            self.now = next.at;
+            self.now = at;
             self.events_run += 1;
-            self.handle(next.event);
+            self.handle(event);
         }
         let sim_wall_ms = started.elapsed().as_millis() as u64;
         for index in 0..self.nodes.len() {
@@ -207,12 +182,7 @@ impl Sim {
     }
 
     fn schedule(&mut self, at: Micros, event: Event) {
-        self.order += 1;
-        self.events.push(Reverse(Scheduled {
-            at,
-            order: self.order,
-            event,
-        }));
+        self.events.push(at, event);
     }
 
     /// Exponential gaps: churn arrives as a Poisson process.
@@ -469,17 +439,14 @@ impl Sim {
                     if !node.sent_since_report.contains(&peer) {
                         node.sent_since_report.push(peer);
                     }
-                    self.order += 1;
-                    self.events.push(Reverse(Scheduled {
-                        at: arrives,
-                        order: self.order,
-                        event: Event::Deliver {
+                    self.events.push(
+                        arrives,
+                        Event::Deliver {
                             to: peer.0 as usize,
                             from: PeerId(index as u64),
                             message,
                         },
-                    }));
-                }
+                    );                }
                 Output::Play { chunk, due } => {
                     if !intact(&chunk) {
                         self.metrics.corrupt_chunks += 1;

@@ -25,6 +25,10 @@ fn mix(mut x: u64) -> u64 {
     x ^ (x >> 31)
 }
 
+/// A block to fetch: not urgent, how many hold it, chunk, first and end piece. Sorts
+/// urgent first, then rarest.
+type Wanted = (bool, usize, ChunkSeq, usize, usize);
+
 fn holds(peer: &PeerState, seq: ChunkSeq, pieces: Range<usize>) -> bool {
     peer.has
         .get(&seq)
@@ -32,45 +36,22 @@ fn holds(peer: &PeerState, seq: ChunkSeq, pieces: Range<usize>) -> bool {
 }
 
 impl Swarm {
+    /// A full pass over the look-ahead window: on ticks, and when a download ended.
     pub(crate) fn schedule(&mut self, now: Millis) {
-        let (Some(start), Some(newest)) = (self.next_play, self.newest_known) else {
+        let Some(window) = self.fetch_window() else {
             return;
         };
-        let end = newest.0.min(start.0.saturating_add(self.config.lookahead));
         let block = self.config.block_pieces.max(1);
-        // (not urgent, rarity, seq, first piece, end piece)
-        let mut wanted: Vec<(bool, usize, ChunkSeq, usize, usize)> = Vec::new();
-        for seq in (start.0..=end).map(ChunkSeq) {
+        let mut wanted: Vec<Wanted> = Vec::new();
+        for seq in window.map(ChunkSeq) {
             if self.store.is_complete(seq) {
                 continue;
             }
             let Some(total) = self.chunk_total(seq) else {
                 continue;
             };
-            let due = self.clock.expected(seq, self.config.target_buffer_ms, now);
-            let urgent = due.is_none_or(|due| due - now <= self.config.urgent_ms);
-            let pieces = piece_count(total);
-            for first in (0..pieces).step_by(block) {
-                if self.downloads.contains_key(&(seq, first / block)) {
-                    continue;
-                }
-                let block_end = (first + block).min(pieces);
-                let missing = match self.store.chunks.get(&seq) {
-                    Some(held) => held.first_missing(first..block_end),
-                    None => Some(first),
-                };
-                let Some(missing) = missing else {
-                    continue;
-                };
-                let holders = self
-                    .peers
-                    .values()
-                    .filter(|p| holds(p, seq, missing..block_end))
-                    .count();
-                if holders > 0 {
-                    let rarity = if urgent { 0 } else { holders };
-                    wanted.push((!urgent, rarity, seq, missing, block_end));
-                }
+            for first in (0..piece_count(total)).step_by(block) {
+                wanted.extend(self.wanted_block(now, seq, first, total));
             }
         }
         // Urgent first, by deadline; then rarest first.
@@ -80,6 +61,60 @@ impl Swarm {
                 self.request(now, peer, seq, first, end);
             }
         }
+    }
+
+    /// A neighbour announced `pieces` of `seq`: request them if wanted. Announcements are
+    /// the most frequent message, so this looks at their blocks only.
+    pub(crate) fn schedule_announced(&mut self, now: Millis, seq: ChunkSeq, pieces: Range<usize>) {
+        if !self.fetch_window().is_some_and(|w| w.contains(&seq.0)) {
+            return;
+        }
+        let Some(total) = self.chunk_total(seq) else {
+            return;
+        };
+        let block = self.config.block_pieces.max(1);
+        let first_block = pieces.start / block * block;
+        for first in (first_block..pieces.end.min(piece_count(total))).step_by(block) {
+            if let Some((not_urgent, _, seq, first, end)) = self.wanted_block(now, seq, first, total)
+            {
+                if let Some(peer) = self.best_holder(now, seq, first..end, !not_urgent) {
+                    self.request(now, peer, seq, first, end);
+                }
+            }
+        }
+    }
+
+    /// Chunks a viewer fetches: from the next to play, `lookahead` ahead, up to the newest.
+    fn fetch_window(&self) -> Option<std::ops::RangeInclusive<u64>> {
+        let (start, newest) = (self.next_play?, self.newest_known?);
+        let end = newest.0.min(start.0.saturating_add(self.config.lookahead));
+        Some(start.0..=end)
+    }
+
+    /// The block starting at piece `first`, if some of it is still needed, nobody is asked
+    /// for it yet, and a neighbour holds it.
+    fn wanted_block(&self, now: Millis, seq: ChunkSeq, first: usize, total: usize) -> Option<Wanted> {
+        let block = self.config.block_pieces.max(1);
+        if self.downloads.contains_key(&(seq, first / block)) {
+            return None;
+        }
+        let block_end = (first + block).min(piece_count(total));
+        let missing = match self.store.chunks.get(&seq) {
+            Some(held) => held.first_missing(first..block_end)?,
+            None => first,
+        };
+        let holders = self
+            .peers
+            .values()
+            .filter(|p| holds(p, seq, missing..block_end))
+            .count();
+        if holders == 0 {
+            return None;
+        }
+        let due = self.clock.expected(seq, self.config.target_buffer_ms, now);
+        let urgent = due.is_none_or(|due| due - now <= self.config.urgent_ms);
+        let rarity = if urgent { 0 } else { holders };
+        Some((!urgent, rarity, seq, missing, block_end))
     }
 
     /// The size of a chunk: from holding part of it, or a neighbour's announcement.

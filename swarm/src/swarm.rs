@@ -13,10 +13,12 @@ use crate::rate::TokenBucket;
 use crate::{BytesPerSec, Chunk, Millis};
 
 /// How much of the swarm's work an input calls for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Work {
     /// Uploads only.
     Pump,
+    /// A neighbour announced these pieces: maybe request them.
+    Announced(ChunkSeq, std::ops::Range<usize>),
     /// A piece arrived; the number of downloads before it, to see whether one finished.
     PieceArrived(usize),
     /// Playback and requests too.
@@ -204,6 +206,12 @@ impl Swarm {
                 let work = match &message {
                     PeerMessage::Request { .. } | PeerMessage::Cancel { .. } => Work::Pump,
                     PeerMessage::Piece { .. } => Work::PieceArrived(self.downloads.len()),
+                    PeerMessage::Have {
+                        seq, first, count, ..
+                    } if self.next_play.is_some() && self.config.role == SwarmRole::Viewer => {
+                        let first = usize::from(*first);
+                        Work::Announced(*seq, first..first + usize::from(*count))
+                    }
                     _ => Work::Schedule,
                 };
                 self.on_message(now, peer, message);
@@ -231,12 +239,15 @@ impl Swarm {
             }
             Input::Tick => Work::Full,
         };
-        if work == Work::Full {
-            self.expire_requests(now);
-            self.drop_unservable(now);
-        }
-        if work != Work::Pump {
-            self.maintain(now);
+        match work {
+            Work::Pump | Work::PieceArrived(_) => {}
+            Work::Announced(seq, pieces) => self.schedule_announced(now, seq, pieces),
+            Work::Schedule => self.maintain(now),
+            Work::Full => {
+                self.expire_requests(now);
+                self.drop_unservable(now);
+                self.maintain(now);
+            }
         }
         self.pump(now);
     }
