@@ -41,7 +41,7 @@ impl SimConfig {
             rtt: RttRange { min: 20, max: 200 },
             seed: 1,
             ramp_secs: 10,
-            tick_ms: 100,
+            tick_ms: 250,
         }
     }
 

@@ -25,6 +25,8 @@ pub struct LinkEnd {
     queued_bytes: u64,
     /// What the driver last told the swarm was queued.
     pub reported: u64,
+    /// A drain report is scheduled (the browser's `bufferedamountlow` event).
+    pub drain_pending: bool,
 }
 
 impl LinkEnd {
@@ -35,6 +37,7 @@ impl LinkEnd {
             queued: VecDeque::new(),
             queued_bytes: 0,
             reported: 0,
+            drain_pending: false,
         }
     }
 
@@ -48,6 +51,21 @@ impl LinkEnd {
             self.queued_bytes -= bytes;
         }
         self.queued_bytes
+    }
+
+    /// When the queue will have drained to at most `low_water` bytes, if it is above now.
+    pub fn drained_at(&self, low_water: u64) -> Option<Micros> {
+        let mut remaining = self.queued_bytes;
+        if remaining <= low_water {
+            return None;
+        }
+        for &(departs, bytes) in &self.queued {
+            remaining -= bytes;
+            if remaining <= low_water {
+                return Some(departs);
+            }
+        }
+        None
     }
 }
 
@@ -143,6 +161,24 @@ mod tests {
             "this link's messages only"
         );
         assert_eq!(link.buffered(10_000), 0);
+    }
+
+    #[test]
+    fn a_link_knows_when_its_queue_drains_to_the_low_water_mark() {
+        let mut rng = StdRng::seed_from_u64(1);
+        let mut uplink = Uplink::new(1_293_000.0);
+        let mut link = LinkEnd::new(100);
+        for _ in 0..4 {
+            uplink.transmit(0, &mut link, 1200, true, 0.0, &mut rng);
+        }
+        assert_eq!(
+            link.drained_at(2 * 1293),
+            Some(2_000),
+            "two packets sent by 2 ms"
+        );
+        assert_eq!(link.drained_at(10_000), None, "already below");
+        link.buffered(2_000);
+        assert_eq!(link.drained_at(2 * 1293), None);
     }
 
     #[test]

@@ -28,6 +28,9 @@ const STARVING_INTRODUCE: usize = 2;
 const SIGNALLING_US: Micros = 200_000;
 /// A viewer that crashes rather than closing its tab is noticed this late (ICE consent).
 const CRASH_NOTICE_US: Micros = 5_000_000;
+/// A link whose queue falls to this many bytes reports it drained, as the browser
+/// driver's `bufferedamountlow` threshold.
+const DRAINED_BELOW: u64 = 16 * 1024;
 /// Upload capacity of a viewer that serves nothing: enough for requests and the like.
 const CONTROL_ONLY_UPLINK: f64 = 32_000.0;
 
@@ -50,6 +53,12 @@ enum Event {
     LinkClosed {
         to: usize,
         from: PeerId,
+    },
+    /// A link's queue fell to the low-water mark: the driver reports it at once, as the
+    /// browser driver does on `bufferedamountlow`.
+    Drained {
+        node: usize,
+        peer: PeerId,
     },
 }
 
@@ -170,6 +179,7 @@ impl Sim {
             Event::Tick(index) => self.tick(index),
             Event::Deliver { to, from, message } => self.deliver(to, from, message),
             Event::LinkOpen { a, b, rtt_ms } => self.open_link(a, b, rtt_ms),
+            Event::Drained { node, peer } => self.drained(node, peer),
             Event::LinkClosed { to, from } => {
                 let Some(node) = self.nodes[to].as_mut() else {
                     return;
@@ -330,6 +340,26 @@ impl Sim {
         self.input(b, Input::PeerConnected(PeerId(a as u64)));
     }
 
+    fn drained(&mut self, index: usize, peer: PeerId) {
+        let now = self.now;
+        let Some(link) = self.nodes[index]
+            .as_mut()
+            .and_then(|node| node.links.get_mut(&peer))
+        else {
+            return;
+        };
+        link.drain_pending = false;
+        let bytes = link.buffered(now);
+        link.reported = bytes;
+        if let Some(at) = link.drained_at(DRAINED_BELOW) {
+            // More was queued since: wait for that to drain too.
+            link.drain_pending = true;
+            self.events.push(at, Event::Drained { node: index, peer });
+            return;
+        }
+        self.input(index, Input::Buffered { peer, bytes });
+    }
+
     fn tick(&mut self, index: usize) {
         let now = self.now;
         let Some(node) = self.nodes[index].as_mut() else {
@@ -439,6 +469,12 @@ impl Sim {
                     if !node.sent_since_report.contains(&peer) {
                         node.sent_since_report.push(peer);
                     }
+                    if bulk && !link.drain_pending {
+                        if let Some(at) = link.drained_at(DRAINED_BELOW) {
+                            link.drain_pending = true;
+                            self.events.push(at, Event::Drained { node: index, peer });
+                        }
+                    }
                     self.events.push(
                         arrives,
                         Event::Deliver {
@@ -446,7 +482,8 @@ impl Sim {
                             from: PeerId(index as u64),
                             message,
                         },
-                    );                }
+                    );
+                }
                 Output::Play { chunk, due } => {
                     if !intact(&chunk) {
                         self.metrics.corrupt_chunks += 1;

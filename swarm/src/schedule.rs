@@ -10,6 +10,7 @@ use protocol::{ChunkSeq, PeerId, PeerMessage};
 
 use crate::chunk_store::piece_count;
 use crate::peer::{Download, PeerState};
+use crate::piece_set::PieceSet;
 use crate::{Millis, Swarm};
 
 /// Added to the source's estimated delivery time: viewers are asked first when they are
@@ -43,6 +44,7 @@ impl Swarm {
         };
         let block = self.config.block_pieces.max(1);
         let mut wanted: Vec<Wanted> = Vec::new();
+        let mut holders: Vec<&PieceSet> = Vec::new();
         for seq in window.map(ChunkSeq) {
             if self.store.is_complete(seq) {
                 continue;
@@ -50,8 +52,18 @@ impl Swarm {
             let Some(total) = self.chunk_total(seq) else {
                 continue;
             };
+            // Who announced anything of this chunk, looked up once for all its blocks.
+            holders.clear();
+            holders.extend(
+                self.peers
+                    .values()
+                    .filter_map(|p| Some(&p.has.get(&seq)?.pieces)),
+            );
+            if holders.is_empty() {
+                continue;
+            }
             for first in (0..piece_count(total)).step_by(block) {
-                wanted.extend(self.wanted_block(now, seq, first, total));
+                wanted.extend(self.wanted_block(now, seq, first, total, &holders));
             }
         }
         // Urgent first, by deadline; then rarest first.
@@ -74,12 +86,31 @@ impl Swarm {
         };
         let block = self.config.block_pieces.max(1);
         let first_block = pieces.start / block * block;
-        for first in (first_block..pieces.end.min(piece_count(total))).step_by(block) {
-            if let Some((not_urgent, _, seq, first, end)) = self.wanted_block(now, seq, first, total)
-            {
-                if let Some(peer) = self.best_holder(now, seq, first..end, !not_urgent) {
-                    self.request(now, peer, seq, first, end);
-                }
+        let end = pieces.end.min(piece_count(total));
+        // Most announcements are of blocks already here or on their way.
+        let held = self.store.chunks.get(&seq);
+        let needed = (first_block..end).step_by(block).any(|first| {
+            let block_end = (first + block).min(end);
+            !self.downloads.contains_key(&(seq, first / block))
+                && held.is_none_or(|h| h.first_missing(first..block_end).is_some())
+        });
+        if !needed {
+            return;
+        }
+        let wanted: Vec<Wanted> = {
+            let holders: Vec<&PieceSet> = self
+                .peers
+                .values()
+                .filter_map(|p| Some(&p.has.get(&seq)?.pieces))
+                .collect();
+            (first_block..end)
+                .step_by(block)
+                .filter_map(|first| self.wanted_block(now, seq, first, total, &holders))
+                .collect()
+        };
+        for (not_urgent, _, seq, first, end) in wanted {
+            if let Some(peer) = self.best_holder(now, seq, first..end, !not_urgent) {
+                self.request(now, peer, seq, first, end);
             }
         }
     }
@@ -92,8 +123,15 @@ impl Swarm {
     }
 
     /// The block starting at piece `first`, if some of it is still needed, nobody is asked
-    /// for it yet, and a neighbour holds it.
-    fn wanted_block(&self, now: Millis, seq: ChunkSeq, first: usize, total: usize) -> Option<Wanted> {
+    /// for it yet, and one of `holders` (the neighbours' piece sets) holds it.
+    fn wanted_block(
+        &self,
+        now: Millis,
+        seq: ChunkSeq,
+        first: usize,
+        total: usize,
+        holders: &[&PieceSet],
+    ) -> Option<Wanted> {
         let block = self.config.block_pieces.max(1);
         if self.downloads.contains_key(&(seq, first / block)) {
             return None;
@@ -103,17 +141,16 @@ impl Swarm {
             Some(held) => held.first_missing(first..block_end)?,
             None => first,
         };
-        let holders = self
-            .peers
-            .values()
-            .filter(|p| holds(p, seq, missing..block_end))
+        let holding = holders
+            .iter()
+            .filter(|pieces| pieces.contains_all(missing..block_end))
             .count();
-        if holders == 0 {
+        if holding == 0 {
             return None;
         }
         let due = self.clock.expected(seq, self.config.target_buffer_ms, now);
         let urgent = due.is_none_or(|due| due - now <= self.config.urgent_ms);
-        let rarity = if urgent { 0 } else { holders };
+        let rarity = if urgent { 0 } else { holding };
         Some((!urgent, rarity, seq, missing, block_end))
     }
 
