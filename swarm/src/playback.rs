@@ -196,13 +196,22 @@ impl Swarm {
     /// and a newer chunk is here to jump to (skipping toward nothing would only throw
     /// away what is still arriving).
     fn too_far_behind(&self, seq: ChunkSeq, now: Millis) -> bool {
+        let Some(cut) = self.clock.cut_at(seq) else {
+            return false;
+        };
+        let behind = now - cut;
         let newer_here = self
             .store
             .chunks
             .range(seq.next()..)
             .any(|(_, held)| held.is_complete());
-        let cut = self.clock.cut_at(seq);
-        newer_here && cut.is_some_and(|cut| now - cut > self.config.max_lag_ms)
+        if newer_here && behind > self.config.max_lag_ms {
+            return true;
+        }
+        // Behind the target with several whole chunks waiting: the mesh delivers faster
+        // than this viewer's delay needs, so drop a chunk to move nearer live.
+        let ahead = (1..=CATCH_UP_WITH_CHUNKS).all(|k| self.store.is_complete(ChunkSeq(seq.0 + k)));
+        ahead && behind > self.config.target_buffer_ms + self.clock.chunk_ms
     }
 
     fn skip(&mut self, seq: ChunkSeq, next_due: Millis) {
@@ -256,6 +265,9 @@ impl Swarm {
         true
     }
 }
+
+/// Whole chunks that must be waiting before a viewer behind its target delay skips one.
+const CATCH_UP_WITH_CHUNKS: u64 = 3;
 
 /// A first chunk still missing this many chunk durations past its due time (and the
 /// grace) is given up on.
