@@ -13,29 +13,23 @@ use swarm::{
     SwarmRole, SOURCE_MAX_LINKS, TARGET_LINKS,
 };
 
+use crate::membership::MAX_VIEWER_LINKS;
 use crate::metrics::{Metrics, Player};
 use crate::network::{LinkEnd, Micros, Uplink, PACKET_FRAMING, PACKET_PAYLOAD};
 use crate::queue::EventQueue;
-use crate::{SimConfig, UPLOAD_CLASSES};
+use crate::SimConfig;
 
-const SOURCE: usize = 0;
-/// Links a viewer accepts at most: free slots steer introductions toward the target, and
-/// this bounds the rest, so the swarm is never a full mesh.
-const MAX_VIEWER_LINKS: usize = 2 * TARGET_LINKS;
+pub(crate) const SOURCE: usize = 0;
 /// Peers introduced to a viewer that asks while it has plenty of links (it is starving).
-const STARVING_INTRODUCE: usize = 2;
-/// Signalling a link through the server (offer and answer relayed) before ICE starts.
-const SIGNALLING_US: Micros = 200_000;
-/// A viewer that crashes rather than closing its tab is noticed this late (ICE consent).
-const CRASH_NOTICE_US: Micros = 5_000_000;
+pub(crate) const STARVING_INTRODUCE: usize = 2;
 /// A link whose queue falls to this many bytes reports it drained, as the browser
 /// driver's `bufferedamountlow` threshold.
-const DRAINED_BELOW: u64 = 16 * 1024;
+pub(crate) const DRAINED_BELOW: u64 = 16 * 1024;
 /// Upload capacity of a viewer that serves nothing: enough for requests and the like.
-const CONTROL_ONLY_UPLINK: f64 = 32_000.0;
+pub(crate) const CONTROL_ONLY_UPLINK: f64 = 32_000.0;
 
 #[derive(Debug)]
-enum Event {
+pub(crate) enum Event {
     Produce,
     Join,
     Churn,
@@ -62,24 +56,24 @@ enum Event {
     },
 }
 
-struct Node {
-    swarm: Swarm,
-    uplink: Uplink,
-    links: BTreeMap<PeerId, LinkEnd>,
+pub(crate) struct Node {
+    pub(crate) swarm: Swarm,
+    pub(crate) uplink: Uplink,
+    pub(crate) links: BTreeMap<PeerId, LinkEnd>,
     /// Links introduced but not open yet: they count against free slots.
-    pending: usize,
-    report: NeighbourReport,
-    free_slots: u16,
-    joined: Micros,
-    player: Player,
+    pub(crate) pending: usize,
+    pub(crate) report: NeighbourReport,
+    pub(crate) free_slots: u16,
+    pub(crate) joined: Micros,
+    pub(crate) player: Player,
     /// Per chunk, which pieces arrived: another copy of one is a duplicate.
-    received: BTreeMap<u64, Vec<bool>>,
+    pub(crate) received: BTreeMap<u64, Vec<bool>>,
     /// Links a message went out on since the last `Buffered` report.
-    sent_since_report: Vec<PeerId>,
+    pub(crate) sent_since_report: Vec<PeerId>,
 }
 
 impl Node {
-    fn max_links(&self, index: usize) -> usize {
+    pub(crate) fn max_links(&self, index: usize) -> usize {
         if index == SOURCE {
             SOURCE_MAX_LINKS
         } else {
@@ -90,14 +84,14 @@ impl Node {
 
 /// A simulation in progress. [`Sim::run`] runs one to its end.
 pub struct Sim {
-    config: SimConfig,
-    rng: StdRng,
-    now: Micros,
-    end: Micros,
-    events: EventQueue<Event>,
-    nodes: Vec<Option<Node>>,
-    live_viewers: Vec<usize>,
-    next_seq: u64,
+    pub(crate) config: SimConfig,
+    pub(crate) rng: StdRng,
+    pub(crate) now: Micros,
+    pub(crate) end: Micros,
+    pub(crate) events: EventQueue<Event>,
+    pub(crate) nodes: Vec<Option<Node>>,
+    pub(crate) live_viewers: Vec<usize>,
+    pub(crate) next_seq: u64,
     pub(crate) metrics: Metrics,
     pub(crate) events_run: u64,
 }
@@ -162,7 +156,7 @@ impl Sim {
         crate::report::summarise(&self.config, self.metrics, self.events_run, sim_wall_ms)
     }
 
-    fn handle(&mut self, event: Event) {
+    pub(crate) fn handle(&mut self, event: Event) {
         match event {
             Event::Produce => self.produce(),
             Event::Join => self.join(),
@@ -191,18 +185,11 @@ impl Sim {
         }
     }
 
-    fn schedule(&mut self, at: Micros, event: Event) {
+    pub(crate) fn schedule(&mut self, at: Micros, event: Event) {
         self.events.push(at, event);
     }
 
-    /// Exponential gaps: churn arrives as a Poisson process.
-    fn churn_gap(&mut self) -> Micros {
-        let per_second = self.config.churn * self.config.peers as f64 / 60.0;
-        let uniform: f64 = self.rng.gen_range(f64::MIN_POSITIVE..1.0);
-        (-uniform.ln() / per_second * 1e6) as Micros
-    }
-
-    fn add_node(&mut self, config: Config, capacity: f64) -> usize {
+    pub(crate) fn add_node(&mut self, config: Config, capacity: f64) -> usize {
         let index = self.nodes.len();
         let role = config.role;
         self.nodes.push(Some(Node {
@@ -220,7 +207,7 @@ impl Sim {
         index
     }
 
-    fn produce(&mut self) {
+    pub(crate) fn produce(&mut self) {
         let seq = self.next_seq;
         self.next_seq += 1;
         let bytes = self.config.chunk_bytes();
@@ -235,112 +222,7 @@ impl Sim {
         self.schedule(next, Event::Produce);
     }
 
-    fn join(&mut self) {
-        let mut config = Config::new(SwarmRole::Viewer);
-        config.seed = self.rng.gen();
-        let draw: f64 = self.rng.gen();
-        let mean_weight: f64 = UPLOAD_CLASSES.iter().map(|(s, w)| s * w).sum();
-        let mut cumulative = 0.0;
-        let mut weight = UPLOAD_CLASSES[UPLOAD_CLASSES.len() - 1].1;
-        for (share, w) in UPLOAD_CLASSES {
-            cumulative += share;
-            if draw < cumulative {
-                weight = w;
-                break;
-            }
-        }
-        let capacity =
-            weight / mean_weight * self.config.upload_ratio * self.config.bitrate_bytes();
-        let uplink = if capacity > 0.0 {
-            config.upload_limit = Some(budget(capacity));
-            capacity
-        } else {
-            config.upload_limit = Some(BytesPerSec(0));
-            CONTROL_ONLY_UPLINK
-        };
-        let index = self.add_node(config, uplink);
-        self.metrics.viewers_joined += 1;
-        self.live_viewers.push(index);
-        self.introduce(index, TARGET_LINKS);
-        let phase = self.rng.gen_range(0..self.config.tick_ms * 1000);
-        self.schedule(self.now + phase, Event::Tick(index));
-    }
-
-    /// The signal server's part: up to `want` peers with free slots, the source among
-    /// them only while it has room. Random draws keep this O(want) at any swarm size.
-    fn introduce(&mut self, index: usize, want: usize) {
-        let mut chosen: Vec<usize> = Vec::new();
-        let source_has_room = self.nodes[SOURCE]
-            .as_ref()
-            .is_some_and(|s| s.free_slots > 0);
-        if source_has_room && !self.linked(index, SOURCE) {
-            chosen.push(SOURCE);
-        }
-        // As the signal server does: a random sample, those with free slots first.
-        let mut sample: Vec<usize> = Vec::new();
-        for _ in 0..16 * want {
-            if self.live_viewers.len() <= 1 {
-                break;
-            }
-            let pick = self.live_viewers[self.rng.gen_range(0..self.live_viewers.len())];
-            if pick != index && !sample.contains(&pick) && !self.linked(index, pick) {
-                sample.push(pick);
-            }
-        }
-        sample.sort_by_key(|&i| self.nodes[i].as_ref().is_none_or(|n| n.free_slots == 0));
-        let room = want.saturating_sub(chosen.len());
-        chosen.extend(sample.into_iter().take(room));
-        for other in chosen {
-            let (min, max) = (self.config.rtt.min, self.config.rtt.max);
-            let rtt_ms = self.rng.gen_range(min..=max);
-            for end in [index, other] {
-                let node = self.nodes[end].as_mut().expect("chosen peers are live");
-                node.pending += 1;
-                node.free_slots = node.free_slots.saturating_sub(1);
-            }
-            // ICE checks, the DTLS handshake and SCTP set-up: about four round trips.
-            let at = self.now + SIGNALLING_US + 4 * rtt_ms * 1000;
-            self.schedule(
-                at,
-                Event::LinkOpen {
-                    a: index,
-                    b: other,
-                    rtt_ms,
-                },
-            );
-        }
-    }
-
-    fn linked(&self, a: usize, b: usize) -> bool {
-        self.nodes[a]
-            .as_ref()
-            .is_some_and(|n| n.links.contains_key(&PeerId(b as u64)))
-    }
-
-    fn open_link(&mut self, a: usize, b: usize, rtt_ms: u64) {
-        for end in [a, b] {
-            if let Some(node) = self.nodes[end].as_mut() {
-                node.pending = node.pending.saturating_sub(1);
-            }
-        }
-        let room = |sim: &Sim, i: usize| {
-            sim.nodes[i]
-                .as_ref()
-                .is_some_and(|n| n.links.len() < n.max_links(i))
-        };
-        if !room(self, a) || !room(self, b) || self.linked(a, b) {
-            return;
-        }
-        for (this, other) in [(a, b), (b, a)] {
-            let node = self.nodes[this].as_mut().expect("checked live above");
-            node.links
-                .insert(PeerId(other as u64), LinkEnd::new(rtt_ms));
-        }
-        self.input(a, Input::PeerConnected(PeerId(b as u64)));
-        self.input(b, Input::PeerConnected(PeerId(a as u64)));
-    }
-
-    fn drained(&mut self, index: usize, peer: PeerId) {
+    pub(crate) fn drained(&mut self, index: usize, peer: PeerId) {
         let now = self.now;
         let Some(link) = self.nodes[index]
             .as_mut()
@@ -360,7 +242,7 @@ impl Sim {
         self.input(index, Input::Buffered { peer, bytes });
     }
 
-    fn tick(&mut self, index: usize) {
+    pub(crate) fn tick(&mut self, index: usize) {
         let now = self.now;
         let Some(node) = self.nodes[index].as_mut() else {
             return;
@@ -404,7 +286,7 @@ impl Sim {
         self.schedule(now + self.config.tick_ms * 1000, Event::Tick(index));
     }
 
-    fn deliver(&mut self, to: usize, from: PeerId, message: PeerMessage) {
+    pub(crate) fn deliver(&mut self, to: usize, from: PeerId, message: PeerMessage) {
         let Some(node) = self.nodes[to].as_mut() else {
             return;
         };
@@ -439,7 +321,7 @@ impl Sim {
     }
 
     /// Feed one input to a node and carry out everything it asks for.
-    fn input(&mut self, index: usize, input: Input) {
+    pub(crate) fn input(&mut self, index: usize, input: Input) {
         let now = self.now;
         let Some(node) = self.nodes[index].as_mut() else {
             return;
@@ -502,64 +384,11 @@ impl Sim {
             self.close_link(index, peer);
         }
     }
-
-    fn close_link(&mut self, index: usize, peer: PeerId) {
-        let Some(node) = self.nodes[index].as_mut() else {
-            return;
-        };
-        if let Some(link) = node.links.remove(&peer) {
-            let at = self.now + link.rtt_ms * 500;
-            self.schedule(
-                at,
-                Event::LinkClosed {
-                    to: peer.0 as usize,
-                    from: PeerId(index as u64),
-                },
-            );
-        }
-    }
-
-    fn leave(&mut self, index: usize) {
-        let Some(node) = self.nodes[index].as_ref() else {
-            return;
-        };
-        let links: Vec<(PeerId, u64)> = node.links.iter().map(|(p, l)| (*p, l.rtt_ms)).collect();
-        for (peer, rtt_ms) in links {
-            // Half close their tab (the far end hears at once), half crash or lose power.
-            let notice = if self.rng.gen_bool(0.5) {
-                rtt_ms * 500
-            } else {
-                CRASH_NOTICE_US
-            };
-            self.schedule(
-                self.now + notice,
-                Event::LinkClosed {
-                    to: peer.0 as usize,
-                    from: PeerId(index as u64),
-                },
-            );
-        }
-        self.retire(index, self.now);
-    }
-
-    /// Take a viewer out and book its playback.
-    fn retire(&mut self, index: usize, end: Micros) {
-        let Some(mut node) = self.nodes[index].take() else {
-            return;
-        };
-        self.metrics.capacity_bytes += node.uplink.capacity * (end - node.joined) as f64 / 1e6;
-        if index != SOURCE {
-            self.metrics.finish(&mut node.player, node.joined, end);
-        }
-        let stats = node.swarm.stats();
-        self.metrics.peers_dropped += stats.peers_dropped;
-        self.metrics.requests_refused += stats.requests_refused;
-    }
 }
 
 /// The budget a viewer sets for an uplink of `capacity` bytes/s: the swarm counts message
 /// bytes, the line also carries packet framing.
-fn budget(capacity: f64) -> BytesPerSec {
+pub(crate) fn budget(capacity: f64) -> BytesPerSec {
     let share = PACKET_PAYLOAD as f64 / (PACKET_PAYLOAD + PACKET_FRAMING) as f64;
     BytesPerSec((capacity * share) as u64)
 }
