@@ -6,6 +6,7 @@
 mod chunk_store;
 mod config;
 mod download;
+mod messages;
 mod neighbours;
 mod peer;
 mod piece_set;

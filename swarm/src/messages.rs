@@ -1,0 +1,140 @@
+//! What neighbours say: link set-up (buffer map and init segment) and every peer message,
+//! dispatched to the part of the swarm it concerns.
+
+use protocol::{PeerId, PeerMessage};
+
+use crate::chunk_store::piece_count;
+use crate::config::SwarmRole;
+use crate::peer::{Announced, PeerState};
+use crate::piece_set::PieceSet;
+use crate::{BytesPerSec, Millis, Output, Swarm};
+
+impl Swarm {
+    pub(crate) fn on_connect(&mut self, peer: PeerId) {
+        self.peers.insert(peer, PeerState::default());
+        let is_source = self.config.role == SwarmRole::Source;
+        let entries = if self.serves() {
+            self.store.buffer_map()
+        } else {
+            Vec::new()
+        };
+        let upload_kbps = self.config.upload_limit.map_or(u32::MAX, |limit| {
+            u32::try_from(limit.kbps()).unwrap_or(u32::MAX - 1)
+        });
+        let map = PeerMessage::BufferMap {
+            is_source,
+            upload_kbps,
+            entries,
+        };
+        self.send(peer, map);
+        if self.serves() {
+            // Whole blocks of chunks still arriving, which the buffer map leaves out.
+            for (seq, held) in &self.store.chunks {
+                if held.is_complete() {
+                    continue;
+                }
+                let block = self.config.block_pieces.max(1);
+                for first in (0..held.piece_count()).step_by(block) {
+                    let end = (first + block).min(held.piece_count());
+                    if held.first_missing(first..end).is_none() {
+                        let have = held.have(*seq, first..end);
+                        self.outputs.push_back(Output::Send(peer, have));
+                    }
+                }
+            }
+        }
+        if let Some((mime, data)) = &self.init {
+            let init = PeerMessage::Init {
+                mime: mime.clone(),
+                data: data.clone(),
+            };
+            self.send(peer, init);
+        }
+    }
+
+    pub(crate) fn on_message(&mut self, now: Millis, peer: PeerId, message: PeerMessage) {
+        match message {
+            PeerMessage::BufferMap {
+                is_source,
+                upload_kbps,
+                entries,
+            } => {
+                let state = self.peer_mut(peer);
+                state.is_source = is_source;
+                state.upload = (upload_kbps != u32::MAX)
+                    .then(|| BytesPerSec::from_kbps(u64::from(upload_kbps)));
+                for entry in &entries {
+                    let total = entry.total as usize;
+                    let announced = Announced {
+                        keyframe: entry.keyframe,
+                        total,
+                        pieces: PieceSet::full(piece_count(total)),
+                    };
+                    state.has.insert(entry.seq, announced);
+                }
+                if let Some(newest) = entries.iter().map(|e| e.seq).max() {
+                    self.clock.observe_edge(now, newest, false);
+                    self.newest_known = self.newest_known.max(Some(newest));
+                }
+            }
+            PeerMessage::Have {
+                seq,
+                keyframe,
+                total,
+                first,
+                count,
+                pushed,
+            } => {
+                let state = self.peer_mut(peer);
+                let total = total as usize;
+                let announced = state.has.entry(seq).or_insert_with(|| Announced {
+                    keyframe,
+                    total,
+                    pieces: PieceSet::empty(piece_count(total)),
+                });
+                let (first, count) = (usize::from(first), usize::from(count));
+                announced.pieces.insert(first..first + count);
+                if pushed && state.is_source {
+                    self.expect_push(now, peer, seq, first..first + count);
+                }
+                if self.newest_known.is_none_or(|newest| seq > newest) {
+                    self.clock.observe_edge(now, seq, true);
+                    self.newest_known = Some(seq);
+                }
+            }
+            PeerMessage::Request {
+                req,
+                seq,
+                first,
+                count,
+                deadline_ms,
+            } => self.on_request(now, peer, req, seq, first, count, deadline_ms),
+            PeerMessage::Piece {
+                req,
+                seq,
+                offset,
+                total,
+                data,
+            } => self.on_piece(now, peer, req, seq, offset, total, data),
+            PeerMessage::Absent { req, seq } => self.on_absent(now, peer, req, seq),
+            PeerMessage::Cancel { req } => {
+                self.peer_mut(peer).serving.retain(|job| job.req != req);
+            }
+            PeerMessage::Init { mime, data } => self.learn_init(mime, data),
+        }
+    }
+
+    pub(crate) fn learn_init(&mut self, mime: String, data: Vec<u8>) {
+        if self.init.is_some() {
+            return;
+        }
+        for peer in self.peers.keys().copied().collect::<Vec<_>>() {
+            let init = PeerMessage::Init {
+                mime: mime.clone(),
+                data: data.clone(),
+            };
+            self.send(peer, init);
+        }
+        self.init = Some((mime, data));
+    }
+}
