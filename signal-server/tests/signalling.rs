@@ -306,6 +306,16 @@ async fn expect_close(ws: &mut Ws) -> (u16, String) {
     }
 }
 
+/// `/metrics` counts exactly `count` rejections for `reason`.
+async fn assert_rejections(addr: &str, reason: &str, count: u64) {
+    let metrics = http_get(addr, "/metrics").await;
+    let line = format!("streamtorrent_rejections_total{{reason=\"{reason}\"}} {count}");
+    assert!(
+        metrics.lines().any(|l| l == line),
+        "missing {line:?} in\n{metrics}"
+    );
+}
+
 /// A fresh viewer still joins and is introduced to the broadcaster.
 async fn others_still_work(addr: &str, channel: &str, broadcaster: PeerId) {
     let mut viewer = connect(addr).await;
@@ -340,11 +350,7 @@ async fn oversized_frame_is_closed_with_1009_and_a_reason() {
         Some(Err(_)) | None => {}
         other => panic!("expected the connection to end, got {other:?}"),
     }
-    let metrics = http_get(&addr, "/metrics").await;
-    assert!(
-        metrics.contains("streamtorrent_rejections_total{reason=\"too_large\"} 2"),
-        "{metrics}"
-    );
+    assert_rejections(&addr, "too_large", 2).await;
     others_still_work(&addr, "news", good_id).await;
 }
 
@@ -528,11 +534,7 @@ async fn a_client_that_stops_reading_is_dropped_not_buffered_for() {
             "{message:?}"
         );
     }
-    let metrics = http_get(&addr, "/metrics").await;
-    assert!(
-        metrics.contains("streamtorrent_rejections_total{reason=\"slow_reader\"} 1"),
-        "{metrics}"
-    );
+    assert_rejections(&addr, "slow_reader", 1).await;
     others_still_work(&addr, "news", sender_id).await;
 }
 
@@ -561,11 +563,7 @@ async fn a_silent_client_is_dropped_after_the_idle_timeout() {
         "dropped after {elapsed:?}, before the timeout: {}",
         http_get(&addr, "/metrics").await
     );
-    let metrics = http_get(&addr, "/metrics").await;
-    assert!(
-        metrics.contains("streamtorrent_rejections_total{reason=\"idle\"} 1"),
-        "{metrics}"
-    );
+    assert_rejections(&addr, "idle", 1).await;
 }
 
 #[tokio::test]

@@ -12,6 +12,11 @@ use rand::Rng;
 pub const PACKET_PAYLOAD: usize = 1200;
 pub const PACKET_FRAMING: usize = 93;
 
+/// Packet framing a message of `len` bytes pays on the wire.
+pub fn framing(len: usize) -> usize {
+    len.div_ceil(PACKET_PAYLOAD).max(1) * PACKET_FRAMING
+}
+
 /// Time in microseconds since the simulation began.
 pub type Micros = u64;
 
@@ -100,7 +105,7 @@ impl Uplink {
         rng: &mut impl Rng,
     ) -> Micros {
         let packets = len.div_ceil(PACKET_PAYLOAD).max(1);
-        let wire = (len + packets * PACKET_FRAMING) as u64;
+        let wire = (len + framing(len)) as u64;
         let serialise = (wire as f64 * 1e6 / self.capacity).ceil() as Micros;
         let departs = if bulk {
             self.free_at.max(now) + serialise

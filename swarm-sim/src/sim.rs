@@ -15,7 +15,7 @@ use swarm::{
 
 use crate::membership::MAX_VIEWER_LINKS;
 use crate::metrics::{Metrics, Player};
-use crate::network::{LinkEnd, Micros, Uplink, PACKET_FRAMING, PACKET_PAYLOAD};
+use crate::network::{framing, LinkEnd, Micros, Uplink, PACKET_FRAMING, PACKET_PAYLOAD};
 use crate::queue::EventQueue;
 use crate::SimConfig;
 
@@ -333,8 +333,7 @@ impl Sim {
                 Output::Send(peer, message) => {
                     let len = message.encoded_len();
                     self.metrics.message_bytes += len as u64;
-                    self.metrics.framing_bytes +=
-                        (len.div_ceil(PACKET_PAYLOAD).max(1) * PACKET_FRAMING) as u64;
+                    self.metrics.framing_bytes += framing(len) as u64;
                     if let PeerMessage::Piece { data, .. } = &message {
                         self.metrics.payload_sent += data.len() as u64;
                         if index == SOURCE {

@@ -147,15 +147,15 @@ impl Held {
         range.into_iter().find(|&i| self.piece(i).is_none())
     }
 
-    /// Announces `pieces` of this chunk.
-    pub fn have(&self, seq: ChunkSeq, pieces: std::ops::Range<usize>) -> PeerMessage {
+    /// Announces `pieces` of this chunk; `pushed`: they follow unasked (the source's push).
+    pub fn have(&self, seq: ChunkSeq, pieces: std::ops::Range<usize>, pushed: bool) -> PeerMessage {
         PeerMessage::Have {
             seq,
             keyframe: self.keyframe,
             total: self.total as u32,
             first: u16::try_from(pieces.start).expect("chunk sizes cap piece indices"),
             count: u16::try_from(pieces.len()).expect("chunk sizes cap piece counts"),
-            pushed: false,
+            pushed,
         }
     }
 

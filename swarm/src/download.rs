@@ -149,16 +149,9 @@ impl Swarm {
             if self.downloads.contains_key(&key) {
                 continue;
             }
-            let download = Download {
-                from: source,
-                req: RequestId::PUSH,
-                first,
-                end: (first + block).min(pieces),
-                keyframe: announced.keyframe,
-                started: now,
-                last_progress: now,
-                first_piece: None,
-            };
+            let end = (first + block).min(pieces);
+            let download =
+                Download::new(source, RequestId::PUSH, first..end, announced.keyframe, now);
             self.downloads.insert(key, download);
         }
     }
@@ -209,7 +202,7 @@ impl Swarm {
         let Some(held) = self.store.chunks.get(&seq) else {
             return;
         };
-        let have = held.have(seq, pieces.clone());
+        let have = held.have(seq, pieces.clone(), false);
         let to: Vec<PeerId> = self
             .peers
             .iter()

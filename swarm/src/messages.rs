@@ -37,7 +37,7 @@ impl Swarm {
                 for first in (0..held.piece_count()).step_by(block) {
                     let end = (first + block).min(held.piece_count());
                     if held.first_missing(first..end).is_none() {
-                        let have = held.have(*seq, first..end);
+                        let have = held.have(*seq, first..end, false);
                         self.outputs.push_back(Output::Send(peer, have));
                     }
                 }

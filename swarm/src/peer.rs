@@ -89,3 +89,24 @@ pub(crate) struct Download {
     /// When the first piece came, and its size.
     pub first_piece: Option<(Millis, usize)>,
 }
+
+impl Download {
+    pub fn new(
+        from: PeerId,
+        req: RequestId,
+        pieces: std::ops::Range<usize>,
+        keyframe: bool,
+        now: Millis,
+    ) -> Download {
+        Download {
+            from,
+            req,
+            first: pieces.start,
+            end: pieces.end,
+            keyframe,
+            started: now,
+            last_progress: now,
+            first_piece: None,
+        }
+    }
+}

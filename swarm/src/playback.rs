@@ -136,10 +136,7 @@ impl Swarm {
                 .find(|(_, held)| held.keyframe && held.is_complete())
                 .map(|(seq, _)| *seq);
             if let Some(whole) = newest_whole.filter(|whole| *whole > first) {
-                let rest = self.downloads.split_off(&(whole, 0));
-                for (_, download) in std::mem::replace(&mut self.downloads, rest) {
-                    self.abandon(download);
-                }
+                self.abandon_downloads_before(whole);
                 self.next_play = Some(whole);
                 first = whole;
             }
@@ -217,10 +214,7 @@ impl Swarm {
     fn skip(&mut self, seq: ChunkSeq, next_due: Millis) {
         self.outputs.push_back(Output::Skipped(seq));
         self.stats.chunks_missed += 1;
-        let rest = self.downloads.split_off(&(seq.next(), 0));
-        for (_, download) in std::mem::replace(&mut self.downloads, rest) {
-            self.abandon(download);
-        }
+        self.abandon_downloads_before(seq.next());
         self.advance(seq, next_due);
     }
 
@@ -230,10 +224,7 @@ impl Swarm {
     }
 
     fn restart_from_newer(&mut self, stale: ChunkSeq) {
-        let rest = self.downloads.split_off(&(stale.next(), 0));
-        for (_, download) in std::mem::replace(&mut self.downloads, rest) {
-            self.abandon(download);
-        }
+        self.abandon_downloads_before(stale.next());
         self.next_play = None;
         self.choose_start();
         if self.next_play.is_some_and(|next| next <= stale) {

@@ -68,6 +68,10 @@ impl Swarm {
         }
         // Urgent first, by deadline; then rarest first.
         wanted.sort_unstable();
+        self.request_each(now, wanted);
+    }
+
+    fn request_each(&mut self, now: Millis, wanted: Vec<Wanted>) {
         for (not_urgent, _, seq, first, end) in wanted {
             if let Some(peer) = self.best_holder(now, seq, first..end, !not_urgent) {
                 self.request(now, peer, seq, first, end);
@@ -108,11 +112,7 @@ impl Swarm {
                 .filter_map(|first| self.wanted_block(now, seq, first, total, &holders))
                 .collect()
         };
-        for (not_urgent, _, seq, first, end) in wanted {
-            if let Some(peer) = self.best_holder(now, seq, first..end, !not_urgent) {
-                self.request(now, peer, seq, first, end);
-            }
-        }
+        self.request_each(now, wanted);
     }
 
     /// Chunks a viewer fetches: from the next to play, `lookahead` ahead, up to the newest.
@@ -200,16 +200,7 @@ impl Swarm {
         let state = self.peer_mut(peer);
         state.inflight += 1;
         let keyframe = state.has.get(&seq).is_some_and(|a| a.keyframe);
-        let download = Download {
-            from: peer,
-            req,
-            first,
-            end,
-            keyframe,
-            started: now,
-            last_progress: now,
-            first_piece: None,
-        };
+        let download = Download::new(peer, req, first..end, keyframe, now);
         self.downloads.insert((seq, block), download);
         let first = u16::try_from(first).expect("chunk sizes cap piece indices below 65536");
         let count = u16::try_from(end - usize::from(first)).expect("a block is a few pieces");

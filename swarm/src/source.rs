@@ -1,7 +1,7 @@
 //! The broadcaster's side: pushing each fresh chunk to a few rotating viewers, so that
 //! viewers fetch most copies from each other rather than from the source.
 
-use protocol::{PeerId, PeerMessage, RequestId};
+use protocol::{PeerId, RequestId};
 
 use crate::chunk_store::Held;
 use crate::peer::ServeJob;
@@ -15,7 +15,7 @@ impl Swarm {
         }
         self.newest_known = self.newest_known.max(Some(seq));
         let held = Held::whole(keyframe, &chunk.data);
-        let (total, pieces) = (held.total as u32, held.piece_count());
+        let pieces = held.piece_count();
         self.store.chunks.insert(seq, held);
         // The fastest forwarders: a copy pushed to a viewer that uploads nothing reaches no
         // one else, one pushed to a fast uploader reaches many quickly.
@@ -41,14 +41,7 @@ impl Swarm {
                 for _ in 0..self.config.source_fanout {
                     let peer = candidates[self.fanout_cursor % candidates.len()];
                     self.fanout_cursor = (self.fanout_cursor + 1) % candidates.len();
-                    let have = PeerMessage::Have {
-                        seq,
-                        keyframe,
-                        total,
-                        first: u16::try_from(first).expect("chunk sizes cap piece indices"),
-                        count: u16::try_from(end - first).expect("a block is a few pieces"),
-                        pushed: true,
-                    };
+                    let have = self.store.chunks[&seq].have(seq, first..end, true);
                     self.send(peer, have);
                     self.serve_order += 1;
                     let job = ServeJob {
@@ -79,7 +72,7 @@ impl Swarm {
             let Some(held) = self.store.chunks.get(&seq) else {
                 continue;
             };
-            let have = held.have(seq, 0..held.piece_count());
+            let have = held.have(seq, 0..held.piece_count(), false);
             // Pushed viewers got a block or two; they learn of the rest now too.
             let rest: Vec<PeerId> = self.peers.keys().copied().collect();
             for peer in rest {

@@ -276,10 +276,7 @@ impl Swarm {
         }
         self.evicted_below = Some(oldest_kept);
         self.store.evict_before(oldest_kept);
-        let kept = self.downloads.split_off(&(oldest_kept, 0));
-        for (_, stale) in std::mem::replace(&mut self.downloads, kept) {
-            self.abandon(stale);
-        }
+        self.abandon_downloads_before(oldest_kept);
         self.tried = self.tried.split_off(&oldest_kept);
         for peer in self.peers.values_mut() {
             peer.has = peer.has.split_off(&oldest_kept);
@@ -314,6 +311,14 @@ impl Swarm {
             self.send(download.from, PeerMessage::Cancel { req: download.req });
         }
         self.release_slot(download.from, download.req);
+    }
+
+    /// Stop every download of a chunk older than `seq`.
+    pub(crate) fn abandon_downloads_before(&mut self, seq: ChunkSeq) {
+        let kept = self.downloads.split_off(&(seq, 0));
+        for (_, stale) in std::mem::replace(&mut self.downloads, kept) {
+            self.abandon(stale);
+        }
     }
 
     pub(crate) fn release_slot(&mut self, peer: PeerId, req: RequestId) {
