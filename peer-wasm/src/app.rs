@@ -1,119 +1,149 @@
 //! The browser driver: one owner of all state. It feeds the `Swarm` from the signal
-//! server, the data channels and a timer, and carries out what the swarm asks.
+//! server, the data channels and a timer, carries out what the swarm asks, and publishes a
+//! [`Snapshot`] for the JS API and the page.
 
 use std::collections::HashMap;
 
 use futures::channel::mpsc;
 use futures::StreamExt;
-use gloo_events::EventListener;
 use gloo_timers::callback::{Interval, Timeout};
-use protocol::{
-    ChannelName, ClientMessage, IceServer, PeerId, PeerMessage, Role, ServerMessage, SignalPayload,
-};
+use protocol::{ClientMessage, IceServer, PeerId, PeerMessage, Role, ServerMessage, SignalPayload};
 use swarm::{Config, Input, Millis, NeighbourReport, Output, Swarm, SwarmRole};
-use wasm_bindgen::JsCast;
 use web_sys::HtmlVideoElement;
 
 use crate::event::{emit, Event, Events};
 use crate::link::Link;
-use crate::page;
-use crate::player::Player;
-use crate::reconnect::Backoff;
+use crate::media::{MediaLimits, MediaPlayer};
+use crate::options::PlayerOptions;
+use crate::reconnect::Reconnector;
+use crate::report::Reporter;
 use crate::signalling::Signalling;
+use crate::snapshot::{state_of, PlayerState, RateMeter, Situation};
 use crate::WebError;
 
 /// How often the swarm and the player get a tick.
 const TICK_MS: u32 = 250;
+/// Rates are measured over this long: shorter makes jumpy figures.
+const RATE_INTERVAL_MS: f64 = 1000.0;
 
 pub struct App {
-    channel: ChannelName,
+    options: PlayerOptions,
     events: Events,
     signalling: Signalling,
     links: HashMap<PeerId, Link>,
     /// Whether we offered on a link (and so send an offer, not an answer, once gathered).
     offered: HashMap<PeerId, bool>,
     swarm: Swarm,
-    player: Player,
-    playing: bool,
+    media: MediaPlayer,
     _ticker: Interval,
-    _unmute: Option<EventListener>,
     /// STUN/TURN servers from the signal server, for every new link.
     ice_servers: Vec<IceServer>,
-    backoff: Backoff,
+    reconnector: Reconnector,
     /// Joined on the current signal connection: free slots and requests may be sent.
     joined: bool,
     neighbours: NeighbourReport,
-    /// A pending reconnect to the signal server; dropping it cancels.
-    retry: Option<Timeout>,
+    /// The signal server knows no broadcaster, or ours left.
+    source_absent: bool,
+    /// Fires when the first chunk is due to play; dropping it cancels.
+    start_timer: Option<Timeout>,
+    /// The newest chunk handed to the media player.
+    last_played: Option<protocol::ChunkSeq>,
+    created: Millis,
+    stalls: u64,
+    rates: RateMeter,
+    reporter: Reporter,
 }
 
 impl App {
-    pub async fn run(channel: ChannelName, embed: bool) -> Result<(), WebError> {
-        page::set_embed(embed);
-        page::show("player");
-        page::set_status("Connecting…");
+    /// Sets everything up; fails at once when the browser lacks what the player needs.
+    pub fn new(
+        video: HtmlVideoElement,
+        options: PlayerOptions,
+        reporter: Reporter,
+    ) -> Result<(App, mpsc::UnboundedReceiver<Event>), WebError> {
         let window = web_sys::window().ok_or(WebError::Unsupported("window"))?;
         if !js_sys::Reflect::has(&window, &"RTCPeerConnection".into()).unwrap_or(false) {
             return Err(WebError::Unsupported("WebRTC"));
         }
-        let document = window.document().ok_or(WebError::Unsupported("document"))?;
-        let video: HtmlVideoElement = document
-            .get_element_by_id("video")
-            .ok_or(WebError::Js("page has no #video element".into()))?
-            .dyn_into()
-            .map_err(|_| WebError::Js("#video is not a video element".into()))?;
-        let (events, mut inbox) = mpsc::unbounded::<Event>();
-        let player = Player::new(video.clone(), &events)?;
-        let signalling = Signalling::open(&events)?;
+        if !js_sys::Reflect::has(&window, &"MediaSource".into()).unwrap_or(false) {
+            return Err(WebError::Unsupported("Media Source Extensions"));
+        }
+        video.set_muted(options.muted);
+        let (events, inbox) = mpsc::unbounded::<Event>();
+        let media = MediaPlayer::new(video, &events, MediaLimits::default())?;
+        let signalling = Signalling::open(&options.signal_url, &events)?;
         let ticker = {
             let events = events.clone();
             Interval::new(TICK_MS, move || emit(&events, Event::Tick))
         };
-        // Muted autoplay is allowed everywhere; sound needs one click.
-        let unmute = document.get_element_by_id("unmute").map(|button| {
-            let button_ref = button.clone();
-            EventListener::new(&button, "click", move |_| {
-                video.set_muted(false);
-                if let Some(el) = button_ref.dyn_ref::<web_sys::HtmlElement>() {
-                    el.set_hidden(true);
-                }
-            })
-        });
-        let mut app = App {
-            channel,
+        let mut config = Config::new(SwarmRole::Viewer);
+        // Spreads this viewer's choices among equally good neighbours differently from
+        // every other viewer's.
+        config.seed = (js_sys::Math::random() * u64::MAX as f64) as u64;
+        config.upload_limit = options.max_upload;
+        config.target_buffer_ms = u64::from(options.target_latency_ms);
+        let app = App {
+            options,
             events,
             signalling,
             links: HashMap::new(),
             offered: HashMap::new(),
-            swarm: Swarm::new(viewer_config()),
-            player,
-            playing: false,
+            swarm: Swarm::new(config),
+            media,
             _ticker: ticker,
-            _unmute: unmute,
             ice_servers: Vec::new(),
-            backoff: Backoff::default(),
+            reconnector: Reconnector::default(),
             joined: false,
             neighbours: NeighbourReport::new(SwarmRole::Viewer),
-            retry: None,
+            source_absent: false,
+            start_timer: None,
+            last_played: None,
+            created: now(),
+            stalls: 0,
+            rates: RateMeter::new(RATE_INTERVAL_MS),
+            reporter,
         };
+        Ok((app, inbox))
+    }
+
+    /// Where to send events for this app (e.g. `Event::Stop`).
+    pub fn events(&self) -> Events {
+        self.events.clone()
+    }
+
+    /// Handles events until `destroy()` or a fatal error.
+    pub async fn run(mut self, mut inbox: mpsc::UnboundedReceiver<Event>) {
         while let Some(event) = inbox.next().await {
-            if let Err(e) = app.handle(event).await {
-                if matches!(e, WebError::CodecUnsupported(_) | WebError::Unsupported(_)) {
-                    return Err(e);
+            if matches!(event, Event::Stop) {
+                break;
+            }
+            match self.handle(event).await {
+                Ok(()) => {}
+                Err(WebError::CodecUnsupported(mime)) => {
+                    self.reporter.fatal(
+                        PlayerState::CodecUnsupported,
+                        &format!("cannot play {mime}"),
+                    );
+                    return;
                 }
-                web_sys::console::warn_1(&e.to_string().into());
+                Err(e @ WebError::Unsupported(_)) => {
+                    self.reporter
+                        .fatal(PlayerState::Unsupported, &e.to_string());
+                    return;
+                }
+                Err(e) => web_sys::console::warn_1(&e.to_string().into()),
             }
         }
-        Ok(())
+        self.reporter.fatal(PlayerState::Stopped, "stopped");
     }
 
     async fn handle(&mut self, event: Event) -> Result<(), WebError> {
         let now = now();
         match event {
             Event::SocketOpen => {
-                self.backoff.reset();
+                self.reconnector.opened();
                 self.signalling.send(&ClientMessage::Join {
-                    channel: self.channel.clone(),
+                    channel: self.options.channel.clone(),
                     role: Role::Viewer,
                 });
             }
@@ -126,22 +156,11 @@ impl App {
             Event::SocketClosed => {
                 self.joined = false;
                 // Existing peer links keep playing; only new introductions wait.
-                let delay = self.backoff.next_delay_ms();
-                page::set_status(&format!(
-                    "{} — reconnecting in {:.1} s",
-                    if self.playing {
-                        "Playing; signal server unreachable"
-                    } else {
-                        "Cannot reach the signal server"
-                    },
-                    f64::from(delay) / 1000.0
-                ));
-                let events = self.events.clone();
-                self.retry = Some(Timeout::new(delay, move || emit(&events, Event::Reconnect)));
+                self.reconnector.closed(&self.events);
             }
             Event::Reconnect => {
-                self.retry = None;
-                self.signalling = Signalling::open(&self.events)?;
+                self.reconnector.attempting();
+                self.signalling = Signalling::open(&self.options.signal_url, &self.events)?;
             }
             Event::DataChannel(peer, channel) => {
                 if let Some(link) = self.links.get_mut(&peer) {
@@ -159,40 +178,85 @@ impl App {
             Event::ChannelClosed(peer) | Event::LinkFailed(peer) => self.drop_link(now, peer),
             Event::ChannelDrained(peer) => self.report_buffered(now, peer),
             Event::GatheringComplete(peer) => self.send_local_description(peer),
-            Event::SourceOpen => self.player.on_source_open(&self.events)?,
-            Event::UpdateEnd => self.player.pump()?,
-            Event::Tick => {
-                let peers: Vec<PeerId> = self.links.keys().copied().collect();
-                for peer in peers {
-                    self.report_buffered(now, peer);
-                }
-                if self.joined {
-                    let starving = self.swarm.starving(now);
-                    for message in self.neighbours.update(self.links.len(), starving, now) {
-                        self.signalling.send(&message);
-                    }
-                }
-                self.swarm.handle_input(now, Input::Tick);
-                self.player.tick();
-                let buffer = self.player.buffer_ahead();
-                page::render_stats(self.swarm.peer_count(), &self.swarm.stats(), buffer);
-                if self.playing {
-                    let state = if buffer < 0.1 {
-                        "Buffering…"
-                    } else {
-                        "Playing"
-                    };
-                    // Peer links keep the video going; say so while the server is away.
-                    let server = if self.joined {
-                        ""
-                    } else {
-                        " · signal server unreachable, reconnecting…"
-                    };
-                    page::set_status(&format!("{state}{server}"));
+            Event::SourceOpen => self.media.on_source_open(&self.events)?,
+            Event::UpdateEnd => {
+                self.media.pump()?;
+                // The first media may have landed after its start time.
+                if !self.media.started() {
+                    self.media.tick(now.0 as f64);
                 }
             }
+            Event::StartDue => {
+                self.start_timer = None;
+                self.media.tick(now.0 as f64);
+            }
+            Event::VideoPlaying => {
+                if self.reporter.snapshot().startup_ms.is_none() {
+                    self.reporter.first_frame(now - self.created);
+                }
+            }
+            Event::VideoWaiting => {
+                if self.reporter.snapshot().startup_ms.is_some() {
+                    self.stalls += 1;
+                }
+            }
+            Event::Tick => self.tick(now),
+            Event::Stop => {}
         }
-        self.carry_out()
+        self.carry_out(now)
+    }
+
+    fn tick(&mut self, now: Millis) {
+        let peers: Vec<PeerId> = self.links.keys().copied().collect();
+        for peer in peers {
+            self.report_buffered(now, peer);
+        }
+        let starving = self.swarm.starving(now);
+        if self.joined {
+            for message in self.neighbours.update(self.links.len(), starving, now) {
+                self.signalling.send(&message);
+            }
+        }
+        self.swarm.handle_input(now, Input::Tick);
+        self.media.tick(now.0 as f64);
+        let source_linked = self.swarm.neighbours().any(|n| n.is_source);
+        if source_linked || !starving {
+            self.source_absent = false;
+        }
+        let buffer_s = self.media.buffer_ahead();
+        let stats = self.swarm.stats();
+        self.rates
+            .sample(now.0 as f64, &stats, self.swarm.neighbours());
+        let state = state_of(&Situation {
+            started: self.reporter.snapshot().startup_ms.is_some(),
+            buffer_s,
+            source_linked,
+            source_absent: self.source_absent,
+            starving,
+            peers: self.swarm.peer_count(),
+        });
+        // Delay behind live: the newest media handed over was cut at `cut`; what plays
+        // now is `buffer_s` older than that.
+        let lag_ms = self
+            .last_played
+            .filter(|_| self.media.started())
+            .and_then(|seq| self.swarm.cut_at(seq))
+            .map(|cut| (now - cut) + (buffer_s * 1000.0) as u64);
+        let (stalls, joined, rates) = (self.stalls, self.joined, self.rates.rates.clone());
+        self.reporter.update(state, |s| {
+            s.set_counters(&stats, self.swarm.peer_count());
+            s.stalls = stalls;
+            s.buffer_ms = (buffer_s * 1000.0) as u64;
+            s.lag_ms = lag_ms;
+            s.download_kbps = rates.from_peers_kbps + rates.from_source_kbps;
+            s.upload_kbps = rates.upload_kbps;
+            s.signal_connected = joined;
+            s.neighbours = rates.neighbours;
+        });
+        self.reporter.tick(
+            &self.rates.rates,
+            self.reconnector.retry_in_ms(now.0 as f64),
+        );
     }
 
     async fn on_server(&mut self, message: ServerMessage) -> Result<(), WebError> {
@@ -201,15 +265,12 @@ impl App {
                 self.ice_servers = ice_servers;
                 self.joined = true;
                 self.neighbours.forget();
-                if !self.playing {
-                    page::set_status("Joined; connecting to peers…");
-                }
             }
             ServerMessage::Introduce { peers } => {
-                // While video plays over existing links the channel is not offline, even if
-                // the server (e.g. just restarted) knows no other peer yet.
-                if peers.is_empty() && !self.playing {
-                    page::set_status("Channel offline: waiting for the broadcaster…");
+                // An empty introduction to a newcomer: nobody, broadcaster included, is
+                // on this channel.
+                if peers.is_empty() && self.links.is_empty() {
+                    self.source_absent = true;
                 }
                 for peer in peers {
                     if self.links.contains_key(&peer) {
@@ -246,7 +307,9 @@ impl App {
                 }
             },
             ServerMessage::PeerLeft { peer } => self.drop_link(now(), peer),
-            ServerMessage::Error { message, .. } => page::set_status(&message),
+            ServerMessage::Error { message, .. } => {
+                web_sys::console::warn_1(&format!("signal server: {message}").into())
+            }
         }
         Ok(())
     }
@@ -281,12 +344,19 @@ impl App {
 
     fn drop_link(&mut self, now: Millis, peer: PeerId) {
         self.offered.remove(&peer);
+        let was_source = self
+            .swarm
+            .neighbours()
+            .any(|n| n.peer == peer && n.is_source);
+        if was_source {
+            self.source_absent = true;
+        }
         if self.links.remove(&peer).is_some() {
             self.swarm.handle_input(now, Input::PeerDisconnected(peer));
         }
     }
 
-    fn carry_out(&mut self) -> Result<(), WebError> {
+    fn carry_out(&mut self, now: Millis) -> Result<(), WebError> {
         while let Some(output) = self.swarm.poll_output() {
             match output {
                 Output::Send(peer, message) => {
@@ -294,12 +364,18 @@ impl App {
                         link.send(&message.encode());
                     }
                 }
-                Output::Init { mime, data } => self.player.set_init(&mime, data, &self.events)?,
-                Output::Play { chunk, .. } => {
-                    self.player.append(chunk.data.to_vec())?;
-                    if !self.playing {
-                        self.playing = true;
-                        page::set_status("Playing");
+                Output::Init { mime, data } => self.media.set_init(&mime, data, &self.events)?,
+                Output::Play { chunk, due } => {
+                    self.media.append(chunk.data.to_vec())?;
+                    self.last_played = Some(chunk.seq);
+                    if self.start_timer.is_none() && !self.media.started() {
+                        // The one start-up buffer is the swarm's: play when it planned.
+                        self.media.start_at(due.0 as f64);
+                        let wait = due.0.saturating_sub(now.0);
+                        let events = self.events.clone();
+                        self.start_timer = Some(Timeout::new(wait as u32, move || {
+                            emit(&events, Event::StartDue)
+                        }));
                     }
                 }
                 Output::Skipped(seq) => {
@@ -307,7 +383,7 @@ impl App {
                 }
                 Output::Disconnect { peer, reason } => {
                     web_sys::console::warn_1(&format!("dropping {peer}: {reason}").into());
-                    self.drop_link(now(), peer);
+                    self.drop_link(now, peer);
                 }
             }
         }
@@ -316,17 +392,9 @@ impl App {
 }
 
 /// Milliseconds on the page's monotonic clock.
-fn now() -> Millis {
+pub fn now() -> Millis {
     let ms = web_sys::window()
         .and_then(|w| w.performance())
         .map_or(0.0, |p| p.now());
     Millis(ms as u64)
-}
-
-/// A viewer's swarm settings; the seed spreads this viewer's choices among equally good
-/// neighbours differently from every other viewer's.
-fn viewer_config() -> Config {
-    let mut config = Config::new(SwarmRole::Viewer);
-    config.seed = (js_sys::Math::random() * u64::MAX as f64) as u64;
-    config
 }

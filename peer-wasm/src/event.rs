@@ -24,7 +24,15 @@ pub enum Event {
     LinkFailed(PeerId),
     SourceOpen,
     UpdateEnd,
+    /// The first chunk's planned start time came.
+    StartDue,
+    /// The video element shows frames (again).
+    VideoPlaying,
+    /// The video element ran out of media.
+    VideoWaiting,
     Tick,
+    /// `destroy()`: end the app, closing every link.
+    Stop,
 }
 
 pub type Events = mpsc::UnboundedSender<Event>;

@@ -4,42 +4,71 @@
 //!
 //! Browser callbacks never touch state: gloo `EventListener`s (unregistered when dropped)
 //! forward each event into one channel, and [`app::App`] — the one owner of state —
-//! handles them in order.
+//! handles them in order. It publishes a [`snapshot::Snapshot`] that the JS API
+//! ([`api::JsPlayer`], `Player` in JavaScript) and the page read.
 
+mod api;
 mod app;
 mod error;
 mod event;
 pub use event::Event;
-mod link;
+pub mod link;
+pub mod media;
+pub mod options;
 mod page;
-pub mod player;
 pub mod reconnect;
-mod signalling;
+mod report;
+pub mod signalling;
+pub mod snapshot;
 
+pub use api::JsPlayer;
 pub use error::WebError;
 
 use wasm_bindgen::prelude::*;
 
-/// Entry point: `/` shows the channel list; `/watch/<channel>` and `/embed/<channel>` play.
+/// Runs when the module loads. On StreamTorrent's own page (`<body data-streamtorrent-app>`)
+/// `/` shows the channel list and `/watch/<channel>` and `/embed/<channel>` play, with the
+/// player exposed as `window.streamtorrent`. Anywhere else (a site using the JS API) it
+/// does nothing: that site creates its own `Player`.
 #[wasm_bindgen(start)]
 pub fn start() {
     let Some(window) = web_sys::window() else {
         return;
     };
+    let is_app_page = window
+        .document()
+        .and_then(|d| d.body())
+        .is_some_and(|b| b.has_attribute("data-streamtorrent-app"));
+    if !is_app_page {
+        return;
+    }
     let path = window.location().pathname().unwrap_or_default();
     let mut parts = path.trim_matches('/').splitn(2, '/');
     match (parts.next(), parts.next()) {
         (Some(mode @ ("watch" | "embed")), Some(channel)) => {
-            let embed = mode == "embed";
-            match channel.parse::<protocol::ChannelName>() {
-                Ok(channel) => wasm_bindgen_futures::spawn_local(async move {
-                    if let Err(e) = app::App::run(channel, embed).await {
-                        page::set_status(&format!("Error: {e}"));
-                    }
-                }),
-                Err(e) => page::set_status(&e.to_string()),
+            if let Err(e) = watch(&window, channel, mode == "embed") {
+                page::show("player");
+                page::show_error(&e);
             }
         }
-        _ => wasm_bindgen_futures::spawn_local(page::show_channel_list()),
+        _ => wasm_bindgen_futures::spawn_local(page::channel_list()),
     }
+}
+
+fn watch(window: &web_sys::Window, channel: &str, embed: bool) -> Result<(), String> {
+    let raw = options::RawOptions {
+        channel: Some(channel.to_owned()),
+        ..options::RawOptions::default()
+    };
+    let options = options::PlayerOptions::parse(raw, &api::page_origin())?;
+    let ui = page::PageUi::new(&options.channel, &options.origin, embed);
+    let video = window
+        .document()
+        .and_then(|d| d.get_element_by_id("video"))
+        .and_then(|v| v.dyn_into::<web_sys::HtmlVideoElement>().ok())
+        .ok_or("the page has no <video id=video>")?;
+    let player = JsPlayer::start(video, options, Some(ui)).map_err(|e| e.to_string())?;
+    js_sys::Reflect::set(window, &"streamtorrent".into(), &JsValue::from(player))
+        .map_err(|_| "cannot set window.streamtorrent".to_owned())?;
+    Ok(())
 }

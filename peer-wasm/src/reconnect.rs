@@ -1,6 +1,10 @@
 //! When to try the signal server again after losing it: exponential back-off, so a server
 //! restart is not met by every viewer reconnecting at once, forever.
 
+use gloo_timers::callback::Timeout;
+
+use crate::event::{emit, Event, Events};
+
 /// First wait after a lost connection, in milliseconds.
 const FIRST_MS: u32 = 500;
 /// The longest wait between attempts.
@@ -28,6 +32,42 @@ impl Backoff {
     /// A connection succeeded: the next loss starts from the first wait again.
     pub fn reset(&mut self) {
         self.next_ms = FIRST_MS;
+    }
+}
+
+/// Schedules `Event::Reconnect` after each lost connection, backing off.
+#[derive(Default)]
+pub struct Reconnector {
+    backoff: Backoff,
+    /// The pending attempt (dropping it cancels) and when it fires (page clock, ms).
+    pending: Option<(Timeout, f64)>,
+}
+
+impl Reconnector {
+    /// The connection opened: the next loss retries quickly again.
+    pub fn opened(&mut self) {
+        self.backoff.reset();
+        self.pending = None;
+    }
+
+    /// The connection closed (or never opened): schedules the next attempt and returns
+    /// its delay in ms.
+    pub fn closed(&mut self, events: &Events) -> u32 {
+        let delay = self.backoff.next_delay_ms();
+        let events = events.clone();
+        let timeout = Timeout::new(delay, move || emit(&events, Event::Reconnect));
+        self.pending = Some((timeout, crate::app::now().0 as f64 + f64::from(delay)));
+        delay
+    }
+
+    /// The scheduled attempt is being made now.
+    pub fn attempting(&mut self) {
+        self.pending = None;
+    }
+
+    /// Milliseconds until the next attempt, while one is pending.
+    pub fn retry_in_ms(&self, now: f64) -> Option<f64> {
+        self.pending.as_ref().map(|(_, at)| (at - now).max(0.0))
     }
 }
 

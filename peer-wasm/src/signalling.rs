@@ -14,18 +14,9 @@ pub struct Signalling {
 }
 
 impl Signalling {
-    /// Opens `ws(s)://<page host>/ws`.
-    pub fn open(events: &Events) -> Result<Signalling, WebError> {
-        let location = web_sys::window()
-            .ok_or(WebError::Unsupported("window"))?
-            .location();
-        let scheme = if location.protocol()? == "https:" {
-            "wss"
-        } else {
-            "ws"
-        };
-        let url = format!("{scheme}://{}/ws", location.host()?);
-        let socket = WebSocket::new(&url)?;
+    /// Opens `url` (`ws(s)://host/ws`); a failure to connect arrives as `SocketClosed`.
+    pub fn open(url: &str, events: &Events) -> Result<Signalling, WebError> {
+        let socket = WebSocket::new(url)?;
         let on_open = {
             let events = events.clone();
             EventListener::new(&socket, "open", move |_| emit(&events, Event::SocketOpen))

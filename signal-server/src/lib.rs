@@ -55,7 +55,7 @@ fn router(state: AppState) -> Router {
         .route("/", get(web::app_page))
         .route("/watch/{channel}", get(web::app_page))
         .route("/embed/{channel}", get(web::app_page))
-        .fallback_service(tower_http::services::ServeDir::new(&state.config.web_dir))
+        .fallback_service(web::static_files(&state.config.web_dir))
         .with_state(state)
 }
 

@@ -1,9 +1,11 @@
 //! HTTP routes beside the WebSocket: the app page, the channel list, metrics and health.
 
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::Json;
+use tower_http::services::ServeDir;
+use tower_http::set_header::SetResponseHeader;
 
 use crate::AppState;
 
@@ -24,9 +26,21 @@ pub(crate) async fn app_page(State(state): State<AppState>) -> Response {
     }
 }
 
+/// Public: other sites' pages may read it (the JS API, docs/embed.md).
 pub(crate) async fn channels(State(state): State<AppState>) -> impl IntoResponse {
     let live = state.rooms().live_channels();
-    Json(live)
+    ([(header::ACCESS_CONTROL_ALLOW_ORIGIN, "*")], Json(live))
+}
+
+/// `web/dist`: the app, and `streamtorrent.js` with the wasm it loads, which pages of any
+/// origin may import (a module script from another origin needs CORS). Nothing here
+/// depends on cookies, so `*` exposes nothing private.
+pub(crate) fn static_files(web_dir: &std::path::Path) -> SetResponseHeader<ServeDir, HeaderValue> {
+    SetResponseHeader::overriding(
+        ServeDir::new(web_dir),
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    )
 }
 
 /// Prometheus text format.

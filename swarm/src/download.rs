@@ -74,6 +74,9 @@ impl Swarm {
             self.stats.bytes_duplicate += len;
             return;
         }
+        if let Some(state) = self.peers.get_mut(&peer) {
+            state.bytes_down += len;
+        }
         if from_source {
             self.stats.bytes_from_source += len;
         } else {

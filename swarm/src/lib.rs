@@ -22,5 +22,5 @@ pub use chunk_store::{Chunk, ChunkData};
 pub use config::{Config, SwarmRole};
 pub use neighbours::{NeighbourReport, SOURCE_MAX_LINKS, TARGET_LINKS};
 pub use rate::BytesPerSec;
-pub use swarm::{Input, Output, Stats, Swarm};
+pub use swarm::{Input, Neighbour, Output, Stats, Swarm};
 pub use time::Millis;

@@ -42,6 +42,9 @@ pub(crate) struct PeerState {
     pub busy_until: Millis,
     /// The upload budget it advertised; `None` for unlimited (or not yet told).
     pub upload: Option<BytesPerSec>,
+    /// Payload bytes received from it (new pieces only) and sent to it.
+    pub bytes_down: u64,
+    pub bytes_up: u64,
 }
 
 impl PeerState {

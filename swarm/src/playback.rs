@@ -54,7 +54,7 @@ impl Clock {
     }
 
     /// When `seq` was cut at the source, judged from when the edge was heard of.
-    fn cut_at(&self, seq: ChunkSeq) -> Option<Millis> {
+    pub fn cut_at(&self, seq: ChunkSeq) -> Option<Millis> {
         let (edge, at, _) = self.edge?;
         let back = edge.0.saturating_sub(seq.0).saturating_mul(self.chunk_ms);
         let ahead = seq.0.saturating_sub(edge.0).saturating_mul(self.chunk_ms);

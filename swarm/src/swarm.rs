@@ -98,6 +98,16 @@ pub struct Stats {
     pub startup_ms: Option<u64>,
 }
 
+/// A neighbour as the driver's stats show it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Neighbour {
+    pub peer: PeerId,
+    pub is_source: bool,
+    /// Payload bytes received from it (duplicates not counted) and sent to it.
+    pub bytes_down: u64,
+    pub bytes_up: u64,
+}
+
 /// One peer's view of the swarm. See the crate docs for how drivers use it.
 #[derive(Debug)]
 pub struct Swarm {
@@ -163,6 +173,22 @@ impl Swarm {
 
     pub fn peer_count(&self) -> usize {
         self.peers.len()
+    }
+
+    /// Each connected neighbour and the payload exchanged with it so far.
+    pub fn neighbours(&self) -> impl Iterator<Item = Neighbour> + '_ {
+        self.peers.iter().map(|(peer, state)| Neighbour {
+            peer: *peer,
+            is_source: state.is_source,
+            bytes_down: state.bytes_down,
+            bytes_up: state.bytes_up,
+        })
+    }
+
+    /// When `seq` was cut at the source, on this peer's clock, judged from when the newest
+    /// chunk was first heard of (so it runs late by the announcement's trip, tens of ms).
+    pub fn cut_at(&self, seq: ChunkSeq) -> Option<Millis> {
+        self.clock.cut_at(seq)
     }
 
     /// Chunks held whole or in part; bounded by the window (a test checks memory with it).

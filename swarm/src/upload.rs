@@ -135,6 +135,7 @@ impl Swarm {
         let len = wire - protocol::PIECE_HEADER_BYTES;
         let state = self.peer_mut(peer);
         state.buffered += wire as u64;
+        state.bytes_up += len as u64;
         let job = &mut state.serving[index];
         job.next += 1;
         if job.next >= job.end {

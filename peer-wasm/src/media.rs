@@ -1,5 +1,6 @@
-//! Media Source Extensions playback of a live stream: ordered appends, staying near the
-//! live edge, and evicting played media so memory stays bounded.
+//! Media Source Extensions playback of a live stream: ordered appends, starting when the
+//! swarm's schedule says, staying inside buffered media near the live edge, and evicting
+//! played media so memory stays bounded over hours.
 
 use std::collections::VecDeque;
 
@@ -10,16 +11,27 @@ use web_sys::{HtmlVideoElement, MediaSource, MediaSourceReadyState, SourceBuffer
 use crate::event::{emit, Event, Events};
 use crate::WebError;
 
-/// Media buffered ahead before playback starts. Chunks arrive once per chunk length, so
-/// starting with less than one chunk's worth plays every chunk just in time and any jitter
-/// stalls; 1.5 s leaves half a second of margin with 1 s chunks.
-const START_BUFFER_S: f64 = 1.5;
-/// Playback further than this behind the newest buffered media jumps forward.
-const CATCH_UP_AFTER_S: f64 = 6.0;
-/// Where a jump forward lands, behind the newest buffered media.
-const TARGET_BEHIND_S: f64 = 2.0;
-/// Played media kept behind the play position before it is removed.
-const KEEP_BEHIND_S: f64 = 30.0;
+/// How far the player lets buffered media grow around the play position.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MediaLimits {
+    /// Played media kept behind the play position; older media is removed.
+    pub keep_behind_s: f64,
+    /// Playback further than this behind the newest buffered media jumps forward (a
+    /// backstop: the swarm's schedule normally keeps the distance near its target).
+    pub catch_up_after_s: f64,
+    /// Where such a jump lands, behind the newest buffered media.
+    pub target_behind_s: f64,
+}
+
+impl Default for MediaLimits {
+    fn default() -> MediaLimits {
+        MediaLimits {
+            keep_behind_s: 30.0,
+            catch_up_after_s: 6.0,
+            target_behind_s: 2.0,
+        }
+    }
+}
 
 /// Media waiting to be appended: a `SourceBuffer` takes one append at a time.
 #[derive(Debug, Default)]
@@ -46,45 +58,70 @@ impl AppendQueue {
         self.items.push_front(data);
     }
 
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.items.is_empty()
     }
 }
 
-pub struct Player {
+/// The range of played media to remove, if the oldest buffered media lies more than
+/// `keep_behind` behind the play position. Removes down to half of it, so eviction runs
+/// once every `keep_behind / 2` seconds of playback rather than on every tick.
+pub fn eviction(oldest: f64, position: f64, keep_behind: f64) -> Option<(f64, f64)> {
+    (position - oldest > keep_behind).then(|| (0.0, position - keep_behind / 2.0))
+}
+
+pub struct MediaPlayer {
     video: HtmlVideoElement,
     media_source: MediaSource,
     object_url: String,
     buffer: Option<SourceBuffer>,
     mime: Option<String>,
     queue: AppendQueue,
-    /// Whether playback was started; the page starts it, not `autoplay`, so that it waits
-    /// for [`START_BUFFER_S`].
+    limits: MediaLimits,
+    /// When playback should start (page clock, ms): the swarm's planned time for the first
+    /// chunk. The page starts playback itself, not `autoplay`, so it waits for that.
+    start_at: Option<f64>,
     started: bool,
+    /// Appends refused for lack of room and retried after an eviction.
+    pub quota_recoveries: u32,
     listeners: Vec<EventListener>,
 }
 
-impl Player {
-    pub fn new(video: HtmlVideoElement, events: &Events) -> Result<Player, WebError> {
+impl MediaPlayer {
+    pub fn new(
+        video: HtmlVideoElement,
+        events: &Events,
+        limits: MediaLimits,
+    ) -> Result<MediaPlayer, WebError> {
         let media_source =
             MediaSource::new().map_err(|_| WebError::Unsupported("Media Source Extensions"))?;
         let object_url = Url::create_object_url_with_source(&media_source)?;
-        let on_open = {
+        let forward = |target: &web_sys::EventTarget, name: &'static str, event: fn() -> Event| {
             let events = events.clone();
-            EventListener::new(&media_source, "sourceopen", move |_| {
-                emit(&events, Event::SourceOpen)
-            })
+            EventListener::new(target, name, move |_| emit(&events, event()))
         };
+        let listeners = vec![
+            forward(&media_source, "sourceopen", || Event::SourceOpen),
+            forward(&video, "playing", || Event::VideoPlaying),
+            forward(&video, "waiting", || Event::VideoWaiting),
+        ];
         video.set_src(&object_url);
-        Ok(Player {
+        Ok(MediaPlayer {
             video,
             media_source,
             object_url,
             buffer: None,
             mime: None,
             queue: AppendQueue::default(),
+            limits,
+            start_at: None,
             started: false,
-            listeners: vec![on_open],
+            quota_recoveries: 0,
+            listeners,
         })
     }
 
@@ -111,6 +148,11 @@ impl Player {
         self.pump()
     }
 
+    /// Appends waiting for the `SourceBuffer`.
+    pub fn queued(&self) -> usize {
+        self.queue.len()
+    }
+
     /// Appends the next queued media if the buffer is idle; call after each `updateend`.
     pub fn pump(&mut self) -> Result<(), WebError> {
         let Some(buffer) = &self.buffer else {
@@ -122,8 +164,10 @@ impl Player {
         match buffer.append_buffer_with_u8_array(&mut data) {
             Ok(()) => Ok(()),
             Err(e) if is_quota_exceeded(&e) => {
-                // Full: free played media now and try this append again after it.
+                // Full: free played media now and try this append again after it (the
+                // `updateend` of the removal pumps again).
                 self.queue.retry(data);
+                self.quota_recoveries += 1;
                 let now = self.video.current_time();
                 buffer.remove(0.0, (now - 1.0).max(0.0))?;
                 Ok(())
@@ -141,31 +185,45 @@ impl Player {
         }
     }
 
-    /// Keeps playback inside buffered media and near the live edge; evicts old media.
-    pub fn tick(&mut self) {
+    /// Starts playback at `at` (page clock, ms) or as soon as media is buffered after it.
+    pub fn start_at(&mut self, at: f64) {
+        if self.start_at.is_none() {
+            self.start_at = Some(at);
+        }
+    }
+
+    /// Whether playback was started.
+    pub fn started(&self) -> bool {
+        self.started
+    }
+
+    /// Keeps playback inside buffered media and near the live edge, starts it when due,
+    /// and evicts old media. `now` is the page clock in ms.
+    pub fn tick(&mut self, now: f64) {
         let ranges = self.video.buffered();
         let count = ranges.length();
         if count == 0 {
             return;
         }
-        let now = self.video.current_time();
+        let position = self.video.current_time();
         let starts: Vec<f64> = (0..count).filter_map(|i| ranges.start(i).ok()).collect();
         let ends: Vec<f64> = (0..count).filter_map(|i| ranges.end(i).ok()).collect();
         let newest = ends.last().copied().unwrap_or(0.0);
         let inside = starts
             .iter()
             .zip(&ends)
-            .any(|(s, e)| *s <= now + 0.05 && now < *e);
+            .any(|(s, e)| *s <= position + 0.05 && position < *e);
         if !inside {
             // Before the first range (a live join starts mid-stream) or in a gap left by
             // a skipped chunk: go to where media resumes.
-            if let Some(next) = starts.iter().find(|s| **s > now - 0.05) {
+            if let Some(next) = starts.iter().find(|s| **s > position - 0.05) {
                 self.video.set_current_time(*next + 0.01);
             }
-        } else if newest - now > CATCH_UP_AFTER_S {
-            self.video.set_current_time(newest - TARGET_BEHIND_S);
+        } else if newest - position > self.limits.catch_up_after_s {
+            self.video
+                .set_current_time(newest - self.limits.target_behind_s);
         }
-        if !self.started && newest - self.video.current_time() >= START_BUFFER_S {
+        if !self.started && self.start_at.is_some_and(|at| now >= at) {
             self.started = true;
             if let Ok(promise) = self.video.play() {
                 // Autoplay may be refused until the viewer clicks; that is not an error.
@@ -175,9 +233,13 @@ impl Player {
             }
         }
         if let Some(buffer) = &self.buffer {
-            let played = self.video.current_time();
-            if !buffer.updating() && played - starts[0] > KEEP_BEHIND_S {
-                let _ = buffer.remove(0.0, played - KEEP_BEHIND_S / 2.0);
+            let range = eviction(
+                starts[0],
+                self.video.current_time(),
+                self.limits.keep_behind_s,
+            );
+            if let (false, Some((from, to))) = (buffer.updating(), range) {
+                let _ = buffer.remove(from, to);
             }
         }
     }
@@ -200,7 +262,7 @@ impl Player {
     }
 }
 
-impl Drop for Player {
+impl Drop for MediaPlayer {
     fn drop(&mut self) {
         self.listeners.clear();
         let _ = Url::revoke_object_url(&self.object_url);
@@ -228,5 +290,13 @@ mod tests {
         assert_eq!(queue.next(false), Some(vec![1]));
         assert_eq!(queue.next(false), Some(vec![2]));
         assert!(queue.is_empty());
+    }
+
+    #[test]
+    fn eviction_waits_for_keep_behind_then_removes_half_of_it() {
+        assert_eq!(eviction(0.0, 29.0, 30.0), None);
+        assert_eq!(eviction(0.0, 31.0, 30.0), Some((0.0, 16.0)));
+        // After that removal the oldest media is 16 s: nothing more until 46 s.
+        assert_eq!(eviction(16.0, 45.0, 30.0), None);
     }
 }

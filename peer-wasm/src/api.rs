@@ -1,0 +1,140 @@
+//! The JavaScript API: `new Player(videoElement, options)`, `player.stats()`,
+//! `player.state()`, `state` and `stats` events, `player.destroy()`. The ES module
+//! `streamtorrent.js` re-exports this class once the wasm is loaded (docs/embed.md).
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use wasm_bindgen::prelude::*;
+use web_sys::{EventTarget, HtmlVideoElement};
+
+use crate::app::App;
+use crate::event::{emit, Event, Events};
+use crate::options::{PlayerOptions, RawOptions};
+use crate::page::PageUi;
+use crate::report::{to_js, Reporter};
+use crate::snapshot::Snapshot;
+
+/// A live channel playing in a `<video>` element, fetched from the channel's swarm.
+#[wasm_bindgen(js_name = Player)]
+pub struct JsPlayer {
+    shared: Rc<RefCell<Snapshot>>,
+    target: EventTarget,
+    events: Events,
+}
+
+#[wasm_bindgen(js_class = Player)]
+impl JsPlayer {
+    /// `options`: `{ channel, server?, muted?, maxUploadKbps?, targetLatencyMs? }`.
+    /// Throws on bad options or a browser without WebRTC or Media Source Extensions.
+    #[wasm_bindgen(constructor)]
+    pub fn new(video: HtmlVideoElement, options: JsValue) -> Result<JsPlayer, JsError> {
+        let options = PlayerOptions::parse(read_options(&options)?, &page_origin())
+            .map_err(|e| JsError::new(&e))?;
+        JsPlayer::start(video, options, None).map_err(|e| JsError::new(&e.to_string()))
+    }
+
+    /// The stats contract (docs/embed.md): peers, bytes_from_peers, bytes_from_source,
+    /// bytes_uploaded, chunks_played, chunks_missed, stalls, buffer_ms, lag_ms, startup_ms…
+    pub fn stats(&self) -> JsValue {
+        to_js(&*self.shared.borrow())
+    }
+
+    /// `connecting`, `buffering`, `playing`, `offline`, `unsupported`,
+    /// `codec_unsupported` or `stopped`.
+    pub fn state(&self) -> JsValue {
+        to_js(&self.shared.borrow().state)
+    }
+
+    /// `state` events carry `{state, message}`; `stats` events (once a second) the stats.
+    #[wasm_bindgen(js_name = addEventListener)]
+    pub fn add_event_listener(&self, kind: &str, listener: &js_sys::Function) {
+        let _ = self.target.add_event_listener_with_callback(kind, listener);
+    }
+
+    #[wasm_bindgen(js_name = removeEventListener)]
+    pub fn remove_event_listener(&self, kind: &str, listener: &js_sys::Function) {
+        let _ = self
+            .target
+            .remove_event_listener_with_callback(kind, listener);
+    }
+
+    /// Leaves the channel: closes every peer link and the signal connection.
+    pub fn destroy(&self) {
+        emit(&self.events, Event::Stop);
+    }
+}
+
+impl JsPlayer {
+    /// Starts the app; the watch and embed pages pass their page UI.
+    pub(crate) fn start(
+        video: HtmlVideoElement,
+        options: PlayerOptions,
+        page: Option<PageUi>,
+    ) -> Result<JsPlayer, crate::WebError> {
+        let shared = Rc::new(RefCell::new(Snapshot::default()));
+        let target = EventTarget::new()?;
+        let reporter = Reporter::new(shared.clone(), target.clone(), page);
+        let (app, inbox) = App::new(video, options, reporter)?;
+        let events = app.events();
+        wasm_bindgen_futures::spawn_local(app.run(inbox));
+        Ok(JsPlayer {
+            shared,
+            target,
+            events,
+        })
+    }
+}
+
+/// The page's own origin, the default server.
+pub(crate) fn page_origin() -> String {
+    web_sys::window()
+        .and_then(|w| w.location().origin().ok())
+        .unwrap_or_default()
+}
+
+fn read_options(options: &JsValue) -> Result<RawOptions, JsError> {
+    if !options.is_object() {
+        return Err(JsError::new(
+            "new Player(video, options): options must be an object like { channel: \"demo\" }",
+        ));
+    }
+    let field = |name: &str| js_sys::Reflect::get(options, &name.into()).unwrap_or_default();
+    let string = |name: &str| -> Result<Option<String>, JsError> {
+        let value = field(name);
+        if value.is_undefined() || value.is_null() {
+            return Ok(None);
+        }
+        value
+            .as_string()
+            .map(Some)
+            .ok_or_else(|| JsError::new(&format!("options.{name} must be a string")))
+    };
+    let number = |name: &str| -> Result<Option<f64>, JsError> {
+        let value = field(name);
+        if value.is_undefined() || value.is_null() {
+            return Ok(None);
+        }
+        value
+            .as_f64()
+            .map(Some)
+            .ok_or_else(|| JsError::new(&format!("options.{name} must be a number")))
+    };
+    let muted = field("muted");
+    let muted = if muted.is_undefined() || muted.is_null() {
+        None
+    } else {
+        Some(
+            muted
+                .as_bool()
+                .ok_or_else(|| JsError::new("options.muted must be true or false"))?,
+        )
+    };
+    Ok(RawOptions {
+        channel: string("channel")?,
+        server: string("server")?,
+        muted,
+        max_upload_kbps: number("maxUploadKbps")?,
+        target_latency_ms: number("targetLatencyMs")?,
+    })
+}
