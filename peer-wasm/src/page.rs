@@ -192,7 +192,7 @@ fn neighbours_html(s: &Snapshot) -> String {
         .iter()
         .map(|n| {
             format!(
-                "<tr><td>#{}</td><td>{}</td><td>{:.0}</td><td>{:.0}</td></tr>",
+                "<tr><td>{}</td><td>{}</td><td>{:.0}</td><td>{:.0}</td></tr>",
                 n.peer,
                 if n.source { "broadcaster" } else { "viewer" },
                 n.down_kbps,

@@ -100,6 +100,12 @@ pub struct Snapshot {
     pub bytes_from_peers: u64,
     pub bytes_from_source: u64,
     pub bytes_uploaded: u64,
+    /// Pieces received twice (a request raced a push, or a late piece); not counted above.
+    pub bytes_duplicate: u64,
+    /// Requests this peer refused for lack of upload budget or of the piece.
+    pub requests_refused: u64,
+    /// Neighbours dropped for misbehaving or not delivering.
+    pub peers_dropped: u64,
     pub chunks_played: u64,
     pub chunks_missed: u64,
     /// Times the video element ran out of media after playback started.
@@ -125,6 +131,9 @@ impl Default for Snapshot {
             bytes_from_peers: 0,
             bytes_from_source: 0,
             bytes_uploaded: 0,
+            bytes_duplicate: 0,
+            requests_refused: 0,
+            peers_dropped: 0,
             chunks_played: 0,
             chunks_missed: 0,
             stalls: 0,
@@ -147,6 +156,9 @@ impl Snapshot {
         self.bytes_from_peers = stats.bytes_from_peers;
         self.bytes_from_source = stats.bytes_from_source;
         self.bytes_uploaded = stats.bytes_uploaded;
+        self.bytes_duplicate = stats.bytes_duplicate;
+        self.requests_refused = stats.requests_refused;
+        self.peers_dropped = stats.peers_dropped;
         self.chunks_played = stats.chunks_played;
         self.chunks_missed = stats.chunks_missed;
         let received = stats.bytes_from_peers + stats.bytes_from_source;

@@ -5,7 +5,10 @@ use protocol::{PeerId, RequestId};
 
 use crate::chunk_store::Held;
 use crate::peer::ServeJob;
-use crate::{Chunk, Millis, Swarm};
+use crate::{BytesPerSec, Chunk, Millis, Swarm};
+
+/// The stream's rate is measured over this many recent chunks.
+const RATE_OVER_CHUNKS: usize = 8;
 
 impl Swarm {
     pub(crate) fn produce(&mut self, now: Millis, chunk: Chunk) {
@@ -26,7 +29,12 @@ impl Swarm {
             .map(|(id, p)| (p.forwards(), *id))
             .collect();
         candidates.sort_by_key(|c| std::cmp::Reverse(c.0));
-        let pushes = pieces.div_ceil(self.config.block_pieces.max(1)) * self.config.source_fanout;
+        self.produced.push_back((now, chunk.data.len() as u64));
+        if self.produced.len() > RATE_OVER_CHUNKS {
+            self.produced.pop_front();
+        }
+        let fanout = self.push_fanout();
+        let pushes = pieces.div_ceil(self.config.block_pieces.max(1)) * fanout;
         let candidates: Vec<PeerId> = candidates
             .into_iter()
             .take(pushes.max(1))
@@ -38,7 +46,7 @@ impl Swarm {
         if !candidates.is_empty() {
             for first in (0..pieces).step_by(block) {
                 let end = (first + block).min(pieces);
-                for _ in 0..self.config.source_fanout {
+                for _ in 0..fanout {
                     let peer = candidates[self.fanout_cursor % candidates.len()];
                     self.fanout_cursor = (self.fanout_cursor + 1) % candidates.len();
                     let have = self.store.chunks[&seq].have(seq, first..end, true);
@@ -57,6 +65,31 @@ impl Swarm {
             }
         }
         self.unannounced.push_back((seq, now));
+    }
+
+    /// Copies of each block to push: `source_fanout`, or fewer when the upload budget could
+    /// not carry them. Pushes are served before requests, so pushing more than the budget
+    /// moves would queue every push behind the last and delay the whole stream; a third
+    /// of the budget stays for requests (newcomers, repairs).
+    fn push_fanout(&self) -> usize {
+        let (Some(limit), Some(stream)) = (self.config.upload_limit, self.stream_rate()) else {
+            return self.config.source_fanout;
+        };
+        let affordable = (limit.0 * 2 / 3) / stream.0.max(1);
+        (affordable as usize).clamp(1, self.config.source_fanout.max(1))
+    }
+
+    /// The stream's rate, from the chunks produced recently (`None` until two are).
+    fn stream_rate(&self) -> Option<BytesPerSec> {
+        let (first, _) = self.produced.front()?;
+        let (last, _) = self.produced.back()?;
+        let span = *last - *first;
+        if span == 0 {
+            return None;
+        }
+        // The first chunk's bytes were made before `first`: count the ones after it.
+        let bytes: u64 = self.produced.iter().skip(1).map(|(_, len)| len).sum();
+        Some(BytesPerSec(bytes * 1000 / span))
     }
 
     /// Source: tell every other viewer about chunks old enough that the mesh had its chance.

@@ -130,6 +130,8 @@ pub struct Swarm {
     pub(crate) unannounced: VecDeque<(ChunkSeq, Millis)>,
     /// Source: where the rotating push continues.
     pub(crate) fanout_cursor: usize,
+    /// Source: when recent chunks were produced and their sizes, to know the stream's rate.
+    pub(crate) produced: VecDeque<(Millis, u64)>,
     pub(crate) first_input: Option<Millis>,
     /// The window's lower edge at the last eviction: evict again only when it moves.
     pub(crate) evicted_below: Option<ChunkSeq>,
@@ -160,6 +162,7 @@ impl Swarm {
             serve_order: 0,
             unannounced: VecDeque::new(),
             fanout_cursor: 0,
+            produced: VecDeque::new(),
             first_input: None,
             evicted_below: None,
             outputs: VecDeque::new(),

@@ -125,3 +125,51 @@ fn a_viewer_that_uploads_nothing_announces_nothing_and_refuses_requests() {
         .any(|o| matches!(o, Output::Send(_, PeerMessage::Absent { .. })));
     assert!(absent, "a request to a peer that serves nothing is refused");
 }
+
+/// Blocks of chunk `seq` the source announced as pushed, to any viewer.
+fn pushed_blocks(source: &mut Swarm, seq: u64) -> usize {
+    let mut blocks = 0;
+    while let Some(output) = source.poll_output() {
+        if let Output::Send(
+            _,
+            PeerMessage::Have {
+                seq: have, pushed, ..
+            },
+        ) = output
+        {
+            if pushed && have == ChunkSeq(seq) {
+                blocks += 1;
+            }
+        }
+    }
+    blocks
+}
+
+/// Pushes go out before any request, so a source that pushes more copies than its budget
+/// carries delays the whole stream, a little more with every chunk. With a budget of 1.5×
+/// the stream it pushes one copy of each block; with 4× it pushes two.
+#[test]
+fn a_source_pushes_only_the_copies_its_budget_carries() {
+    const CHUNK: usize = 125_000; // 1 Mbit/s at one chunk a second
+    for (budget_kbps, copies) in [(1_500, 1), (4_000, 2), (u64::MAX, 2)] {
+        let mut config = Config::new(SwarmRole::Source);
+        if budget_kbps != u64::MAX {
+            config.upload_limit = Some(BytesPerSec::from_kbps(budget_kbps));
+        }
+        let blocks = CHUNK.div_ceil(PIECE_BYTES).div_ceil(config.block_pieces);
+        let mut source = Swarm::new(config);
+        for viewer in 1..=4 {
+            source.handle_input(Millis(0), Input::PeerConnected(PeerId(viewer)));
+        }
+        let mut last = 0;
+        for seq in 0..10 {
+            source.handle_input(Millis(1000 * seq), Input::ChunkProduced(chunk(seq, CHUNK)));
+            last = pushed_blocks(&mut source, seq);
+        }
+        assert_eq!(
+            last,
+            blocks * copies,
+            "budget {budget_kbps} kbit/s: {last} pushed blocks for {blocks} blocks"
+        );
+    }
+}

@@ -1,5 +1,6 @@
 //! Helpers for end-to-end tests: the project's real binaries as child processes, killed
 //! when the test ends, inside a private network namespace.
 
+pub mod browser;
 pub mod netns;
 pub mod process;

@@ -76,6 +76,15 @@ pub fn signal_server_on(listen: &str, web_dir: &std::path::Path) -> (Guard, Stri
     (guard, addr)
 }
 
+/// How the test broadcaster encodes and uploads.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BroadcastOptions {
+    /// Video bitrate for x264 (`-b:v`, with a matching `-maxrate`); its default otherwise.
+    pub video_kbps: Option<u32>,
+    /// `streamtorrent broadcast --max-upload-kbps`.
+    pub max_upload_kbps: Option<u32>,
+}
+
 /// ffmpeg's live test source (moving pattern with a clock, and a tone) piped into
 /// `streamtorrent broadcast`.
 pub fn broadcaster(
@@ -84,32 +93,46 @@ pub fn broadcaster(
     record_dir: &std::path::Path,
     log: &std::path::Path,
 ) -> (Guard, Guard) {
-    let mut ffmpeg = Command::new("ffmpeg")
-        .args([
-            "-loglevel",
-            "error",
-            "-re",
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc2=size=640x360:rate=30",
-            "-f",
-            "lavfi",
-            "-i",
-            "sine=frequency=440",
-        ])
-        .args([
-            "-c:v",
-            "libx264",
-            "-preset",
-            "veryfast",
-            "-tune",
-            "zerolatency",
-            "-g",
-            "30",
-            "-c:a",
-            "aac",
-        ])
+    broadcaster_with(addr, channel, record_dir, log, BroadcastOptions::default())
+}
+
+pub fn broadcaster_with(
+    addr: &str,
+    channel: &str,
+    record_dir: &std::path::Path,
+    log: &std::path::Path,
+    options: BroadcastOptions,
+) -> (Guard, Guard) {
+    let mut ffmpeg = Command::new("ffmpeg");
+    ffmpeg.args([
+        "-loglevel",
+        "error",
+        "-re",
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=640x360:rate=30",
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=frequency=440",
+    ]);
+    ffmpeg.args([
+        "-c:v",
+        "libx264",
+        "-preset",
+        "veryfast",
+        "-tune",
+        "zerolatency",
+        "-g",
+        "30",
+    ]);
+    if let Some(kbps) = options.video_kbps {
+        let rate = format!("{kbps}k");
+        ffmpeg.args(["-b:v", &rate, "-maxrate", &rate, "-bufsize", &rate]);
+    }
+    ffmpeg.args(["-c:a", "aac", "-b:a", "64k"]);
+    let mut ffmpeg = ffmpeg
         .args([
             "-f",
             "mp4",
@@ -123,15 +146,19 @@ pub fn broadcaster(
         .expect("ffmpeg is installed (scripts/test installs it)");
     let stdout = ffmpeg.stdout.take().expect("stdout was piped");
     let ffmpeg = Guard(ffmpeg);
-    let broadcaster = Command::new(binary("streamtorrent"))
-        .args([
-            "broadcast",
-            "--server",
-            &format!("ws://{addr}/ws"),
-            "--channel",
-            channel,
-            "--record-dir",
-        ])
+    let mut broadcast = Command::new(binary("streamtorrent"));
+    broadcast.args([
+        "broadcast",
+        "--server",
+        &format!("ws://{addr}/ws"),
+        "--channel",
+        channel,
+    ]);
+    if let Some(kbps) = options.max_upload_kbps {
+        broadcast.args(["--max-upload-kbps", &kbps.to_string()]);
+    }
+    let broadcaster = broadcast
+        .arg("--record-dir")
         .arg(record_dir)
         .stdin(stdout)
         .stderr(std::fs::File::create(log).expect("can create the log file"))

@@ -3,11 +3,11 @@
 //! through Media Source Extensions; then the signal server is killed and restarted under
 //! it, and the page keeps playing and rejoins.
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use fantoccini::{Client, ClientBuilder};
-use serde_json::{json, Value};
+use fantoccini::Client;
+use serde_json::Value;
+use tests::browser::Chromedriver;
 use tests::netns;
 use tests::process::{
     broadcaster, free_port, http_get, scratch, signal_server_on, wait_for_channel, workspace_root,
@@ -63,18 +63,10 @@ fn watch_page_plays_a_live_channel_in_chromium() {
     // Join a running channel, as viewers do: a few chunks exist already.
     std::thread::sleep(Duration::from_secs(3));
 
-    let port = free_port();
-    let _driver = Guard(
-        Command::new("chromedriver")
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("chromedriver is installed (scripts/test installs chromium-driver)"),
-    );
+    let driver = Chromedriver::start();
     let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
     let result = runtime.block_on(async {
-        let client = connect(port, &dir).await;
+        let client = driver.open(&dir.join("chromium-profile")).await;
         let mut outcome = watch(&client, &addr).await;
         if outcome.is_ok() {
             outcome = survive_restart(&client, server, &listen, &web_dir, &addr).await;
@@ -84,38 +76,6 @@ fn watch_page_plays_a_live_channel_in_chromium() {
     });
     let probe = result.unwrap_or_else(|e| panic!("{e}; logs in {}", dir.display()));
     println!("browser played: {probe}");
-}
-
-async fn connect(port: u16, dir: &std::path::Path) -> Client {
-    let profile = dir.join("chromium-profile");
-    let capabilities = json!({
-        "goog:chromeOptions": {
-            "binary": "/usr/bin/chromium",
-            "args": [
-                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--no-first-run", "--disable-quic", "--autoplay-policy=no-user-gesture-required",
-                format!("--user-data-dir={}", profile.display()),
-            ]
-        }
-    });
-    let capabilities = capabilities.as_object().expect("a JSON object").clone();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        match ClientBuilder::rustls()
-            .expect("rustls client")
-            .capabilities(capabilities.clone())
-            .connect(&format!("http://127.0.0.1:{port}"))
-            .await
-        {
-            Ok(client) => return client,
-            Err(e) if Instant::now() < deadline => {
-                let _ = e;
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            Err(e) => panic!("cannot start Chromium through chromedriver: {e}"),
-        }
-    }
 }
 
 async fn watch(client: &Client, addr: &str) -> Result<Value, String> {

@@ -1,0 +1,68 @@
+//! Headless Chromium (Debian's) driven through chromedriver, for the browser tests.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder};
+use serde_json::json;
+
+use crate::process::{free_port, Guard};
+
+/// A chromedriver process; each [`Chromedriver::open`] starts its own Chromium.
+pub struct Chromedriver {
+    port: u16,
+    _process: Guard,
+}
+
+impl Chromedriver {
+    pub fn start() -> Chromedriver {
+        let port = free_port();
+        let process = Guard(
+            Command::new("chromedriver")
+                .arg(format!("--port={port}"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("chromedriver is installed (scripts/test installs chromium-driver)"),
+        );
+        Chromedriver {
+            port,
+            _process: process,
+        }
+    }
+
+    /// A new Chromium with its own empty profile in `profile`: nothing (cache, storage,
+    /// connections) is shared with any other.
+    pub async fn open(&self, profile: &Path) -> Client {
+        let capabilities = json!({
+            "goog:chromeOptions": {
+                "binary": "/usr/bin/chromium",
+                "args": [
+                    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                    "--disable-background-networking", "--disable-component-update",
+                    "--disable-sync", "--no-first-run", "--disable-quic",
+                    "--autoplay-policy=no-user-gesture-required",
+                    "--window-size=1100,1250",
+                    format!("--user-data-dir={}", profile.display()),
+                ]
+            }
+        });
+        let capabilities = capabilities.as_object().expect("a JSON object").clone();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            match ClientBuilder::rustls()
+                .expect("rustls client")
+                .capabilities(capabilities.clone())
+                .connect(&format!("http://127.0.0.1:{}", self.port))
+                .await
+            {
+                Ok(client) => return client,
+                Err(_) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => panic!("cannot start Chromium through chromedriver: {e}"),
+            }
+        }
+    }
+}
