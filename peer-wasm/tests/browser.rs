@@ -1,11 +1,12 @@
-//! The browser glue in real headless Chromium: MSE playback of real fMP4 through the
-//! `Player`, and the protocol round trip under wasm32.
+//! The browser glue in real headless Chromium: MSE playback of real fMP4 (append queue,
+//! eviction), data-channel back-pressure between two real peer connections, reconnecting
+//! to a signal server that is down, and the protocol round trip under wasm32.
 
 #![cfg(target_arch = "wasm32")]
 
 use futures::channel::mpsc;
 use futures::StreamExt;
-use peer_wasm::player::Player;
+use peer_wasm::media::{MediaLimits, MediaPlayer};
 use wasm_bindgen::JsCast;
 use wasm_bindgen_test::*;
 
@@ -48,8 +49,21 @@ fn video() -> web_sys::HtmlVideoElement {
 /// Plays a fixture through the `Player` until every append completed; returns the end of
 /// the buffered media.
 async fn buffer_fixture(fixture: &[u8], mime: &str) -> f64 {
+    let (player, _inbox) = buffered_player(fixture, mime, MediaLimits::default()).await;
+    let buffered = player.video().buffered();
+    assert_eq!(buffered.length(), 1, "one contiguous range");
+    buffered.end(0).unwrap()
+}
+
+/// A player with every fragment of a fixture appended, and its event stream.
+async fn buffered_player(
+    fixture: &[u8],
+    mime: &str,
+    limits: MediaLimits,
+) -> (MediaPlayer, mpsc::UnboundedReceiver<peer_wasm::Event>) {
     let (events, mut inbox) = mpsc::unbounded();
-    let mut player = Player::new(video(), &events).expect("MSE is available in Chromium");
+    let mut player =
+        MediaPlayer::new(video(), &events, limits).expect("MSE is available in Chromium");
     let (init, fragments) = segments(fixture);
     assert_eq!(fragments.len(), 3);
     // Media queued before the source opens must wait, not fail.
@@ -68,9 +82,7 @@ async fn buffer_fixture(fixture: &[u8], mime: &str) -> f64 {
             _ => {}
         }
     }
-    let buffered = player.video().buffered();
-    assert_eq!(buffered.length(), 1, "one contiguous range");
-    buffered.end(0).unwrap()
+    (player, inbox)
 }
 
 #[wasm_bindgen_test]
@@ -88,7 +100,7 @@ async fn player_buffers_vp9_opus_in_order() {
 #[wasm_bindgen_test]
 async fn unsupported_codec_is_reported_not_appended() {
     let (events, _inbox) = mpsc::unbounded();
-    let mut player = Player::new(video(), &events).unwrap();
+    let mut player = MediaPlayer::new(video(), &events, MediaLimits::default()).unwrap();
     let error = player
         .set_init(r#"video/mp4; codecs="nope.1""#, vec![0; 8], &events)
         .unwrap_err();
@@ -106,4 +118,158 @@ fn peer_messages_round_trip_in_wasm() {
         data: vec![1, 2, 3].into(),
     };
     assert_eq!(PeerMessage::decode(&piece.encode()), Ok(piece));
+}
+
+/// The next event the test cares about, skipping the rest.
+async fn next_matching<T>(
+    inbox: &mut mpsc::UnboundedReceiver<peer_wasm::Event>,
+    mut pick: impl FnMut(peer_wasm::Event) -> Option<T>,
+) -> T {
+    loop {
+        let event = inbox.next().await.expect("events keep coming");
+        if let Some(found) = pick(event) {
+            return found;
+        }
+    }
+}
+
+fn page_now() -> f64 {
+    web_sys::window().unwrap().performance().unwrap().now()
+}
+
+#[wasm_bindgen_test]
+async fn played_media_is_evicted_and_what_is_ahead_kept() {
+    let limits = MediaLimits {
+        keep_behind_s: 2.0,
+        ..MediaLimits::default()
+    };
+    let (mut player, mut inbox) = buffered_player(
+        H264_AAC,
+        r#"video/mp4; codecs="avc1.64000b,mp4a.40.2""#,
+        limits,
+    )
+    .await;
+    player.tick(page_now());
+    let before = player.video().buffered();
+    assert_eq!(
+        before.start(0).unwrap(),
+        0.0,
+        "nothing played yet, nothing evicted"
+    );
+    // 2.5 s played, more than `keep_behind_s`: media before 1.5 s goes.
+    player.video().set_current_time(2.5);
+    player.tick(page_now());
+    next_matching(&mut inbox, |e| {
+        matches!(e, peer_wasm::Event::UpdateEnd).then_some(())
+    })
+    .await;
+    let after = player.video().buffered();
+    assert_eq!(after.length(), 1);
+    let (start, end) = (after.start(0).unwrap(), after.end(0).unwrap());
+    assert!(
+        start >= 1.5,
+        "played media evicted up to 1.5 s, buffered from {start}"
+    );
+    assert!(
+        end > 2.9,
+        "media ahead of the play position kept, buffered to {end}"
+    );
+}
+
+#[wasm_bindgen_test]
+async fn data_channel_back_pressure_reports_a_full_queue_then_drained() {
+    use peer_wasm::link::Link;
+    use peer_wasm::Event;
+    use protocol::PeerId;
+    let (events, mut inbox) = mpsc::unbounded();
+    // Two real peer connections in this page: `a` is our link to peer 2, `b` to peer 1.
+    let (to_b, to_a) = (PeerId(2), PeerId(1));
+    let mut a = Link::new(to_b, &[], &events).unwrap();
+    let mut b = Link::new(to_a, &[], &events).unwrap();
+    a.offer(to_b, &events).await.unwrap();
+    next_matching(&mut inbox, |e| {
+        matches!(e, Event::GatheringComplete(p) if p == to_b).then_some(())
+    })
+    .await;
+    b.answer(to_a, &a.local_sdp().unwrap(), &events)
+        .await
+        .unwrap();
+    next_matching(&mut inbox, |e| {
+        matches!(e, Event::GatheringComplete(p) if p == to_a).then_some(())
+    })
+    .await;
+    a.accept_answer(&b.local_sdp().unwrap()).await.unwrap();
+    let mut opened = (false, false);
+    while opened != (true, true) {
+        match inbox.next().await.expect("events keep coming") {
+            Event::DataChannel(peer, channel) if peer == to_a => {
+                b.attach_channel(to_a, channel, &events)
+            }
+            Event::ChannelOpen(peer) if peer == to_b => opened.0 = true,
+            Event::ChannelOpen(peer) if peer == to_a => opened.1 = true,
+            Event::LinkFailed(peer) => panic!("link to {peer} failed"),
+            _ => {}
+        }
+    }
+    // 40 pieces at once: more than the channel sends in one go, so they queue.
+    const PIECES: usize = 40;
+    let piece = vec![7u8; 16_320];
+    for _ in 0..PIECES {
+        assert!(a.send(&piece), "the open channel takes the piece");
+    }
+    let queued = a.buffered();
+    assert!(
+        queued > 64 * 1024,
+        "pieces queue in the channel: {queued} bytes"
+    );
+    let mut received = 0;
+    let mut drained_at = None;
+    while received < PIECES {
+        match inbox.next().await.expect("events keep coming") {
+            Event::ChannelDrained(peer) if peer == to_b => drained_at = Some(a.buffered()),
+            Event::ChannelMessage(peer, bytes) if peer == to_a => {
+                assert_eq!(bytes, piece, "pieces arrive whole and intact");
+                received += 1;
+            }
+            _ => {}
+        }
+    }
+    let drained_at = drained_at.expect("the sender heard that its queue drained");
+    assert!(
+        drained_at < 16 * 1024,
+        "drained means below 16 KiB, was {drained_at}"
+    );
+}
+
+#[wasm_bindgen_test]
+async fn a_lost_signal_server_is_retried_with_growing_waits_and_reset_on_success() {
+    use peer_wasm::reconnect::Reconnector;
+    use peer_wasm::signalling::Signalling;
+    use peer_wasm::Event;
+    let (events, mut inbox) = mpsc::unbounded();
+    let mut reconnector = Reconnector::default();
+    // Port 9 (discard) has no WebSocket server: each attempt ends in a close.
+    let url = "ws://127.0.0.1:9/ws";
+    let mut waits = Vec::new();
+    let mut _socket = Signalling::open(url, &events).unwrap();
+    for _ in 0..2 {
+        next_matching(&mut inbox, |e| {
+            matches!(e, Event::SocketClosed).then_some(())
+        })
+        .await;
+        let delay = reconnector.closed(&events);
+        let since = page_now();
+        next_matching(&mut inbox, |e| matches!(e, Event::Reconnect).then_some(())).await;
+        let waited = page_now() - since;
+        assert!(
+            waited >= f64::from(delay) - 20.0,
+            "waited {waited} ms before retrying, scheduled {delay} ms"
+        );
+        reconnector.attempting();
+        _socket = Signalling::open(url, &events).unwrap();
+        waits.push(delay);
+    }
+    assert_eq!(waits, [500, 1000], "each failure doubles the wait");
+    reconnector.opened();
+    assert_eq!(reconnector.closed(&events), 500, "a success starts over");
 }
