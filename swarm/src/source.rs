@@ -33,7 +33,8 @@ impl Swarm {
         if self.produced.len() > RATE_OVER_CHUNKS {
             self.produced.pop_front();
         }
-        let fanout = self.push_fanout();
+        // Never two copies of a block to the same viewer.
+        let fanout = self.push_fanout().min(candidates.len());
         let pushes = pieces.div_ceil(self.config.block_pieces.max(1)) * fanout;
         let candidates: Vec<PeerId> = candidates
             .into_iter()

@@ -175,3 +175,135 @@ async fn survive_restart(
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
+
+/// What a site owner does: copies the snippet behind the watch page's Embed button into a
+/// plain HTML file, and separately uses the JS API example page, both opened from disk
+/// (`file://`, another origin than the server). Both must play the channel.
+#[test]
+fn embed_snippet_and_js_api_play_from_a_plain_html_file() {
+    if !netns::enter("embed_snippet_and_js_api_play_from_a_plain_html_file") {
+        return;
+    }
+    let web_dir = workspace_root().join("web").join("dist");
+    let dir = scratch("embed-e2e");
+    let (_server, addr) = tests::process::signal_server(&web_dir);
+    let (_ffmpeg, _broadcaster) = broadcaster(
+        &addr,
+        "demo",
+        &dir.join("broadcaster"),
+        &dir.join("broadcaster.log"),
+    );
+    wait_for_channel(&addr, "demo", Duration::from_secs(20));
+    let driver = Chromedriver::start();
+    let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
+    let result: Result<(), String> = runtime.block_on(async {
+        let client = driver.open(&dir.join("chromium-profile")).await;
+        let outcome = embed_and_api(&client, &addr, &dir).await;
+        let _ = client.close().await;
+        outcome
+    });
+    result.unwrap_or_else(|e| panic!("{e}; logs in {}", dir.display()));
+}
+
+async fn embed_and_api(client: &Client, addr: &str, dir: &std::path::Path) -> Result<(), String> {
+    let js = |e: fantoccini::error::CmdError| e.to_string();
+    // The Embed button shows the snippet.
+    client
+        .goto(&format!("http://{addr}/watch/demo"))
+        .await
+        .map_err(js)?;
+    client
+        .execute("document.getElementById('embed-button').click()", vec![])
+        .await
+        .map_err(js)?;
+    let shown = client
+        .execute(
+            "const p = document.getElementById('embed-panel'); return [!p.hidden, document.getElementById('embed-snippet').value];",
+            vec![],
+        )
+        .await
+        .map_err(js)?;
+    let snippet = shown[1].as_str().unwrap_or_default().to_owned();
+    if shown[0] != true || !snippet.contains(&format!("http://{addr}/embed/demo")) {
+        return Err(format!("the Embed button did not show a snippet: {shown}"));
+    }
+    // Pasted into a plain HTML file.
+    let site = dir.join("my-site.html");
+    std::fs::write(
+        &site,
+        format!("<!doctype html><title>My site</title><h1>Live</h1>\n{snippet}\n"),
+    )
+    .map_err(|e| e.to_string())?;
+    client
+        .goto(&format!("file://{}", site.display()))
+        .await
+        .map_err(js)?;
+    client.enter_frame(0).await.map_err(js)?;
+    let stats = played(
+        client,
+        "window.streamtorrent && window.streamtorrent.stats()",
+    )
+    .await?;
+    let size = client
+        .execute(
+            "const v = document.getElementById('video'); return [v.clientWidth, v.clientHeight];",
+            vec![],
+        )
+        .await
+        .map_err(js)?;
+    if size[0].as_u64() != Some(640) || size[1].as_u64() != Some(360) {
+        return Err(format!(
+            "the player does not fill the 640x360 iframe: {size}"
+        ));
+    }
+    println!("embedded iframe played: {stats}");
+    client.enter_parent_frame().await.map_err(js)?;
+
+    // The JS API example, from disk, loading streamtorrent.js from the server.
+    let example = dir.join("embed-example.html");
+    std::fs::copy(
+        workspace_root().join("web").join("embed-example.html"),
+        &example,
+    )
+    .map_err(|e| e.to_string())?;
+    client
+        .goto(&format!(
+            "file://{}?server=http://{addr}&channel=demo",
+            example.display()
+        ))
+        .await
+        .map_err(js)?;
+    let stats = played(client, "window.player && window.player.stats()").await?;
+    let page = client
+        .execute(
+            "return [document.getElementById('state').textContent, document.getElementById('stats').textContent];",
+            vec![],
+        )
+        .await
+        .map_err(js)?;
+    if page[0] != "Playing" || !page[1].as_str().unwrap_or_default().contains("peers") {
+        return Err(format!(
+            "state and stats events did not reach the page: {page}"
+        ));
+    }
+    println!("JS API played: {stats}; page shows {page}");
+    Ok(())
+}
+
+/// Polls `stats_expr` until 5 chunks played in the `playing` state.
+async fn played(client: &Client, stats_expr: &str) -> Result<Value, String> {
+    let deadline = Instant::now() + Duration::from_secs(45);
+    loop {
+        let stats = client
+            .execute(&format!("return {stats_expr};"), vec![])
+            .await
+            .map_err(|e| e.to_string())?;
+        if stats["state"] == "playing" && stats["chunks_played"].as_u64().unwrap_or(0) >= 5 {
+            return Ok(stats);
+        }
+        if Instant::now() > deadline {
+            return Err(format!("did not play 5 chunks within 45 s: {stats}"));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
