@@ -11,8 +11,8 @@ mod signal;
 pub use error::ProtocolError;
 pub use ids::{ChannelName, ChunkSeq, PeerId, RequestId};
 pub use peer_message::{
-    BufferMapEntry, PeerMessage, MAX_BUFFER_MAP_ENTRIES, MAX_CHUNK_BYTES, MAX_PEER_MESSAGE_BYTES,
-    MAX_PIECE_BYTES, PIECE_BYTES, PIECE_HEADER_BYTES,
+    BufferMapEntry, PeerMessage, EDGE_AGE_UNKNOWN, MAX_BUFFER_MAP_ENTRIES, MAX_CHUNK_BYTES,
+    MAX_PEER_MESSAGE_BYTES, MAX_PIECE_BYTES, PIECE_BYTES, PIECE_HEADER_BYTES,
 };
 pub use signal::{
     ChannelSummary, ClientMessage, ErrorCode, IceServer, Role, ServerMessage, SignalPayload,

@@ -1,7 +1,7 @@
 //! What neighbours say: link set-up (buffer map and init segment) and every peer message,
 //! dispatched to the part of the swarm it concerns.
 
-use protocol::{PeerId, PeerMessage};
+use protocol::{BufferMapEntry, PeerId, PeerMessage, EDGE_AGE_UNKNOWN};
 
 use crate::chunk_store::piece_count;
 use crate::config::SwarmRole;
@@ -10,7 +10,7 @@ use crate::piece_set::PieceSet;
 use crate::{BytesPerSec, Millis, Output, Swarm};
 
 impl Swarm {
-    pub(crate) fn on_connect(&mut self, peer: PeerId) {
+    pub(crate) fn on_connect(&mut self, now: Millis, peer: PeerId) {
         self.peers.insert(peer, PeerState::default());
         let is_source = self.config.role == SwarmRole::Source;
         let entries = if self.serves() {
@@ -21,9 +21,11 @@ impl Swarm {
         let upload_kbps = self.config.upload_limit.map_or(u32::MAX, |limit| {
             u32::try_from(limit.kbps()).unwrap_or(u32::MAX - 1)
         });
+        let edge_age_ms = self.edge_age(now, &entries);
         let map = PeerMessage::BufferMap {
             is_source,
             upload_kbps,
+            edge_age_ms,
             entries,
         };
         self.send(peer, map);
@@ -52,11 +54,29 @@ impl Swarm {
         }
     }
 
+    /// How long ago the newest chunk of a buffer map was cut: the source knows; a viewer
+    /// judges from its clock (late by the announcement's trip, so receivers plan a little
+    /// later than they could, never earlier).
+    fn edge_age(&self, now: Millis, entries: &[BufferMapEntry]) -> u16 {
+        let Some(newest) = entries.iter().map(|e| e.seq).max() else {
+            return EDGE_AGE_UNKNOWN;
+        };
+        let cut = if self.config.role == SwarmRole::Source {
+            self.produced.back().map(|(at, _)| *at)
+        } else {
+            self.clock.cut_at(newest)
+        };
+        cut.map_or(EDGE_AGE_UNKNOWN, |cut| {
+            u16::try_from(now - cut).unwrap_or(EDGE_AGE_UNKNOWN - 1)
+        })
+    }
+
     pub(crate) fn on_message(&mut self, now: Millis, peer: PeerId, message: PeerMessage) {
         match message {
             PeerMessage::BufferMap {
                 is_source,
                 upload_kbps,
+                edge_age_ms,
                 entries,
             } => {
                 let state = self.peer_mut(peer);
@@ -73,7 +93,12 @@ impl Swarm {
                     state.has.insert(entry.seq, announced);
                 }
                 if let Some(newest) = entries.iter().map(|e| e.seq).max() {
-                    self.clock.observe_edge(now, newest, false);
+                    if edge_age_ms == EDGE_AGE_UNKNOWN {
+                        self.clock.observe_edge(now, newest, false);
+                    } else {
+                        self.clock
+                            .observe_aged_edge(now, newest, u64::from(edge_age_ms));
+                    }
                     self.newest_known = self.newest_known.max(Some(newest));
                 }
             }

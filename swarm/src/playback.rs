@@ -44,6 +44,14 @@ impl Clock {
         }
     }
 
+    /// A neighbour's buffer map says its newest chunk `seq` was cut `age_ms` ago: as good
+    /// as hearing of it fresh, `age_ms` earlier.
+    pub fn observe_aged_edge(&mut self, now: Millis, seq: ChunkSeq, age_ms: u64) {
+        if self.edge.is_none_or(|(edge, _, _)| seq > edge) {
+            self.edge = Some((seq, Millis(now.0.saturating_sub(age_ms)), true));
+        }
+    }
+
     /// When the newest chunk was first heard of.
     pub fn edge_heard(&self) -> Option<Millis> {
         self.edge.map(|(_, at, _)| at)
@@ -135,7 +143,11 @@ impl Swarm {
                 .rev()
                 .find(|(_, held)| held.keyframe && held.is_complete())
                 .map(|(seq, _)| *seq);
-            if let Some(whole) = newest_whole.filter(|whole| *whole > first) {
+            // Only when the chosen one is not here: every start plays `target_buffer_ms`
+            // after its chunk's cut, so the older chunk starts sooner at the same delay.
+            let overtaken =
+                newest_whole.filter(|whole| *whole > first && !self.store.is_complete(first));
+            if let Some(whole) = overtaken {
                 self.abandon_downloads_before(whole);
                 self.next_play = Some(whole);
                 first = whole;

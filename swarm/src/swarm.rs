@@ -221,7 +221,7 @@ impl Swarm {
         // block); the full round of scheduling runs when something it depends on changed.
         let work = match input {
             Input::PeerConnected(peer) => {
-                self.on_connect(peer);
+                self.on_connect(now, peer);
                 Work::Schedule
             }
             Input::PeerDisconnected(peer) => {

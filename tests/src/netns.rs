@@ -19,7 +19,13 @@ pub fn enter(test_name: &str) -> bool {
     let status = Command::new("unshare")
         .args(["--net", "sh", "-c", SETUP, "sh"])
         .arg(exe)
-        .args([test_name, "--exact", "--nocapture", "--test-threads=1"])
+        .args([
+            test_name,
+            "--exact",
+            "--include-ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(INSIDE, "1")
         .status()
         .expect("`unshare` runs (util-linux; needs root or user namespaces)");
