@@ -52,6 +52,11 @@ impl Clock {
         }
     }
 
+    /// Playback has a schedule (its first chunk was planned).
+    pub fn started(&self) -> bool {
+        self.next_due.is_some()
+    }
+
     /// When the newest chunk was first heard of.
     pub fn edge_heard(&self) -> Option<Millis> {
         self.edge.map(|(_, at, _)| at)

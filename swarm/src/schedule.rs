@@ -149,7 +149,10 @@ impl Swarm {
             return None;
         }
         let due = self.clock.expected(seq, self.config.target_buffer_ms, now);
-        let urgent = due.is_none_or(|due| due - now <= self.config.urgent_ms);
+        // The first chunk is urgent however far its planned start: playback cannot begin
+        // without it, and waiting for a viewer to hold it only delays the first frame.
+        let first_to_play = !self.clock.started() && self.next_play == Some(seq);
+        let urgent = first_to_play || due.is_none_or(|due| due - now <= self.config.urgent_ms);
         let rarity = if urgent { 0 } else { holding };
         Some((!urgent, rarity, seq, missing, block_end))
     }
