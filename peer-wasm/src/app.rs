@@ -369,9 +369,11 @@ impl App {
                     self.media.append(chunk.data.to_vec())?;
                     self.last_played = Some(chunk.seq);
                     if self.start_timer.is_none() && !self.media.started() {
-                        // The one start-up buffer is the swarm's: play when it planned.
+                        // The one start-up buffer is the swarm's: play when it planned (a
+                        // little sooner, slowed until on the plan; see `media`).
                         self.media.start_at(due.0 as f64);
-                        let wait = due.0.saturating_sub(now.0);
+                        let early = crate::media::EARLY_START_MS as u64;
+                        let wait = due.0.saturating_sub(early).saturating_sub(now.0);
                         let events = self.events.clone();
                         self.start_timer = Some(Timeout::new(wait as u32, move || {
                             emit(&events, Event::StartDue)

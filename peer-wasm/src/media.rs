@@ -33,6 +33,30 @@ impl Default for MediaLimits {
     }
 }
 
+/// Playback may start this long before the swarm's planned time…
+pub const EARLY_START_MS: f64 = 700.0;
+/// …playing this much slower until it is back on the plan: the first frame comes sooner,
+/// and the buffer (the margin against late chunks) is whole again a few seconds later.
+/// Browsers keep the audio's pitch at this rate.
+pub const SLOW_START_RATE: f64 = 0.9;
+
+/// An early start being absorbed: when playback started, where, and the planned time.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SlowStart {
+    pub started_at: f64,
+    pub media_at: f64,
+    pub planned: f64,
+}
+
+impl SlowStart {
+    /// How far ahead of the plan playback still is (ms), given the clock and position now.
+    pub fn ahead_ms(&self, now: f64, position: f64) -> f64 {
+        let wall = now - self.started_at;
+        let media = (position - self.media_at) * 1000.0;
+        (self.planned - self.started_at) - (wall - media)
+    }
+}
+
 /// Media waiting to be appended: a `SourceBuffer` takes one append at a time.
 #[derive(Debug, Default)]
 pub struct AppendQueue {
@@ -86,6 +110,7 @@ pub struct MediaPlayer {
     /// chunk. The page starts playback itself, not `autoplay`, so it waits for that.
     start_at: Option<f64>,
     started: bool,
+    slow_start: Option<SlowStart>,
     /// Appends refused for lack of room and retried after an eviction.
     pub quota_recoveries: u32,
     listeners: Vec<EventListener>,
@@ -120,6 +145,7 @@ impl MediaPlayer {
             limits,
             start_at: None,
             started: false,
+            slow_start: None,
             quota_recoveries: 0,
             listeners,
         })
@@ -213,6 +239,7 @@ impl MediaPlayer {
             .iter()
             .zip(&ends)
             .any(|(s, e)| *s <= position + 0.05 && position < *e);
+        let mut seeked = true;
         if !inside {
             // Before the first range (a live join starts mid-stream) or in a gap left by
             // a skipped chunk: go to where media resumes.
@@ -222,9 +249,27 @@ impl MediaPlayer {
         } else if newest - position > self.limits.catch_up_after_s {
             self.video
                 .set_current_time(newest - self.limits.target_behind_s);
+        } else {
+            seeked = false;
         }
-        if !self.started && self.start_at.is_some_and(|at| now >= at) {
+        if let Some(slow) = self.slow_start {
+            // Back on the plan (or a jump made the plan moot): normal speed.
+            if seeked || slow.ahead_ms(now, self.video.current_time()) <= 0.0 {
+                self.video.set_playback_rate(1.0);
+                self.slow_start = None;
+            }
+        }
+        let planned = self.start_at;
+        if !self.started && planned.is_some_and(|at| now >= at - EARLY_START_MS) {
             self.started = true;
+            if let Some(planned) = planned.filter(|at| now < *at) {
+                self.video.set_playback_rate(SLOW_START_RATE);
+                self.slow_start = Some(SlowStart {
+                    started_at: now,
+                    media_at: self.video.current_time(),
+                    planned,
+                });
+            }
             if let Ok(promise) = self.video.play() {
                 // Autoplay may be refused until the viewer clicks; that is not an error.
                 wasm_bindgen_futures::spawn_local(async move {
@@ -290,6 +335,21 @@ mod tests {
         assert_eq!(queue.next(false), Some(vec![1]));
         assert_eq!(queue.next(false), Some(vec![2]));
         assert!(queue.is_empty());
+    }
+
+    #[test]
+    fn a_slow_start_ends_when_playback_is_back_on_the_plan() {
+        // Started 700 ms early at 0.9×: 100 ms of lead absorbed per second played.
+        let slow = SlowStart {
+            started_at: 1_000.0,
+            media_at: 10.0,
+            planned: 1_700.0,
+        };
+        assert_eq!(slow.ahead_ms(1_000.0, 10.0), 700.0);
+        assert!((slow.ahead_ms(2_000.0, 10.9) - 600.0).abs() < 1e-6);
+        assert!(slow.ahead_ms(8_000.0, 16.299) <= 0.0);
+        // A stall spends the lead at once.
+        assert!(slow.ahead_ms(2_000.0, 10.2) < 0.0);
     }
 
     #[test]
