@@ -220,7 +220,7 @@ impl App {
         self.swarm.handle_input(now, Input::Tick);
         self.media.tick(now.0 as f64);
         let source_linked = self.swarm.neighbours().any(|n| n.is_source);
-        if source_linked || !starving {
+        if source_linked {
             self.source_absent = false;
         }
         let buffer_s = self.media.buffer_ahead();

@@ -53,21 +53,27 @@ fn watch_page_plays_a_live_channel_in_chromium() {
     // A fixed port, so the server can be restarted where the page expects it.
     let listen = format!("127.0.0.1:{}", free_port());
     let (server, addr) = signal_server_on(&listen, &web_dir);
-    let (_ffmpeg, _broadcaster) = broadcaster(
-        &addr,
-        "demo",
-        &dir.join("broadcaster"),
-        &dir.join("broadcaster.log"),
-    );
-    wait_for_channel(&addr, "demo", Duration::from_secs(20));
-    // Join a running channel, as viewers do: a few chunks exist already.
-    std::thread::sleep(Duration::from_secs(3));
-
     let driver = Chromedriver::start();
     let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
+    let mut broadcast = None;
     let result = runtime.block_on(async {
         let client = driver.open(&dir.join("chromium-profile")).await;
-        let mut outcome = watch(&client, &addr).await;
+        // The channel list, open before anything is live, updates by itself.
+        let mut outcome = channel_list_updates(&client, &addr, || {
+            broadcast = Some(broadcaster(
+                &addr,
+                "demo",
+                &dir.join("broadcaster"),
+                &dir.join("broadcaster.log"),
+            ));
+        })
+        .await;
+        if outcome.is_ok() {
+            wait_for_channel(&addr, "demo", Duration::from_secs(20));
+            // Join a running channel, as viewers do: a few chunks exist already.
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            outcome = watch(&client, &addr).await;
+        }
         if outcome.is_ok() {
             outcome = survive_restart(&client, server, &listen, &web_dir, &addr).await;
         }
@@ -76,6 +82,55 @@ fn watch_page_plays_a_live_channel_in_chromium() {
     });
     let probe = result.unwrap_or_else(|e| panic!("{e}; logs in {}", dir.display()));
     println!("browser played: {probe}");
+}
+
+/// `/` shows its empty state; once `go_live` started a channel, the open page lists it
+/// with its audience, without a reload.
+async fn channel_list_updates(
+    client: &Client,
+    addr: &str,
+    go_live: impl FnOnce(),
+) -> Result<Value, String> {
+    const LIST: &str = "return document.getElementById('channel-list').textContent;";
+    client
+        .goto(&format!("http://{addr}/"))
+        .await
+        .map_err(|e| e.to_string())?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let list = client
+            .execute(LIST, vec![])
+            .await
+            .map_err(|e| e.to_string())?;
+        if list
+            .as_str()
+            .unwrap_or_default()
+            .contains("No channel is live")
+        {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(format!("the empty channel list does not say so: {list}"));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    go_live();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let list = client
+            .execute(LIST, vec![])
+            .await
+            .map_err(|e| e.to_string())?;
+        if list.as_str().unwrap_or_default().contains("demo 0 viewers") {
+            return Ok(list);
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "the open channel list never showed the new channel: {list}"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 async fn watch(client: &Client, addr: &str) -> Result<Value, String> {
@@ -207,6 +262,33 @@ fn embed_snippet_and_js_api_play_from_a_plain_html_file() {
 
 async fn embed_and_api(client: &Client, addr: &str, dir: &std::path::Path) -> Result<(), String> {
     let js = |e: fantoccini::error::CmdError| e.to_string();
+    // A channel nobody broadcasts says so, over the video too.
+    client
+        .goto(&format!("http://{addr}/watch/nobody-here"))
+        .await
+        .map_err(js)?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let seen = client
+            .execute(
+                "return [window.streamtorrent && window.streamtorrent.state(), document.getElementById('overlay').textContent];",
+                vec![],
+            )
+            .await
+            .map_err(js)?;
+        if seen[0] == "offline"
+            && seen[1]
+                .as_str()
+                .unwrap_or_default()
+                .contains("Channel offline")
+        {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(format!("an empty channel does not read offline: {seen}"));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
     // The Embed button shows the snippet.
     client
         .goto(&format!("http://{addr}/watch/demo"))
