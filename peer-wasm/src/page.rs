@@ -94,7 +94,7 @@ impl PageUi {
     pub fn show_state(&mut self, state: PlayerState, message: Option<&str>) {
         let text = match message {
             Some(message) if state != PlayerState::Playing => {
-                format!("{}: {message}", state.describe())
+                format!("{} ({message})", state.describe())
             }
             _ => state.describe().to_owned(),
         };
