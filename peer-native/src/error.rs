@@ -10,6 +10,8 @@ pub enum NativeError {
     InitTooLarge(usize),
     #[error("signal server {url}: {reason}")]
     Signal { url: String, reason: String },
+    #[error("channel key {0}")]
+    Key(String),
     #[error("signal server refused: {0}")]
     Refused(String),
     #[error("WebRTC: {0}")]

@@ -3,6 +3,7 @@
 
 pub mod broadcast;
 pub mod fmp4;
+pub mod identity;
 pub mod node;
 pub mod watch;
 

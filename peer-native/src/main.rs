@@ -2,6 +2,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use peer_native::identity::ChannelSecret;
 use peer_native::node::{self, NodeOptions};
 use peer_native::watch::WatchSink;
 use peer_native::{broadcast, NativeError};
@@ -37,6 +38,13 @@ struct Target {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Make a channel key pair (Ed25519). The channel belongs to the first key that
+    /// broadcasts on it; keep the file secret and pass it to `broadcast --key`.
+    Keygen {
+        /// Where to write the key; an existing file is never overwritten.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Publish a live channel from fragmented MP4 (H.264/AAC, VP9/Opus, AV1; see README).
     Broadcast {
         #[command(flatten)]
@@ -48,6 +56,9 @@ enum Command {
         /// Also write the init segment and every chunk, exactly as cut, into this folder.
         #[arg(long)]
         record_dir: Option<PathBuf>,
+        /// The channel's key file, from `streamtorrent keygen`.
+        #[arg(long, env = "STREAMTORRENT_KEY")]
+        key: PathBuf,
     },
     /// Join a channel as a headless viewer (for tests, benchmarks and relays).
     Watch {
@@ -84,6 +95,16 @@ async fn main() {
 
 async fn run(cli: Cli) -> Result<(), NativeError> {
     match cli.command {
+        Command::Keygen { out } => {
+            let key = ChannelSecret::generate();
+            key.save(&out)?;
+            println!("{}", key.public());
+            eprintln!(
+                "wrote {}; the public key above is the channel's identity",
+                out.display()
+            );
+            Ok(())
+        }
         Command::Broadcast {
             target:
                 Target {
@@ -93,7 +114,9 @@ async fn run(cli: Cli) -> Result<(), NativeError> {
                 },
             input,
             record_dir,
+            key,
         } => {
+            let key = ChannelSecret::load(&key)?;
             let feed = broadcast::spawn_input(input, record_dir);
             let mut sink = WatchSink::new(None, None, None)?;
             let options = NodeOptions {
@@ -101,6 +124,7 @@ async fn run(cli: Cli) -> Result<(), NativeError> {
                 channel,
                 role: Role::Broadcaster,
                 upload_limit: max_upload_kbps.map(BytesPerSec::from_kbps),
+                key: Some(key),
             };
             node::run(options, Some(feed), &mut sink, ctrl_c()).await?;
             Ok(())
@@ -123,6 +147,7 @@ async fn run(cli: Cli) -> Result<(), NativeError> {
                 channel,
                 role: Role::Viewer,
                 upload_limit: max_upload_kbps.map(BytesPerSec::from_kbps),
+                key: None,
             };
             let timeout = async move {
                 match timeout_secs {

@@ -12,6 +12,7 @@ use protocol::{
 use swarm::{Chunk, Config, Input, Millis, NeighbourReport, Output, Stats, Swarm, SwarmRole};
 use tokio::sync::mpsc;
 
+use crate::identity::ChannelSecret;
 use crate::link::{self, LinkCommand, LinkEvent, Outbox, Start};
 use crate::{signalling, NativeError};
 
@@ -30,6 +31,18 @@ pub struct NodeOptions {
     pub role: Role,
     /// Upload budget for serving chunks; `None` is unlimited.
     pub upload_limit: Option<swarm::BytesPerSec>,
+    /// The channel's key: a broadcaster proves it to the signal server.
+    pub key: Option<ChannelSecret>,
+}
+
+impl NodeOptions {
+    fn join(&self) -> ClientMessage {
+        ClientMessage::Join {
+            channel: self.channel.clone(),
+            role: self.role,
+            key: self.key.as_ref().map(ChannelSecret::public),
+        }
+    }
 }
 
 /// What the broadcaster's input produced, numbered.
@@ -62,10 +75,7 @@ pub async fn run(
     stop: impl Future<Output = ()>,
 ) -> Result<Stats, NativeError> {
     let (mut signal_tx, mut signal_rx) = signalling::connect(&options.server).await?;
-    let _ = signal_tx.send(ClientMessage::Join {
-        channel: options.channel.clone(),
-        role: options.role,
-    });
+    let _ = signal_tx.send(options.join());
     let mut ice_servers: Vec<IceServer> = Vec::new();
     // While the signal server is away: when to try again, and the wait after that.
     let mut reconnect: Option<(Instant, Duration)> = None;
@@ -92,7 +102,14 @@ pub async fn run(
     loop {
         tokio::select! {
             message = signal_rx.recv(), if signal_open => match message {
-                Some(ServerMessage::Welcome { peer_id, channel, ice_servers: servers }) => {
+                Some(ServerMessage::Challenge { nonce }) => match &options.key {
+                    Some(key) => {
+                        let signature = key.sign_claim(&options.channel, &nonce);
+                        let _ = signal_tx.send(ClientMessage::Prove { signature });
+                    }
+                    None => tracing::warn!("the signal server asked for a channel key this peer does not have"),
+                },
+                Some(ServerMessage::Welcome { peer_id, channel, ice_servers: servers, .. }) => {
                     welcomed = true;
                     ice_servers = servers;
                     tracing::info!(%peer_id, %channel, ice_servers = ice_servers.len(), "joined");
@@ -184,7 +201,7 @@ pub async fn run(
                             Ok(Ok((tx, rx))) => {
                                 tracing::info!("reconnected to the signal server; joining again");
                                 (signal_tx, signal_rx) = (tx, rx);
-                                                                let _ = signal_tx.send(ClientMessage::Join { channel: options.channel.clone(), role: options.role });
+                                                                let _ = signal_tx.send(options.join());
                                 signal_open = true;
                                 welcomed = false;
                                 neighbours.forget();

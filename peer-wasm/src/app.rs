@@ -145,6 +145,7 @@ impl App {
                 self.signalling.send(&ClientMessage::Join {
                     channel: self.options.channel.clone(),
                     role: Role::Viewer,
+                    key: None,
                 });
             }
             Event::SocketText(text) => match ServerMessage::from_json(&text) {
@@ -307,6 +308,8 @@ impl App {
                 }
             },
             ServerMessage::PeerLeft { peer } => self.drop_link(now(), peer),
+            // Only broadcasters are challenged.
+            ServerMessage::Challenge { .. } => {}
             ServerMessage::Error { message, .. } => {
                 web_sys::console::warn_1(&format!("signal server: {message}").into())
             }

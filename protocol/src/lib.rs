@@ -4,11 +4,13 @@
 //! parsed into these types at the boundary, and parsing never panics.
 
 mod error;
+mod identity;
 mod ids;
 mod peer_message;
 mod signal;
 
 pub use error::ProtocolError;
+pub use identity::{claim_message, ChannelKey, KeySignature, Nonce, NONCE_BYTES};
 pub use ids::{ChannelName, ChunkSeq, PeerId, RequestId};
 pub use peer_message::{
     BufferMapEntry, PeerMessage, EDGE_AGE_UNKNOWN, MAX_BUFFER_MAP_ENTRIES, MAX_CHUNK_BYTES,

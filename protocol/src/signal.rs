@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{ChannelName, PeerId, ProtocolError};
+use crate::{ChannelKey, ChannelName, KeySignature, Nonce, PeerId, ProtocolError};
 
 /// Largest signalling message either side accepts. An SDP offer with a data channel is
 /// ~1-2 KiB; 16 KiB leaves room for many candidates without letting a client make the
@@ -51,8 +51,16 @@ pub struct IceServer {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ClientMessage {
-    /// Enter a channel. The server answers `Welcome`, then `Introduce`.
-    Join { channel: ChannelName, role: Role },
+    /// Enter a channel. The server answers `Welcome`, then `Introduce`; a broadcaster
+    /// names the channel's key and first gets a `Challenge` to answer with `Prove`.
+    Join {
+        channel: ChannelName,
+        role: Role,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        key: Option<ChannelKey>,
+    },
+    /// A broadcaster's signature over `claim_message(channel, nonce)` with the channel key.
+    Prove { signature: KeySignature },
     /// Relay WebRTC set-up to another peer of the same channel.
     Signal { to: PeerId, signal: SignalPayload },
     /// How many more peer links this peer accepts; the server introduces newcomers to
@@ -75,6 +83,12 @@ pub enum ErrorCode {
     UnknownPeer,
     ChannelFull,
     RateLimited,
+    /// A broadcaster joined without a channel key.
+    KeyRequired,
+    /// The challenge's answer does not verify (forged, replayed, or another key).
+    BadSignature,
+    /// `Prove` without a challenge pending, or anything else before the challenge is met.
+    NotChallenged,
 }
 
 /// Server -> client.
@@ -86,8 +100,17 @@ pub enum ServerMessage {
     Welcome {
         peer_id: PeerId,
         channel: ChannelName,
+        /// The channel's key, when a broadcaster has claimed it: what its content is
+        /// signed with.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        channel_key: Option<ChannelKey>,
         #[serde(default)]
         ice_servers: Vec<IceServer>,
+    },
+    /// To a joining broadcaster: sign `claim_message(channel, nonce)` with the channel key
+    /// and answer with `Prove`; nothing else is accepted until then.
+    Challenge {
+        nonce: Nonce,
     },
     /// Peers of the channel this peer should connect to; the receiver sends the offers.
     Introduce {
@@ -113,6 +136,9 @@ pub enum ServerMessage {
 pub struct ChannelSummary {
     pub name: ChannelName,
     pub viewers: usize,
+    /// The key the channel belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<ChannelKey>,
 }
 
 fn parse_json<'a, T: Deserialize<'a>>(text: &'a str) -> Result<T, ProtocolError> {
@@ -158,16 +184,28 @@ mod tests {
         "news".parse().unwrap()
     }
 
+    fn key() -> ChannelKey {
+        // The public key of the all-ones Ed25519 seed (any valid point will do).
+        "8a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c"
+            .parse()
+            .unwrap()
+    }
+
     #[test]
     fn client_messages_round_trip() {
         let messages = [
             ClientMessage::Join {
                 channel: channel(),
                 role: Role::Viewer,
+                key: None,
             },
             ClientMessage::Join {
                 channel: channel(),
                 role: Role::Broadcaster,
+                key: Some(key()),
+            },
+            ClientMessage::Prove {
+                signature: KeySignature::from_bytes(&[3; 64]),
             },
             ClientMessage::Signal {
                 to: PeerId(7),
@@ -199,11 +237,16 @@ mod tests {
             ServerMessage::Welcome {
                 peer_id: PeerId(1),
                 channel: channel(),
+                channel_key: None,
                 ice_servers: vec![],
+            },
+            ServerMessage::Challenge {
+                nonce: Nonce([9; 32]),
             },
             ServerMessage::Welcome {
                 peer_id: PeerId(1),
                 channel: channel(),
+                channel_key: Some(key()),
                 ice_servers: vec![
                     IceServer {
                         urls: vec!["stun:stun.example:3478".into()],
@@ -243,7 +286,8 @@ mod tests {
             ClientMessage::from_json(json),
             Ok(ClientMessage::Join {
                 channel: "demo".parse().unwrap(),
-                role: Role::Viewer
+                role: Role::Viewer,
+                key: None,
             })
         );
     }

@@ -80,6 +80,10 @@ pub struct ServerConfig {
     /// A client silent (no message, no pong) this many seconds is dropped.
     #[arg(long, env = "STREAMTORRENT_IDLE_TIMEOUT_SECS", default_value_t = 60)]
     pub idle_timeout_secs: u64,
+    /// Keeps which key owns which channel in this JSON file, so ownership survives
+    /// restarts. Without it, ownership lasts while the server runs.
+    #[arg(long, env = "STREAMTORRENT_OWNERS_FILE")]
+    pub owners_file: Option<PathBuf>,
 }
 
 fn parse_message_limit(text: &str) -> Result<usize, String> {

@@ -12,10 +12,11 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures::{SinkExt, StreamExt};
-use protocol::{ClientMessage, ErrorCode, PeerId, ServerMessage};
+use protocol::{ChannelName, ClientMessage, ErrorCode, PeerId, Role, ServerMessage};
 use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
 
+use crate::claims::{self, PendingClaim, CHALLENGE_TIMEOUT};
 use crate::metrics::Rejection;
 use crate::rate_limit::TokenBucket;
 use crate::rooms::Mailbox;
@@ -122,7 +123,7 @@ async fn run(socket: WebSocket, slot: &IpSlot) {
         kick: Arc::new(Notify::new()),
     };
     let mut shutdown = state.shutdown.clone();
-    let mut peer: Option<PeerId> = None;
+    let mut session = Session::default();
     let mut strikes = 0;
     let config = &state.config;
     let mut bucket = TokenBucket::new(config.rate_per_sec, config.rate_burst, Instant::now());
@@ -132,7 +133,13 @@ async fn run(socket: WebSocket, slot: &IpSlot) {
     let idle_timeout = Duration::from_secs(config.idle_timeout_secs);
     let mut last_heard = Instant::now();
     let close: Option<Close> = loop {
+        let claim_deadline = session.claim.as_ref().map(|c| c.deadline);
         tokio::select! {
+            _ = until(claim_deadline) => {
+                state.metrics.reject(Rejection::ChallengeTimeout);
+                reply_error(&mailbox, ErrorCode::NotChallenged, format!("the challenge was not answered within {} s", CHALLENGE_TIMEOUT.as_secs()));
+                break Some(Close { code: CLOSE_POLICY, reason: "challenge not answered".into() });
+            }
             _ = shutdown.changed() => break Some(Close { code: CLOSE_GOING_AWAY, reason: "server shutting down".into() }),
             _ = mailbox.kick.notified() => break Some(slow_reader(state)),
             _ = ping.tick() => {
@@ -190,7 +197,11 @@ async fn run(socket: WebSocket, slot: &IpSlot) {
                 }
                 refused_in_a_row = 0;
                 match ClientMessage::from_json(&text) {
-                    Ok(message) => handle(state, &mailbox, &mut peer, message),
+                    Ok(message) => {
+                        if let Some(close) = handle(state, &mailbox, &mut session, message) {
+                            break Some(close);
+                        }
+                    }
                     Err(e) => {
                         strikes += 1;
                         state.metrics.reject(Rejection::Malformed);
@@ -201,7 +212,7 @@ async fn run(socket: WebSocket, slot: &IpSlot) {
             }
         }
     };
-    if let Some(peer) = peer {
+    if let Some(peer) = session.peer {
         state.rooms().leave(peer);
         tracing::info!(%peer, %addr, "peer left");
     }
@@ -297,45 +308,90 @@ async fn send_in_time(
     )
 }
 
-fn handle(state: &AppState, mailbox: &Mailbox, peer: &mut Option<PeerId>, message: ClientMessage) {
-    let mut rooms = state.rooms();
+/// What one connection is in the channel.
+#[derive(Debug, Default)]
+struct Session {
+    peer: Option<PeerId>,
+    /// A broadcaster's join waiting for its signature.
+    claim: Option<PendingClaim>,
+}
+
+/// Sleeps until `deadline`, or forever without one.
+async fn until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Handles one message; returns a close when the client must go.
+fn handle(
+    state: &AppState,
+    mailbox: &Mailbox,
+    session: &mut Session,
+    message: ClientMessage,
+) -> Option<Close> {
+    if session.claim.is_some() && !matches!(message, ClientMessage::Prove { .. }) {
+        reply_error(
+            mailbox,
+            ErrorCode::NotChallenged,
+            "answer the challenge (prove) before anything else".into(),
+        );
+        return None;
+    }
     match message {
-        ClientMessage::Join { channel, role } => {
-            if peer.is_some() {
+        ClientMessage::Join { channel, role, key } => {
+            if session.peer.is_some() {
                 reply_error(
                     mailbox,
                     ErrorCode::AlreadyJoined,
                     "this connection already joined a channel".into(),
                 );
-                return;
+                return None;
             }
-            match rooms.join(channel.clone(), role, mailbox.clone()) {
-                Ok((id, introduced)) => {
-                    tracing::info!(peer = %id, %channel, ?role, introduced = introduced.len(), "peer joined");
-                    *peer = Some(id);
-                    let now = std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0, |d| d.as_secs());
-                    let ice_servers = crate::ice::ice_servers(&state.config, id, now);
-                    mailbox.post(&ServerMessage::Welcome {
-                        peer_id: id,
-                        channel,
-                        ice_servers,
-                    });
-                    mailbox.post(&ServerMessage::Introduce { peers: introduced });
+            if role == Role::Broadcaster {
+                match claims::challenge(state, mailbox, channel, key) {
+                    Ok(claim) => session.claim = Some(claim),
+                    Err(refusal) => return refuse(state, mailbox, refusal),
                 }
-                Err(e) => {
-                    state.metrics.reject(e.rejection);
-                    reply_error(mailbox, e.code, e.message);
+                return None;
+            }
+            enter(state, mailbox, session, channel, role);
+        }
+        ClientMessage::Prove { signature } => {
+            let Some(claim) = session.claim.take() else {
+                reply_error(
+                    mailbox,
+                    ErrorCode::NotChallenged,
+                    "no challenge is pending: join as a broadcaster first".into(),
+                );
+                return None;
+            };
+            if let Err(refusal) = claims::verify(&claim, &signature) {
+                return refuse(state, mailbox, refusal);
+            }
+            // Another key may have claimed the channel while this one was signing.
+            if !state.owners().may_broadcast(&claim.channel, &claim.key) {
+                return refuse(state, mailbox, claims::owned_by_another(&claim.channel));
+            }
+            if enter(
+                state,
+                mailbox,
+                session,
+                claim.channel.clone(),
+                Role::Broadcaster,
+            ) {
+                if let Err(e) = state.owners().claim(claim.channel, claim.key) {
+                    tracing::warn!(error = %e, "channel claim not persisted");
                 }
             }
         }
         ClientMessage::Signal { to, signal } => {
-            let Some(from) = *peer else {
+            let Some(from) = session.peer else {
                 reply_error(mailbox, ErrorCode::NotJoined, "join a channel first".into());
-                return;
+                return None;
             };
-            match rooms.relay(from, to, signal) {
+            match state.rooms().relay(from, to, signal) {
                 Ok(()) => {
                     state.metrics.relayed.fetch_add(1, Ordering::Relaxed);
                 }
@@ -346,24 +402,70 @@ fn handle(state: &AppState, mailbox: &Mailbox, peer: &mut Option<PeerId>, messag
             }
         }
         ClientMessage::Status { free_slots } => {
-            if let Some(id) = *peer {
-                rooms.set_free_slots(id, free_slots);
+            if let Some(id) = session.peer {
+                state.rooms().set_free_slots(id, free_slots);
             }
         }
         ClientMessage::MorePeers {} => {
-            let Some(id) = *peer else {
+            let Some(id) = session.peer else {
                 reply_error(mailbox, ErrorCode::NotJoined, "join a channel first".into());
-                return;
+                return None;
             };
-            let peers = rooms.more_peers(id);
+            let peers = state.rooms().more_peers(id);
             mailbox.post(&ServerMessage::Introduce { peers });
         }
         ClientMessage::Leave {} => {
-            if let Some(id) = peer.take() {
-                rooms.leave(id);
+            if let Some(id) = session.peer.take() {
+                state.rooms().leave(id);
             }
         }
     }
+    None
+}
+
+/// Joins the room; answers `Welcome` (with the channel's key) and `Introduce`. Returns
+/// whether it joined.
+fn enter(
+    state: &AppState,
+    mailbox: &Mailbox,
+    session: &mut Session,
+    channel: ChannelName,
+    role: Role,
+) -> bool {
+    let joined = state.rooms().join(channel.clone(), role, mailbox.clone());
+    match joined {
+        Ok((id, introduced)) => {
+            tracing::info!(peer = %id, %channel, ?role, introduced = introduced.len(), "peer joined");
+            session.peer = Some(id);
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            let ice_servers = crate::ice::ice_servers(&state.config, id, now);
+            let channel_key = state.owners().key(&channel);
+            mailbox.post(&ServerMessage::Welcome {
+                peer_id: id,
+                channel,
+                channel_key,
+                ice_servers,
+            });
+            mailbox.post(&ServerMessage::Introduce { peers: introduced });
+            true
+        }
+        Err(e) => {
+            state.metrics.reject(e.rejection);
+            reply_error(mailbox, e.code, e.message);
+            false
+        }
+    }
+}
+
+fn refuse(state: &AppState, mailbox: &Mailbox, refusal: claims::Refusal) -> Option<Close> {
+    state.metrics.reject(refusal.rejection);
+    reply_error(mailbox, refusal.code, refusal.message);
+    refusal.close.then(|| Close {
+        code: CLOSE_POLICY,
+        reason: "channel claim refused".into(),
+    })
 }
 
 fn reply_error(mailbox: &Mailbox, code: ErrorCode, message: String) {

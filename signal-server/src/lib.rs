@@ -1,11 +1,13 @@
 //! The signal server: introduces the peers of a channel to each other, relays their WebRTC
 //! set-up messages, lists live channels and serves the web app. It never carries video.
 
+mod claims;
 mod config;
 mod connection;
 mod error;
 mod ice;
 mod metrics;
+mod owners;
 mod rate_limit;
 mod rooms;
 mod web;
@@ -20,6 +22,8 @@ use axum::Router;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use owners::Owners;
+
 pub use config::ServerConfig;
 pub use error::ServerError;
 pub use ice::{ice_servers, turn_credentials};
@@ -33,6 +37,7 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
 #[derive(Clone)]
 pub(crate) struct AppState {
     rooms: Arc<Mutex<Rooms>>,
+    owners: Arc<Mutex<Owners>>,
     pub metrics: Arc<Metrics>,
     pub config: Arc<ServerConfig>,
     /// Flips to true when the server shuts down; each connection then closes with 1001.
@@ -43,6 +48,11 @@ impl AppState {
     pub fn rooms(&self) -> MutexGuard<'_, Rooms> {
         // Rooms' methods never panic while holding the lock, so poisoning cannot happen.
         self.rooms.lock().expect("rooms lock is never poisoned")
+    }
+
+    pub fn owners(&self) -> MutexGuard<'_, Owners> {
+        // Owners' methods never panic while holding the lock.
+        self.owners.lock().expect("owners lock is never poisoned")
     }
 }
 
@@ -71,9 +81,11 @@ pub async fn serve(
         max_peers_per_channel: config.max_peers_per_channel,
         max_connections_per_ip: config.max_connections_per_ip,
     };
+    let owners = Owners::load(config.owners_file.as_deref()).map_err(ServerError::Config)?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let state = AppState {
         rooms: Arc::new(Mutex::new(Rooms::new(limits))),
+        owners: Arc::new(Mutex::new(owners)),
         metrics: Arc::new(Metrics::default()),
         config: Arc::new(config),
         shutdown: stop_rx,

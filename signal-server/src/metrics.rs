@@ -17,10 +17,13 @@ pub enum Rejection {
     ChannelFull,
     TooManyChannels,
     ChannelTaken,
+    KeyRequired,
+    BadSignature,
+    ChallengeTimeout,
 }
 
 impl Rejection {
-    const ALL: [Rejection; 11] = [
+    const ALL: [Rejection; 14] = [
         Rejection::TooLarge,
         Rejection::Malformed,
         Rejection::RateLimited,
@@ -32,6 +35,9 @@ impl Rejection {
         Rejection::ChannelFull,
         Rejection::TooManyChannels,
         Rejection::ChannelTaken,
+        Rejection::KeyRequired,
+        Rejection::BadSignature,
+        Rejection::ChallengeTimeout,
     ];
 
     pub fn label(self) -> &'static str {
@@ -47,6 +53,9 @@ impl Rejection {
             Rejection::ChannelFull => "channel_full",
             Rejection::TooManyChannels => "too_many_channels",
             Rejection::ChannelTaken => "channel_taken",
+            Rejection::KeyRequired => "key_required",
+            Rejection::BadSignature => "bad_signature",
+            Rejection::ChallengeTimeout => "challenge_timeout",
         }
     }
 }

@@ -342,6 +342,7 @@ impl Rooms {
             .map(|(name, room)| ChannelSummary {
                 name: name.clone(),
                 viewers: room.members.len() - 1,
+                key: None,
             })
             .collect();
         live.sort_by(|a, b| a.name.cmp(&b.name));

@@ -28,7 +28,11 @@ pub(crate) async fn app_page(State(state): State<AppState>) -> Response {
 
 /// Public: other sites' pages may read it (the JS API, docs/embed.md).
 pub(crate) async fn channels(State(state): State<AppState>) -> impl IntoResponse {
-    let live = state.rooms().live_channels();
+    let mut live = state.rooms().live_channels();
+    let owners = state.owners();
+    for channel in &mut live {
+        channel.key = owners.key(&channel.name);
+    }
     ([(header::ACCESS_CONTROL_ALLOW_ORIGIN, "*")], Json(live))
 }
 

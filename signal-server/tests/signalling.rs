@@ -1,87 +1,17 @@
 //! The signal server over real sockets on 127.0.0.1:0 with real WebSocket clients.
 
+mod common;
+
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use protocol::{
     ChannelSummary, ClientMessage, ErrorCode, PeerId, Role, ServerMessage, SignalPayload,
 };
-use signal_server::ServerConfig;
-use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
-async fn start() -> String {
-    let (addr, stop) = start_with(|_| {}).await;
-    // Keep the server up for the rest of the test process.
-    std::mem::forget(stop);
-    addr
-}
-
-/// Starts a server with adjusted settings; dropping the sender shuts it down.
-async fn start_with(
-    adjust: impl FnOnce(&mut ServerConfig),
-) -> (String, tokio::sync::oneshot::Sender<()>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let web_dir = std::env::temp_dir().join(format!("st-web-{}", addr.port()));
-    std::fs::create_dir_all(&web_dir).unwrap();
-    std::fs::write(web_dir.join("index.html"), "<html>app</html>").unwrap();
-    let mut config = ServerConfig::with_web_dir(web_dir);
-    adjust(&mut config);
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(signal_server::serve(listener, config, async move {
-        let _ = stop_rx.await;
-    }));
-    (addr.to_string(), stop_tx)
-}
-
-async fn connect(addr: &str) -> Ws {
-    tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
-        .await
-        .unwrap()
-        .0
-}
-
-async fn send(ws: &mut Ws, message: ClientMessage) {
-    ws.send(Message::text(message.to_json())).await.unwrap();
-}
-
-async fn recv(ws: &mut Ws) -> ServerMessage {
-    loop {
-        let frame = tokio::time::timeout(Duration::from_secs(5), ws.next())
-            .await
-            .expect("no message within 5 s");
-        match frame.expect("connection ended").expect("read failed") {
-            Message::Text(text) => {
-                return ServerMessage::from_json(&text).expect("server sent valid JSON")
-            }
-            Message::Ping(_) | Message::Pong(_) => continue,
-            other => panic!("unexpected frame {other:?}"),
-        }
-    }
-}
-
-async fn join(ws: &mut Ws, channel: &str, role: Role) -> (PeerId, Vec<PeerId>) {
-    send(
-        ws,
-        ClientMessage::Join {
-            channel: channel.parse().unwrap(),
-            role,
-        },
-    )
-    .await;
-    let ServerMessage::Welcome { peer_id, .. } = recv(ws).await else {
-        panic!("expected welcome")
-    };
-    let ServerMessage::Introduce { peers } = recv(ws).await else {
-        panic!("expected introduce")
-    };
-    (peer_id, peers)
-}
+use common::*;
 
 #[tokio::test]
 async fn join_introduce_relay_leave() {
@@ -142,7 +72,8 @@ async fn join_introduce_relay_leave() {
         listed,
         vec![ChannelSummary {
             name: "news".parse().unwrap(),
-            viewers: 1
+            viewers: 1,
+            key: Some(public(&channel_signer("news"))),
         }]
     );
 
@@ -200,14 +131,21 @@ async fn second_broadcaster_is_refused() {
     let mut first = connect(&addr).await;
     join(&mut first, "news", Role::Broadcaster).await;
     let mut second = connect(&addr).await;
+    // Even with the channel's own key: one broadcaster at a time.
+    let signer = channel_signer("news");
     send(
         &mut second,
         ClientMessage::Join {
             channel: "news".parse().unwrap(),
             role: Role::Broadcaster,
+            key: Some(public(&signer)),
         },
     )
     .await;
+    let ServerMessage::Challenge { nonce } = recv(&mut second).await else {
+        panic!("expected a challenge")
+    };
+    send(&mut second, prove(&signer, "news", &nonce)).await;
     let ServerMessage::Error { code, .. } = recv(&mut second).await else {
         panic!("expected error")
     };
@@ -269,51 +207,6 @@ async fn serves_the_app_on_watch_paths() {
     let addr = start().await;
     assert!(http_get(&addr, "/watch/demo").await.contains("app"));
     assert!(http_get(&addr, "/").await.contains("app"));
-}
-
-/// A minimal HTTP/1.0 GET; enough for JSON and HTML bodies, and it keeps the test
-/// dependencies to the WebSocket client.
-async fn http_get(addr: &str, path: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    stream
-        .write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    assert!(
-        response.starts_with("HTTP/1.0 200") || response.starts_with("HTTP/1.1 200"),
-        "{response}"
-    );
-    response.split_once("\r\n\r\n").unwrap().1.to_owned()
-}
-
-/// The next close frame, skipping other messages.
-async fn expect_close(ws: &mut Ws) -> (u16, String) {
-    loop {
-        let frame = tokio::time::timeout(Duration::from_secs(15), ws.next())
-            .await
-            .expect("closed within 15 s");
-        match frame {
-            Some(Ok(Message::Close(Some(frame)))) => {
-                return (u16::from(frame.code), frame.reason.to_string())
-            }
-            Some(Ok(Message::Close(None))) | None => panic!("closed without a close frame"),
-            Some(Ok(_)) => continue,
-            Some(Err(e)) => panic!("read failed before the close frame: {e}"),
-        }
-    }
-}
-
-/// `/metrics` counts exactly `count` rejections for `reason`.
-async fn assert_rejections(addr: &str, reason: &str, count: u64) {
-    let metrics = http_get(addr, "/metrics").await;
-    let line = format!("streamtorrent_rejections_total{{reason=\"{reason}\"}} {count}");
-    assert!(
-        metrics.lines().any(|l| l == line),
-        "missing {line:?} in\n{metrics}"
-    );
 }
 
 /// A fresh viewer still joins and is introduced to the broadcaster.

@@ -146,6 +146,7 @@ pub fn broadcaster_with(
         .expect("ffmpeg is installed (scripts/test installs it)");
     let stdout = ffmpeg.stdout.take().expect("stdout was piped");
     let ffmpeg = Guard(ffmpeg);
+    let key = channel_key(&record_dir.with_extension("key"));
     let mut broadcast = Command::new(binary("streamtorrent"));
     broadcast.args([
         "broadcast",
@@ -154,6 +155,7 @@ pub fn broadcaster_with(
         "--channel",
         channel,
     ]);
+    broadcast.arg("--key").arg(key);
     if let Some(kbps) = options.max_upload_kbps {
         broadcast.args(["--max-upload-kbps", &kbps.to_string()]);
     }
@@ -165,6 +167,26 @@ pub fn broadcaster_with(
         .spawn()
         .expect("streamtorrent starts");
     (ffmpeg, Guard(broadcaster))
+}
+
+/// A channel key file at `path`, made with `streamtorrent keygen` unless it exists.
+pub fn channel_key(path: &std::path::Path) -> PathBuf {
+    if !path.exists() {
+        let status = Command::new(binary("streamtorrent"))
+            .arg("keygen")
+            .arg("--out")
+            .arg(path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("streamtorrent runs");
+        assert!(
+            status.success(),
+            "streamtorrent keygen --out {} failed",
+            path.display()
+        );
+    }
+    path.to_path_buf()
 }
 
 /// Waits until `/api/channels` lists `channel`.

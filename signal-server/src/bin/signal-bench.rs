@@ -201,6 +201,7 @@ impl Peer {
                 ClientMessage::Join {
                     channel,
                     role: Role::Viewer,
+                    key: None,
                 }
                 .to_json(),
             ))
