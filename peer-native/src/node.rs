@@ -115,9 +115,12 @@ pub async fn run(
                     tracing::info!(%peer_id, %channel, ice_servers = ice_servers.len(), "joined");
                 }
                 Some(ServerMessage::Introduce { peers }) => {
-                    for peer in peers {
+                    for peer in peers.into_iter().filter(|p| !swarm.is_banned(*p)) {
                         links.entry(peer).or_insert_with(|| spawn_link(peer, Start::Offer, &ice_servers, &events_tx));
                     }
+                }
+                Some(ServerMessage::Signal { from, .. }) if swarm.is_banned(from) => {
+                    tracing::debug!(peer = %from, "ignoring set-up from a banned peer");
                 }
                 Some(ServerMessage::Signal { from, signal: SignalPayload::Offer { sdp } }) => {
                     if let Some(old) = links.remove(&from) {
@@ -162,9 +165,9 @@ pub async fn run(
                     LinkEvent::Message(peer, bytes) => match PeerMessage::decode(&bytes) {
                         Ok(message) => swarm.handle_input(now(), Input::Message(peer, message)),
                         Err(e) => {
+                            // The swarm drops and bans it; its Disconnect closes the link.
                             tracing::warn!(%peer, error = %e, "dropping a peer that sent an invalid message");
-                            links.remove(&peer);
-                            swarm.handle_input(now(), Input::PeerDisconnected(peer));
+                            swarm.handle_input(now(), Input::Malformed { peer, reason: e.to_string() });
                         }
                     },
                     LinkEvent::LocalSignal(peer, signal) => {

@@ -172,8 +172,10 @@ impl App {
             Event::ChannelMessage(peer, bytes) => match PeerMessage::decode(&bytes) {
                 Ok(message) => self.swarm.handle_input(now, Input::Message(peer, message)),
                 Err(e) => {
-                    web_sys::console::warn_1(&format!("dropping {peer}: {e}").into());
-                    self.drop_link(now, peer);
+                    // The swarm drops and bans it; its Disconnect closes the link.
+                    let reason = e.to_string();
+                    self.swarm
+                        .handle_input(now, Input::Malformed { peer, reason });
                 }
             },
             Event::ChannelClosed(peer) | Event::LinkFailed(peer) => self.drop_link(now, peer),
@@ -274,7 +276,7 @@ impl App {
                     self.source_absent = true;
                 }
                 for peer in peers {
-                    if self.links.contains_key(&peer) {
+                    if self.links.contains_key(&peer) || self.swarm.is_banned(peer) {
                         continue; // Introduced again (e.g. after asking for more peers).
                     }
                     let mut link = Link::new(peer, &self.ice_servers, &self.events)?;
@@ -283,6 +285,7 @@ impl App {
                     self.offered.insert(peer, true);
                 }
             }
+            ServerMessage::Signal { from, .. } if self.swarm.is_banned(from) => {}
             ServerMessage::Signal { from, signal } => match signal {
                 SignalPayload::Offer { sdp } => {
                     self.drop_link(now(), from);

@@ -180,6 +180,8 @@ impl Sim {
         }
         let stats = node.swarm.stats();
         self.metrics.peers_dropped += stats.peers_dropped;
+        let d = stats.drops;
+        self.metrics.peers_banned += d.malformed + d.violation + d.lying + d.flooding;
         self.metrics.requests_refused += stats.requests_refused;
     }
 }

@@ -51,6 +51,8 @@ pub struct Metrics {
     pub max_stall_us: Micros,
     pub max_chunks_held: usize,
     pub peers_dropped: u64,
+    /// Dropped as hostile (malformed, protocol violation, lying, flooding): an honest swarm has none.
+    pub peers_banned: u64,
     pub requests_refused: u64,
     pub viewers_joined: u64,
     pub bins: Vec<Bin>,
@@ -202,6 +204,8 @@ pub struct Report {
     pub max_stall_ms: u64,
     pub max_chunks_held: usize,
     pub peers_dropped: u64,
+    /// Dropped as hostile (malformed, protocol violation, lying, flooding): an honest swarm has none.
+    pub peers_banned: u64,
     pub requests_refused: u64,
     pub events: u64,
     pub sim_wall_ms: u64,

@@ -51,6 +51,7 @@ pub fn summarise(config: &SimConfig, mut m: Metrics, events: u64, sim_wall_ms: u
         max_stall_ms: m.max_stall_us / 1000,
         max_chunks_held: m.max_chunks_held,
         peers_dropped: m.peers_dropped,
+        peers_banned: m.peers_banned,
         requests_refused: m.requests_refused,
         events,
         sim_wall_ms,
@@ -60,7 +61,7 @@ pub fn summarise(config: &SimConfig, mut m: Metrics, events: u64, sim_wall_ms: u
 
 /// The report as a two-column table.
 pub fn table(report: &Report) -> String {
-    let rows: [(&str, String); 25] = [
+    let rows: [(&str, String); 26] = [
         ("peers", report.peers.to_string()),
         ("seconds", report.seconds.to_string()),
         ("seed", report.seed.to_string()),
@@ -90,6 +91,7 @@ pub fn table(report: &Report) -> String {
         ("max_stall_ms", report.max_stall_ms.to_string()),
         ("max_chunks_held", report.max_chunks_held.to_string()),
         ("peers_dropped", report.peers_dropped.to_string()),
+        ("peers_banned", report.peers_banned.to_string()),
         ("events", report.events.to_string()),
         ("sim_wall_ms", report.sim_wall_ms.to_string()),
     ];

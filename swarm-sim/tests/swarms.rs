@@ -44,6 +44,11 @@ fn a_generous_lossless_network_plays_every_chunk_on_time() {
     check!(report, report.offload > 0.85, "viewers fed each other");
     check!(report, report.duplicate < 0.01, "hardly any byte twice");
     check!(report, report.lag_p95_ms <= 3_000, "within 3 s of live");
+    check!(
+        report,
+        report.peers_banned == 0,
+        "no honest viewer taken for hostile"
+    );
 }
 
 #[test]
@@ -67,6 +72,11 @@ fn viewers_that_leave_never_stall_the_others_beyond_a_request_time_out() {
     );
     check!(report, report.continuity >= 0.95, "continuity held up");
     check!(report, report.corrupt_chunks == 0, "every chunk intact");
+    check!(
+        report,
+        report.peers_banned == 0,
+        "no honest viewer taken for hostile"
+    );
 }
 
 #[test]

@@ -5,6 +5,7 @@ use bytes::Bytes;
 use protocol::{ChunkSeq, PeerId, RequestId, PIECE_BYTES};
 
 use crate::chunk_store::{piece_count, piece_len, Held};
+use crate::hostile::DropCause;
 use crate::peer::Download;
 use crate::{Millis, Swarm};
 
@@ -37,7 +38,7 @@ impl Swarm {
                 "piece of {seq} at {offset} with {} bytes is not piece-aligned in a {total}-byte chunk",
                 data.len()
             );
-            self.drop_peer(peer, reason);
+            self.drop_peer(peer, DropCause::Violation, reason);
             return;
         }
         let key = (seq, self.block_of(index));
@@ -66,7 +67,7 @@ impl Swarm {
                 "piece of {seq} claims {total} bytes, earlier pieces said {}",
                 held.total
             );
-            self.drop_peer(peer, reason);
+            self.drop_peer(peer, DropCause::Violation, reason);
             return;
         }
         let len = data.len() as u64;
@@ -195,7 +196,7 @@ impl Swarm {
             state.strikes += 1;
             if state.strikes >= self.config.max_strikes {
                 let reason = format!("{} requests in a row timed out", state.strikes);
-                self.drop_peer(download.from, reason);
+                self.drop_peer(download.from, DropCause::Unresponsive, reason);
             }
         }
     }

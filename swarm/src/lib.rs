@@ -6,6 +6,7 @@
 mod chunk_store;
 mod config;
 mod download;
+mod hostile;
 mod messages;
 mod neighbours;
 mod peer;
@@ -20,6 +21,7 @@ mod upload;
 
 pub use chunk_store::{Chunk, ChunkData};
 pub use config::{Config, SwarmRole};
+pub use hostile::{DropCause, Drops};
 pub use neighbours::{NeighbourReport, SOURCE_MAX_LINKS, TARGET_LINKS};
 pub use rate::BytesPerSec;
 pub use swarm::{Input, Neighbour, Output, Stats, Swarm};

@@ -5,6 +5,7 @@ use protocol::{BufferMapEntry, PeerId, PeerMessage, EDGE_AGE_UNKNOWN};
 
 use crate::chunk_store::piece_count;
 use crate::config::SwarmRole;
+use crate::hostile::DropCause;
 use crate::peer::{Announced, PeerState};
 use crate::piece_set::PieceSet;
 use crate::{BytesPerSec, Millis, Output, Swarm};
@@ -79,8 +80,13 @@ impl Swarm {
                 edge_age_ms,
                 entries,
             } => {
+                self.peer_mut(peer).is_source = is_source;
+                let newest = entries.iter().map(|e| e.seq).max();
+                if let Some(lie) = newest.and_then(|seq| self.implausible_announcement(peer, seq)) {
+                    self.drop_peer(peer, DropCause::Lying, lie);
+                    return;
+                }
                 let state = self.peer_mut(peer);
-                state.is_source = is_source;
                 state.upload = (upload_kbps != u32::MAX)
                     .then(|| BytesPerSec::from_kbps(u64::from(upload_kbps)));
                 for entry in &entries {
@@ -110,6 +116,10 @@ impl Swarm {
                 count,
                 pushed,
             } => {
+                if let Some(lie) = self.implausible_announcement(peer, seq) {
+                    self.drop_peer(peer, DropCause::Lying, lie);
+                    return;
+                }
                 let state = self.peer_mut(peer);
                 let total = total as usize;
                 let announced = state.has.entry(seq).or_insert_with(|| Announced {

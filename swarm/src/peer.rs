@@ -45,6 +45,8 @@ pub(crate) struct PeerState {
     /// Payload bytes received from it (new pieces only) and sent to it.
     pub bytes_down: u64,
     pub bytes_up: u64,
+    /// Its requests refused in a row because its queue here was full.
+    pub flood_refusals: u32,
 }
 
 impl PeerState {

@@ -5,6 +5,7 @@ use protocol::{ChunkSeq, PeerId, PeerMessage, RequestId};
 use crate::chunk_store::ChunkStore;
 use crate::config::{Config, SwarmRole};
 use crate::download::BlockKey;
+use crate::hostile::{Banned, DropCause, Drops};
 use crate::peer::{Download, PeerState};
 use crate::playback::Clock;
 use crate::rate::TokenBucket;
@@ -51,6 +52,11 @@ pub enum Input {
     ChunkProduced(Chunk),
     /// Time passed; lets time-outs, uploads and skips proceed when nothing else happens.
     Tick,
+    /// The driver could not decode what this peer sent: it is dropped and banned.
+    Malformed {
+        peer: PeerId,
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,8 +98,10 @@ pub struct Stats {
     pub stalls: u64,
     /// Requests answered `Absent` because the chunk was missing or the upload busy.
     pub requests_refused: u64,
-    /// Neighbours dropped for timing out or breaking the protocol.
+    /// Neighbours dropped for timing out or breaking the protocol…
     pub peers_dropped: u64,
+    /// …by cause.
+    pub drops: Drops,
     /// From the first input to the planned start of playback.
     pub startup_ms: Option<u64>,
 }
@@ -137,6 +145,7 @@ pub struct Swarm {
     pub(crate) evicted_below: Option<ChunkSeq>,
     pub(crate) outputs: VecDeque<Output>,
     pub(crate) stats: Stats,
+    pub(crate) banned: Banned,
 }
 
 impl Swarm {
@@ -167,6 +176,7 @@ impl Swarm {
             evicted_below: None,
             outputs: VecDeque::new(),
             stats: Stats::default(),
+            banned: Banned::default(),
         }
     }
 
@@ -220,8 +230,17 @@ impl Swarm {
         // Most inputs are pieces and requests, which only move uploads along (or finish a
         // block); the full round of scheduling runs when something it depends on changed.
         let work = match input {
+            Input::PeerConnected(peer) if self.banned.contains(peer) => {
+                let reason = "banned for earlier misbehaviour".to_owned();
+                self.outputs.push_back(Output::Disconnect { peer, reason });
+                Work::Pump
+            }
             Input::PeerConnected(peer) => {
                 self.on_connect(now, peer);
+                Work::Schedule
+            }
+            Input::Malformed { peer, reason } => {
+                self.drop_peer(peer, DropCause::Malformed, reason);
                 Work::Schedule
             }
             Input::PeerDisconnected(peer) => {
@@ -357,13 +376,6 @@ impl Swarm {
         if let Some(state) = self.peers.get_mut(&peer) {
             state.inflight = state.inflight.saturating_sub(1);
         }
-    }
-
-    pub(crate) fn drop_peer(&mut self, peer: PeerId, reason: String) {
-        self.peers.remove(&peer);
-        self.downloads.retain(|_, d| d.from != peer);
-        self.stats.peers_dropped += 1;
-        self.outputs.push_back(Output::Disconnect { peer, reason });
     }
 
     pub(crate) fn send(&mut self, peer: PeerId, message: PeerMessage) {

@@ -5,6 +5,7 @@ use std::cmp::Reverse;
 
 use protocol::{ChunkSeq, PeerId, PeerMessage, RequestId, PIECE_BYTES};
 
+use crate::hostile::{DropCause, FLOOD_REFUSALS};
 use crate::peer::ServeJob;
 use crate::{Millis, Swarm};
 
@@ -39,6 +40,25 @@ impl Swarm {
                         && self.downloads.contains_key(&(seq, self.block_of(first))))
             });
         let queue_full = self.peers[&peer].serving.len() >= self.config.max_serving_per_peer;
+        // Refused for a full queue that its own requests fill (pushes to it are not its
+        // doing): an honest neighbour keeps `max_requests_per_peer` (4) outstanding, far
+        // below half the queue.
+        let requested = self.peers[&peer]
+            .serving
+            .iter()
+            .filter(|job| job.req != RequestId::PUSH)
+            .count();
+        if queue_full && requested >= self.config.max_serving_per_peer / 2 {
+            let state = self.peer_mut(peer);
+            state.flood_refusals += 1;
+            if state.flood_refusals >= FLOOD_REFUSALS {
+                let reason = format!("{FLOOD_REFUSALS} requests in a row over its full queue");
+                self.drop_peer(peer, DropCause::Flooding, reason);
+                return;
+            }
+        } else {
+            self.peer_mut(peer).flood_refusals = 0;
+        }
         if !self.serves() || !here || queue_full || self.backlog_full() {
             self.stats.requests_refused += 1;
             self.send(peer, PeerMessage::Absent { req, seq });

@@ -1,0 +1,116 @@
+//! Misbehaving neighbours: why each was dropped, counted by cause, and the hostile ones
+//! banned so they are never taken back. Bounded: a neighbour cannot make this peer hold
+//! more than a window's worth of announcements or a queue's worth of requests.
+
+use std::collections::BTreeSet;
+
+use protocol::{ChunkSeq, PeerId};
+
+use crate::{Output, Swarm};
+
+/// Refused requests in a row, from one neighbour whose queue here is full, that make it
+/// a flooder: an honest neighbour keeps at most `max_requests_per_peer` outstanding.
+pub(crate) const FLOOD_REFUSALS: u32 = 64;
+/// Banned peers remembered; the oldest ids (smallest) are forgotten first.
+const MAX_BANNED: usize = 4096;
+
+/// Why a neighbour was dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropCause {
+    /// Sent bytes that are not a peer message (the driver could not decode them).
+    Malformed,
+    /// Broke the protocol: misaligned or inconsistent pieces.
+    Violation,
+    /// Announced chunks it cannot have: far past the live edge, or more than a window.
+    Lying,
+    /// Kept requesting while its queue here was full.
+    Flooding,
+    /// Stopped delivering what it was asked for (not hostile: not banned).
+    Unresponsive,
+}
+
+impl DropCause {
+    /// Hostile causes get the peer banned.
+    pub fn is_hostile(self) -> bool {
+        !matches!(self, DropCause::Unresponsive)
+    }
+}
+
+/// Neighbours dropped, by cause.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Drops {
+    pub malformed: u64,
+    pub violation: u64,
+    pub lying: u64,
+    pub flooding: u64,
+    pub unresponsive: u64,
+}
+
+impl Drops {
+    fn count(&mut self, cause: DropCause) {
+        let counter = match cause {
+            DropCause::Malformed => &mut self.malformed,
+            DropCause::Violation => &mut self.violation,
+            DropCause::Lying => &mut self.lying,
+            DropCause::Flooding => &mut self.flooding,
+            DropCause::Unresponsive => &mut self.unresponsive,
+        };
+        *counter += 1;
+    }
+}
+
+/// Peers dropped for hostility.
+#[derive(Debug, Default)]
+pub(crate) struct Banned(BTreeSet<PeerId>);
+
+impl Banned {
+    fn insert(&mut self, peer: PeerId) {
+        self.0.insert(peer);
+        if self.0.len() > MAX_BANNED {
+            self.0.pop_first();
+        }
+    }
+
+    pub fn contains(&self, peer: PeerId) -> bool {
+        self.0.contains(&peer)
+    }
+}
+
+impl Swarm {
+    /// Whether `peer` was dropped for hostility: drivers neither offer to it nor accept
+    /// its offers, and the swarm disconnects it at once if a link opens anyway.
+    pub fn is_banned(&self, peer: PeerId) -> bool {
+        self.banned.contains(peer)
+    }
+
+    pub(crate) fn drop_peer(&mut self, peer: PeerId, cause: DropCause, reason: String) {
+        self.peers.remove(&peer);
+        self.downloads.retain(|_, d| d.from != peer);
+        self.stats.peers_dropped += 1;
+        self.stats.drops.count(cause);
+        if cause.is_hostile() {
+            self.banned.insert(peer);
+        }
+        self.outputs.push_back(Output::Disconnect { peer, reason });
+    }
+
+    /// A non-source neighbour announcing `seq`: plausible only within a window of the
+    /// newest chunk known (a liar far ahead would otherwise drag the schedule with it),
+    /// and only for a window's worth of chunks at a time.
+    pub(crate) fn implausible_announcement(&self, peer: PeerId, seq: ChunkSeq) -> Option<String> {
+        let state = self.peers.get(&peer)?;
+        if state.is_source {
+            return None;
+        }
+        let window = self.config.window.max(1);
+        if let Some(newest) = self.newest_known {
+            if seq.0 > newest.0.saturating_add(window) {
+                return Some(format!(
+                    "announced chunk {seq}, more than {window} past the newest known ({newest})"
+                ));
+            }
+        }
+        let held = state.has.len() as u64;
+        (held > 2 * window).then(|| format!("announced {held} chunks, more than twice the window"))
+    }
+}

@@ -1,0 +1,145 @@
+//! Hostile neighbours: garbage, request floods and lying announcements get the sender
+//! dropped, counted by cause and banned, while honest neighbours keep being served.
+
+use protocol::{ChunkSeq, PeerId, PeerMessage, RequestId};
+use swarm::{Chunk, Config, Input, Millis, Output, Swarm, SwarmRole};
+
+const HONEST: PeerId = PeerId(1);
+const HOSTILE: PeerId = PeerId(2);
+
+fn drain(swarm: &mut Swarm) -> Vec<Output> {
+    std::iter::from_fn(|| swarm.poll_output()).collect()
+}
+
+fn disconnected(outputs: &[Output], who: PeerId) -> Option<String> {
+    outputs.iter().find_map(|o| match o {
+        Output::Disconnect { peer, reason } if *peer == who => Some(reason.clone()),
+        _ => None,
+    })
+}
+
+#[test]
+fn garbage_gets_the_sender_dropped_and_banned_for_good() {
+    let mut viewer = Swarm::new(Config::new(SwarmRole::Viewer));
+    viewer.handle_input(Millis(0), Input::PeerConnected(HOSTILE));
+    drain(&mut viewer);
+    let reason = "unknown peer message tag 0x7f".to_owned();
+    viewer.handle_input(
+        Millis(10),
+        Input::Malformed {
+            peer: HOSTILE,
+            reason,
+        },
+    );
+    assert!(disconnected(&drain(&mut viewer), HOSTILE).is_some());
+    assert!(viewer.is_banned(HOSTILE));
+    assert_eq!(viewer.stats().drops.malformed, 1);
+    // It connects again (a new link): dropped at once, nothing sent to it.
+    viewer.handle_input(Millis(20), Input::PeerConnected(HOSTILE));
+    let outputs = drain(&mut viewer);
+    assert!(disconnected(&outputs, HOSTILE).unwrap().contains("banned"));
+    assert!(!outputs.iter().any(|o| matches!(o, Output::Send(..))));
+    assert_eq!(viewer.peer_count(), 0);
+}
+
+#[test]
+fn a_request_flood_is_dropped_and_honest_requests_still_served() {
+    let mut source = Swarm::new(Config::new(SwarmRole::Source));
+    for peer in [HONEST, HOSTILE] {
+        source.handle_input(Millis(0), Input::PeerConnected(peer));
+    }
+    let chunk = Chunk {
+        seq: ChunkSeq(0),
+        keyframe: true,
+        data: vec![1; 100_000].into(),
+    };
+    source.handle_input(Millis(1), Input::ChunkProduced(chunk));
+    drain(&mut source);
+    let request = |req: u32| PeerMessage::Request {
+        req: RequestId(req),
+        seq: ChunkSeq(0),
+        first: 0,
+        count: 1,
+        deadline_ms: 1000,
+    };
+    let mut dropped_after = None;
+    for req in 0..200 {
+        source.handle_input(Millis(2), Input::Message(HOSTILE, request(req)));
+        if disconnected(&drain(&mut source), HOSTILE).is_some() {
+            dropped_after = Some(req + 1);
+            break;
+        }
+    }
+    let dropped_after = dropped_after.expect("the flooder was dropped");
+    assert!(
+        (64..=100).contains(&dropped_after),
+        "dropped after {dropped_after} requests"
+    );
+    assert_eq!(source.stats().drops.flooding, 1);
+    assert!(source.is_banned(HOSTILE));
+    // The honest viewer, asking once, is served.
+    source.handle_input(
+        Millis(3),
+        Input::Buffered {
+            peer: HONEST,
+            bytes: 0,
+        },
+    );
+    source.handle_input(Millis(3), Input::Message(HONEST, request(1)));
+    source.handle_input(Millis(4), Input::Tick);
+    let served = drain(&mut source).iter().any(|o| {
+        matches!(
+            o,
+            Output::Send(
+                HONEST,
+                PeerMessage::Piece {
+                    req: RequestId(1),
+                    ..
+                }
+            )
+        )
+    });
+    assert!(served, "the honest viewer's request was served");
+}
+
+#[test]
+fn announcing_chunks_far_past_the_live_edge_is_a_lie() {
+    let source_peer = PeerId(9);
+    let mut viewer = Swarm::new(Config::new(SwarmRole::Viewer));
+    for peer in [source_peer, HOSTILE] {
+        viewer.handle_input(Millis(0), Input::PeerConnected(peer));
+    }
+    let have = |seq: u64| PeerMessage::Have {
+        seq: ChunkSeq(seq),
+        keyframe: true,
+        total: 1000,
+        first: 0,
+        count: 1,
+        pushed: false,
+    };
+    // The live edge, as the source's buffer map tells it.
+    let map = PeerMessage::BufferMap {
+        is_source: true,
+        upload_kbps: u32::MAX,
+        edge_age_ms: 100,
+        entries: vec![protocol::BufferMapEntry {
+            seq: ChunkSeq(40),
+            keyframe: true,
+            total: 1000,
+        }],
+    };
+    viewer.handle_input(Millis(1), Input::Message(source_peer, map));
+    // Within a window ahead is plausible (a neighbour nearer the source).
+    viewer.handle_input(Millis(2), Input::Message(HOSTILE, have(45)));
+    assert!(disconnected(&drain(&mut viewer), HOSTILE).is_none());
+    let reason = {
+        viewer.handle_input(Millis(3), Input::Message(HOSTILE, have(1_000_000)));
+        disconnected(&drain(&mut viewer), HOSTILE).expect("the liar was dropped")
+    };
+    assert!(reason.contains("past the newest known"), "{reason}");
+    assert_eq!(viewer.stats().drops.lying, 1);
+    assert!(viewer.is_banned(HOSTILE));
+    // The source's announcements are still taken.
+    viewer.handle_input(Millis(4), Input::Message(source_peer, have(41)));
+    assert!(disconnected(&drain(&mut viewer), source_peer).is_none());
+}
