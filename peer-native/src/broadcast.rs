@@ -7,10 +7,10 @@ use swarm::Chunk;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::mpsc;
 
-use crate::fmp4::{Cutter, Segment};
 use crate::node::Produced;
 use crate::record::{chunk_file_name, record};
 use crate::NativeError;
+use fmp4::{Cutter, Segment};
 
 /// Room left in a peer message for the `Init` header and MIME type.
 const INIT_HEADER_ROOM: usize = 300;
@@ -65,7 +65,7 @@ async fn pump(
                 source,
             })?;
         if n == 0 {
-            return cutter.finish();
+            return Ok(cutter.finish()?);
         }
         for segment in cutter.push(&buf[..n])? {
             let produced = match segment {

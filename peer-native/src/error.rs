@@ -2,10 +2,8 @@ use thiserror::Error;
 
 #[derive(Debug, Error)]
 pub enum NativeError {
-    #[error("invalid fragmented MP4: {0}")]
-    Mp4(String),
-    #[error("codec {0} is not supported (supported: avc1, avc3, vp09, av01, mp4a, Opus, fLaC)")]
-    UnsupportedCodec(String),
+    #[error(transparent)]
+    Media(#[from] fmp4::Fmp4Error),
     #[error("init segment is {0} bytes; at most {max} fit in one peer message", max = protocol::MAX_PEER_MESSAGE_BYTES - 300)]
     InitTooLarge(usize),
     #[error("signal server {url}: {reason}")]

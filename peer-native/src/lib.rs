@@ -2,7 +2,6 @@
 //! and a headless viewer.
 
 pub mod broadcast;
-pub mod fmp4;
 pub mod identity;
 pub mod node;
 pub mod watch;

@@ -13,8 +13,8 @@ use wasm_bindgen_test::*;
 wasm_bindgen_test_configure!(run_in_browser);
 
 /// 3 s of 160x120 video with a tone, one fragment a second (the native cutter's fixtures).
-const H264_AAC: &[u8] = include_bytes!("../../peer-native/tests/fixtures/h264-aac.mp4");
-const VP9_OPUS: &[u8] = include_bytes!("../../peer-native/tests/fixtures/vp9-opus.mp4");
+const H264_AAC: &[u8] = include_bytes!("../../fmp4/tests/fixtures/h264-aac.mp4");
+const VP9_OPUS: &[u8] = include_bytes!("../../fmp4/tests/fixtures/vp9-opus.mp4");
 
 /// Top-level boxes of a fixture: init = ftyp+moov, then moof+mdat pairs.
 fn segments(fixture: &[u8]) -> (Vec<u8>, Vec<Vec<u8>>) {

@@ -1,7 +1,7 @@
 //! ISO BMFF box headers and a bounds-checked byte reader. Every read of file or network
 //! data goes through here, so malformed input is an error, never a panic.
 
-use crate::NativeError;
+use crate::Fmp4Error;
 
 pub(crate) struct BoxHeader {
     pub kind: [u8; 4],
@@ -12,7 +12,7 @@ pub(crate) struct BoxHeader {
 }
 
 /// Reads a box header at the start of `bytes`, or `None` when more bytes are needed.
-pub(crate) fn header(bytes: &[u8]) -> Result<Option<BoxHeader>, NativeError> {
+pub(crate) fn header(bytes: &[u8]) -> Result<Option<BoxHeader>, Fmp4Error> {
     if bytes.len() < 8 {
         return Ok(None);
     }
@@ -20,7 +20,7 @@ pub(crate) fn header(bytes: &[u8]) -> Result<Option<BoxHeader>, NativeError> {
     let kind = [bytes[4], bytes[5], bytes[6], bytes[7]];
     let (size, header_len) = match size32 {
         0 => {
-            return Err(NativeError::Mp4(format!(
+            return Err(Fmp4Error::Invalid(format!(
                 "box {} extends to end of file, which a live stream cannot have",
                 fourcc(kind)
             )))
@@ -36,7 +36,7 @@ pub(crate) fn header(bytes: &[u8]) -> Result<Option<BoxHeader>, NativeError> {
         n => (u64::from(n), 8),
     };
     if size < header_len as u64 {
-        return Err(NativeError::Mp4(format!(
+        return Err(Fmp4Error::Invalid(format!(
             "box {} has size {size}, smaller than its header",
             fourcc(kind)
         )));
@@ -52,14 +52,15 @@ pub(crate) fn header(bytes: &[u8]) -> Result<Option<BoxHeader>, NativeError> {
 pub(crate) type RawBox<'a> = ([u8; 4], &'a [u8]);
 
 /// The child boxes of a container's payload.
-pub(crate) fn children(payload: &[u8]) -> Result<Vec<RawBox<'_>>, NativeError> {
+pub(crate) fn children(payload: &[u8]) -> Result<Vec<RawBox<'_>>, Fmp4Error> {
     let mut out = Vec::new();
     let mut rest = payload;
     while !rest.is_empty() {
-        let h = header(rest)?.ok_or_else(|| NativeError::Mp4("truncated box header".into()))?;
-        let size = usize::try_from(h.size).map_err(|_| NativeError::Mp4("box too large".into()))?;
+        let h = header(rest)?.ok_or_else(|| Fmp4Error::Invalid("truncated box header".into()))?;
+        let size =
+            usize::try_from(h.size).map_err(|_| Fmp4Error::Invalid("box too large".into()))?;
         if size > rest.len() {
-            return Err(NativeError::Mp4(format!(
+            return Err(Fmp4Error::Invalid(format!(
                 "box {} of {size} bytes overruns its parent",
                 fourcc(h.kind)
             )));
@@ -71,10 +72,7 @@ pub(crate) fn children(payload: &[u8]) -> Result<Vec<RawBox<'_>>, NativeError> {
 }
 
 /// The payload of the first child of `kind`.
-pub(crate) fn child<'a>(
-    payload: &'a [u8],
-    kind: &[u8; 4],
-) -> Result<Option<&'a [u8]>, NativeError> {
+pub(crate) fn child<'a>(payload: &'a [u8], kind: &[u8; 4]) -> Result<Option<&'a [u8]>, Fmp4Error> {
     Ok(children(payload)?
         .into_iter()
         .find(|(k, _)| k == kind)
@@ -104,20 +102,20 @@ impl<'a> Bytes<'a> {
         Bytes { rest, what }
     }
 
-    pub fn take(&mut self, n: usize) -> Result<&'a [u8], NativeError> {
+    pub fn take(&mut self, n: usize) -> Result<&'a [u8], Fmp4Error> {
         if self.rest.len() < n {
-            return Err(NativeError::Mp4(format!("{} truncated", self.what)));
+            return Err(Fmp4Error::Invalid(format!("{} truncated", self.what)));
         }
         let (head, tail) = self.rest.split_at(n);
         self.rest = tail;
         Ok(head)
     }
 
-    pub fn u8(&mut self) -> Result<u8, NativeError> {
+    pub fn u8(&mut self) -> Result<u8, Fmp4Error> {
         Ok(self.take(1)?[0])
     }
 
-    pub fn u32(&mut self) -> Result<u32, NativeError> {
+    pub fn u32(&mut self) -> Result<u32, Fmp4Error> {
         let b = self.take(4)?;
         Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
     }

@@ -4,12 +4,12 @@
 use std::collections::HashMap;
 
 use super::boxes::{child, children, Bytes};
-use crate::NativeError;
+use crate::Fmp4Error;
 
 const SAMPLE_IS_NON_SYNC: u32 = 0x0001_0000;
 
 /// `trex` default sample flags by track id, from `moov/mvex`.
-pub(crate) fn trex_defaults(moov: &[u8]) -> Result<HashMap<u32, u32>, NativeError> {
+pub(crate) fn trex_defaults(moov: &[u8]) -> Result<HashMap<u32, u32>, Fmp4Error> {
     let mut out = HashMap::new();
     if let Some(mvex) = child(moov, b"mvex")? {
         for (kind, trex) in children(mvex)? {
@@ -30,13 +30,13 @@ pub(crate) fn starts_with_keyframe(
     moof: &[u8],
     video_track: u32,
     trex: &HashMap<u32, u32>,
-) -> Result<bool, NativeError> {
+) -> Result<bool, Fmp4Error> {
     for (kind, traf) in children(moof)? {
         if &kind != b"traf" {
             continue;
         }
         let tfhd =
-            child(traf, b"tfhd")?.ok_or_else(|| NativeError::Mp4("traf without tfhd".into()))?;
+            child(traf, b"tfhd")?.ok_or_else(|| Fmp4Error::Invalid("traf without tfhd".into()))?;
         let mut r = Bytes::new(tfhd, "tfhd");
         let flags = r.u32()? & 0x00ff_ffff;
         if r.u32()? != video_track {
@@ -74,7 +74,7 @@ pub(crate) fn starts_with_keyframe(
         };
         return Ok(first & SAMPLE_IS_NON_SYNC == 0);
     }
-    Err(NativeError::Mp4(format!(
+    Err(Fmp4Error::Invalid(format!(
         "moof has no fragment of video track {video_track}"
     )))
 }

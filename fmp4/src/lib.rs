@@ -5,7 +5,9 @@
 mod boxes;
 mod codec;
 mod cutter;
+mod error;
 mod keyframe;
 
 pub use codec::{mime_type, TrackInfo};
 pub use cutter::{Cutter, Segment};
+pub use error::Fmp4Error;

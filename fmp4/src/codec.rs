@@ -2,7 +2,7 @@
 //! the sample entries in `moov`.
 
 use super::boxes::{child, children, fourcc, Bytes};
-use crate::NativeError;
+use crate::Fmp4Error;
 
 /// What the rest of the broadcaster needs to know about one track.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,22 +18,22 @@ const VISUAL_ENTRY_FIELDS: usize = 78;
 const AUDIO_ENTRY_FIELDS: usize = 28;
 
 /// Tracks of a `moov` payload.
-pub(crate) fn tracks(moov: &[u8]) -> Result<Vec<TrackInfo>, NativeError> {
+pub(crate) fn tracks(moov: &[u8]) -> Result<Vec<TrackInfo>, Fmp4Error> {
     let mut out = Vec::new();
     for (kind, trak) in children(moov)? {
         if &kind != b"trak" {
             continue;
         }
         let tkhd =
-            child(trak, b"tkhd")?.ok_or_else(|| NativeError::Mp4("trak without tkhd".into()))?;
+            child(trak, b"tkhd")?.ok_or_else(|| Fmp4Error::Invalid("trak without tkhd".into()))?;
         let mut r = Bytes::new(tkhd, "tkhd");
         let version = r.u8()?;
         r.take(3 + if version == 1 { 16 } else { 8 })?;
         let track_id = r.u32()?;
         let mdia =
-            child(trak, b"mdia")?.ok_or_else(|| NativeError::Mp4("trak without mdia".into()))?;
+            child(trak, b"mdia")?.ok_or_else(|| Fmp4Error::Invalid("trak without mdia".into()))?;
         let hdlr =
-            child(mdia, b"hdlr")?.ok_or_else(|| NativeError::Mp4("mdia without hdlr".into()))?;
+            child(mdia, b"hdlr")?.ok_or_else(|| Fmp4Error::Invalid("mdia without hdlr".into()))?;
         let handler = Bytes::new(hdlr, "hdlr").take(12)?[8..12].to_vec();
         if handler != b"vide" && handler != b"soun" {
             continue; // Subtitles, metadata: not played through MSE here.
@@ -42,13 +42,13 @@ pub(crate) fn tracks(moov: &[u8]) -> Result<Vec<TrackInfo>, NativeError> {
             .iter()
             .try_fold(mdia, |payload, kind| {
                 child(payload, kind)?.ok_or_else(|| {
-                    NativeError::Mp4(format!("track {track_id} has no {}", fourcc(**kind)))
+                    Fmp4Error::Invalid(format!("track {track_id} has no {}", fourcc(**kind)))
                 })
             })?;
         let entries = Bytes::new(stsd, "stsd").take(8).map(|_| &stsd[8..])?;
         let (entry_kind, entry) = *children(entries)?
             .first()
-            .ok_or_else(|| NativeError::Mp4(format!("track {track_id} has no sample entry")))?;
+            .ok_or_else(|| Fmp4Error::Invalid(format!("track {track_id} has no sample entry")))?;
         let is_video = handler == b"vide";
         let fields = if is_video {
             VISUAL_ENTRY_FIELDS
@@ -57,7 +57,7 @@ pub(crate) fn tracks(moov: &[u8]) -> Result<Vec<TrackInfo>, NativeError> {
         };
         let boxes = entry
             .get(fields..)
-            .ok_or_else(|| NativeError::Mp4("sample entry truncated".into()))?;
+            .ok_or_else(|| Fmp4Error::Invalid("sample entry truncated".into()))?;
         out.push(TrackInfo {
             track_id,
             is_video,
@@ -65,7 +65,9 @@ pub(crate) fn tracks(moov: &[u8]) -> Result<Vec<TrackInfo>, NativeError> {
         });
     }
     if out.is_empty() {
-        return Err(NativeError::Mp4("moov has no audio or video track".into()));
+        return Err(Fmp4Error::Invalid(
+            "moov has no audio or video track".into(),
+        ));
     }
     Ok(out)
 }
@@ -81,9 +83,9 @@ pub fn mime_type(tracks: &[TrackInfo]) -> String {
     format!("{major}/mp4; codecs=\"{}\"", codecs.join(","))
 }
 
-fn codec_string(entry_kind: [u8; 4], boxes: &[u8]) -> Result<String, NativeError> {
+fn codec_string(entry_kind: [u8; 4], boxes: &[u8]) -> Result<String, Fmp4Error> {
     let name = fourcc(entry_kind);
-    let missing = |what: &str| NativeError::Mp4(format!("{name} sample entry has no {what}"));
+    let missing = |what: &str| Fmp4Error::Invalid(format!("{name} sample entry has no {what}"));
     match &entry_kind {
         b"avc1" | b"avc3" => {
             let avcc = child(boxes, b"avcC")?.ok_or_else(|| missing("avcC"))?;
@@ -114,12 +116,12 @@ fn codec_string(entry_kind: [u8; 4], boxes: &[u8]) -> Result<String, NativeError
         }
         b"Opus" => Ok("opus".into()),
         b"fLaC" => Ok("flac".into()),
-        _ => Err(NativeError::UnsupportedCodec(name)),
+        _ => Err(Fmp4Error::UnsupportedCodec(name)),
     }
 }
 
 /// `mp4a.OO[.A]` from the ES descriptor: object type, and for AAC the audio object type.
-fn mp4a_codec(esds: &[u8]) -> Result<String, NativeError> {
+fn mp4a_codec(esds: &[u8]) -> Result<String, Fmp4Error> {
     let mut r = Bytes::new(esds, "esds");
     r.take(4)?; // version and flags
     expect_descriptor(&mut r, 0x03)?;
@@ -146,10 +148,10 @@ fn mp4a_codec(esds: &[u8]) -> Result<String, NativeError> {
     Ok(format!("mp4a.40.{audio_object_type}"))
 }
 
-fn expect_descriptor(r: &mut Bytes<'_>, tag: u8) -> Result<(), NativeError> {
+fn expect_descriptor(r: &mut Bytes<'_>, tag: u8) -> Result<(), Fmp4Error> {
     let found = r.u8()?;
     if found != tag {
-        return Err(NativeError::Mp4(format!(
+        return Err(Fmp4Error::Invalid(format!(
             "esds: expected descriptor {tag:#04x}, found {found:#04x}"
         )));
     }

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use super::boxes::{fourcc, header};
 use super::{codec, keyframe};
-use crate::NativeError;
+use crate::Fmp4Error;
 
 /// Largest box accepted. A fragment of a few seconds of HD video is a few MiB; anything far
 /// bigger is a broken or hostile input, refused before it is buffered.
@@ -36,13 +36,13 @@ impl Cutter {
     }
 
     /// Feeds more bytes; returns every segment they completed.
-    pub fn push(&mut self, bytes: &[u8]) -> Result<Vec<Segment>, NativeError> {
+    pub fn push(&mut self, bytes: &[u8]) -> Result<Vec<Segment>, Fmp4Error> {
         self.buf.extend_from_slice(bytes);
         let mut out = Vec::new();
         let mut pos = 0;
         while let Some(h) = header(&self.buf[pos..])? {
             if h.size > MAX_BOX_BYTES {
-                return Err(NativeError::Mp4(format!(
+                return Err(Fmp4Error::Invalid(format!(
                     "box {} is {} bytes, over the {MAX_BOX_BYTES}-byte limit",
                     fourcc(h.kind),
                     h.size
@@ -58,7 +58,7 @@ impl Cutter {
                 b"ftyp" if !self.moov_seen => self.init.extend_from_slice(whole),
                 b"moov" => {
                     if self.moov_seen {
-                        return Err(NativeError::Mp4(
+                        return Err(Fmp4Error::Invalid(
                             "a second moov: the stream changed mid-way".into(),
                         ));
                     }
@@ -74,7 +74,7 @@ impl Cutter {
                 }
                 b"moof" => {
                     if !self.moov_seen {
-                        return Err(NativeError::Mp4(
+                        return Err(Fmp4Error::Invalid(
                             "moof before moov: not a fragmented MP4 with an init segment".into(),
                         ));
                     }
@@ -85,10 +85,9 @@ impl Cutter {
                     self.pending_moof = Some((whole.to_vec(), keyframe));
                 }
                 b"mdat" => {
-                    let (mut data, keyframe) = self
-                        .pending_moof
-                        .take()
-                        .ok_or_else(|| NativeError::Mp4("mdat without a preceding moof".into()))?;
+                    let (mut data, keyframe) = self.pending_moof.take().ok_or_else(|| {
+                        Fmp4Error::Invalid("mdat without a preceding moof".into())
+                    })?;
                     data.extend_from_slice(whole);
                     out.push(Segment::Media { keyframe, data });
                 }
@@ -102,11 +101,11 @@ impl Cutter {
     }
 
     /// Call at end of input: leftover bytes mean the stream was cut mid-box.
-    pub fn finish(&self) -> Result<(), NativeError> {
+    pub fn finish(&self) -> Result<(), Fmp4Error> {
         if self.buf.is_empty() && self.pending_moof.is_none() {
             Ok(())
         } else {
-            Err(NativeError::Mp4(format!(
+            Err(Fmp4Error::Invalid(format!(
                 "input ended inside a box ({} bytes left over)",
                 self.buf.len()
             )))
