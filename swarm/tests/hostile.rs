@@ -143,3 +143,22 @@ fn announcing_chunks_far_past_the_live_edge_is_a_lie() {
     viewer.handle_input(Millis(4), Input::Message(source_peer, have(41)));
     assert!(disconnected(&drain(&mut viewer), source_peer).is_none());
 }
+
+#[test]
+fn a_misaligned_piece_is_a_protocol_violation() {
+    let mut viewer = Swarm::new(Config::new(SwarmRole::Viewer));
+    viewer.handle_input(Millis(0), Input::PeerConnected(HOSTILE));
+    drain(&mut viewer);
+    let piece = PeerMessage::Piece {
+        req: RequestId(0),
+        seq: ChunkSeq(0),
+        offset: 7,
+        total: 50_000,
+        data: vec![0; 100].into(),
+    };
+    viewer.handle_input(Millis(1), Input::Message(HOSTILE, piece));
+    let reason = disconnected(&drain(&mut viewer), HOSTILE).expect("dropped");
+    assert!(reason.contains("not piece-aligned"), "{reason}");
+    assert_eq!(viewer.stats().drops.violation, 1);
+    assert!(viewer.is_banned(HOSTILE));
+}
