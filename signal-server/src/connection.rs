@@ -12,14 +12,15 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures::{SinkExt, StreamExt};
-use protocol::{ChannelName, ClientMessage, ErrorCode, PeerId, Role, ServerMessage};
+use protocol::{ClientMessage, ErrorCode};
 use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
 
-use crate::claims::{self, PendingClaim, CHALLENGE_TIMEOUT};
+use crate::claims::CHALLENGE_TIMEOUT;
 use crate::metrics::Rejection;
 use crate::rate_limit::TokenBucket;
 use crate::rooms::Mailbox;
+use crate::session::{handle, reply_error, until, Session};
 use crate::AppState;
 
 /// Messages waiting for one client; a client that lets this many pile up is not reading.
@@ -33,7 +34,7 @@ const CLOSE_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
 
 const CLOSE_GOING_AWAY: u16 = 1001;
 const CLOSE_PROTOCOL: u16 = 1002;
-const CLOSE_POLICY: u16 = 1008;
+pub(crate) const CLOSE_POLICY: u16 = 1008;
 const CLOSE_TOO_BIG: u16 = 1009;
 
 pub(crate) async fn upgrade(
@@ -108,9 +109,9 @@ impl Drop for IpSlot {
 }
 
 /// Why the server closes a connection.
-struct Close {
-    code: u16,
-    reason: String,
+pub(crate) struct Close {
+    pub code: u16,
+    pub reason: String,
 }
 
 async fn run(socket: WebSocket, slot: &IpSlot) {
@@ -306,168 +307,4 @@ async fn send_in_time(
         tokio::time::timeout(WRITE_TIMEOUT, sink.send(message)).await,
         Ok(Ok(()))
     )
-}
-
-/// What one connection is in the channel.
-#[derive(Debug, Default)]
-struct Session {
-    peer: Option<PeerId>,
-    /// A broadcaster's join waiting for its signature.
-    claim: Option<PendingClaim>,
-}
-
-/// Sleeps until `deadline`, or forever without one.
-async fn until(deadline: Option<Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
-    }
-}
-
-/// Handles one message; returns a close when the client must go.
-fn handle(
-    state: &AppState,
-    mailbox: &Mailbox,
-    session: &mut Session,
-    message: ClientMessage,
-) -> Option<Close> {
-    if session.claim.is_some() && !matches!(message, ClientMessage::Prove { .. }) {
-        reply_error(
-            mailbox,
-            ErrorCode::NotChallenged,
-            "answer the challenge (prove) before anything else".into(),
-        );
-        return None;
-    }
-    match message {
-        ClientMessage::Join { channel, role, key } => {
-            if session.peer.is_some() {
-                reply_error(
-                    mailbox,
-                    ErrorCode::AlreadyJoined,
-                    "this connection already joined a channel".into(),
-                );
-                return None;
-            }
-            if role == Role::Broadcaster {
-                match claims::challenge(state, mailbox, channel, key) {
-                    Ok(claim) => session.claim = Some(claim),
-                    Err(refusal) => return refuse(state, mailbox, refusal),
-                }
-                return None;
-            }
-            enter(state, mailbox, session, channel, role);
-        }
-        ClientMessage::Prove { signature } => {
-            let Some(claim) = session.claim.take() else {
-                reply_error(
-                    mailbox,
-                    ErrorCode::NotChallenged,
-                    "no challenge is pending: join as a broadcaster first".into(),
-                );
-                return None;
-            };
-            if let Err(refusal) = claims::verify(&claim, &signature) {
-                return refuse(state, mailbox, refusal);
-            }
-            // Another key may have claimed the channel while this one was signing.
-            if !state.owners().may_broadcast(&claim.channel, &claim.key) {
-                return refuse(state, mailbox, claims::owned_by_another(&claim.channel));
-            }
-            if enter(
-                state,
-                mailbox,
-                session,
-                claim.channel.clone(),
-                Role::Broadcaster,
-            ) {
-                if let Err(e) = state.owners().claim(claim.channel, claim.key) {
-                    tracing::warn!(error = %e, "channel claim not persisted");
-                }
-            }
-        }
-        ClientMessage::Signal { to, signal } => {
-            let Some(from) = session.peer else {
-                reply_error(mailbox, ErrorCode::NotJoined, "join a channel first".into());
-                return None;
-            };
-            match state.rooms().relay(from, to, signal) {
-                Ok(()) => {
-                    state.metrics.relayed.fetch_add(1, Ordering::Relaxed);
-                }
-                Err(e) => {
-                    state.metrics.reject(e.rejection);
-                    reply_error(mailbox, e.code, e.message);
-                }
-            }
-        }
-        ClientMessage::Status { free_slots } => {
-            if let Some(id) = session.peer {
-                state.rooms().set_free_slots(id, free_slots);
-            }
-        }
-        ClientMessage::MorePeers {} => {
-            let Some(id) = session.peer else {
-                reply_error(mailbox, ErrorCode::NotJoined, "join a channel first".into());
-                return None;
-            };
-            let peers = state.rooms().more_peers(id);
-            mailbox.post(&ServerMessage::Introduce { peers });
-        }
-        ClientMessage::Leave {} => {
-            if let Some(id) = session.peer.take() {
-                state.rooms().leave(id);
-            }
-        }
-    }
-    None
-}
-
-/// Joins the room; answers `Welcome` (with the channel's key) and `Introduce`. Returns
-/// whether it joined.
-fn enter(
-    state: &AppState,
-    mailbox: &Mailbox,
-    session: &mut Session,
-    channel: ChannelName,
-    role: Role,
-) -> bool {
-    let joined = state.rooms().join(channel.clone(), role, mailbox.clone());
-    match joined {
-        Ok((id, introduced)) => {
-            tracing::info!(peer = %id, %channel, ?role, introduced = introduced.len(), "peer joined");
-            session.peer = Some(id);
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
-            let ice_servers = crate::ice::ice_servers(&state.config, id, now);
-            let channel_key = state.owners().key(&channel);
-            mailbox.post(&ServerMessage::Welcome {
-                peer_id: id,
-                channel,
-                channel_key,
-                ice_servers,
-            });
-            mailbox.post(&ServerMessage::Introduce { peers: introduced });
-            true
-        }
-        Err(e) => {
-            state.metrics.reject(e.rejection);
-            reply_error(mailbox, e.code, e.message);
-            false
-        }
-    }
-}
-
-fn refuse(state: &AppState, mailbox: &Mailbox, refusal: claims::Refusal) -> Option<Close> {
-    state.metrics.reject(refusal.rejection);
-    reply_error(mailbox, refusal.code, refusal.message);
-    refusal.close.then(|| Close {
-        code: CLOSE_POLICY,
-        reason: "channel claim refused".into(),
-    })
-}
-
-fn reply_error(mailbox: &Mailbox, code: ErrorCode, message: String) {
-    mailbox.post(&ServerMessage::Error { code, message });
 }

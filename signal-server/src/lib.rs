@@ -10,6 +10,7 @@ mod metrics;
 mod owners;
 mod rate_limit;
 mod rooms;
+mod session;
 mod web;
 
 use std::net::SocketAddr;

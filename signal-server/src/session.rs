@@ -1,0 +1,176 @@
+//! One connection's place in its channel, and what each signalling message does to it:
+//! joining (a broadcaster through the key challenge), relaying set-up, leaving.
+
+use std::sync::atomic::Ordering;
+
+use protocol::{ChannelName, ClientMessage, ErrorCode, PeerId, Role, ServerMessage};
+use tokio::time::Instant;
+
+use crate::claims::{self, PendingClaim};
+use crate::connection::{Close, CLOSE_POLICY};
+use crate::rooms::Mailbox;
+use crate::AppState;
+
+/// What one connection is in the channel.
+#[derive(Debug, Default)]
+pub(crate) struct Session {
+    pub peer: Option<PeerId>,
+    /// A broadcaster's join waiting for its signature.
+    pub claim: Option<PendingClaim>,
+}
+
+/// Sleeps until `deadline`, or forever without one.
+pub(crate) async fn until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Handles one message; returns a close when the client must go.
+pub(crate) fn handle(
+    state: &AppState,
+    mailbox: &Mailbox,
+    session: &mut Session,
+    message: ClientMessage,
+) -> Option<Close> {
+    if session.claim.is_some() && !matches!(message, ClientMessage::Prove { .. }) {
+        reply_error(
+            mailbox,
+            ErrorCode::NotChallenged,
+            "answer the challenge (prove) before anything else".into(),
+        );
+        return None;
+    }
+    match message {
+        ClientMessage::Join { channel, role, key } => {
+            if session.peer.is_some() {
+                reply_error(
+                    mailbox,
+                    ErrorCode::AlreadyJoined,
+                    "this connection already joined a channel".into(),
+                );
+                return None;
+            }
+            if role == Role::Broadcaster {
+                match claims::challenge(state, mailbox, channel, key) {
+                    Ok(claim) => session.claim = Some(claim),
+                    Err(refusal) => return refuse(state, mailbox, refusal),
+                }
+                return None;
+            }
+            enter(state, mailbox, session, channel, role);
+        }
+        ClientMessage::Prove { signature } => {
+            let Some(claim) = session.claim.take() else {
+                reply_error(
+                    mailbox,
+                    ErrorCode::NotChallenged,
+                    "no challenge is pending: join as a broadcaster first".into(),
+                );
+                return None;
+            };
+            if let Err(refusal) = claims::verify(&claim, &signature) {
+                return refuse(state, mailbox, refusal);
+            }
+            // Another key may have claimed the channel while this one was signing.
+            if !state.owners().may_broadcast(&claim.channel, &claim.key) {
+                return refuse(state, mailbox, claims::owned_by_another(&claim.channel));
+            }
+            if enter(
+                state,
+                mailbox,
+                session,
+                claim.channel.clone(),
+                Role::Broadcaster,
+            ) {
+                if let Err(e) = state.owners().claim(claim.channel, claim.key) {
+                    tracing::warn!(error = %e, "channel claim not persisted");
+                }
+            }
+        }
+        ClientMessage::Signal { to, signal } => {
+            let Some(from) = session.peer else {
+                reply_error(mailbox, ErrorCode::NotJoined, "join a channel first".into());
+                return None;
+            };
+            match state.rooms().relay(from, to, signal) {
+                Ok(()) => {
+                    state.metrics.relayed.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    state.metrics.reject(e.rejection);
+                    reply_error(mailbox, e.code, e.message);
+                }
+            }
+        }
+        ClientMessage::Status { free_slots } => {
+            if let Some(id) = session.peer {
+                state.rooms().set_free_slots(id, free_slots);
+            }
+        }
+        ClientMessage::MorePeers {} => {
+            let Some(id) = session.peer else {
+                reply_error(mailbox, ErrorCode::NotJoined, "join a channel first".into());
+                return None;
+            };
+            let peers = state.rooms().more_peers(id);
+            mailbox.post(&ServerMessage::Introduce { peers });
+        }
+        ClientMessage::Leave {} => {
+            if let Some(id) = session.peer.take() {
+                state.rooms().leave(id);
+            }
+        }
+    }
+    None
+}
+
+/// Joins the room; answers `Welcome` (with the channel's key) and `Introduce`. Returns
+/// whether it joined.
+fn enter(
+    state: &AppState,
+    mailbox: &Mailbox,
+    session: &mut Session,
+    channel: ChannelName,
+    role: Role,
+) -> bool {
+    let joined = state.rooms().join(channel.clone(), role, mailbox.clone());
+    match joined {
+        Ok((id, introduced)) => {
+            tracing::info!(peer = %id, %channel, ?role, introduced = introduced.len(), "peer joined");
+            session.peer = Some(id);
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            let ice_servers = crate::ice::ice_servers(&state.config, id, now);
+            let channel_key = state.owners().key(&channel);
+            mailbox.post(&ServerMessage::Welcome {
+                peer_id: id,
+                channel,
+                channel_key,
+                ice_servers,
+            });
+            mailbox.post(&ServerMessage::Introduce { peers: introduced });
+            true
+        }
+        Err(e) => {
+            state.metrics.reject(e.rejection);
+            reply_error(mailbox, e.code, e.message);
+            false
+        }
+    }
+}
+
+fn refuse(state: &AppState, mailbox: &Mailbox, refusal: claims::Refusal) -> Option<Close> {
+    state.metrics.reject(refusal.rejection);
+    reply_error(mailbox, refusal.code, refusal.message);
+    refusal.close.then(|| Close {
+        code: CLOSE_POLICY,
+        reason: "channel claim refused".into(),
+    })
+}
+
+pub(crate) fn reply_error(mailbox: &Mailbox, code: ErrorCode, message: String) {
+    mailbox.post(&ServerMessage::Error { code, message });
+}
