@@ -99,42 +99,28 @@ fn read_options(options: &JsValue) -> Result<RawOptions, JsError> {
             "new Player(video, options): options must be an object like { channel: \"demo\" }",
         ));
     }
-    let field = |name: &str| js_sys::Reflect::get(options, &name.into()).unwrap_or_default();
-    let string = |name: &str| -> Result<Option<String>, JsError> {
-        let value = field(name);
-        if value.is_undefined() || value.is_null() {
-            return Ok(None);
-        }
-        value
-            .as_string()
-            .map(Some)
-            .ok_or_else(|| JsError::new(&format!("options.{name} must be a string")))
-    };
-    let number = |name: &str| -> Result<Option<f64>, JsError> {
-        let value = field(name);
-        if value.is_undefined() || value.is_null() {
-            return Ok(None);
-        }
-        value
-            .as_f64()
-            .map(Some)
-            .ok_or_else(|| JsError::new(&format!("options.{name} must be a number")))
-    };
-    let muted = field("muted");
-    let muted = if muted.is_undefined() || muted.is_null() {
-        None
-    } else {
-        Some(
-            muted
-                .as_bool()
-                .ok_or_else(|| JsError::new("options.muted must be true or false"))?,
-        )
-    };
     Ok(RawOptions {
-        channel: string("channel")?,
-        server: string("server")?,
-        muted,
-        max_upload_kbps: number("maxUploadKbps")?,
-        target_latency_ms: number("targetLatencyMs")?,
+        channel: optional(options, "channel", "a string", JsValue::as_string)?,
+        server: optional(options, "server", "a string", JsValue::as_string)?,
+        muted: optional(options, "muted", "true or false", JsValue::as_bool)?,
+        max_upload_kbps: optional(options, "maxUploadKbps", "a number", JsValue::as_f64)?,
+        target_latency_ms: optional(options, "targetLatencyMs", "a number", JsValue::as_f64)?,
     })
+}
+
+/// `options[name]` through `convert`: `None` when absent (undefined or null), an error
+/// naming the field and what it must be when present with another type.
+fn optional<T>(
+    options: &JsValue,
+    name: &str,
+    expected: &str,
+    convert: impl Fn(&JsValue) -> Option<T>,
+) -> Result<Option<T>, JsError> {
+    let value = js_sys::Reflect::get(options, &name.into()).unwrap_or_default();
+    if value.is_undefined() || value.is_null() {
+        return Ok(None);
+    }
+    convert(&value)
+        .map(Some)
+        .ok_or_else(|| JsError::new(&format!("options.{name} must be {expected}")))
 }

@@ -10,10 +10,11 @@ use serde::Serialize;
 use swarm::{Neighbour, Stats};
 
 /// What the viewer is looking at, in plain terms.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PlayerState {
     /// Reaching the signal server, or peers, before any video.
+    #[default]
     Connecting,
     /// Waiting for video: before the first frame, or the buffer ran dry.
     Buffering,
@@ -93,7 +94,7 @@ pub struct NeighbourRate {
 }
 
 /// `player.stats()`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Snapshot {
     pub state: PlayerState,
     pub peers: usize,
@@ -121,32 +122,6 @@ pub struct Snapshot {
     pub peer_share: f64,
     pub signal_connected: bool,
     pub neighbours: Vec<NeighbourRate>,
-}
-
-impl Default for Snapshot {
-    fn default() -> Snapshot {
-        Snapshot {
-            state: PlayerState::Connecting,
-            peers: 0,
-            bytes_from_peers: 0,
-            bytes_from_source: 0,
-            bytes_uploaded: 0,
-            bytes_duplicate: 0,
-            requests_refused: 0,
-            peers_dropped: 0,
-            chunks_played: 0,
-            chunks_missed: 0,
-            stalls: 0,
-            buffer_ms: 0,
-            lag_ms: None,
-            startup_ms: None,
-            download_kbps: 0.0,
-            upload_kbps: 0.0,
-            peer_share: 0.0,
-            signal_connected: false,
-            neighbours: Vec::new(),
-        }
-    }
 }
 
 impl Snapshot {

@@ -169,6 +169,25 @@ pub fn broadcaster_with(
     (ffmpeg, Guard(broadcaster))
 }
 
+/// Puts `channel` on the air: the test broadcaster recording into `dir/broadcaster`,
+/// logging to `dir/broadcaster.log`; returns once the server lists the channel.
+pub fn go_live(
+    addr: &str,
+    channel: &str,
+    dir: &std::path::Path,
+    options: BroadcastOptions,
+) -> (Guard, Guard) {
+    let guards = broadcaster_with(
+        addr,
+        channel,
+        &dir.join("broadcaster"),
+        &dir.join("broadcaster.log"),
+        options,
+    );
+    wait_for_channel(addr, channel, Duration::from_secs(20));
+    guards
+}
+
 /// A channel key file at `path`, made with `streamtorrent keygen` unless it exists.
 pub fn channel_key(path: &std::path::Path) -> PathBuf {
     if !path.exists() {

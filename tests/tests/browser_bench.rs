@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tests::browser::Chromedriver;
 use tests::netns;
-use tests::process::{broadcaster, scratch, signal_server, wait_for_channel, workspace_root};
+use tests::process::{go_live, scratch, signal_server, workspace_root, BroadcastOptions};
 
 /// Joins a running channel `JOINS` times, each in a fresh page load, and reports the time
 /// to the first frame: from navigation start (page, wasm, signalling, WebRTC, first chunk,
@@ -26,13 +26,7 @@ fn first_frame_after_joining_a_running_channel() {
     let web_dir = workspace_root().join("web").join("dist");
     let dir = scratch("bench-first-frame");
     let (_server, addr) = signal_server(&web_dir);
-    let (_ffmpeg, _broadcaster) = broadcaster(
-        &addr,
-        "demo",
-        &dir.join("broadcaster"),
-        &dir.join("broadcaster.log"),
-    );
-    wait_for_channel(&addr, "demo", Duration::from_secs(20));
+    let (_ffmpeg, _broadcaster) = go_live(&addr, "demo", &dir, BroadcastOptions::default());
     std::thread::sleep(Duration::from_secs(3));
     let driver = Chromedriver::start();
     let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");

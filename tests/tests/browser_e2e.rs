@@ -10,8 +10,8 @@ use serde_json::Value;
 use tests::browser::Chromedriver;
 use tests::netns;
 use tests::process::{
-    broadcaster, free_port, http_get, scratch, signal_server_on, wait_for_channel, workspace_root,
-    Guard,
+    broadcaster, free_port, go_live, http_get, scratch, signal_server_on, wait_for_channel,
+    workspace_root, BroadcastOptions, Guard,
 };
 
 /// Media that must play, in seconds of the video's own clock.
@@ -242,13 +242,7 @@ fn embed_snippet_and_js_api_play_from_a_plain_html_file() {
     let web_dir = workspace_root().join("web").join("dist");
     let dir = scratch("embed-e2e");
     let (_server, addr) = tests::process::signal_server(&web_dir);
-    let (_ffmpeg, _broadcaster) = broadcaster(
-        &addr,
-        "demo",
-        &dir.join("broadcaster"),
-        &dir.join("broadcaster.log"),
-    );
-    wait_for_channel(&addr, "demo", Duration::from_secs(20));
+    let (_ffmpeg, _broadcaster) = go_live(&addr, "demo", &dir, BroadcastOptions::default());
     let driver = Chromedriver::start();
     let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
     let result: Result<(), String> = runtime.block_on(async {

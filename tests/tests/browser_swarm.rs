@@ -12,9 +12,7 @@ use fantoccini::Client;
 use serde_json::Value;
 use tests::browser::Chromedriver;
 use tests::netns;
-use tests::process::{
-    broadcaster_with, scratch, signal_server, wait_for_channel, workspace_root, BroadcastOptions,
-};
+use tests::process::{go_live, scratch, signal_server, workspace_root, BroadcastOptions};
 
 const VIEWERS: usize = 4;
 /// x264's video bitrate; AAC adds 64 kbit/s.
@@ -49,17 +47,15 @@ fn four_browsers_carry_a_capped_broadcast_to_each_other() {
     let dir = scratch("browser-swarm");
     let (_server, addr) = signal_server(&web_dir);
     let record = dir.join("broadcaster");
-    let (_ffmpeg, _broadcaster) = broadcaster_with(
+    let (_ffmpeg, _broadcaster) = go_live(
         &addr,
         "demo",
-        &record,
-        &dir.join("broadcaster.log"),
+        &dir,
         BroadcastOptions {
             video_kbps: Some(VIDEO_KBPS),
             max_upload_kbps: Some(BROADCASTER_UPLOAD_KBPS),
         },
     );
-    wait_for_channel(&addr, "demo", Duration::from_secs(20));
     std::thread::sleep(Duration::from_secs(3));
 
     let driver = Chromedriver::start();

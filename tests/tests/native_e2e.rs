@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use tests::netns;
 use tests::process::{
-    binary, broadcaster, free_port, scratch, signal_server, signal_server_on, wait_for_channel,
+    binary, free_port, go_live, scratch, signal_server, signal_server_on, wait_for_channel,
+    BroadcastOptions,
 };
 
 const CHUNKS: u64 = 6;
@@ -21,9 +22,7 @@ fn three_viewers_receive_every_chunk_byte_identical() {
     let dir = scratch("native-e2e");
     let (_server, addr) = signal_server(&dir);
     let source_dir = dir.join("broadcaster");
-    let (_ffmpeg, _broadcaster) =
-        broadcaster(&addr, "e2e", &source_dir, &dir.join("broadcaster.log"));
-    wait_for_channel(&addr, "e2e", Duration::from_secs(20));
+    let (_ffmpeg, _broadcaster) = go_live(&addr, "e2e", &dir, BroadcastOptions::default());
 
     let mut viewers = Vec::new();
     for i in 0..3 {
@@ -117,10 +116,7 @@ fn peers_keep_streaming_while_the_signal_server_restarts() {
     let dir = scratch("restart-e2e");
     let listen = format!("127.0.0.1:{}", free_port());
     let (server, addr) = signal_server_on(&listen, &dir);
-    let source_dir = dir.join("broadcaster");
-    let (_ffmpeg, _broadcaster) =
-        broadcaster(&addr, "live", &source_dir, &dir.join("broadcaster.log"));
-    wait_for_channel(&addr, "live", Duration::from_secs(20));
+    let (_ffmpeg, _broadcaster) = go_live(&addr, "live", &dir, BroadcastOptions::default());
     let record = dir.join("viewer");
     let viewer = Command::new(binary("streamtorrent"))
         .args([
