@@ -13,8 +13,9 @@ pub use error::ProtocolError;
 pub use identity::{claim_message, ChannelKey, KeySignature, Nonce, NONCE_BYTES};
 pub use ids::{ChannelName, ChunkSeq, PeerId, RequestId};
 pub use peer_message::{
-    BufferMapEntry, PeerMessage, EDGE_AGE_UNKNOWN, MAX_BUFFER_MAP_ENTRIES, MAX_CHUNK_BYTES,
-    MAX_PEER_MESSAGE_BYTES, MAX_PIECE_BYTES, PIECE_BYTES, PIECE_HEADER_BYTES,
+    manifest_message, BufferMapEntry, PeerMessage, PieceHash, EDGE_AGE_UNKNOWN,
+    MAX_BUFFER_MAP_ENTRIES, MAX_CHUNK_BYTES, MAX_MANIFEST_PIECES, MAX_PEER_MESSAGE_BYTES,
+    MAX_PIECE_BYTES, PIECE_BYTES, PIECE_HEADER_BYTES,
 };
 pub use signal::{
     ChannelSummary, ClientMessage, ErrorCode, IceServer, Role, ServerMessage, SignalPayload,

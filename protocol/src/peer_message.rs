@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 
-use crate::{ChunkSeq, ProtocolError, RequestId};
+use crate::{ChunkSeq, KeySignature, ProtocolError, RequestId};
 
 /// Largest peer message accepted. 16 KiB is the largest message every WebRTC stack takes
 /// (the `webrtc` crate's receive limit among them) and bounds what one message can make a
@@ -31,6 +31,33 @@ const TAG_PIECE: u8 = 0x04;
 const TAG_ABSENT: u8 = 0x05;
 const TAG_CANCEL: u8 = 0x06;
 const TAG_INIT: u8 = 0x07;
+const TAG_MANIFEST: u8 = 0x08;
+
+/// SHA-256 of one piece.
+pub type PieceHash = [u8; 32];
+/// Bytes of a `Manifest` besides its piece hashes.
+const MANIFEST_FIXED_BYTES: usize = 1 + 8 + 1 + 4 + 2 + 64;
+/// Piece hashes one manifest holds: as many as fit a peer message. This bounds a signed
+/// chunk to `MAX_MANIFEST_PIECES * PIECE_BYTES` (8.3 MB: 33 s at 2 Mbit/s).
+pub const MAX_MANIFEST_PIECES: usize = (MAX_PEER_MESSAGE_BYTES - MANIFEST_FIXED_BYTES) / 32;
+
+/// What the channel key signs for a chunk: a fixed context, its number, keyframe flag,
+/// size and the hash of every piece. A piece is then checked on arrival against its hash.
+pub fn manifest_message(
+    seq: ChunkSeq,
+    keyframe: bool,
+    total: u32,
+    hashes: &[PieceHash],
+) -> Vec<u8> {
+    let mut message = b"streamtorrent chunk v1\n".to_vec();
+    message.extend_from_slice(&seq.0.to_be_bytes());
+    message.push(u8::from(keyframe));
+    message.extend_from_slice(&total.to_be_bytes());
+    for hash in hashes {
+        message.extend_from_slice(hash);
+    }
+    message
+}
 
 const FLAG_KEYFRAME: u8 = 0x01;
 const FLAG_PUSHED: u8 = 0x02;
@@ -97,6 +124,16 @@ pub enum PeerMessage {
     Cancel { req: RequestId },
     /// The stream's init segment and its MSE type, e.g. `video/mp4; codecs="avc1.64001f"`.
     Init { mime: String, data: Vec<u8> },
+    /// A chunk's piece hashes, signed by the channel key over [`manifest_message`]: sent
+    /// before any piece or announcement of the chunk, so every piece is checked before it
+    /// is stored, forwarded or played. One hash per piece, exactly.
+    Manifest {
+        seq: ChunkSeq,
+        keyframe: bool,
+        total: u32,
+        hashes: Vec<PieceHash>,
+        signature: KeySignature,
+    },
 }
 
 impl PeerMessage {
@@ -113,6 +150,7 @@ impl PeerMessage {
             PeerMessage::Absent { .. } => 13,
             PeerMessage::Cancel { .. } => 5,
             PeerMessage::Init { mime, data } => 3 + mime.len() + data.len(),
+            PeerMessage::Manifest { hashes, .. } => MANIFEST_FIXED_BYTES + 32 * hashes.len(),
         }
     }
 
@@ -195,6 +233,23 @@ impl PeerMessage {
                 out.extend_from_slice(&(mime.len() as u16).to_be_bytes());
                 out.extend_from_slice(mime.as_bytes());
                 out.extend_from_slice(data);
+            }
+            PeerMessage::Manifest {
+                seq,
+                keyframe,
+                total,
+                hashes,
+                signature,
+            } => {
+                out.push(TAG_MANIFEST);
+                out.extend_from_slice(&seq.0.to_be_bytes());
+                out.push(if *keyframe { FLAG_KEYFRAME } else { 0 });
+                out.extend_from_slice(&total.to_be_bytes());
+                out.extend_from_slice(&(hashes.len() as u16).to_be_bytes());
+                for hash in hashes {
+                    out.extend_from_slice(hash);
+                }
+                out.extend_from_slice(&signature.to_bytes());
             }
         }
         out
@@ -323,6 +378,36 @@ impl PeerMessage {
             TAG_CANCEL => PeerMessage::Cancel {
                 req: RequestId(r.u32("req")?),
             },
+            TAG_MANIFEST => {
+                let seq = ChunkSeq(r.u64("seq")?);
+                let keyframe = r.flags("flags", FLAG_KEYFRAME)? & FLAG_KEYFRAME != 0;
+                let total = r.chunk_size("total")?;
+                let count = usize::from(r.u16("hash count")?);
+                let pieces = (total as usize).div_ceil(PIECE_BYTES);
+                if count != pieces || count > MAX_MANIFEST_PIECES {
+                    return Err(ProtocolError::Invalid {
+                        field: "hash count",
+                        reason: format!(
+                            "{count} hashes for a {total}-byte chunk of {pieces} pieces (at most {MAX_MANIFEST_PIECES})"
+                        ),
+                    });
+                }
+                let mut hashes = Vec::with_capacity(count);
+                for _ in 0..count {
+                    let mut hash = [0u8; 32];
+                    hash.copy_from_slice(r.take(32, "piece hash")?);
+                    hashes.push(hash);
+                }
+                let mut signature = [0u8; 64];
+                signature.copy_from_slice(r.take(64, "signature")?);
+                PeerMessage::Manifest {
+                    seq,
+                    keyframe,
+                    total,
+                    hashes,
+                    signature: KeySignature::from_bytes(&signature),
+                }
+            }
             TAG_INIT => {
                 let len = usize::from(r.u16("mime length")?);
                 if len > MAX_CODEC_BYTES {
@@ -442,6 +527,13 @@ mod tests {
 
     fn samples() -> Vec<PeerMessage> {
         vec![
+            PeerMessage::Manifest {
+                seq: ChunkSeq(12),
+                keyframe: true,
+                total: 2 * PIECE_BYTES as u32 + 1,
+                hashes: vec![[1; 32], [2; 32], [3; 32]],
+                signature: KeySignature::from_bytes(&[9; 64]),
+            },
             PeerMessage::BufferMap {
                 is_source: true,
                 upload_kbps: 8000,
@@ -622,6 +714,37 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn a_manifest_names_exactly_one_hash_per_piece() {
+        let manifest = |total: u32, count: usize| PeerMessage::Manifest {
+            seq: ChunkSeq(1),
+            keyframe: false,
+            total,
+            hashes: vec![[0; 32]; count],
+            signature: KeySignature::from_bytes(&[0; 64]),
+        };
+        let one_short = manifest(PIECE_BYTES as u32 + 1, 1).encode();
+        assert!(matches!(
+            PeerMessage::decode(&one_short),
+            Err(ProtocolError::Invalid {
+                field: "hash count",
+                ..
+            })
+        ));
+        // The largest signed chunk still fits one message.
+        let largest = manifest(
+            (MAX_MANIFEST_PIECES * PIECE_BYTES) as u32,
+            MAX_MANIFEST_PIECES,
+        );
+        assert!(largest.encoded_len() <= MAX_PEER_MESSAGE_BYTES);
+        assert_eq!(PeerMessage::decode(&largest.encode()), Ok(largest));
+        let too_many = manifest(
+            (MAX_MANIFEST_PIECES * PIECE_BYTES) as u32 + 1,
+            MAX_MANIFEST_PIECES + 1,
+        );
+        assert!(PeerMessage::decode(&too_many.encode()).is_err());
     }
 
     #[test]

@@ -156,6 +156,8 @@ impl Swarm {
                 self.peer_mut(peer).serving.retain(|job| job.req != req);
             }
             PeerMessage::Init { mime, data } => self.learn_init(mime, data),
+            // WIP (branch signed-chunks): verified and stored with the chunk next.
+            PeerMessage::Manifest { .. } => {}
         }
     }
 
