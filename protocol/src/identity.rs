@@ -4,7 +4,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use ed25519_dalek::{Signature, VerifyingKey};
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::{ChannelName, ProtocolError};
@@ -15,6 +15,11 @@ pub const NONCE_BYTES: usize = 32;
 /// A channel's public key (Ed25519), as 64 hex digits on the wire.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ChannelKey(VerifyingKey);
+
+/// The secret half of a channel's identity: it signs the channel's claims and content.
+/// Debug output shows only the public half.
+#[derive(Clone)]
+pub struct ChannelSigner(SigningKey);
 
 /// An Ed25519 signature, as 128 hex digits on the wire.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -65,6 +70,32 @@ impl ChannelKey {
     /// Checks `signature` over `message` (strict: no malleable encodings).
     pub fn verify(&self, message: &[u8], signature: &KeySignature) -> bool {
         self.0.verify_strict(message, &signature.0).is_ok()
+    }
+}
+
+impl ChannelSigner {
+    /// The key pair of a 32-byte Ed25519 secret seed.
+    pub fn from_seed(seed: &[u8; 32]) -> ChannelSigner {
+        ChannelSigner(SigningKey::from_bytes(seed))
+    }
+
+    pub fn seed(&self) -> [u8; 32] {
+        self.0.to_bytes()
+    }
+
+    pub fn public(&self) -> ChannelKey {
+        ChannelKey(self.0.verifying_key())
+    }
+
+    pub fn sign(&self, message: &[u8]) -> KeySignature {
+        KeySignature(self.0.sign(message))
+    }
+}
+
+impl fmt::Debug for ChannelSigner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never the secret.
+        write!(f, "ChannelSigner(public {})", self.public())
     }
 }
 

@@ -3,19 +3,20 @@
 //! Everything here is pure data and parsing: no I/O, no clock. Input from the network is
 //! parsed into these types at the boundary, and parsing never panics.
 
+mod content;
 mod error;
 mod identity;
 mod ids;
 mod peer_message;
 mod signal;
 
+pub use content::{hash_piece, init_message, ChunkManifest, PieceHash, MAX_MANIFEST_PIECES};
 pub use error::ProtocolError;
-pub use identity::{claim_message, ChannelKey, KeySignature, Nonce, NONCE_BYTES};
+pub use identity::{claim_message, ChannelKey, ChannelSigner, KeySignature, Nonce, NONCE_BYTES};
 pub use ids::{ChannelName, ChunkSeq, PeerId, RequestId};
 pub use peer_message::{
-    manifest_message, BufferMapEntry, PeerMessage, PieceHash, EDGE_AGE_UNKNOWN,
-    MAX_BUFFER_MAP_ENTRIES, MAX_CHUNK_BYTES, MAX_MANIFEST_PIECES, MAX_PEER_MESSAGE_BYTES,
-    MAX_PIECE_BYTES, PIECE_BYTES, PIECE_HEADER_BYTES,
+    BufferMapEntry, PeerMessage, EDGE_AGE_UNKNOWN, MAX_BUFFER_MAP_ENTRIES, MAX_CHUNK_BYTES,
+    MAX_PEER_MESSAGE_BYTES, MAX_PIECE_BYTES, PIECE_BYTES, PIECE_HEADER_BYTES,
 };
 pub use signal::{
     ChannelSummary, ClientMessage, ErrorCode, IceServer, Role, ServerMessage, SignalPayload,

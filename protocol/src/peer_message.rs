@@ -3,7 +3,8 @@
 
 use bytes::Bytes;
 
-use crate::{ChunkSeq, KeySignature, ProtocolError, RequestId};
+use crate::content::MANIFEST_FIXED_BYTES;
+use crate::{ChunkManifest, ChunkSeq, KeySignature, ProtocolError, RequestId, MAX_MANIFEST_PIECES};
 
 /// Largest peer message accepted. 16 KiB is the largest message every WebRTC stack takes
 /// (the `webrtc` crate's receive limit among them) and bounds what one message can make a
@@ -16,8 +17,9 @@ pub const MAX_PIECE_BYTES: usize = MAX_PEER_MESSAGE_BYTES - 64;
 /// chunk starts at byte `i × PIECE_BYTES` wherever it came from, and requests name
 /// pieces by index.
 pub const PIECE_BYTES: usize = MAX_PIECE_BYTES;
-/// Largest chunk a piece may claim to belong to (a 1-2 s fragment of HD video is ~1 MiB).
-pub const MAX_CHUNK_BYTES: u32 = 16 * 1024 * 1024;
+/// Largest chunk: the most one signed manifest covers, 8.3 MB (a 1-2 s fragment of HD
+/// video is ~1 MiB).
+pub const MAX_CHUNK_BYTES: u32 = (MAX_MANIFEST_PIECES * PIECE_BYTES) as u32;
 /// A buffer map lists at most this many chunks; a window of live chunks is far smaller.
 pub const MAX_BUFFER_MAP_ENTRIES: usize = 1024;
 const MAX_CODEC_BYTES: usize = 256;
@@ -32,32 +34,6 @@ const TAG_ABSENT: u8 = 0x05;
 const TAG_CANCEL: u8 = 0x06;
 const TAG_INIT: u8 = 0x07;
 const TAG_MANIFEST: u8 = 0x08;
-
-/// SHA-256 of one piece.
-pub type PieceHash = [u8; 32];
-/// Bytes of a `Manifest` besides its piece hashes.
-const MANIFEST_FIXED_BYTES: usize = 1 + 8 + 1 + 4 + 2 + 64;
-/// Piece hashes one manifest holds: as many as fit a peer message. This bounds a signed
-/// chunk to `MAX_MANIFEST_PIECES * PIECE_BYTES` (8.3 MB: 33 s at 2 Mbit/s).
-pub const MAX_MANIFEST_PIECES: usize = (MAX_PEER_MESSAGE_BYTES - MANIFEST_FIXED_BYTES) / 32;
-
-/// What the channel key signs for a chunk: a fixed context, its number, keyframe flag,
-/// size and the hash of every piece. A piece is then checked on arrival against its hash.
-pub fn manifest_message(
-    seq: ChunkSeq,
-    keyframe: bool,
-    total: u32,
-    hashes: &[PieceHash],
-) -> Vec<u8> {
-    let mut message = b"streamtorrent chunk v1\n".to_vec();
-    message.extend_from_slice(&seq.0.to_be_bytes());
-    message.push(u8::from(keyframe));
-    message.extend_from_slice(&total.to_be_bytes());
-    for hash in hashes {
-        message.extend_from_slice(hash);
-    }
-    message
-}
 
 const FLAG_KEYFRAME: u8 = 0x01;
 const FLAG_PUSHED: u8 = 0x02;
@@ -122,18 +98,17 @@ pub enum PeerMessage {
     Absent { req: RequestId, seq: ChunkSeq },
     /// The requester no longer wants the chunk of this request.
     Cancel { req: RequestId },
-    /// The stream's init segment and its MSE type, e.g. `video/mp4; codecs="avc1.64001f"`.
-    Init { mime: String, data: Vec<u8> },
+    /// The stream's init segment and its MSE type, e.g. `video/mp4; codecs="avc1.64001f"`,
+    /// signed by the channel key over [`crate::init_message`].
+    Init {
+        mime: String,
+        data: Vec<u8>,
+        signature: KeySignature,
+    },
     /// A chunk's piece hashes, signed by the channel key over [`manifest_message`]: sent
     /// before any piece or announcement of the chunk, so every piece is checked before it
     /// is stored, forwarded or played. One hash per piece, exactly.
-    Manifest {
-        seq: ChunkSeq,
-        keyframe: bool,
-        total: u32,
-        hashes: Vec<PieceHash>,
-        signature: KeySignature,
-    },
+    Manifest(ChunkManifest),
 }
 
 impl PeerMessage {
@@ -149,8 +124,8 @@ impl PeerMessage {
             PeerMessage::Piece { data, .. } => PIECE_HEADER_BYTES + data.len(),
             PeerMessage::Absent { .. } => 13,
             PeerMessage::Cancel { .. } => 5,
-            PeerMessage::Init { mime, data } => 3 + mime.len() + data.len(),
-            PeerMessage::Manifest { hashes, .. } => MANIFEST_FIXED_BYTES + 32 * hashes.len(),
+            PeerMessage::Init { mime, data, .. } => 3 + mime.len() + data.len() + 64,
+            PeerMessage::Manifest(manifest) => MANIFEST_FIXED_BYTES + 32 * manifest.hashes.len(),
         }
     }
 
@@ -228,19 +203,24 @@ impl PeerMessage {
                 out.push(TAG_CANCEL);
                 out.extend_from_slice(&req.0.to_be_bytes());
             }
-            PeerMessage::Init { mime, data } => {
+            PeerMessage::Init {
+                mime,
+                data,
+                signature,
+            } => {
                 out.push(TAG_INIT);
                 out.extend_from_slice(&(mime.len() as u16).to_be_bytes());
                 out.extend_from_slice(mime.as_bytes());
+                out.extend_from_slice(&signature.to_bytes());
                 out.extend_from_slice(data);
             }
-            PeerMessage::Manifest {
+            PeerMessage::Manifest(ChunkManifest {
                 seq,
                 keyframe,
                 total,
                 hashes,
                 signature,
-            } => {
+            }) => {
                 out.push(TAG_MANIFEST);
                 out.extend_from_slice(&seq.0.to_be_bytes());
                 out.push(if *keyframe { FLAG_KEYFRAME } else { 0 });
@@ -400,13 +380,13 @@ impl PeerMessage {
                 }
                 let mut signature = [0u8; 64];
                 signature.copy_from_slice(r.take(64, "signature")?);
-                PeerMessage::Manifest {
+                PeerMessage::Manifest(ChunkManifest {
                     seq,
                     keyframe,
                     total,
                     hashes,
                     signature: KeySignature::from_bytes(&signature),
-                }
+                })
             }
             TAG_INIT => {
                 let len = usize::from(r.u16("mime length")?);
@@ -422,6 +402,9 @@ impl PeerMessage {
                         reason: "not UTF-8".into(),
                     })?
                     .to_owned();
+                let mut signature = [0u8; 64];
+                signature.copy_from_slice(r.take(64, "signature")?);
+                let signature = KeySignature::from_bytes(&signature);
                 let data = r.rest().to_vec();
                 if data.is_empty() {
                     return Err(ProtocolError::Invalid {
@@ -429,7 +412,11 @@ impl PeerMessage {
                         reason: "empty".into(),
                     });
                 }
-                PeerMessage::Init { mime, data }
+                PeerMessage::Init {
+                    mime,
+                    data,
+                    signature,
+                }
             }
             tag => return Err(ProtocolError::UnknownTag(tag)),
         };
@@ -527,13 +514,13 @@ mod tests {
 
     fn samples() -> Vec<PeerMessage> {
         vec![
-            PeerMessage::Manifest {
+            PeerMessage::Manifest(ChunkManifest {
                 seq: ChunkSeq(12),
                 keyframe: true,
                 total: 2 * PIECE_BYTES as u32 + 1,
                 hashes: vec![[1; 32], [2; 32], [3; 32]],
                 signature: KeySignature::from_bytes(&[9; 64]),
-            },
+            }),
             PeerMessage::BufferMap {
                 is_source: true,
                 upload_kbps: 8000,
@@ -561,7 +548,7 @@ mod tests {
                 seq: ChunkSeq(u64::MAX),
                 keyframe: true,
                 total: MAX_CHUNK_BYTES,
-                first: 1000,
+                first: 480,
                 count: 28,
                 pushed: false,
             },
@@ -595,6 +582,7 @@ mod tests {
             PeerMessage::Init {
                 mime: "video/mp4; codecs=\"avc1.64001f\"".into(),
                 data: vec![0; 700],
+                signature: KeySignature::from_bytes(&[5; 64]),
             },
         ]
     }
@@ -718,12 +706,14 @@ mod tests {
 
     #[test]
     fn a_manifest_names_exactly_one_hash_per_piece() {
-        let manifest = |total: u32, count: usize| PeerMessage::Manifest {
-            seq: ChunkSeq(1),
-            keyframe: false,
-            total,
-            hashes: vec![[0; 32]; count],
-            signature: KeySignature::from_bytes(&[0; 64]),
+        let manifest = |total: u32, count: usize| {
+            PeerMessage::Manifest(ChunkManifest {
+                seq: ChunkSeq(1),
+                keyframe: false,
+                total,
+                hashes: vec![[0; 32]; count],
+                signature: KeySignature::from_bytes(&[0; 64]),
+            })
         };
         let one_short = manifest(PIECE_BYTES as u32 + 1, 1).encode();
         assert!(matches!(

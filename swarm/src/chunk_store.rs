@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
-use protocol::{BufferMapEntry, ChunkSeq, PeerMessage, PIECE_BYTES};
+use protocol::{BufferMapEntry, ChunkManifest, ChunkSeq, PeerMessage, PIECE_BYTES};
 
 /// A complete media chunk: one or more fMP4 fragments (`moof`+`mdat`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -171,6 +171,8 @@ impl Held {
 #[derive(Debug, Default)]
 pub(crate) struct ChunkStore {
     pub chunks: BTreeMap<ChunkSeq, Held>,
+    /// Signed manifests (verified, on a viewer) of chunks in the window, held or not yet.
+    pub manifests: BTreeMap<ChunkSeq, ChunkManifest>,
 }
 
 impl ChunkStore {
@@ -203,6 +205,7 @@ impl ChunkStore {
     /// Forget everything older than `oldest_kept`; this bounds memory to the window.
     pub fn evict_before(&mut self, oldest_kept: ChunkSeq) {
         self.chunks = self.chunks.split_off(&oldest_kept);
+        self.manifests = self.manifests.split_off(&oldest_kept);
     }
 }
 

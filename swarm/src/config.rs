@@ -1,3 +1,5 @@
+use protocol::{ChannelKey, ChannelSigner};
+
 use crate::BytesPerSec;
 
 /// What this peer is in the channel.
@@ -9,9 +11,18 @@ pub enum SwarmRole {
     Viewer,
 }
 
+/// How a peer stands to the channel's key: the source signs what it produces, a viewer
+/// accepts only what that key signed.
+#[derive(Debug, Clone)]
+pub enum Trust {
+    Signs(ChannelSigner),
+    Verifies(ChannelKey),
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub role: SwarmRole,
+    /// The channel key's part: also what makes this peer the source or a viewer.
+    pub trust: Trust,
     /// Chunks kept behind the newest known one; bounds memory.
     pub window: u64,
     /// Block requests outstanding to one peer at a time.
@@ -62,9 +73,26 @@ pub struct Config {
 }
 
 impl Config {
-    pub fn new(role: SwarmRole) -> Config {
+    /// The broadcaster's swarm: signs every chunk and the init segment with `signer`.
+    pub fn source(signer: ChannelSigner) -> Config {
+        Config::with_trust(Trust::Signs(signer))
+    }
+
+    /// A viewer's swarm: stores, forwards and plays only what `key` signed.
+    pub fn viewer(key: ChannelKey) -> Config {
+        Config::with_trust(Trust::Verifies(key))
+    }
+
+    pub fn role(&self) -> SwarmRole {
+        match self.trust {
+            Trust::Signs(_) => SwarmRole::Source,
+            Trust::Verifies(_) => SwarmRole::Viewer,
+        }
+    }
+
+    fn with_trust(trust: Trust) -> Config {
         Config {
-            role,
+            trust,
             window: 30,
             max_requests_per_peer: 4,
             max_serving_per_peer: 16,

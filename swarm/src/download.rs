@@ -53,28 +53,40 @@ impl Swarm {
             self.stats.bytes_duplicate += data.len() as u64;
             return;
         }
-        let keyframe = self.downloads.get(&key).map_or_else(
-            || self.peers[&peer].has.get(&seq).is_some_and(|a| a.keyframe),
-            |d| d.keyframe,
-        );
-        let held = self
-            .store
-            .chunks
-            .entry(seq)
-            .or_insert_with(|| Held::new(keyframe, total));
-        if held.total != total {
+        // Requests and pushes follow announcements, which follow the chunk's manifest.
+        let Some(manifest) = self.store.manifests.get(&seq) else {
+            let reason = format!("piece of {seq} before the chunk's signed manifest");
+            self.drop_peer(peer, DropCause::Violation, reason);
+            return;
+        };
+        if manifest.total as usize != total {
             let reason = format!(
-                "piece of {seq} claims {total} bytes, earlier pieces said {}",
-                held.total
+                "piece of {seq} claims {total} bytes, its signed manifest says {}",
+                manifest.total
             );
             self.drop_peer(peer, DropCause::Violation, reason);
             return;
         }
         let len = data.len() as u64;
-        if !held.insert(index, data) {
+        let held = self.store.chunks.get(&seq);
+        if held.is_some_and(|h| h.piece(index).is_some()) {
             self.stats.bytes_duplicate += len;
             return;
         }
+        // Checked before it is stored: nothing unverified is forwarded or played.
+        if !manifest.piece_matches(index, &data) {
+            self.stats.bytes_rejected += len;
+            let reason = format!("piece {index} of {seq} does not match its signed hash");
+            self.drop_peer(peer, DropCause::Polluting, reason);
+            return;
+        }
+        let keyframe = manifest.keyframe;
+        let held = self
+            .store
+            .chunks
+            .entry(seq)
+            .or_insert_with(|| Held::new(keyframe, total));
+        held.insert(index, data);
         if let Some(state) = self.peers.get_mut(&peer) {
             state.bytes_down += len;
         }
@@ -155,7 +167,7 @@ impl Swarm {
             }
             let end = (first + block).min(pieces);
             let download =
-                Download::new(source, RequestId::PUSH, first..end, announced.keyframe, now);
+                Download::new(source, RequestId::PUSH, first..end, now);
             self.downloads.insert(key, download);
         }
     }
@@ -218,6 +230,7 @@ impl Swarm {
             .map(|(id, _)| *id)
             .collect();
         for peer in to {
+            self.send_manifest(peer, seq);
             self.send(peer, have.clone());
         }
     }

@@ -25,6 +25,9 @@ pub enum DropCause {
     Lying,
     /// Kept requesting while its queue here was full.
     Flooding,
+    /// Sent content the channel key did not sign: a piece not matching its chunk's
+    /// signed manifest, or a manifest or init segment with a bad signature.
+    Polluting,
     /// Stopped delivering what it was asked for (not hostile: not banned).
     Unresponsive,
 }
@@ -43,6 +46,7 @@ pub struct Drops {
     pub violation: u64,
     pub lying: u64,
     pub flooding: u64,
+    pub polluted: u64,
     pub unresponsive: u64,
 }
 
@@ -53,6 +57,7 @@ impl Drops {
             DropCause::Violation => &mut self.violation,
             DropCause::Lying => &mut self.lying,
             DropCause::Flooding => &mut self.flooding,
+            DropCause::Polluting => &mut self.polluted,
             DropCause::Unresponsive => &mut self.unresponsive,
         };
         *counter += 1;

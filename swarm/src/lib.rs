@@ -4,6 +4,7 @@
 //! touches a socket, so it runs identically on virtual time.
 
 mod chunk_store;
+mod content;
 mod config;
 mod download;
 mod hostile;
@@ -20,7 +21,7 @@ mod time;
 mod upload;
 
 pub use chunk_store::{Chunk, ChunkData};
-pub use config::{Config, SwarmRole};
+pub use config::{Config, SwarmRole, Trust};
 pub use hostile::{DropCause, Drops};
 pub use neighbours::{NeighbourReport, SOURCE_MAX_LINKS, TARGET_LINKS};
 pub use rate::BytesPerSec;

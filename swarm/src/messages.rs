@@ -5,6 +5,7 @@ use protocol::{BufferMapEntry, PeerId, PeerMessage, EDGE_AGE_UNKNOWN};
 
 use crate::chunk_store::piece_count;
 use crate::config::SwarmRole;
+use crate::content::SignedInit;
 use crate::hostile::DropCause;
 use crate::peer::{Announced, PeerState};
 use crate::piece_set::PieceSet;
@@ -13,7 +14,7 @@ use crate::{BytesPerSec, Millis, Output, Swarm};
 impl Swarm {
     pub(crate) fn on_connect(&mut self, now: Millis, peer: PeerId) {
         self.peers.insert(peer, PeerState::default());
-        let is_source = self.config.role == SwarmRole::Source;
+        let is_source = self.config.role() == SwarmRole::Source;
         let entries = if self.serves() {
             self.store.buffer_map()
         } else {
@@ -22,6 +23,13 @@ impl Swarm {
         let upload_kbps = self.config.upload_limit.map_or(u32::MAX, |limit| {
             u32::try_from(limit.kbps()).unwrap_or(u32::MAX - 1)
         });
+        if self.serves() {
+            // Every chunk held, whole or in part, is vouched for before anything names it.
+            let held: Vec<_> = self.store.chunks.keys().copied().collect();
+            for seq in held {
+                self.send_manifest(peer, seq);
+            }
+        }
         let edge_age_ms = self.edge_age(now, &entries);
         let map = PeerMessage::BufferMap {
             is_source,
@@ -46,13 +54,7 @@ impl Swarm {
                 }
             }
         }
-        if let Some((mime, data)) = &self.init {
-            let init = PeerMessage::Init {
-                mime: mime.clone(),
-                data: data.clone(),
-            };
-            self.send(peer, init);
-        }
+        self.offer_init(peer);
     }
 
     /// How long ago the newest chunk of a buffer map was cut: the source knows; a viewer
@@ -62,7 +64,7 @@ impl Swarm {
         let Some(newest) = entries.iter().map(|e| e.seq).max() else {
             return EDGE_AGE_UNKNOWN;
         };
-        let cut = if self.config.role == SwarmRole::Source {
+        let cut = if self.config.role() == SwarmRole::Source {
             self.produced.back().map(|(at, _)| *at)
         } else {
             self.clock.cut_at(newest)
@@ -86,6 +88,15 @@ impl Swarm {
                     self.drop_peer(peer, DropCause::Lying, lie);
                     return;
                 }
+                let mut usable = Vec::with_capacity(entries.len());
+                for entry in entries {
+                    if self.announcement_usable(peer, entry.seq, entry.keyframe, entry.total) {
+                        usable.push(entry);
+                    } else if !self.peers.contains_key(&peer) {
+                        return; // Dropped for contradicting a manifest.
+                    }
+                }
+                let entries = usable;
                 let state = self.peer_mut(peer);
                 state.upload = (upload_kbps != u32::MAX)
                     .then(|| BytesPerSec::from_kbps(u64::from(upload_kbps)));
@@ -118,6 +129,9 @@ impl Swarm {
             } => {
                 if let Some(lie) = self.implausible_announcement(peer, seq) {
                     self.drop_peer(peer, DropCause::Lying, lie);
+                    return;
+                }
+                if !self.announcement_usable(peer, seq, keyframe, total) {
                     return;
                 }
                 let state = self.peer_mut(peer);
@@ -155,23 +169,19 @@ impl Swarm {
             PeerMessage::Cancel { req } => {
                 self.peer_mut(peer).serving.retain(|job| job.req != req);
             }
-            PeerMessage::Init { mime, data } => self.learn_init(mime, data),
-            // WIP (branch signed-chunks): verified and stored with the chunk next.
-            PeerMessage::Manifest { .. } => {}
+            PeerMessage::Init {
+                mime,
+                data,
+                signature,
+            } => self.on_init(
+                peer,
+                SignedInit {
+                    mime,
+                    data,
+                    signature,
+                },
+            ),
+            PeerMessage::Manifest(manifest) => self.on_manifest(peer, manifest),
         }
-    }
-
-    pub(crate) fn learn_init(&mut self, mime: String, data: Vec<u8>) {
-        if self.init.is_some() {
-            return;
-        }
-        for peer in self.peers.keys().copied().collect::<Vec<_>>() {
-            let init = PeerMessage::Init {
-                mime: mime.clone(),
-                data: data.clone(),
-            };
-            self.send(peer, init);
-        }
-        self.init = Some((mime, data));
     }
 }

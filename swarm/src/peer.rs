@@ -1,6 +1,6 @@
 //! What this peer knows about each neighbour, and the transfers between them.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use protocol::{ChunkSeq, PeerId, RequestId};
 
@@ -47,6 +47,8 @@ pub(crate) struct PeerState {
     pub bytes_up: u64,
     /// Its requests refused in a row because its queue here was full.
     pub flood_refusals: u32,
+    /// Chunks whose signed manifest it has: sent by us or by it.
+    pub manifests_known: BTreeSet<ChunkSeq>,
 }
 
 impl PeerState {
@@ -88,7 +90,6 @@ pub(crate) struct Download {
     pub req: RequestId,
     pub first: usize,
     pub end: usize,
-    pub keyframe: bool,
     pub started: Millis,
     pub last_progress: Millis,
     /// When the first piece came, and its size.
@@ -100,7 +101,6 @@ impl Download {
         from: PeerId,
         req: RequestId,
         pieces: std::ops::Range<usize>,
-        keyframe: bool,
         now: Millis,
     ) -> Download {
         Download {
@@ -108,7 +108,6 @@ impl Download {
             req,
             first: pieces.start,
             end: pieces.end,
-            keyframe,
             started: now,
             last_progress: now,
             first_piece: None,

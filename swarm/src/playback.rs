@@ -129,9 +129,10 @@ impl Swarm {
 
     pub(crate) fn deliver(&mut self, now: Millis) {
         if !self.init_delivered {
-            let Some((mime, data)) = self.init.clone() else {
+            let Some(init) = &self.init else {
                 return;
             };
+            let (mime, data) = (init.mime.clone(), init.data.clone());
             self.outputs.push_back(Output::Init { mime, data });
             self.init_delivered = true;
         }

@@ -202,8 +202,7 @@ impl Swarm {
         let block = self.block_of(first);
         let state = self.peer_mut(peer);
         state.inflight += 1;
-        let keyframe = state.has.get(&seq).is_some_and(|a| a.keyframe);
-        let download = Download::new(peer, req, first..end, keyframe, now);
+        let download = Download::new(peer, req, first..end, now);
         self.downloads.insert((seq, block), download);
         let first = u16::try_from(first).expect("chunk sizes cap piece indices below 65536");
         let count = u16::try_from(end - usize::from(first)).expect("a block is a few pieces");

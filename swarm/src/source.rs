@@ -16,6 +16,10 @@ impl Swarm {
         if chunk.data.is_empty() {
             return;
         }
+        let Some(manifest) = self.sign_chunk(&chunk) else {
+            return;
+        };
+        self.store.manifests.insert(seq, manifest);
         self.newest_known = self.newest_known.max(Some(seq));
         let held = Held::whole(keyframe, &chunk.data);
         let pieces = held.piece_count();
@@ -51,6 +55,7 @@ impl Swarm {
                     let peer = candidates[self.fanout_cursor % candidates.len()];
                     self.fanout_cursor = (self.fanout_cursor + 1) % candidates.len();
                     let have = self.store.chunks[&seq].have(seq, first..end, true);
+                    self.send_manifest(peer, seq);
                     self.send(peer, have);
                     self.serve_order += 1;
                     let job = ServeJob {
@@ -110,6 +115,7 @@ impl Swarm {
             // Pushed viewers got a block or two; they learn of the rest now too.
             let rest: Vec<PeerId> = self.peers.keys().copied().collect();
             for peer in rest {
+                self.send_manifest(peer, seq);
                 self.send(peer, have.clone());
             }
         }

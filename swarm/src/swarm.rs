@@ -3,6 +3,7 @@ use std::collections::{BTreeMap, VecDeque};
 use protocol::{ChunkSeq, PeerId, PeerMessage, RequestId};
 
 use crate::chunk_store::ChunkStore;
+use crate::content::SignedInit;
 use crate::config::{Config, SwarmRole};
 use crate::download::BlockKey;
 use crate::hostile::{Banned, DropCause, Drops};
@@ -91,6 +92,9 @@ pub struct Stats {
     pub bytes_from_source: u64,
     /// Payload received that was already held (overlaps, late pieces).
     pub bytes_duplicate: u64,
+    /// Payload received that did not match its chunk's signed manifest: thrown away
+    /// before it was stored, forwarded or played.
+    pub bytes_rejected: u64,
     pub bytes_uploaded: u64,
     pub chunks_played: u64,
     pub chunks_missed: u64,
@@ -123,7 +127,7 @@ pub struct Swarm {
     pub(crate) peers: BTreeMap<PeerId, PeerState>,
     pub(crate) store: ChunkStore,
     pub(crate) downloads: BTreeMap<BlockKey, Download>,
-    pub(crate) init: Option<(String, Vec<u8>)>,
+    pub(crate) init: Option<SignedInit>,
     pub(crate) init_delivered: bool,
     pub(crate) next_play: Option<ChunkSeq>,
     pub(crate) newest_known: Option<ChunkSeq>,
@@ -212,7 +216,7 @@ impl Swarm {
     /// A viewer that has heard of no new chunk for a few chunk durations: its neighbours
     /// are cut off from the stream (or it has none), so it should ask for more peers.
     pub fn starving(&self, now: Millis) -> bool {
-        if self.config.role != SwarmRole::Viewer {
+        if self.config.role() != SwarmRole::Viewer {
             return false;
         }
         let Some(since) = self.clock.edge_heard().or(self.first_input) else {
@@ -254,7 +258,7 @@ impl Swarm {
                     PeerMessage::Piece { .. } => Work::PieceArrived(self.downloads.len()),
                     PeerMessage::Have {
                         seq, first, count, ..
-                    } if self.next_play.is_some() && self.config.role == SwarmRole::Viewer => {
+                    } if self.next_play.is_some() && self.config.role() == SwarmRole::Viewer => {
                         let first = usize::from(*first);
                         Work::Announced(*seq, first..first + usize::from(*count))
                     }
@@ -276,7 +280,7 @@ impl Swarm {
                 Work::Pump
             }
             Input::InitProduced { mime, data } => {
-                self.learn_init(mime, data);
+                self.produce_init(mime, data);
                 Work::Schedule
             }
             Input::ChunkProduced(chunk) => {
@@ -304,7 +308,7 @@ impl Swarm {
     }
 
     fn maintain(&mut self, now: Millis) {
-        if self.config.role == SwarmRole::Source {
+        if self.config.role() == SwarmRole::Source {
             self.announce_due(now);
         } else {
             self.choose_start();
@@ -328,6 +332,7 @@ impl Swarm {
         self.tried = self.tried.split_off(&oldest_kept);
         for peer in self.peers.values_mut() {
             peer.has = peer.has.split_off(&oldest_kept);
+            peer.manifests_known = peer.manifests_known.split_off(&oldest_kept);
         }
         if self.next_play.is_some_and(|next| next < oldest_kept) {
             self.next_play = Some(oldest_kept);

@@ -1,8 +1,10 @@
 //! Hostile neighbours: garbage, request floods and lying announcements get the sender
 //! dropped, counted by cause and banned, while honest neighbours keep being served.
 
+mod common;
+
 use protocol::{ChunkSeq, PeerId, PeerMessage, RequestId};
-use swarm::{Chunk, Config, Input, Millis, Output, Swarm, SwarmRole};
+use swarm::{Chunk, Input, Millis, Output, Swarm};
 
 const HONEST: PeerId = PeerId(1);
 const HOSTILE: PeerId = PeerId(2);
@@ -20,7 +22,7 @@ fn disconnected(outputs: &[Output], who: PeerId) -> Option<String> {
 
 #[test]
 fn garbage_gets_the_sender_dropped_and_banned_for_good() {
-    let mut viewer = Swarm::new(Config::new(SwarmRole::Viewer));
+    let mut viewer = Swarm::new(common::viewer_config());
     viewer.handle_input(Millis(0), Input::PeerConnected(HOSTILE));
     drain(&mut viewer);
     let reason = "unknown peer message tag 0x7f".to_owned();
@@ -44,7 +46,7 @@ fn garbage_gets_the_sender_dropped_and_banned_for_good() {
 
 #[test]
 fn a_request_flood_is_dropped_and_honest_requests_still_served() {
-    let mut source = Swarm::new(Config::new(SwarmRole::Source));
+    let mut source = Swarm::new(common::source_config());
     for peer in [HONEST, HOSTILE] {
         source.handle_input(Millis(0), Input::PeerConnected(peer));
     }
@@ -105,7 +107,7 @@ fn a_request_flood_is_dropped_and_honest_requests_still_served() {
 #[test]
 fn announcing_chunks_far_past_the_live_edge_is_a_lie() {
     let source_peer = PeerId(9);
-    let mut viewer = Swarm::new(Config::new(SwarmRole::Viewer));
+    let mut viewer = Swarm::new(common::viewer_config());
     for peer in [source_peer, HOSTILE] {
         viewer.handle_input(Millis(0), Input::PeerConnected(peer));
     }
@@ -128,7 +130,10 @@ fn announcing_chunks_far_past_the_live_edge_is_a_lie() {
             total: 1000,
         }],
     };
+    let vouch = |seq| PeerMessage::Manifest(common::manifest(seq, 1000));
+    viewer.handle_input(Millis(1), Input::Message(source_peer, vouch(40)));
     viewer.handle_input(Millis(1), Input::Message(source_peer, map));
+    assert!(viewer.stats().drops == Default::default());
     // Within a window ahead is plausible (a neighbour nearer the source).
     viewer.handle_input(Millis(2), Input::Message(HOSTILE, have(45)));
     assert!(disconnected(&drain(&mut viewer), HOSTILE).is_none());
@@ -140,13 +145,14 @@ fn announcing_chunks_far_past_the_live_edge_is_a_lie() {
     assert_eq!(viewer.stats().drops.lying, 1);
     assert!(viewer.is_banned(HOSTILE));
     // The source's announcements are still taken.
+    viewer.handle_input(Millis(4), Input::Message(source_peer, vouch(41)));
     viewer.handle_input(Millis(4), Input::Message(source_peer, have(41)));
     assert!(disconnected(&drain(&mut viewer), source_peer).is_none());
 }
 
 #[test]
 fn a_misaligned_piece_is_a_protocol_violation() {
-    let mut viewer = Swarm::new(Config::new(SwarmRole::Viewer));
+    let mut viewer = Swarm::new(common::viewer_config());
     viewer.handle_input(Millis(0), Input::PeerConnected(HOSTILE));
     drain(&mut viewer);
     let piece = PeerMessage::Piece {

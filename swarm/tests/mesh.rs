@@ -1,10 +1,12 @@
 //! Small swarms on virtual time with instant, lossless links: the scheduler's basic
 //! promises (every chunk played in order, recovery from a departed peer).
 
+mod common;
+
 use std::collections::{BTreeMap, VecDeque};
 
 use protocol::{ChunkSeq, PeerId, PeerMessage};
-use swarm::{Chunk, Config, Input, Millis, Output, Swarm, SwarmRole};
+use swarm::{Chunk, Input, Millis, Output, Swarm};
 
 const SOURCE: PeerId = PeerId(0);
 
@@ -20,9 +22,9 @@ struct Mesh {
 impl Mesh {
     fn new(viewers: u64) -> Mesh {
         let mut nodes = BTreeMap::new();
-        nodes.insert(SOURCE, Swarm::new(Config::new(SwarmRole::Source)));
+        nodes.insert(SOURCE, Swarm::new(common::source_config()));
         for v in 1..=viewers {
-            nodes.insert(PeerId(v), Swarm::new(Config::new(SwarmRole::Viewer)));
+            nodes.insert(PeerId(v), Swarm::new(common::viewer_config()));
         }
         let mut mesh = Mesh {
             nodes,
@@ -175,7 +177,7 @@ fn a_viewer_that_joins_late_starts_near_live() {
     let mut mesh = Mesh::new(2);
     mesh.run_chunks(0, 20);
     mesh.nodes
-        .insert(PeerId(9), Swarm::new(Config::new(SwarmRole::Viewer)));
+        .insert(PeerId(9), Swarm::new(common::viewer_config()));
     for peer in [SOURCE, PeerId(1), PeerId(2)] {
         mesh.connect(PeerId(9), peer);
     }

@@ -1,7 +1,9 @@
 //! What a peer sends: back-pressure from the driver and the upload budget.
 
+mod common;
+
 use protocol::{ChunkSeq, PeerId, PeerMessage, PIECE_BYTES};
-use swarm::{BytesPerSec, Chunk, Config, Input, Millis, Output, Swarm, SwarmRole};
+use swarm::{BytesPerSec, Chunk, Config, Input, Millis, Output, Swarm};
 
 const VIEWER: PeerId = PeerId(1);
 
@@ -33,7 +35,7 @@ fn chunk(seq: u64, bytes: usize) -> Chunk {
 
 #[test]
 fn pieces_stop_at_the_link_high_water_mark_until_the_driver_reports_it_drained() {
-    let config = Config::new(SwarmRole::Source);
+    let config = common::source_config();
     let high_water = config.link_high_water as usize;
     let mut source = source_with_viewer(config);
     source.handle_input(Millis(10), Input::ChunkProduced(chunk(0, 250_000)));
@@ -63,7 +65,7 @@ fn pieces_stop_at_the_link_high_water_mark_until_the_driver_reports_it_drained()
 
 #[test]
 fn uploads_keep_within_the_budget() {
-    let mut config = Config::new(SwarmRole::Source);
+    let mut config = common::source_config();
     let budget = BytesPerSec(100_000);
     config.upload_limit = Some(budget);
     let burst = config.link_high_water as usize;
@@ -98,7 +100,7 @@ fn uploads_keep_within_the_budget() {
 
 #[test]
 fn a_viewer_that_uploads_nothing_announces_nothing_and_refuses_requests() {
-    let mut config = Config::new(SwarmRole::Viewer);
+    let mut config = common::viewer_config();
     config.upload_limit = Some(BytesPerSec(0));
     let mut viewer = Swarm::new(config);
     viewer.handle_input(Millis(0), Input::PeerConnected(PeerId(5)));
@@ -158,7 +160,7 @@ fn a_source_pushes_only_the_copies_its_budget_carries() {
         (u64::MAX, 4, 2),
         (u64::MAX, 1, 1),
     ] {
-        let mut config = Config::new(SwarmRole::Source);
+        let mut config = common::source_config();
         if budget_kbps != u64::MAX {
             config.upload_limit = Some(BytesPerSec::from_kbps(budget_kbps));
         }

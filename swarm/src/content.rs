@@ -1,0 +1,158 @@
+//! Signed content in the swarm: the source signs each chunk's manifest and the init
+//! segment; a viewer keeps only manifests and an init segment the channel key signed,
+//! and checks every piece against its manifest before it is stored (so before it can be
+//! forwarded or played). A neighbour that sends anything signed wrongly or a piece that
+//! does not match is a polluter: dropped and banned.
+
+use protocol::{init_message, ChunkManifest, ChunkSeq, KeySignature, PeerId, PeerMessage};
+
+use crate::config::Trust;
+use crate::hostile::DropCause;
+use crate::{Chunk, Swarm};
+
+/// The stream's init segment with the channel key's signature.
+#[derive(Debug, Clone)]
+pub(crate) struct SignedInit {
+    pub mime: String,
+    pub data: Vec<u8>,
+    pub signature: KeySignature,
+}
+
+impl SignedInit {
+    fn message(&self) -> PeerMessage {
+        PeerMessage::Init {
+            mime: self.mime.clone(),
+            data: self.data.clone(),
+            signature: self.signature,
+        }
+    }
+}
+
+impl Swarm {
+    /// Source: the signed manifest of a chunk it produced; `None` (and the chunk is not
+    /// sent) if the chunk is too large for one manifest — drivers refuse such chunks first.
+    pub(crate) fn sign_chunk(&self, chunk: &Chunk) -> Option<ChunkManifest> {
+        let Trust::Signs(signer) = &self.config.trust else {
+            return None;
+        };
+        let pieces = chunk.data.pieces().iter().map(|p| p.as_ref());
+        ChunkManifest::sign(signer, chunk.seq, chunk.keyframe, pieces).ok()
+    }
+
+    /// Source: signs the init segment it produced and offers it to every neighbour.
+    pub(crate) fn produce_init(&mut self, mime: String, data: Vec<u8>) {
+        let Trust::Signs(signer) = &self.config.trust else {
+            return;
+        };
+        let signature = signer.sign(&init_message(&mime, &data));
+        self.learn_init(SignedInit {
+            mime,
+            data,
+            signature,
+        });
+    }
+
+    /// A neighbour's init segment: kept (and passed on) only if the channel key signed it.
+    pub(crate) fn on_init(&mut self, peer: PeerId, init: SignedInit) {
+        let Trust::Verifies(key) = &self.config.trust else {
+            return;
+        };
+        if self.init.is_some() {
+            return;
+        }
+        if !key.verify(&init_message(&init.mime, &init.data), &init.signature) {
+            let reason = "init segment not signed by the channel key".to_owned();
+            self.drop_peer(peer, DropCause::Polluting, reason);
+            return;
+        }
+        self.learn_init(init);
+    }
+
+    fn learn_init(&mut self, init: SignedInit) {
+        if self.init.is_some() {
+            return;
+        }
+        for peer in self.peers.keys().copied().collect::<Vec<_>>() {
+            self.send(peer, init.message());
+        }
+        self.init = Some(init);
+    }
+
+    /// Sends the init segment to a new neighbour, if this peer has it.
+    pub(crate) fn offer_init(&mut self, peer: PeerId) {
+        if let Some(init) = &self.init {
+            let message = init.message();
+            self.send(peer, message);
+        }
+    }
+
+    /// A neighbour's chunk manifest: kept if the channel key signed it, so the chunk's
+    /// pieces can be checked as they come; the neighbour is then known to hold it (no
+    /// need to send it back).
+    pub(crate) fn on_manifest(&mut self, peer: PeerId, manifest: ChunkManifest) {
+        let Trust::Verifies(key) = &self.config.trust else {
+            return;
+        };
+        let seq = manifest.seq;
+        if self.evicted_below.is_some_and(|oldest| seq < oldest) {
+            return; // Out of the window already: of no use.
+        }
+        if let Some(lie) = self.implausible_announcement(peer, seq) {
+            self.drop_peer(peer, DropCause::Lying, lie);
+            return;
+        }
+        // Verified once per chunk: the same manifest again costs a comparison.
+        let known = self.store.manifests.get(&seq);
+        if known != Some(&manifest) {
+            if let Err(err) = manifest.verify(key) {
+                self.drop_peer(peer, DropCause::Polluting, err.to_string());
+                return;
+            }
+            // Two valid manifests for one chunk mean the source re-signed it; the first
+            // one stays, as pieces were already checked against it.
+            self.store.manifests.entry(seq).or_insert(manifest);
+        }
+        self.peer_mut(peer).manifests_known.insert(seq);
+    }
+
+    /// Whether a neighbour's announcement of chunk `seq` can be used: only once the
+    /// chunk's signed manifest is here (honest neighbours send it first; without it no
+    /// piece could be checked), and only if it agrees with it — a neighbour contradicting
+    /// a signed manifest is dropped.
+    pub(crate) fn announcement_usable(
+        &mut self,
+        peer: PeerId,
+        seq: ChunkSeq,
+        keyframe: bool,
+        total: u32,
+    ) -> bool {
+        let Some(manifest) = self.store.manifests.get(&seq) else {
+            return false;
+        };
+        if manifest.total == total && manifest.keyframe == keyframe {
+            return true;
+        }
+        let reason = format!(
+            "announced chunk {seq} as {total} bytes (keyframe {keyframe}); its signed \
+             manifest says {} (keyframe {})",
+            manifest.total, manifest.keyframe
+        );
+        self.drop_peer(peer, DropCause::Violation, reason);
+        false
+    }
+
+    /// Before this peer announces or sends anything of chunk `seq` to `peer`, the
+    /// neighbour gets the chunk's manifest (once), so it can check what follows.
+    pub(crate) fn send_manifest(&mut self, peer: PeerId, seq: ChunkSeq) {
+        let Some(manifest) = self.store.manifests.get(&seq) else {
+            return;
+        };
+        let Some(state) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        if state.manifests_known.insert(seq) {
+            let message = PeerMessage::Manifest(manifest.clone());
+            self.send(peer, message);
+        }
+    }
+}
