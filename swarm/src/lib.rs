@@ -4,8 +4,8 @@
 //! touches a socket, so it runs identically on virtual time.
 
 mod chunk_store;
-mod content;
 mod config;
+mod content;
 mod download;
 mod hostile;
 mod messages;

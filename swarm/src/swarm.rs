@@ -3,8 +3,8 @@ use std::collections::{BTreeMap, VecDeque};
 use protocol::{ChunkSeq, PeerId, PeerMessage, RequestId};
 
 use crate::chunk_store::ChunkStore;
-use crate::content::SignedInit;
 use crate::config::{Config, SwarmRole};
+use crate::content::SignedInit;
 use crate::download::BlockKey;
 use crate::hostile::{Banned, DropCause, Drops};
 use crate::peer::{Download, PeerState};

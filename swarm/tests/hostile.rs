@@ -168,3 +168,108 @@ fn a_misaligned_piece_is_a_protocol_violation() {
     assert_eq!(viewer.stats().drops.violation, 1);
     assert!(viewer.is_banned(HOSTILE));
 }
+
+fn other_signer() -> protocol::ChannelSigner {
+    protocol::ChannelSigner::from_seed(&[43; 32])
+}
+
+#[test]
+fn a_manifest_not_signed_by_the_channel_key_gets_the_sender_banned() {
+    let mut viewer = Swarm::new(common::viewer_config());
+    viewer.handle_input(Millis(0), Input::PeerConnected(HOSTILE));
+    drain(&mut viewer);
+    let data = common::chunk_bytes(3, 20_000);
+    let forged = protocol::ChunkManifest::sign(
+        &other_signer(),
+        ChunkSeq(3),
+        true,
+        data.chunks(protocol::PIECE_BYTES),
+    )
+    .unwrap();
+    viewer.handle_input(
+        Millis(1),
+        Input::Message(HOSTILE, PeerMessage::Manifest(forged)),
+    );
+    let reason = disconnected(&drain(&mut viewer), HOSTILE).expect("dropped");
+    assert!(reason.contains("not signed by the channel key"), "{reason}");
+    assert_eq!(viewer.stats().drops.polluted, 1);
+    assert!(viewer.is_banned(HOSTILE));
+}
+
+#[test]
+fn an_init_segment_not_signed_by_the_channel_key_is_never_played() {
+    let mut viewer = Swarm::new(common::viewer_config());
+    for peer in [HONEST, HOSTILE] {
+        viewer.handle_input(Millis(0), Input::PeerConnected(peer));
+    }
+    drain(&mut viewer);
+    let (mime, data) = ("video/mp4".to_owned(), vec![1u8; 300]);
+    let message = protocol::init_message(&mime, &data);
+    let init = |signature| PeerMessage::Init {
+        mime: mime.clone(),
+        data: data.clone(),
+        signature,
+    };
+    let forged = init(other_signer().sign(&message));
+    viewer.handle_input(Millis(1), Input::Message(HOSTILE, forged));
+    viewer.handle_input(Millis(2), Input::Tick);
+    let outputs = drain(&mut viewer);
+    assert!(disconnected(&outputs, HOSTILE).is_some());
+    assert!(!outputs.iter().any(|o| matches!(o, Output::Init { .. })));
+    assert_eq!(viewer.stats().drops.polluted, 1);
+    // The real one, from an honest neighbour, is taken.
+    let genuine = init(common::signer().sign(&message));
+    viewer.handle_input(Millis(3), Input::Message(HONEST, genuine));
+    viewer.handle_input(Millis(4), Input::Tick);
+    let outputs = drain(&mut viewer);
+    assert!(outputs.iter().any(|o| matches!(o, Output::Init { .. })));
+    assert!(disconnected(&outputs, HONEST).is_none());
+}
+
+#[test]
+fn pieces_without_a_manifest_or_announcements_contradicting_one_are_violations() {
+    let mut viewer = Swarm::new(common::viewer_config());
+    for peer in [HONEST, HOSTILE] {
+        viewer.handle_input(Millis(0), Input::PeerConnected(peer));
+    }
+    drain(&mut viewer);
+    // Claiming to be the source, it pushes a piece of a chunk nobody vouched for.
+    let map = PeerMessage::BufferMap {
+        is_source: true,
+        upload_kbps: u32::MAX,
+        edge_age_ms: protocol::EDGE_AGE_UNKNOWN,
+        entries: Vec::new(),
+    };
+    viewer.handle_input(Millis(1), Input::Message(HOSTILE, map));
+    let piece = PeerMessage::Piece {
+        req: RequestId::PUSH,
+        seq: ChunkSeq(0),
+        offset: 0,
+        total: 100,
+        data: vec![0; 100].into(),
+    };
+    viewer.handle_input(Millis(2), Input::Message(HOSTILE, piece));
+    let reason = disconnected(&drain(&mut viewer), HOSTILE).expect("dropped");
+    assert!(
+        reason.contains("before the chunk's signed manifest"),
+        "{reason}"
+    );
+    // Another announces a vouched-for chunk with the wrong size.
+    let manifest = common::manifest(5, 30_000);
+    viewer.handle_input(
+        Millis(3),
+        Input::Message(HONEST, PeerMessage::Manifest(manifest)),
+    );
+    let have = PeerMessage::Have {
+        seq: ChunkSeq(5),
+        keyframe: true,
+        total: 29_999,
+        first: 0,
+        count: 1,
+        pushed: false,
+    };
+    viewer.handle_input(Millis(4), Input::Message(HONEST, have));
+    let reason = disconnected(&drain(&mut viewer), HONEST).expect("dropped");
+    assert!(reason.contains("signed manifest says 30000"), "{reason}");
+    assert_eq!(viewer.stats().drops.violation, 2);
+}

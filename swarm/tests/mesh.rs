@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use protocol::{ChunkSeq, PeerId, PeerMessage};
 use swarm::{Chunk, Input, Millis, Output, Swarm};
@@ -17,6 +17,10 @@ struct Mesh {
     skipped: BTreeMap<PeerId, Vec<ChunkSeq>>,
     links: Vec<(PeerId, PeerId)>,
     now: Millis,
+    /// Viewers whose every outgoing piece is corrupted (one bit flipped).
+    polluters: BTreeSet<PeerId>,
+    /// (who dropped, whom, why), for drops of polluters; any other drop fails the test.
+    drops: Vec<(PeerId, PeerId, String)>,
 }
 
 impl Mesh {
@@ -32,6 +36,8 @@ impl Mesh {
             skipped: BTreeMap::new(),
             links: Vec::new(),
             now: Millis(0),
+            polluters: BTreeSet::new(),
+            drops: Vec::new(),
         };
         mesh.input(
             SOURCE,
@@ -77,29 +83,46 @@ impl Mesh {
                 continue;
             };
             node.handle_input(self.now, input);
-            while let Some(output) = node.poll_output() {
+            let outputs: Vec<Output> = std::iter::from_fn(|| node.poll_output()).collect();
+            for output in outputs {
                 match output {
                     Output::Send(peer, message) => {
+                        if !self.linked(to, peer) {
+                            continue;
+                        }
                         // Every message crosses the wire format, as in the real drivers.
-                        let decoded =
-                            PeerMessage::decode(&message.encode()).expect("own encoding decodes");
+                        let mut bytes = message.encode();
+                        if self.polluters.contains(&to)
+                            && matches!(message, PeerMessage::Piece { .. })
+                        {
+                            *bytes.last_mut().expect("pieces carry data") ^= 1;
+                        }
+                        let decoded = PeerMessage::decode(&bytes).expect("own encoding decodes");
                         queue.push_back((peer, Input::Message(to, decoded)));
                     }
                     Output::Play { chunk, .. } => self.played.entry(to).or_default().push(chunk),
                     Output::Skipped(seq) => self.skipped.entry(to).or_default().push(seq),
                     Output::Init { .. } => {}
+                    Output::Disconnect { peer, reason } if self.polluters.contains(&peer) => {
+                        self.drops.push((to, peer, reason));
+                        self.links
+                            .retain(|&(a, b)| (a, b) != (to, peer) && (a, b) != (peer, to));
+                        queue.push_back((peer, Input::PeerDisconnected(to)));
+                    }
                     Output::Disconnect { peer, reason } => panic!("{to} dropped {peer}: {reason}"),
                 }
             }
         }
     }
 
+    fn linked(&self, a: PeerId, b: PeerId) -> bool {
+        self.links.contains(&(a, b)) || self.links.contains(&(b, a))
+    }
+
     /// The source cuts one chunk a second; everyone ticks every 100 ms.
     fn run_chunks(&mut self, from: u64, to: u64) {
         for seq in from..to {
-            let data: Vec<u8> = (0..40_000u32)
-                .map(|i| (i as u64 * 31 + seq) as u8)
-                .collect();
+            let data = common::chunk_bytes(seq, 40_000);
             self.input(
                 SOURCE,
                 Input::ChunkProduced(Chunk {
@@ -140,6 +163,17 @@ fn assert_contiguous(chunks: &[Chunk], who: PeerId) {
     }
 }
 
+fn assert_genuine(chunks: &[Chunk], who: PeerId) {
+    for chunk in chunks {
+        let expected = common::chunk_bytes(chunk.seq.0, 40_000);
+        assert!(
+            chunk.data.to_vec() == expected,
+            "{who} played corrupted {}",
+            chunk.seq
+        );
+    }
+}
+
 #[test]
 fn every_viewer_plays_every_chunk_in_order_from_a_keyframe() {
     let mut mesh = Mesh::new(4);
@@ -153,17 +187,7 @@ fn every_viewer_plays_every_chunk_in_order_from_a_keyframe() {
             ChunkSeq(19),
             "{who} fell behind"
         );
-        for chunk in played {
-            let expected: Vec<u8> = (0..40_000u32)
-                .map(|i| (i as u64 * 31 + chunk.seq.0) as u8)
-                .collect();
-            assert_eq!(
-                chunk.data.to_vec(),
-                expected,
-                "{who} got corrupted {}",
-                chunk.seq
-            );
-        }
+        assert_genuine(played, who);
         assert!(!mesh.skipped.contains_key(&who), "{who} skipped chunks");
     }
     let from_peers: u64 = (1..=4)
@@ -202,5 +226,39 @@ fn a_departed_peer_does_not_stall_the_others() {
         let played = &mesh.played[&PeerId(v)];
         assert_contiguous(played, PeerId(v));
         assert_eq!(played.last().unwrap().seq, ChunkSeq(14));
+    }
+}
+
+#[test]
+fn a_polluter_is_dropped_by_whoever_it_serves_and_nobody_plays_its_bytes() {
+    let polluter = PeerId(1);
+    let mut mesh = Mesh::new(4);
+    mesh.polluters.insert(polluter);
+    mesh.run_chunks(0, 20);
+    let honest = [PeerId(2), PeerId(3), PeerId(4)];
+    for who in honest {
+        let played = &mesh.played[&who];
+        assert_contiguous(played, who);
+        assert_genuine(played, who);
+        assert_eq!(
+            played.last().unwrap().seq,
+            ChunkSeq(19),
+            "{who} fell behind"
+        );
+        assert!(!mesh.skipped.contains_key(&who), "{who} skipped chunks");
+    }
+    assert!(
+        !mesh.drops.is_empty(),
+        "nobody took a piece from the polluter"
+    );
+    for (by, _, reason) in &mesh.drops {
+        assert!(
+            reason.contains("does not match its signed hash"),
+            "{reason}"
+        );
+        let stats = mesh.nodes[by].stats();
+        assert_eq!(stats.drops.polluted, 1);
+        assert!(stats.bytes_rejected > 0);
+        assert!(mesh.nodes[by].is_banned(polluter));
     }
 }
