@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use protocol::{ChunkSeq, MAX_PEER_MESSAGE_BYTES};
+use protocol::{ChunkSeq, MAX_CHUNK_BYTES, MAX_PEER_MESSAGE_BYTES};
 use swarm::Chunk;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::mpsc;
@@ -12,8 +12,9 @@ use crate::record::{chunk_file_name, record};
 use crate::NativeError;
 use fmp4::{Cutter, Segment};
 
-/// Room left in a peer message for the `Init` header and MIME type.
-const INIT_HEADER_ROOM: usize = 300;
+/// Room left in a peer message for the `Init` header, its MIME type (at most 256 bytes)
+/// and its signature.
+const INIT_HEADER_ROOM: usize = 400;
 
 /// Reads `input` (`-` for stdin) on a task and returns the stream of numbered segments.
 /// With `record_dir`, writes each segment there exactly as cut: `init.mp4`, then
@@ -77,6 +78,9 @@ async fn pump(
                     Produced::Init { mime, data }
                 }
                 Segment::Media { keyframe, data } => {
+                    if data.len() > MAX_CHUNK_BYTES as usize {
+                        return Err(NativeError::ChunkTooLarge(data.len()));
+                    }
                     let seq = next_seq;
                     next_seq = seq.next();
                     record(record_dir, &chunk_file_name(seq), &data)?;

@@ -4,8 +4,14 @@ use thiserror::Error;
 pub enum NativeError {
     #[error(transparent)]
     Media(#[from] fmp4::Fmp4Error),
-    #[error("init segment is {0} bytes; at most {max} fit in one peer message", max = protocol::MAX_PEER_MESSAGE_BYTES - 300)]
+    #[error("init segment is {0} bytes; at most {max} fit in one peer message", max = protocol::MAX_PEER_MESSAGE_BYTES - 400)]
     InitTooLarge(usize),
+    #[error(
+        "a chunk (keyframe to keyframe) is {0} bytes; one signed manifest covers at most {max}: \
+         use a shorter keyframe interval or a lower bitrate",
+        max = protocol::MAX_CHUNK_BYTES
+    )]
+    ChunkTooLarge(usize),
     #[error("signal server {url}: {reason}")]
     Signal { url: String, reason: String },
     #[error("channel key {0}")]

@@ -4,15 +4,14 @@
 use std::io::Write;
 use std::path::Path;
 
-use ed25519_dalek::{Signer, SigningKey};
-use protocol::{claim_message, ChannelKey, ChannelName, KeySignature, Nonce};
+use protocol::{claim_message, ChannelKey, ChannelName, ChannelSigner, KeySignature, Nonce};
 
 use crate::NativeError;
 
 /// The secret half of a channel's identity.
 #[derive(Clone)]
 pub struct ChannelSecret {
-    signing: SigningKey,
+    signing: ChannelSigner,
 }
 
 impl std::fmt::Debug for ChannelSecret {
@@ -26,13 +25,17 @@ impl ChannelSecret {
     /// A new key pair from the operating system's randomness (through `rand`'s CSPRNG).
     pub fn generate() -> ChannelSecret {
         ChannelSecret {
-            signing: SigningKey::from_bytes(&rand::random()),
+            signing: ChannelSigner::from_seed(&rand::random()),
         }
     }
 
     pub fn public(&self) -> ChannelKey {
-        ChannelKey::from_bytes(&self.signing.verifying_key().to_bytes())
-            .expect("an Ed25519 signing key's public half is a valid key")
+        self.signing.public()
+    }
+
+    /// What signs the channel's content in the broadcaster's swarm.
+    pub fn signer(&self) -> ChannelSigner {
+        self.signing.clone()
     }
 
     /// The answer to the signal server's challenge for `channel`.
@@ -41,7 +44,7 @@ impl ChannelSecret {
     }
 
     pub fn sign(&self, message: &[u8]) -> KeySignature {
-        KeySignature::from_bytes(&self.signing.sign(message).to_bytes())
+        self.signing.sign(message)
     }
 
     /// Writes a new key file readable by its owner only; never overwrites one.
@@ -59,7 +62,7 @@ impl ChannelSecret {
             file,
             "# StreamTorrent channel key. Keep it secret: whoever has it can broadcast as \
              this channel.\nsecret {}\npublic {}\n",
-            hex::encode(self.signing.to_bytes()),
+            hex::encode(self.signing.seed()),
             self.public()
         )
         .map_err(io)
@@ -79,7 +82,7 @@ impl ChannelSecret {
         hex::decode_to_slice(secret.trim(), &mut seed)
             .map_err(|e| bad(&format!("the secret is not 64 hex digits: {e}")))?;
         let key = ChannelSecret {
-            signing: SigningKey::from_bytes(&seed),
+            signing: ChannelSigner::from_seed(&seed),
         };
         if let Some(public) = text.lines().find_map(|line| line.strip_prefix("public ")) {
             if public.trim() != key.public().to_string() {

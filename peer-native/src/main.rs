@@ -76,6 +76,9 @@ enum Command {
         /// Give up after this many seconds.
         #[arg(long)]
         timeout_secs: Option<u64>,
+        /// Test only: play a polluter, flipping a bit in every piece served to others.
+        #[arg(long, hide = true)]
+        test_corrupt_pieces: bool,
     },
 }
 
@@ -125,6 +128,7 @@ async fn run(cli: Cli) -> Result<(), NativeError> {
                 role: Role::Broadcaster,
                 upload_limit: max_upload_kbps.map(BytesPerSec::from_kbps),
                 key: Some(key),
+                corrupt_pieces: false,
             };
             node::run(options, Some(feed), &mut sink, ctrl_c()).await?;
             Ok(())
@@ -140,6 +144,7 @@ async fn run(cli: Cli) -> Result<(), NativeError> {
             record_dir,
             chunks,
             timeout_secs,
+            test_corrupt_pieces,
         } => {
             let mut sink = WatchSink::new(output, record_dir, chunks)?;
             let options = NodeOptions {
@@ -148,6 +153,7 @@ async fn run(cli: Cli) -> Result<(), NativeError> {
                 role: Role::Viewer,
                 upload_limit: max_upload_kbps.map(BytesPerSec::from_kbps),
                 key: None,
+                corrupt_pieces: test_corrupt_pieces,
             };
             let timeout = async move {
                 match timeout_secs {

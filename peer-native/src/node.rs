@@ -6,10 +6,10 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use protocol::{
-    ChannelName, ChunkSeq, ClientMessage, IceServer, PeerId, PeerMessage, Role, ServerMessage,
-    SignalPayload,
+    ChannelKey, ChannelName, ChunkSeq, ClientMessage, IceServer, PeerId, PeerMessage, Role,
+    ServerMessage, SignalPayload,
 };
-use swarm::{Chunk, Config, Input, Millis, NeighbourReport, Output, Stats, Swarm, SwarmRole};
+use swarm::{Chunk, Config, Input, Millis, NeighbourReport, Output, Stats, Swarm};
 use tokio::sync::mpsc;
 
 use crate::identity::ChannelSecret;
@@ -31,8 +31,11 @@ pub struct NodeOptions {
     pub role: Role,
     /// Upload budget for serving chunks; `None` is unlimited.
     pub upload_limit: Option<swarm::BytesPerSec>,
-    /// The channel's key: a broadcaster proves it to the signal server.
+    /// The channel's key: a broadcaster proves it to the signal server and signs the
+    /// channel's content with it.
     pub key: Option<ChannelSecret>,
+    /// Test only: flip a bit in every piece this peer serves, to play a polluter.
+    pub corrupt_pieces: bool,
 }
 
 impl NodeOptions {
@@ -81,12 +84,28 @@ pub async fn run(
     let mut reconnect: Option<(Instant, Duration)> = None;
     let (events_tx, mut events_rx) = mpsc::unbounded_channel::<LinkEvent>();
     let mut links: HashMap<PeerId, LinkHandle> = HashMap::new();
-    let swarm_role = if options.role == Role::Broadcaster {
-        SwarmRole::Source
-    } else {
-        SwarmRole::Viewer
+    tokio::pin!(stop);
+    // A viewer accepts only what the channel's key signed, so its swarm starts once the
+    // key is known; what the server said meanwhile is handled after.
+    let mut early = Vec::new();
+    let mut config = match (&options.key, options.role) {
+        (Some(secret), Role::Broadcaster) => Config::source(secret.signer()),
+        (None, Role::Broadcaster) => {
+            return Err(NativeError::Key(
+                "a broadcaster needs the channel's key".into(),
+            ))
+        }
+        (_, Role::Viewer) => {
+            let key = tokio::select! {
+                key = channel_key(&mut signal_rx, &mut early) => key?,
+                _ = &mut stop => return Ok(Stats::default()),
+            };
+            tracing::info!(%key, "channel key: content is checked against it");
+            Config::viewer(key)
+        }
     };
-    let mut config = Config::new(swarm_role);
+    let swarm_role = config.role();
+    let mut early = early.into_iter();
     config.upload_limit = options.upload_limit;
     config.seed = rand::random();
     let mut swarm = Swarm::new(config);
@@ -97,11 +116,10 @@ pub async fn run(
     let mut signal_open = true;
     let mut ending: Option<Instant> = None;
     let mut neighbours = NeighbourReport::new(swarm_role);
-    tokio::pin!(stop);
 
     loop {
         tokio::select! {
-            message = signal_rx.recv(), if signal_open => match message {
+            message = next_signal(&mut early, &mut signal_rx), if signal_open => match message {
                 Some(ServerMessage::Challenge { nonce }) => match &options.key {
                     Some(key) => {
                         let signature = key.sign_claim(&options.channel, &nonce);
@@ -109,7 +127,10 @@ pub async fn run(
                     }
                     None => tracing::warn!("the signal server asked for a channel key this peer does not have"),
                 },
-                Some(ServerMessage::Welcome { peer_id, channel, ice_servers: servers, .. }) => {
+                Some(ServerMessage::Welcome { peer_id, channel, ice_servers: servers, channel_key }) => {
+                    if channel_key.is_some_and(|key| !swarm.trusts(&key)) {
+                        tracing::error!("the channel's key changed: content signed with the new key is refused");
+                    }
                     welcomed = true;
                     ice_servers = servers;
                     tracing::info!(%peer_id, %channel, ice_servers = ice_servers.len(), "joined");
@@ -132,6 +153,11 @@ pub async fn run(
                 Some(ServerMessage::Signal { from, signal }) => {
                     if let Some(link) = links.get(&from) {
                         let _ = link.commands.send(LinkCommand::Remote(signal));
+                    }
+                }
+                Some(ServerMessage::Claimed { channel_key }) => {
+                    if !swarm.trusts(&channel_key) {
+                        tracing::error!("the channel's key changed: content signed with the new key is refused");
                     }
                 }
                 Some(ServerMessage::PeerLeft { peer }) => {
@@ -240,7 +266,11 @@ pub async fn run(
             match output {
                 Output::Send(peer, message) => {
                     if let Some(data) = links.get(&peer).and_then(|l| l.data.as_ref()) {
-                        data.send(message.encode());
+                        let mut bytes = message.encode();
+                        if options.corrupt_pieces && matches!(message, PeerMessage::Piece { .. }) {
+                            *bytes.last_mut().expect("a piece carries data") ^= 1;
+                        }
+                        data.send(bytes);
                     }
                 }
                 Output::Init { mime, data } => sink.init(&mime, &data)?,
@@ -259,6 +289,49 @@ pub async fn run(
     }
     let _ = signal_tx.send(ClientMessage::Leave {});
     Ok(swarm.stats())
+}
+
+/// Viewer: waits for the channel's key (in `Welcome`, or `Claimed` once a broadcaster
+/// first proves it), keeping every other message for the main loop.
+async fn channel_key(
+    signal_rx: &mut mpsc::UnboundedReceiver<ServerMessage>,
+    early: &mut Vec<ServerMessage>,
+) -> Result<ChannelKey, NativeError> {
+    loop {
+        match signal_rx.recv().await {
+            Some(ServerMessage::Claimed { channel_key }) => return Ok(channel_key),
+            Some(ServerMessage::Error { code, message }) => {
+                return Err(NativeError::Refused(format!("{code:?}: {message}")))
+            }
+            Some(message) => {
+                let key = match &message {
+                    ServerMessage::Welcome { channel_key, .. } => *channel_key,
+                    _ => None,
+                };
+                early.push(message);
+                if let Some(key) = key {
+                    return Ok(key);
+                }
+                tracing::info!("the channel has no key yet: waiting for its broadcaster");
+            }
+            None => {
+                return Err(NativeError::Refused(
+                    "the signal server closed before the channel's key was known".into(),
+                ))
+            }
+        }
+    }
+}
+
+/// The server's messages kept while waiting for the key first, then the live ones.
+async fn next_signal(
+    early: &mut std::vec::IntoIter<ServerMessage>,
+    signal_rx: &mut mpsc::UnboundedReceiver<ServerMessage>,
+) -> Option<ServerMessage> {
+    match early.next() {
+        Some(message) => Some(message),
+        None => signal_rx.recv().await,
+    }
 }
 
 async fn recv_feed(

@@ -72,6 +72,8 @@ impl WatchSink {
             "bytes_from_peers": stats.bytes_from_peers,
             "bytes_from_source": stats.bytes_from_source,
             "bytes_uploaded": stats.bytes_uploaded,
+            "bytes_rejected": stats.bytes_rejected,
+            "peers_dropped_polluting": stats.drops.polluted,
         })
         .to_string()
     }

@@ -125,6 +125,12 @@ pub enum ServerMessage {
     PeerLeft {
         peer: PeerId,
     },
+    /// To the viewers already in a channel when its broadcaster proves its key: viewers
+    /// that joined before the channel was ever claimed learn what its content is signed
+    /// with (later joiners get it in `Welcome`).
+    Claimed {
+        channel_key: ChannelKey,
+    },
     Error {
         code: ErrorCode,
         message: String,

@@ -304,6 +304,19 @@ impl Rooms {
         Ok(())
     }
 
+    /// Posts `message` to every member of `channel` but `except`. O(channel size): for
+    /// rare events only (a broadcaster's arrival).
+    pub fn tell_channel(&self, channel: &ChannelName, except: PeerId, message: &ServerMessage) {
+        let Some(room) = self.channels.get(channel) else {
+            return;
+        };
+        for member in room.members.iter().filter(|m| **m != except) {
+            if let Some(m) = self.members.get(member) {
+                deliver(&m.mailbox, message.clone());
+            }
+        }
+    }
+
     /// Removes a peer and tells the rest of its channel.
     pub fn leave(&mut self, peer: PeerId) {
         let Some(member) = self.members.remove(&peer) else {

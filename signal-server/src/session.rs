@@ -84,6 +84,13 @@ pub(crate) fn handle(
                 claim.channel.clone(),
                 Role::Broadcaster,
             ) {
+                let claimed = ServerMessage::Claimed {
+                    channel_key: claim.key,
+                };
+                let broadcaster = session.peer.expect("enter() set the peer id");
+                state
+                    .rooms()
+                    .tell_channel(&claim.channel, broadcaster, &claimed);
                 if let Err(e) = state.owners().claim(claim.channel, claim.key) {
                     tracing::warn!(error = %e, "channel claim not persisted");
                 }

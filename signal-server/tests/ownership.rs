@@ -170,3 +170,34 @@ async fn with_an_owners_file_ownership_survives_a_restart() {
     join(&mut owner, "news", Role::Broadcaster).await;
     let _ = std::fs::remove_file(&file);
 }
+
+#[tokio::test]
+async fn viewers_waiting_on_an_unclaimed_channel_learn_its_key_when_it_is_claimed() {
+    let addr = start().await;
+    let mut early = connect(&addr).await;
+    send(
+        &mut early,
+        ClientMessage::Join {
+            channel: "premiere".parse().unwrap(),
+            role: Role::Viewer,
+            key: None,
+        },
+    )
+    .await;
+    match recv(&mut early).await {
+        ServerMessage::Welcome { channel_key, .. } => assert_eq!(channel_key, None),
+        other => panic!("expected welcome, got {other:?}"),
+    }
+    assert!(matches!(
+        recv(&mut early).await,
+        ServerMessage::Introduce { .. }
+    ));
+    let mut owner = connect(&addr).await;
+    join(&mut owner, "premiere", Role::Broadcaster).await;
+    match recv(&mut early).await {
+        ServerMessage::Claimed { channel_key } => {
+            assert_eq!(channel_key, public(&channel_signer("premiere")));
+        }
+        other => panic!("expected the channel's key, got {other:?}"),
+    }
+}

@@ -3,7 +3,7 @@
 
 use protocol::PeerId;
 use rand::Rng;
-use swarm::{BytesPerSec, Config, Input, SwarmRole, TARGET_LINKS};
+use swarm::{BytesPerSec, Config, Input, TARGET_LINKS};
 
 use crate::network::{LinkEnd, Micros};
 use crate::sim::{budget, Event, Sim, CONTROL_ONLY_UPLINK, SOURCE};
@@ -26,7 +26,7 @@ impl Sim {
     }
 
     pub(crate) fn join(&mut self) {
-        let mut config = Config::new(SwarmRole::Viewer);
+        let mut config = Config::viewer(self.channel_key);
         config.seed = self.rng.gen();
         let draw: f64 = self.rng.gen();
         let mean_weight: f64 = UPLOAD_CLASSES.iter().map(|(s, w)| s * w).sum();

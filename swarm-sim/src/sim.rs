@@ -5,12 +5,12 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use bytes::Bytes;
-use protocol::{ClientMessage, PeerId, PeerMessage};
+use protocol::{ChannelKey, ChannelSigner, ClientMessage, PeerId, PeerMessage};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use swarm::{
     BytesPerSec, Chunk, ChunkData, Config, Input, Millis, NeighbourReport, Output, Swarm,
-    SwarmRole, SOURCE_MAX_LINKS, TARGET_LINKS,
+    SOURCE_MAX_LINKS, TARGET_LINKS,
 };
 
 use crate::membership::MAX_VIEWER_LINKS;
@@ -94,13 +94,17 @@ pub struct Sim {
     pub(crate) next_seq: u64,
     pub(crate) metrics: Metrics,
     pub(crate) events_run: u64,
+    /// The channel's public key: viewers check every piece against the source's signed
+    /// manifests, as real ones do.
+    pub(crate) channel_key: ChannelKey,
 }
 
 impl Sim {
     pub fn new(config: SimConfig) -> Sim {
         let end = config.seconds * 1_000_000;
         let chunk_us = config.chunk_ms * 1000;
-        let rng = StdRng::seed_from_u64(config.seed);
+        let mut rng = StdRng::seed_from_u64(config.seed);
+        let signer = ChannelSigner::from_seed(&rng.gen());
         let mut sim = Sim {
             rng,
             now: 0,
@@ -111,9 +115,10 @@ impl Sim {
             next_seq: 0,
             metrics: Metrics::new(chunk_us, end),
             events_run: 0,
+            channel_key: signer.public(),
             config,
         };
-        let mut source = Config::new(SwarmRole::Source);
+        let mut source = Config::source(signer);
         let capacity = sim.config.source_upload * sim.config.bitrate_bytes();
         source.upload_limit = Some(budget(capacity));
         sim.add_node(source, capacity);
@@ -191,7 +196,7 @@ impl Sim {
 
     pub(crate) fn add_node(&mut self, config: Config, capacity: f64) -> usize {
         let index = self.nodes.len();
-        let role = config.role;
+        let role = config.role();
         self.nodes.push(Some(Node {
             swarm: Swarm::new(config),
             uplink: Uplink::new(capacity),

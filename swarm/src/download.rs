@@ -166,8 +166,7 @@ impl Swarm {
                 continue;
             }
             let end = (first + block).min(pieces);
-            let download =
-                Download::new(source, RequestId::PUSH, first..end, now);
+            let download = Download::new(source, RequestId::PUSH, first..end, now);
             self.downloads.insert(key, download);
         }
     }

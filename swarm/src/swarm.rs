@@ -184,6 +184,15 @@ impl Swarm {
         }
     }
 
+    /// Whether this peer signs or accepts content of `key` (a driver checks that the
+    /// signal server still names the same key).
+    pub fn trusts(&self, key: &protocol::ChannelKey) -> bool {
+        match &self.config.trust {
+            crate::Trust::Signs(signer) => signer.public() == *key,
+            crate::Trust::Verifies(trusted) => trusted == key,
+        }
+    }
+
     pub fn stats(&self) -> Stats {
         self.stats
     }

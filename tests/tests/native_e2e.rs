@@ -3,13 +3,13 @@
 //! broadcaster cut.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use tests::netns;
 use tests::process::{
     binary, free_port, go_live, scratch, signal_server, signal_server_on, wait_for_channel,
-    BroadcastOptions,
+    BroadcastOptions, Guard,
 };
 
 const CHUNKS: u64 = 6;
@@ -21,79 +21,147 @@ fn three_viewers_receive_every_chunk_byte_identical() {
     }
     let dir = scratch("native-e2e");
     let (_server, addr) = signal_server(&dir);
-    let source_dir = dir.join("broadcaster");
     let (_ffmpeg, _broadcaster) = go_live(&addr, "e2e", &dir, BroadcastOptions::default());
 
     let mut viewers = Vec::new();
     for i in 0..3 {
-        let record = dir.join(format!("viewer-{i}"));
-        let child = Command::new(binary("streamtorrent"))
-            .args([
-                "watch",
-                "--server",
-                &format!("ws://{addr}/ws"),
-                "--channel",
-                "e2e",
-            ])
-            .args([
-                "--chunks",
-                &CHUNKS.to_string(),
-                "--timeout-secs",
-                "60",
-                "--record-dir",
-            ])
-            .arg(&record)
-            .arg("--output")
-            .arg(dir.join(format!("viewer-{i}.mp4")))
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(dir.join(format!("viewer-{i}.log"))).unwrap())
-            .spawn()
-            .expect("streamtorrent watch starts");
-        viewers.push((record, child));
+        viewers.push(watch(
+            &addr,
+            "e2e",
+            &dir,
+            &format!("viewer-{i}"),
+            CHUNKS,
+            &[],
+        ));
         // Staggered, so later viewers find chunks at earlier ones.
         std::thread::sleep(Duration::from_millis(700));
     }
-
     let mut from_peers = 0;
-    for (i, (record, child)) in viewers.into_iter().enumerate() {
-        let output = child.wait_with_output().expect("viewer runs to completion");
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        assert!(
-            output.status.success(),
-            "viewer {i} failed; see {}/viewer-{i}.log",
-            dir.display()
-        );
-        let summary: serde_json::Value = serde_json::from_str(stdout.trim())
-            .unwrap_or_else(|e| panic!("viewer {i} summary {stdout:?}: {e}"));
-        assert_eq!(summary["chunks_played"], CHUNKS, "viewer {i}: {summary}");
-        assert_eq!(
-            summary["skipped"],
-            serde_json::json!([]),
-            "viewer {i}: {summary}"
-        );
-        let first = summary["first_seq"].as_u64().expect("a first chunk");
-        assert_eq!(
-            summary["last_seq"].as_u64(),
-            Some(first + CHUNKS - 1),
-            "viewer {i} played a gap: {summary}"
-        );
+    for (name, child) in viewers {
+        let summary = check_viewer(&dir, &name, child);
         from_peers += summary["bytes_from_peers"].as_u64().unwrap_or(0);
-
-        assert_same(&record.join("init.mp4"), &source_dir.join("init.mp4"));
-        let mut stream = std::fs::read(record.join("init.mp4")).unwrap();
-        for seq in first..first + CHUNKS {
-            let name = format!("chunk-{seq:08}.m4s");
-            assert_same(&record.join(&name), &source_dir.join(&name));
-            stream.extend(std::fs::read(record.join(&name)).unwrap());
-        }
-        // The written stream is exactly init + the played chunks, in order.
-        assert_eq!(
-            std::fs::read(dir.join(format!("viewer-{i}.mp4"))).unwrap(),
-            stream,
-            "viewer {i} output file"
-        );
     }
     println!("bytes viewers received from other viewers: {from_peers}");
+}
+
+/// A viewer serving corrupted pieces (a bit flipped in each) joins first, so the others
+/// fetch from it: each piece is checked against the broadcaster's signed manifest, the
+/// polluter is dropped, and every honest viewer still writes the broadcaster's bytes.
+#[test]
+fn honest_viewers_write_identical_streams_beside_a_polluter() {
+    if !netns::enter("honest_viewers_write_identical_streams_beside_a_polluter") {
+        return;
+    }
+    let dir = scratch("polluter-e2e");
+    let (_server, addr) = signal_server(&dir);
+    // A capped broadcaster (about 1.5 times the stream), so viewers fetch from each other.
+    let capped = BroadcastOptions {
+        video_kbps: Some(400),
+        max_upload_kbps: Some(900),
+    };
+    let (_ffmpeg, _broadcaster) = go_live(&addr, "polluted", &dir, capped);
+    let polluter = watch(
+        &addr,
+        "polluted",
+        &dir,
+        "polluter",
+        // Stays for the whole test (killed at its end).
+        100,
+        &["--test-corrupt-pieces"],
+    );
+    let _polluter = Guard(polluter.1);
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut viewers = Vec::new();
+    for i in 0..3 {
+        viewers.push(watch(
+            &addr,
+            "polluted",
+            &dir,
+            &format!("viewer-{i}"),
+            CHUNKS,
+            &[],
+        ));
+        std::thread::sleep(Duration::from_millis(700));
+    }
+    let mut dropped = 0;
+    let mut rejected = 0;
+    for (name, child) in viewers {
+        let summary = check_viewer(&dir, &name, child);
+        dropped += summary["peers_dropped_polluting"].as_u64().unwrap_or(0);
+        rejected += summary["bytes_rejected"].as_u64().unwrap_or(0);
+    }
+    println!("polluter dropped by {dropped} viewers; {rejected} corrupted bytes rejected");
+    assert!(
+        dropped >= 1 && rejected > 0,
+        "no viewer was served by the polluter, so the test proved nothing; see {}",
+        dir.display()
+    );
+}
+
+/// `streamtorrent watch` for `chunks` chunks, recording into `dir/name`, writing the
+/// stream to `dir/name.mp4` and its log to `dir/name.log`.
+fn watch(
+    addr: &str,
+    channel: &str,
+    dir: &Path,
+    name: &str,
+    chunks: u64,
+    extra: &[&str],
+) -> (String, Child) {
+    let child = Command::new(binary("streamtorrent"))
+        .args(["watch", "--server", &format!("ws://{addr}/ws")])
+        .args(["--channel", channel, "--chunks", &chunks.to_string()])
+        .args(["--timeout-secs", "60", "--record-dir"])
+        .arg(dir.join(name))
+        .arg("--output")
+        .arg(dir.join(format!("{name}.mp4")))
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(dir.join(format!("{name}.log"))).unwrap())
+        .spawn()
+        .expect("streamtorrent watch starts");
+    (name.to_owned(), child)
+}
+
+/// Waits for a viewer and checks it played `CHUNKS` contiguous chunks, each identical to
+/// the broadcaster's recording, and wrote exactly init + those chunks. Returns its summary.
+fn check_viewer(dir: &Path, name: &str, child: Child) -> serde_json::Value {
+    let source_dir = dir.join("broadcaster");
+    let record = dir.join(name);
+    let output = child.wait_with_output().expect("viewer runs to completion");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{name} failed; see {}/{name}.log",
+        dir.display()
+    );
+    let summary: serde_json::Value = serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("{name} summary {stdout:?}: {e}"));
+    assert_eq!(summary["chunks_played"], CHUNKS, "{name}: {summary}");
+    assert_eq!(
+        summary["skipped"],
+        serde_json::json!([]),
+        "{name}: {summary}"
+    );
+    let first = summary["first_seq"].as_u64().expect("a first chunk");
+    assert_eq!(
+        summary["last_seq"].as_u64(),
+        Some(first + CHUNKS - 1),
+        "{name} played a gap: {summary}"
+    );
+    assert_same(&record.join("init.mp4"), &source_dir.join("init.mp4"));
+    let mut stream = std::fs::read(record.join("init.mp4")).unwrap();
+    for seq in first..first + CHUNKS {
+        let chunk = format!("chunk-{seq:08}.m4s");
+        assert_same(&record.join(&chunk), &source_dir.join(&chunk));
+        stream.extend(std::fs::read(record.join(&chunk)).unwrap());
+    }
+    // The written stream is exactly init + the played chunks, in order.
+    assert!(
+        std::fs::read(dir.join(format!("{name}.mp4"))).unwrap() == stream,
+        "{name} output file differs from init + its chunks"
+    );
+    summary
 }
 
 fn assert_same(got: &Path, expected: &Path) {
