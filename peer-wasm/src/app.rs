@@ -7,7 +7,9 @@ use std::collections::HashMap;
 use futures::channel::mpsc;
 use futures::StreamExt;
 use gloo_timers::callback::{Interval, Timeout};
-use protocol::{ClientMessage, IceServer, PeerId, PeerMessage, Role, ServerMessage, SignalPayload};
+use protocol::{
+    ChannelKey, ClientMessage, IceServer, PeerId, PeerMessage, Role, ServerMessage, SignalPayload,
+};
 use swarm::{Config, Input, Millis, NeighbourReport, Output, Swarm, SwarmRole};
 use web_sys::HtmlVideoElement;
 
@@ -33,7 +35,9 @@ pub struct App {
     links: HashMap<PeerId, Link>,
     /// Whether we offered on a link (and so send an offer, not an answer, once gathered).
     offered: HashMap<PeerId, bool>,
-    swarm: Swarm,
+    /// Created once the channel's key is known (from `welcome`, or `claimed` for a channel
+    /// nobody broadcast on yet): the swarm accepts only content that key signed.
+    swarm: Option<Swarm>,
     media: MediaPlayer,
     _ticker: Interval,
     /// STUN/TURN servers from the signal server, for every new link.
@@ -76,19 +80,13 @@ impl App {
             let events = events.clone();
             Interval::new(TICK_MS, move || emit(&events, Event::Tick))
         };
-        let mut config = Config::new(SwarmRole::Viewer);
-        // Spreads this viewer's choices among equally good neighbours differently from
-        // every other viewer's.
-        config.seed = (js_sys::Math::random() * u64::MAX as f64) as u64;
-        config.upload_limit = options.max_upload;
-        config.target_buffer_ms = u64::from(options.target_latency_ms);
         let app = App {
             options,
             events,
             signalling,
             links: HashMap::new(),
             offered: HashMap::new(),
-            swarm: Swarm::new(config),
+            swarm: None,
             media,
             _ticker: ticker,
             ice_servers: Vec::new(),
@@ -168,14 +166,13 @@ impl App {
                     link.attach_channel(peer, channel, &self.events);
                 }
             }
-            Event::ChannelOpen(peer) => self.swarm.handle_input(now, Input::PeerConnected(peer)),
+            Event::ChannelOpen(peer) => self.to_swarm(now, Input::PeerConnected(peer)),
             Event::ChannelMessage(peer, bytes) => match PeerMessage::decode(&bytes) {
-                Ok(message) => self.swarm.handle_input(now, Input::Message(peer, message)),
+                Ok(message) => self.to_swarm(now, Input::Message(peer, message)),
                 Err(e) => {
                     // The swarm drops and bans it; its Disconnect closes the link.
                     let reason = e.to_string();
-                    self.swarm
-                        .handle_input(now, Input::Malformed { peer, reason });
+                    self.to_swarm(now, Input::Malformed { peer, reason });
                 }
             },
             Event::ChannelClosed(peer) | Event::LinkFailed(peer) => self.drop_link(now, peer),
@@ -214,40 +211,47 @@ impl App {
         for peer in peers {
             self.report_buffered(now, peer);
         }
-        let starving = self.swarm.starving(now);
-        if self.joined {
+        let starving = self.swarm.as_ref().is_some_and(|s| s.starving(now));
+        if self.joined && self.swarm.is_some() {
             for message in self.neighbours.update(self.links.len(), starving, now) {
                 self.signalling.send(&message);
             }
         }
-        self.swarm.handle_input(now, Input::Tick);
+        self.to_swarm(now, Input::Tick);
         self.media.tick(now.0 as f64);
-        let source_linked = self.swarm.neighbours().any(|n| n.is_source);
+        let (stats, peers) = self
+            .swarm
+            .as_ref()
+            .map_or_else(Default::default, |s| (s.stats(), s.peer_count()));
+        let source_linked = self
+            .swarm
+            .as_ref()
+            .is_some_and(|s| s.neighbours().any(|n| n.is_source));
         if source_linked {
             self.source_absent = false;
         }
         let buffer_s = self.media.buffer_ahead();
-        let stats = self.swarm.stats();
-        self.rates
-            .sample(now.0 as f64, &stats, self.swarm.neighbours());
+        if let Some(swarm) = &self.swarm {
+            self.rates.sample(now.0 as f64, &stats, swarm.neighbours());
+        }
         let state = state_of(&Situation {
             started: self.reporter.snapshot().startup_ms.is_some(),
             buffer_s,
             source_linked,
             source_absent: self.source_absent,
             starving,
-            peers: self.swarm.peer_count(),
+            peers,
         });
         // Delay behind live: the newest media handed over was cut at `cut`; what plays
         // now is `buffer_s` older than that.
         let lag_ms = self
             .last_played
             .filter(|_| self.media.started())
-            .and_then(|seq| self.swarm.cut_at(seq))
+            .and_then(|seq| self.swarm.as_ref()?.cut_at(seq))
             .map(|cut| (now - cut) + (buffer_s * 1000.0) as u64);
         let (stalls, joined, rates) = (self.stalls, self.joined, self.rates.rates.clone());
         self.reporter.update(state, |s| {
-            s.set_counters(&stats, self.swarm.peer_count());
+            s.set_counters(&stats, peers);
             s.stalls = stalls;
             s.buffer_ms = (buffer_s * 1000.0) as u64;
             s.lag_ms = lag_ms;
@@ -264,11 +268,25 @@ impl App {
 
     async fn on_server(&mut self, message: ServerMessage) -> Result<(), WebError> {
         match message {
-            ServerMessage::Welcome { ice_servers, .. } => {
+            ServerMessage::Welcome {
+                ice_servers,
+                channel_key,
+                ..
+            } => {
                 self.ice_servers = ice_servers;
                 self.joined = true;
                 self.neighbours.forget();
+                match channel_key {
+                    Some(key) => self.trust(key),
+                    // Nobody ever broadcast here: offline until a broadcaster claims it.
+                    None => self.source_absent = true,
+                }
             }
+            ServerMessage::Claimed { channel_key } => self.trust(channel_key),
+            // Without the key nothing could be checked, so nobody is linked: the channel
+            // was never claimed, so nobody has anything to play yet.
+            ServerMessage::Introduce { .. } | ServerMessage::Signal { .. }
+                if self.swarm.is_none() => {}
             ServerMessage::Introduce { peers } => {
                 // An empty introduction to a newcomer: nobody, broadcaster included, is
                 // on this channel.
@@ -276,7 +294,7 @@ impl App {
                     self.source_absent = true;
                 }
                 for peer in peers {
-                    if self.links.contains_key(&peer) || self.swarm.is_banned(peer) {
+                    if self.links.contains_key(&peer) || self.is_banned(peer) {
                         continue; // Introduced again (e.g. after asking for more peers).
                     }
                     let mut link = Link::new(peer, &self.ice_servers, &self.events)?;
@@ -285,7 +303,7 @@ impl App {
                     self.offered.insert(peer, true);
                 }
             }
-            ServerMessage::Signal { from, .. } if self.swarm.is_banned(from) => {}
+            ServerMessage::Signal { from, .. } if self.is_banned(from) => {}
             ServerMessage::Signal { from, signal } => match signal {
                 SignalPayload::Offer { sdp } => {
                     self.drop_link(now(), from);
@@ -320,6 +338,36 @@ impl App {
         Ok(())
     }
 
+    /// The channel's key is known: the swarm starts, accepting only what it signed.
+    fn trust(&mut self, key: ChannelKey) {
+        match &self.swarm {
+            None => {
+                let mut config = Config::viewer(key);
+                // Spreads this viewer's choices among equally good neighbours differently
+                // from every other viewer's.
+                config.seed = (js_sys::Math::random() * u64::MAX as f64) as u64;
+                config.upload_limit = self.options.max_upload;
+                config.target_buffer_ms = u64::from(self.options.target_latency_ms);
+                self.swarm = Some(Swarm::new(config));
+                self.source_absent = false;
+            }
+            Some(swarm) if !swarm.trusts(&key) => web_sys::console::error_1(
+                &"the channel's key changed: content signed with the new key is refused".into(),
+            ),
+            Some(_) => {}
+        }
+    }
+
+    fn to_swarm(&mut self, now: Millis, input: Input) {
+        if let Some(swarm) = &mut self.swarm {
+            swarm.handle_input(now, input);
+        }
+    }
+
+    fn is_banned(&self, peer: PeerId) -> bool {
+        self.swarm.as_ref().is_some_and(|s| s.is_banned(peer))
+    }
+
     /// Sends our description once ICE gathering finished, candidates included, so the
     /// peer never gets a candidate before the description it belongs to.
     fn send_local_description(&mut self, peer: PeerId) {
@@ -343,8 +391,7 @@ impl App {
     fn report_buffered(&mut self, now: Millis, peer: PeerId) {
         if let Some(link) = self.links.get(&peer) {
             let bytes = link.buffered();
-            self.swarm
-                .handle_input(now, Input::Buffered { peer, bytes });
+            self.to_swarm(now, Input::Buffered { peer, bytes });
         }
     }
 
@@ -352,18 +399,18 @@ impl App {
         self.offered.remove(&peer);
         let was_source = self
             .swarm
-            .neighbours()
-            .any(|n| n.peer == peer && n.is_source);
+            .as_ref()
+            .is_some_and(|s| s.neighbours().any(|n| n.peer == peer && n.is_source));
         if was_source {
             self.source_absent = true;
         }
         if self.links.remove(&peer).is_some() {
-            self.swarm.handle_input(now, Input::PeerDisconnected(peer));
+            self.to_swarm(now, Input::PeerDisconnected(peer));
         }
     }
 
     fn carry_out(&mut self, now: Millis) -> Result<(), WebError> {
-        while let Some(output) = self.swarm.poll_output() {
+        while let Some(output) = self.swarm.as_mut().and_then(Swarm::poll_output) {
             match output {
                 Output::Send(peer, message) => {
                     if let Some(link) = self.links.get(&peer) {

@@ -105,8 +105,13 @@ pub struct Snapshot {
     pub bytes_duplicate: u64,
     /// Requests this peer refused for lack of upload budget or of the piece.
     pub requests_refused: u64,
-    /// Neighbours dropped for misbehaving or not delivering.
+    /// Neighbours dropped for misbehaving or not delivering…
     pub peers_dropped: u64,
+    /// …by cause.
+    pub drops: DropCounts,
+    /// Payload that failed its check against the channel key's signed manifest: thrown
+    /// away before it was stored, forwarded or played.
+    pub bytes_rejected: u64,
     pub chunks_played: u64,
     pub chunks_missed: u64,
     /// Times the video element ran out of media after playback started.
@@ -124,6 +129,30 @@ pub struct Snapshot {
     pub neighbours: Vec<NeighbourRate>,
 }
 
+/// Neighbours dropped, by cause (the swarm's `Drops`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct DropCounts {
+    pub malformed: u64,
+    pub violation: u64,
+    pub lying: u64,
+    pub flooding: u64,
+    pub polluted: u64,
+    pub unresponsive: u64,
+}
+
+impl From<swarm::Drops> for DropCounts {
+    fn from(d: swarm::Drops) -> DropCounts {
+        DropCounts {
+            malformed: d.malformed,
+            violation: d.violation,
+            lying: d.lying,
+            flooding: d.flooding,
+            polluted: d.polluted,
+            unresponsive: d.unresponsive,
+        }
+    }
+}
+
 impl Snapshot {
     /// Fills in the swarm's counters.
     pub fn set_counters(&mut self, stats: &Stats, peers: usize) {
@@ -134,6 +163,8 @@ impl Snapshot {
         self.bytes_duplicate = stats.bytes_duplicate;
         self.requests_refused = stats.requests_refused;
         self.peers_dropped = stats.peers_dropped;
+        self.drops = stats.drops.into();
+        self.bytes_rejected = stats.bytes_rejected;
         self.chunks_played = stats.chunks_played;
         self.chunks_missed = stats.chunks_missed;
         let received = stats.bytes_from_peers + stats.bytes_from_source;
@@ -326,9 +357,11 @@ mod tests {
             "buffer_ms",
             "lag_ms",
             "startup_ms",
+            "bytes_rejected",
         ] {
             assert!(json.get(field).is_some(), "stats() lacks {field}: {json}");
         }
         assert_eq!(json["state"], "connecting");
+        assert_eq!(json["drops"]["polluted"], 0);
     }
 }

@@ -25,6 +25,10 @@ pub struct SimConfig {
     pub ramp_secs: u64,
     /// How often every peer gets a `Tick`.
     pub tick_ms: u64,
+    /// Share of viewers that serve corrupted pieces (a bit flipped in each).
+    pub polluters: f64,
+    /// Share of viewers that flood their neighbours with requests.
+    pub flooders: f64,
 }
 
 impl SimConfig {
@@ -42,6 +46,8 @@ impl SimConfig {
             seed: 1,
             ramp_secs: 10,
             tick_ms: 250,
+            polluters: 0.0,
+            flooders: 0.0,
         }
     }
 
@@ -81,6 +87,20 @@ impl SimConfig {
         }
         if !(0.0..0.5).contains(&self.loss) {
             return bad("--loss", format!("{} not in 0..0.5", self.loss));
+        }
+        for (option, share) in [
+            ("--polluters", self.polluters),
+            ("--flooders", self.flooders),
+        ] {
+            if !(0.0..=1.0).contains(&share) {
+                return bad(option, format!("{share} is not a share in 0..=1"));
+            }
+        }
+        if self.polluters + self.flooders > 1.0 {
+            return bad(
+                "--flooders",
+                "polluters and flooders add up to more than all viewers".into(),
+            );
         }
         if self.tick_ms == 0 {
             return bad("--tick-ms", "at least 1".into());

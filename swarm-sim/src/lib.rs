@@ -3,6 +3,7 @@
 //! reproducible, and measures what viewers would see.
 
 mod config;
+mod hostile;
 mod membership;
 mod metrics;
 mod network;

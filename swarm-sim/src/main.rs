@@ -43,6 +43,12 @@ struct Cli {
     /// Initial viewers join spread over this many seconds.
     #[arg(long, default_value_t = 10)]
     ramp_secs: u64,
+    /// Share of viewers that serve corrupted pieces (a bit flipped in each), 0..=1.
+    #[arg(long, default_value_t = 0.0)]
+    polluters: f64,
+    /// Share of viewers that flood their neighbours with requests, 0..=1.
+    #[arg(long, default_value_t = 0.0)]
+    flooders: f64,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
@@ -68,6 +74,8 @@ fn main() -> ExitCode {
     config.rtt = cli.rtt_ms;
     config.seed = cli.seed;
     config.ramp_secs = cli.ramp_secs;
+    config.polluters = cli.polluters;
+    config.flooders = cli.flooders;
     let result = if cli.sweep.is_empty() {
         run(config).and_then(|report| output(&cli, &report))
     } else {

@@ -5,6 +5,7 @@ use protocol::PeerId;
 use rand::Rng;
 use swarm::{BytesPerSec, Config, Input, TARGET_LINKS};
 
+use crate::hostile::Behaviour;
 use crate::network::{LinkEnd, Micros};
 use crate::sim::{budget, Event, Sim, CONTROL_ONLY_UPLINK, SOURCE};
 use crate::UPLOAD_CLASSES;
@@ -48,8 +49,13 @@ impl Sim {
             config.upload_limit = Some(BytesPerSec(0));
             CONTROL_ONLY_UPLINK
         };
-        let index = self.add_node(config, uplink);
-        self.metrics.viewers_joined += 1;
+        let behaviour = self.draw_behaviour();
+        let index = self.add_node(config, uplink, behaviour);
+        if behaviour == Behaviour::Honest {
+            self.metrics.viewers_joined += 1;
+        } else {
+            self.metrics.hostile_joined += 1;
+        }
         self.live_viewers.push(index);
         self.introduce(index, TARGET_LINKS);
         let phase = self.rng.gen_range(0..self.config.tick_ms * 1000);
@@ -73,7 +79,11 @@ impl Sim {
                 break;
             }
             let pick = self.live_viewers[self.rng.gen_range(0..self.live_viewers.len())];
-            if pick != index && !sample.contains(&pick) && !self.linked(index, pick) {
+            if pick != index
+                && !sample.contains(&pick)
+                && !self.linked(index, pick)
+                && !self.banned(index, pick)
+            {
                 sample.push(pick);
             }
         }
@@ -99,6 +109,16 @@ impl Sim {
                 },
             );
         }
+    }
+
+    /// Either banned the other: drivers neither offer to nor accept a banned peer.
+    pub(crate) fn banned(&self, a: usize, b: usize) -> bool {
+        let bans = |x: usize, y: usize| {
+            self.nodes[x]
+                .as_ref()
+                .is_some_and(|n| n.swarm.is_banned(PeerId(y as u64)))
+        };
+        bans(a, b) || bans(b, a)
     }
 
     pub(crate) fn linked(&self, a: usize, b: usize) -> bool {
@@ -175,13 +195,19 @@ impl Sim {
             return;
         };
         self.metrics.capacity_bytes += node.uplink.capacity * (end - node.joined) as f64 / 1e6;
+        if node.behaviour != Behaviour::Honest {
+            return;
+        }
         if index != SOURCE {
             self.metrics.finish(&mut node.player, node.joined, end);
         }
         let stats = node.swarm.stats();
         self.metrics.peers_dropped += stats.peers_dropped;
         let d = stats.drops;
-        self.metrics.peers_banned += d.malformed + d.violation + d.lying + d.flooding;
+        self.metrics.peers_banned += d.malformed + d.violation + d.lying + d.flooding + d.polluted;
+        self.metrics.drops_polluted += d.polluted;
+        self.metrics.drops_flooding += d.flooding;
+        self.metrics.bytes_rejected += stats.bytes_rejected;
         self.metrics.requests_refused += stats.requests_refused;
     }
 }

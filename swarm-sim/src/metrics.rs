@@ -47,14 +47,22 @@ pub struct Metrics {
     pub due: u64,
     pub on_time: u64,
     pub corrupt_chunks: u64,
+    /// Bytes played (by honest viewers) that differ from what the source cut.
+    pub bad_bytes_played: u64,
     /// The longest any viewer's playback waited past a chunk's due time.
     pub max_stall_us: Micros,
     pub max_chunks_held: usize,
     pub peers_dropped: u64,
-    /// Dropped as hostile (malformed, protocol violation, lying, flooding): an honest swarm has none.
+    /// Dropped as hostile (malformed, protocol violation, lying, flooding, polluting): an
+    /// honest swarm has none. Counted by honest peers only, as all figures here.
     pub peers_banned: u64,
+    pub drops_polluted: u64,
+    pub drops_flooding: u64,
+    /// Payload that failed its signed hash and was thrown away.
+    pub bytes_rejected: u64,
     pub requests_refused: u64,
     pub viewers_joined: u64,
+    pub hostile_joined: u64,
     pub bins: Vec<Bin>,
 }
 
@@ -200,13 +208,23 @@ pub struct Report {
     pub viewers_joined: u64,
     pub never_started: u64,
     pub corrupt_chunks: u64,
+    /// Bytes honest viewers played that differ from what the source cut.
+    pub bad_bytes_played: u64,
     /// The longest any viewer's playback stalled (waited past a chunk's due time).
     pub max_stall_ms: u64,
     pub max_chunks_held: usize,
     pub peers_dropped: u64,
-    /// Dropped as hostile (malformed, protocol violation, lying, flooding): an honest swarm has none.
+    /// Dropped as hostile (malformed, protocol violation, lying, flooding, polluting) by
+    /// honest peers: an honest swarm has none.
     pub peers_banned: u64,
+    /// Of those: polluters and flooders.
+    pub drops_polluted: u64,
+    pub drops_flooding: u64,
+    /// Payload honest peers threw away for failing its signed hash.
+    pub bytes_rejected: u64,
     pub requests_refused: u64,
+    /// Polluters and flooders that joined (not in `viewers_joined`).
+    pub hostile_joined: u64,
     pub events: u64,
     pub sim_wall_ms: u64,
     #[serde(skip)]

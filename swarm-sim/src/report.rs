@@ -48,11 +48,16 @@ pub fn summarise(config: &SimConfig, mut m: Metrics, events: u64, sim_wall_ms: u
         viewers_joined: m.viewers_joined,
         never_started: m.never_started,
         corrupt_chunks: m.corrupt_chunks,
+        bad_bytes_played: m.bad_bytes_played,
         max_stall_ms: m.max_stall_us / 1000,
         max_chunks_held: m.max_chunks_held,
         peers_dropped: m.peers_dropped,
         peers_banned: m.peers_banned,
+        drops_polluted: m.drops_polluted,
+        drops_flooding: m.drops_flooding,
+        bytes_rejected: m.bytes_rejected,
         requests_refused: m.requests_refused,
+        hostile_joined: m.hostile_joined,
         events,
         sim_wall_ms,
         timeline,
@@ -61,7 +66,7 @@ pub fn summarise(config: &SimConfig, mut m: Metrics, events: u64, sim_wall_ms: u
 
 /// The report as a two-column table.
 pub fn table(report: &Report) -> String {
-    let rows: [(&str, String); 26] = [
+    let rows: [(&str, String); 31] = [
         ("peers", report.peers.to_string()),
         ("seconds", report.seconds.to_string()),
         ("seed", report.seed.to_string()),
@@ -88,10 +93,15 @@ pub fn table(report: &Report) -> String {
         ("viewers_joined", report.viewers_joined.to_string()),
         ("never_started", report.never_started.to_string()),
         ("corrupt_chunks", report.corrupt_chunks.to_string()),
+        ("bad_bytes_played", report.bad_bytes_played.to_string()),
         ("max_stall_ms", report.max_stall_ms.to_string()),
         ("max_chunks_held", report.max_chunks_held.to_string()),
         ("peers_dropped", report.peers_dropped.to_string()),
         ("peers_banned", report.peers_banned.to_string()),
+        ("drops_polluted", report.drops_polluted.to_string()),
+        ("drops_flooding", report.drops_flooding.to_string()),
+        ("bytes_rejected", report.bytes_rejected.to_string()),
+        ("hostile_joined", report.hostile_joined.to_string()),
         ("events", report.events.to_string()),
         ("sim_wall_ms", report.sim_wall_ms.to_string()),
     ];

@@ -13,6 +13,7 @@ use swarm::{
     SOURCE_MAX_LINKS, TARGET_LINKS,
 };
 
+use crate::hostile::{pollute, Behaviour};
 use crate::membership::MAX_VIEWER_LINKS;
 use crate::metrics::{Metrics, Player};
 use crate::network::{framing, LinkEnd, Micros, Uplink, PACKET_FRAMING, PACKET_PAYLOAD};
@@ -70,6 +71,7 @@ pub(crate) struct Node {
     pub(crate) received: BTreeMap<u64, Vec<bool>>,
     /// Links a message went out on since the last `Buffered` report.
     pub(crate) sent_since_report: Vec<PeerId>,
+    pub(crate) behaviour: Behaviour,
 }
 
 impl Node {
@@ -121,7 +123,7 @@ impl Sim {
         let mut source = Config::source(signer);
         let capacity = sim.config.source_upload * sim.config.bitrate_bytes();
         source.upload_limit = Some(budget(capacity));
-        sim.add_node(source, capacity);
+        sim.add_node(source, capacity, Behaviour::Honest);
         sim.input(
             SOURCE,
             Input::InitProduced {
@@ -194,7 +196,12 @@ impl Sim {
         self.events.push(at, event);
     }
 
-    pub(crate) fn add_node(&mut self, config: Config, capacity: f64) -> usize {
+    pub(crate) fn add_node(
+        &mut self,
+        config: Config,
+        capacity: f64,
+        behaviour: Behaviour,
+    ) -> usize {
         let index = self.nodes.len();
         let role = config.role();
         self.nodes.push(Some(Node {
@@ -208,6 +215,7 @@ impl Sim {
             player: Player::default(),
             received: BTreeMap::new(),
             sent_since_report: Vec::new(),
+            behaviour,
         }));
         index
     }
@@ -267,6 +275,12 @@ impl Sim {
             self.input(index, Input::Buffered { peer, bytes });
         }
         self.input(index, Input::Tick);
+        let Some(node) = self.nodes[index].as_mut() else {
+            return;
+        };
+        if node.behaviour == Behaviour::Flooder {
+            self.flood(index);
+        }
         let Some(node) = self.nodes[index].as_mut() else {
             return;
         };
@@ -336,6 +350,10 @@ impl Sim {
         while let Some(output) = node.swarm.poll_output() {
             match output {
                 Output::Send(peer, message) => {
+                    let message = match node.behaviour {
+                        Behaviour::Polluter => pollute(message),
+                        _ => message,
+                    };
                     let len = message.encoded_len();
                     self.metrics.message_bytes += len as u64;
                     self.metrics.framing_bytes += framing(len) as u64;
@@ -370,9 +388,13 @@ impl Sim {
                         },
                     );
                 }
+                // The figures are what honest viewers get.
+                Output::Play { .. } if node.behaviour != Behaviour::Honest => {}
                 Output::Play { chunk, due } => {
-                    if !intact(&chunk) {
+                    let bad = bad_bytes(&chunk);
+                    if bad > 0 {
                         self.metrics.corrupt_chunks += 1;
+                        self.metrics.bad_bytes_played += bad;
                     }
                     let planned = due.0 * 1000;
                     let joined = node.joined;
@@ -380,6 +402,7 @@ impl Sim {
                         .played(&mut node.player, joined, now, chunk.seq.0, planned);
                 }
                 Output::Disconnect { peer, .. } => closing.push(peer),
+                Output::Skipped(_) if node.behaviour != Behaviour::Honest => {}
                 Output::Skipped(seq) => self.metrics.skipped(&mut node.player, now, seq.0),
                 Output::Init { .. } => {}
             }
@@ -403,17 +426,15 @@ fn pattern(seq: u64, i: usize) -> u8 {
     (seq.wrapping_mul(131) ^ (i as u64 >> 8) ^ i as u64) as u8
 }
 
-/// Spot-checks the first and last byte of every piece against the pattern.
-fn intact(chunk: &Chunk) -> bool {
+/// Bytes of a played chunk that differ from what the source cut: every byte is checked.
+fn bad_bytes(chunk: &Chunk) -> u64 {
     let mut offset = 0;
+    let mut bad = 0;
     for piece in chunk.data.pieces() {
-        let last = piece.len() - 1;
-        if piece[0] != pattern(chunk.seq.0, offset)
-            || piece[last] != pattern(chunk.seq.0, offset + last)
-        {
-            return false;
+        for (i, byte) in piece.iter().enumerate() {
+            bad += u64::from(*byte != pattern(chunk.seq.0, offset + i));
         }
         offset += piece.len();
     }
-    true
+    bad
 }

@@ -6,11 +6,13 @@ use std::collections::BTreeSet;
 
 use protocol::{ChunkSeq, PeerId};
 
-use crate::{Output, Swarm};
+use crate::{Millis, Output, Swarm};
 
-/// Refused requests in a row, from one neighbour whose queue here is full, that make it
-/// a flooder: an honest neighbour keeps at most `max_requests_per_peer` outstanding.
+/// Refused requests from one neighbour within [`FLOOD_WINDOW_MS`] that make it a
+/// flooder. An honest neighbour keeps at most `max_requests_per_peer` (4) outstanding and
+/// backs off for 300 ms after a refusal: about 14 refusals a second at most.
 pub(crate) const FLOOD_REFUSALS: u32 = 64;
+pub(crate) const FLOOD_WINDOW_MS: u64 = 1000;
 /// Banned peers remembered; the oldest ids (smallest) are forgotten first.
 const MAX_BANNED: usize = 4096;
 
@@ -78,6 +80,25 @@ impl Banned {
 
     pub fn contains(&self, peer: PeerId) -> bool {
         self.0.contains(&peer)
+    }
+}
+
+/// Refusals of one neighbour's requests in the current window.
+#[derive(Debug, Default)]
+pub(crate) struct RefusalWindow {
+    started: Millis,
+    count: u32,
+}
+
+impl RefusalWindow {
+    /// Counts one refusal at `now`; returns the refusals in the window so far.
+    pub fn count(&mut self, now: Millis) -> u32 {
+        if now - self.started >= FLOOD_WINDOW_MS || self.count == 0 {
+            self.started = now;
+            self.count = 0;
+        }
+        self.count += 1;
+        self.count
     }
 }
 

@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use protocol::{ChunkSeq, PeerId, RequestId};
 
+use crate::hostile::RefusalWindow;
 use crate::piece_set::PieceSet;
 use crate::{BytesPerSec, Millis};
 
@@ -45,8 +46,8 @@ pub(crate) struct PeerState {
     /// Payload bytes received from it (new pieces only) and sent to it.
     pub bytes_down: u64,
     pub bytes_up: u64,
-    /// Its requests refused in a row because its queue here was full.
-    pub flood_refusals: u32,
+    /// Its requests refused lately: many in a short time make it a flooder.
+    pub refusals: RefusalWindow,
     /// Chunks whose signed manifest it has: sent by us or by it.
     pub manifests_known: BTreeSet<ChunkSeq>,
 }

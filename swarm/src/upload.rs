@@ -5,7 +5,7 @@ use std::cmp::Reverse;
 
 use protocol::{ChunkSeq, PeerId, PeerMessage, RequestId, PIECE_BYTES};
 
-use crate::hostile::{DropCause, FLOOD_REFUSALS};
+use crate::hostile::{DropCause, FLOOD_REFUSALS, FLOOD_WINDOW_MS};
 use crate::peer::ServeJob;
 use crate::{Millis, Swarm};
 
@@ -40,26 +40,17 @@ impl Swarm {
                         && self.downloads.contains_key(&(seq, self.block_of(first))))
             });
         let queue_full = self.peers[&peer].serving.len() >= self.config.max_serving_per_peer;
-        // Refused for a full queue that its own requests fill (pushes to it are not its
-        // doing): an honest neighbour keeps `max_requests_per_peer` (4) outstanding, far
-        // below half the queue.
-        let requested = self.peers[&peer]
-            .serving
-            .iter()
-            .filter(|job| job.req != RequestId::PUSH)
-            .count();
-        if queue_full && requested >= self.config.max_serving_per_peer / 2 {
-            let state = self.peer_mut(peer);
-            state.flood_refusals += 1;
-            if state.flood_refusals >= FLOOD_REFUSALS {
-                let reason = format!("{FLOOD_REFUSALS} requests in a row over its full queue");
+        if !self.serves() || !here || queue_full || self.backlog_full() {
+            // An honest neighbour keeps `max_requests_per_peer` (4) outstanding, asks only
+            // for what was announced to it, and after a refusal asks others for a while:
+            // dozens of refusals a second are a flood.
+            if self.peer_mut(peer).refusals.count(now) >= FLOOD_REFUSALS {
+                let reason = format!(
+                    "{FLOOD_REFUSALS} requests refused within {FLOOD_WINDOW_MS} ms: a flood"
+                );
                 self.drop_peer(peer, DropCause::Flooding, reason);
                 return;
             }
-        } else {
-            self.peer_mut(peer).flood_refusals = 0;
-        }
-        if !self.serves() || !here || queue_full || self.backlog_full() {
             self.stats.requests_refused += 1;
             self.send(peer, PeerMessage::Absent { req, seq });
             return;

@@ -273,3 +273,42 @@ fn pieces_without_a_manifest_or_announcements_contradicting_one_are_violations()
     assert!(reason.contains("signed manifest says 30000"), "{reason}");
     assert_eq!(viewer.stats().drops.violation, 2);
 }
+
+/// Found by the simulator: a flood of requests for pieces this peer does not hold never
+/// filled its queue (each is refused at once), so only the rate of refusals tells it.
+#[test]
+fn a_flood_of_requests_for_pieces_not_held_is_dropped_but_a_steady_asker_is_not() {
+    let mut source = Swarm::new(common::source_config());
+    for peer in [HONEST, HOSTILE] {
+        source.handle_input(Millis(0), Input::PeerConnected(peer));
+    }
+    drain(&mut source);
+    let request = |req: u32| PeerMessage::Request {
+        req: RequestId(req),
+        seq: ChunkSeq(7),
+        first: 0,
+        count: 1,
+        deadline_ms: 1000,
+    };
+    // Ten a second for ten seconds, each refused: more than an honest peer asks.
+    for req in 0..100u32 {
+        let at = Millis(10 + u64::from(req) * 100);
+        source.handle_input(at, Input::Message(HONEST, request(req)));
+        assert!(disconnected(&drain(&mut source), HONEST).is_none());
+    }
+    let mut dropped_after = None;
+    for req in 0..100u32 {
+        let at = Millis(20_000 + u64::from(req) * 5);
+        source.handle_input(at, Input::Message(HOSTILE, request(req)));
+        if disconnected(&drain(&mut source), HOSTILE).is_some() {
+            dropped_after = Some(req + 1);
+            break;
+        }
+    }
+    assert_eq!(
+        dropped_after,
+        Some(64),
+        "dropped at the 64th refusal within a second"
+    );
+    assert_eq!(source.stats().drops.flooding, 1);
+}
