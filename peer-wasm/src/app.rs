@@ -20,7 +20,9 @@ use crate::options::PlayerOptions;
 use crate::reconnect::Reconnector;
 use crate::report::Reporter;
 use crate::signalling::Signalling;
-use crate::snapshot::{state_of, PlayerState, RateMeter, Situation};
+use crate::snapshot::{
+    state_of, AppendedChunk, PlayerState, RateMeter, Situation, APPENDED_LISTED,
+};
 use crate::WebError;
 
 /// How often the swarm and the player get a tick.
@@ -56,6 +58,8 @@ pub struct App {
     stalls: u64,
     rates: RateMeter,
     reporter: Reporter,
+    /// The last chunks handed to the media player (for `stats().appended`).
+    appended: std::collections::VecDeque<AppendedChunk>,
 }
 
 impl App {
@@ -100,6 +104,7 @@ impl App {
             stalls: 0,
             rates: RateMeter::new(RATE_INTERVAL_MS),
             reporter,
+            appended: Default::default(),
         };
         Ok((app, inbox))
     }
@@ -166,13 +171,13 @@ impl App {
                     link.attach_channel(peer, channel, &self.events);
                 }
             }
-            Event::ChannelOpen(peer) => self.to_swarm(now, Input::PeerConnected(peer)),
+            Event::ChannelOpen(peer) => self.feed_swarm(now, Input::PeerConnected(peer)),
             Event::ChannelMessage(peer, bytes) => match PeerMessage::decode(&bytes) {
-                Ok(message) => self.to_swarm(now, Input::Message(peer, message)),
+                Ok(message) => self.feed_swarm(now, Input::Message(peer, message)),
                 Err(e) => {
                     // The swarm drops and bans it; its Disconnect closes the link.
                     let reason = e.to_string();
-                    self.to_swarm(now, Input::Malformed { peer, reason });
+                    self.feed_swarm(now, Input::Malformed { peer, reason });
                 }
             },
             Event::ChannelClosed(peer) | Event::LinkFailed(peer) => self.drop_link(now, peer),
@@ -217,7 +222,7 @@ impl App {
                 self.signalling.send(&message);
             }
         }
-        self.to_swarm(now, Input::Tick);
+        self.feed_swarm(now, Input::Tick);
         self.media.tick(now.0 as f64);
         let (stats, peers) = self
             .swarm
@@ -250,7 +255,9 @@ impl App {
             .and_then(|seq| self.swarm.as_ref()?.cut_at(seq))
             .map(|cut| (now - cut) + (buffer_s * 1000.0) as u64);
         let (stalls, joined, rates) = (self.stalls, self.joined, self.rates.rates.clone());
+        let appended = self.appended.iter().cloned().collect();
         self.reporter.update(state, |s| {
+            s.appended = appended;
             s.set_counters(&stats, peers);
             s.stalls = stalls;
             s.buffer_ms = (buffer_s * 1000.0) as u64;
@@ -358,7 +365,7 @@ impl App {
         }
     }
 
-    fn to_swarm(&mut self, now: Millis, input: Input) {
+    fn feed_swarm(&mut self, now: Millis, input: Input) {
         if let Some(swarm) = &mut self.swarm {
             swarm.handle_input(now, input);
         }
@@ -391,7 +398,7 @@ impl App {
     fn report_buffered(&mut self, now: Millis, peer: PeerId) {
         if let Some(link) = self.links.get(&peer) {
             let bytes = link.buffered();
-            self.to_swarm(now, Input::Buffered { peer, bytes });
+            self.feed_swarm(now, Input::Buffered { peer, bytes });
         }
     }
 
@@ -405,7 +412,7 @@ impl App {
             self.source_absent = true;
         }
         if self.links.remove(&peer).is_some() {
-            self.to_swarm(now, Input::PeerDisconnected(peer));
+            self.feed_swarm(now, Input::PeerDisconnected(peer));
         }
     }
 
@@ -419,7 +426,13 @@ impl App {
                 }
                 Output::Init { mime, data } => self.media.set_init(&mime, data, &self.events)?,
                 Output::Play { chunk, due } => {
-                    self.media.append(chunk.data.to_vec())?;
+                    let data = chunk.data.to_vec();
+                    let appended = AppendedChunk::of(chunk.seq, &data);
+                    self.media.append(data)?;
+                    if self.appended.len() == APPENDED_LISTED {
+                        self.appended.pop_front();
+                    }
+                    self.appended.push_back(appended);
                     self.last_played = Some(chunk.seq);
                     if self.start_timer.is_none() && !self.media.started() {
                         // The one start-up buffer is the swarm's: play when it planned (a

@@ -127,6 +127,32 @@ pub struct Snapshot {
     pub peer_share: f64,
     pub signal_connected: bool,
     pub neighbours: Vec<NeighbourRate>,
+    /// The last chunks handed to the video element, with the SHA-256 of their bytes, so
+    /// what played can be checked against the broadcaster's recording.
+    pub appended: Vec<AppendedChunk>,
+}
+
+/// How many appended chunks `stats().appended` lists.
+pub const APPENDED_LISTED: usize = 10;
+
+/// A chunk handed to the video element.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AppendedChunk {
+    pub seq: u64,
+    pub bytes: usize,
+    /// Hex SHA-256 of the bytes appended.
+    pub sha256: String,
+}
+
+impl AppendedChunk {
+    pub fn of(seq: protocol::ChunkSeq, data: &[u8]) -> AppendedChunk {
+        let digest = protocol::hash_piece(data);
+        AppendedChunk {
+            seq: seq.0,
+            bytes: data.len(),
+            sha256: digest.iter().map(|b| format!("{b:02x}")).collect(),
+        }
+    }
 }
 
 /// Neighbours dropped, by cause (the swarm's `Drops`).

@@ -59,7 +59,9 @@ fn viewers_that_leave_never_stall_the_others_beyond_a_request_time_out() {
     config.rtt = RttRange { min: 20, max: 100 };
     config.churn = 1.0;
     let report = simulate(&config);
-    let request_timeout_ms = swarm::Config::new(swarm::SwarmRole::Viewer).request_timeout_ms;
+    let request_timeout_ms =
+        swarm::Config::viewer(protocol::ChannelSigner::from_seed(&[0; 32]).public())
+            .request_timeout_ms;
     check!(
         report,
         report.viewers_joined >= 50,
@@ -84,7 +86,8 @@ fn upload_below_the_fluid_limit_degrades_without_panic_or_unbounded_memory() {
     // Viewers upload 0.7× the bitrate: no schedule can deliver every chunk to everyone.
     let config = scenario(30, 60, 0.7, 4.0);
     let report = simulate(&config);
-    let window = swarm::Config::new(swarm::SwarmRole::Viewer).window as usize;
+    let window = swarm::Config::viewer(protocol::ChannelSigner::from_seed(&[0; 32]).public()).window
+        as usize;
     check!(
         report,
         report.max_chunks_held <= window + 1,

@@ -238,3 +238,28 @@ pub fn free_port() -> u16 {
         .expect("can bind 127.0.0.1:0")
         .port()
 }
+
+/// `streamtorrent watch` for `chunks` chunks, recording into `dir/name`, writing the
+/// stream to `dir/name.mp4` and its log to `dir/name.log`.
+pub fn watcher(
+    addr: &str,
+    channel: &str,
+    dir: &std::path::Path,
+    name: &str,
+    chunks: u64,
+    extra: &[&str],
+) -> (String, Child) {
+    let child = Command::new(binary("streamtorrent"))
+        .args(["watch", "--server", &format!("ws://{addr}/ws")])
+        .args(["--channel", channel, "--chunks", &chunks.to_string()])
+        .args(["--timeout-secs", "60", "--record-dir"])
+        .arg(dir.join(name))
+        .arg("--output")
+        .arg(dir.join(format!("{name}.mp4")))
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(dir.join(format!("{name}.log"))).unwrap())
+        .spawn()
+        .expect("streamtorrent watch starts");
+    (name.to_owned(), child)
+}

@@ -9,7 +9,7 @@ use std::time::Duration;
 use tests::netns;
 use tests::process::{
     binary, free_port, go_live, scratch, signal_server, signal_server_on, wait_for_channel,
-    BroadcastOptions, Guard,
+    watcher, BroadcastOptions, Guard,
 };
 
 const CHUNKS: u64 = 6;
@@ -25,7 +25,7 @@ fn three_viewers_receive_every_chunk_byte_identical() {
 
     let mut viewers = Vec::new();
     for i in 0..3 {
-        viewers.push(watch(
+        viewers.push(watcher(
             &addr,
             "e2e",
             &dir,
@@ -60,7 +60,7 @@ fn honest_viewers_write_identical_streams_beside_a_polluter() {
         max_upload_kbps: Some(900),
     };
     let (_ffmpeg, _broadcaster) = go_live(&addr, "polluted", &dir, capped);
-    let polluter = watch(
+    let polluter = watcher(
         &addr,
         "polluted",
         &dir,
@@ -73,7 +73,7 @@ fn honest_viewers_write_identical_streams_beside_a_polluter() {
     std::thread::sleep(Duration::from_millis(1500));
     let mut viewers = Vec::new();
     for i in 0..3 {
-        viewers.push(watch(
+        viewers.push(watcher(
             &addr,
             "polluted",
             &dir,
@@ -96,31 +96,6 @@ fn honest_viewers_write_identical_streams_beside_a_polluter() {
         "no viewer was served by the polluter, so the test proved nothing; see {}",
         dir.display()
     );
-}
-
-/// `streamtorrent watch` for `chunks` chunks, recording into `dir/name`, writing the
-/// stream to `dir/name.mp4` and its log to `dir/name.log`.
-fn watch(
-    addr: &str,
-    channel: &str,
-    dir: &Path,
-    name: &str,
-    chunks: u64,
-    extra: &[&str],
-) -> (String, Child) {
-    let child = Command::new(binary("streamtorrent"))
-        .args(["watch", "--server", &format!("ws://{addr}/ws")])
-        .args(["--channel", channel, "--chunks", &chunks.to_string()])
-        .args(["--timeout-secs", "60", "--record-dir"])
-        .arg(dir.join(name))
-        .arg("--output")
-        .arg(dir.join(format!("{name}.mp4")))
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(dir.join(format!("{name}.log"))).unwrap())
-        .spawn()
-        .expect("streamtorrent watch starts");
-    (name.to_owned(), child)
 }
 
 /// Waits for a viewer and checks it played `CHUNKS` contiguous chunks, each identical to
