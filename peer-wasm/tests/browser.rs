@@ -273,3 +273,15 @@ async fn a_lost_signal_server_is_retried_with_growing_waits_and_reset_on_success
     reconnector.opened();
     assert_eq!(reconnector.closed(&events), 500, "a success starts over");
 }
+
+/// What checking content costs in the browser per 250 KB chunk (2 Mbit/s at one chunk a
+/// second): a signature per chunk against a signed root per 10 chunks. Prints the figures
+/// (docs/benchmarks.md); asserts only that both schemes ran. For the figure, run it
+/// optimised: `scripts/in-netns cargo test --release -p peer-wasm --target
+/// wasm32-unknown-unknown content_cost -- --nocapture`.
+#[wasm_bindgen_test]
+fn content_cost_per_chunk_in_chromium() {
+    let cost = protocol::content_cost::measure(page_now, 250_000, 40, 10);
+    console_log!("content cost in Chromium (µs per chunk): {cost:?}");
+    assert!(cost.verify_per_chunk_us > 0.0 && cost.verify_batched_us > 0.0);
+}

@@ -4,6 +4,8 @@
 //! parsed into these types at the boundary, and parsing never panics.
 
 mod content;
+#[doc(hidden)]
+pub mod content_cost;
 mod error;
 mod identity;
 mod ids;

@@ -1,10 +1,10 @@
 //! Signature envelopes: channel keys, signatures and nonces as they arrive in signalling
-//! JSON, and checking a claim with whatever they hold. Must never panic; whatever parses
+//! JSON, and checking a claim or a chunk manifest with whatever they hold. Must never panic; whatever parses
 //! must print back to the same text.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use protocol::{ChannelKey, ChannelName, KeySignature, Nonce};
+use protocol::{ChannelKey, ChannelName, KeySignature, Nonce, PeerMessage, MAX_MANIFEST_PIECES};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(text) = std::str::from_utf8(data) {
@@ -27,6 +27,13 @@ fuzz_target!(|data: &[u8]| {
             let channel: ChannelName = "fuzz".parse().expect("a valid name");
             let _ = key.verify_claim(&channel, &Nonce(nonce), &KeySignature::from_bytes(&signature));
             let _ = key.verify(&data[128..], &KeySignature::from_bytes(&signature));
+            // A chunk manifest from the wire, checked against the key and its pieces.
+            if let Ok(PeerMessage::Manifest(manifest)) = PeerMessage::decode(&data[128..]) {
+                assert!(manifest.verify(&key).is_err() || manifest.hashes.len() <= MAX_MANIFEST_PIECES);
+                for index in 0..manifest.hashes.len() + 1 {
+                    let _ = manifest.piece_matches(index, &data[..index.min(data.len())]);
+                }
+            }
         }
     }
 });
