@@ -5,7 +5,9 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::{ChannelKey, ChannelSigner, ChunkSeq, KeySignature, ProtocolError, PIECE_BYTES};
+#[cfg(test)]
+use crate::ChannelSigner;
+use crate::{ChannelKey, ChunkSeq, ContentSigner, KeySignature, ProtocolError, PIECE_BYTES};
 
 /// SHA-256 of one piece.
 pub type PieceHash = [u8; 32];
@@ -36,7 +38,7 @@ pub struct ChunkManifest {
 impl ChunkManifest {
     /// Hashes and signs a chunk given as its pieces (each `PIECE_BYTES`, the last shorter).
     pub fn sign<'a>(
-        signer: &ChannelSigner,
+        signer: &dyn ContentSigner,
         seq: ChunkSeq,
         keyframe: bool,
         pieces: impl IntoIterator<Item = &'a [u8]>,

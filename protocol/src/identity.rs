@@ -92,6 +92,23 @@ impl ChannelSigner {
     }
 }
 
+/// What holds a channel's secret and signs with it. The broadcaster's swarm holds one as a
+/// trait object, so a build that never signs (the browser's) carries no signing code.
+pub trait ContentSigner: fmt::Debug + Send + Sync {
+    fn public(&self) -> ChannelKey;
+    fn sign(&self, message: &[u8]) -> KeySignature;
+}
+
+impl ContentSigner for ChannelSigner {
+    fn public(&self) -> ChannelKey {
+        ChannelSigner::public(self)
+    }
+
+    fn sign(&self, message: &[u8]) -> KeySignature {
+        ChannelSigner::sign(self, message)
+    }
+}
+
 impl fmt::Debug for ChannelSigner {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Never the secret.

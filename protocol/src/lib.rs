@@ -14,7 +14,9 @@ mod signal;
 
 pub use content::{hash_piece, init_message, ChunkManifest, PieceHash, MAX_MANIFEST_PIECES};
 pub use error::ProtocolError;
-pub use identity::{claim_message, ChannelKey, ChannelSigner, KeySignature, Nonce, NONCE_BYTES};
+pub use identity::{
+    claim_message, ChannelKey, ChannelSigner, ContentSigner, KeySignature, Nonce, NONCE_BYTES,
+};
 pub use ids::{ChannelName, ChunkSeq, PeerId, RequestId};
 pub use peer_message::{
     BufferMapEntry, PeerMessage, EDGE_AGE_UNKNOWN, MAX_BUFFER_MAP_ENTRIES, MAX_CHUNK_BYTES,

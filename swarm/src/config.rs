@@ -1,4 +1,6 @@
-use protocol::{ChannelKey, ChannelSigner};
+use std::sync::Arc;
+
+use protocol::{ChannelKey, ContentSigner};
 
 use crate::BytesPerSec;
 
@@ -15,7 +17,8 @@ pub enum SwarmRole {
 /// accepts only what that key signed.
 #[derive(Debug, Clone)]
 pub enum Trust {
-    Signs(ChannelSigner),
+    /// A trait object: the browser never signs, so its build carries no signing code.
+    Signs(Arc<dyn ContentSigner>),
     Verifies(ChannelKey),
 }
 
@@ -74,8 +77,8 @@ pub struct Config {
 
 impl Config {
     /// The broadcaster's swarm: signs every chunk and the init segment with `signer`.
-    pub fn source(signer: ChannelSigner) -> Config {
-        Config::with_trust(Trust::Signs(signer))
+    pub fn source(signer: impl ContentSigner + 'static) -> Config {
+        Config::with_trust(Trust::Signs(Arc::new(signer)))
     }
 
     /// A viewer's swarm: stores, forwards and plays only what `key` signed.

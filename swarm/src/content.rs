@@ -36,7 +36,7 @@ impl Swarm {
             return None;
         };
         let pieces = chunk.data.pieces().iter().map(|p| p.as_ref());
-        ChunkManifest::sign(signer, chunk.seq, chunk.keyframe, pieces).ok()
+        ChunkManifest::sign(signer.as_ref(), chunk.seq, chunk.keyframe, pieces).ok()
     }
 
     /// Source: signs the init segment it produced and offers it to every neighbour.
