@@ -10,6 +10,10 @@ use crate::config::Trust;
 use crate::hostile::DropCause;
 use crate::{Chunk, Swarm};
 
+/// Manifests kept, in windows of chunks: those of the window, and of chunks announced
+/// ahead of the newest known one (up to a window), with room to spare.
+const MANIFESTS_PER_WINDOW: usize = 3;
+
 /// The stream's init segment with the channel key's signature.
 #[derive(Debug, Clone)]
 pub(crate) struct SignedInit {
@@ -112,7 +116,17 @@ impl Swarm {
             // one stays, as pieces were already checked against it.
             self.store.manifests.entry(seq).or_insert(manifest);
         }
-        self.peer_mut(peer).manifests_known.insert(seq);
+        // Bounded even before eviction starts (a newcomer has no live edge yet): genuine
+        // but old manifests replayed by a neighbour push out the oldest.
+        let cap = MANIFESTS_PER_WINDOW * self.config.window.max(1) as usize;
+        while self.store.manifests.len() > cap {
+            self.store.manifests.pop_first();
+        }
+        let known = &mut self.peer_mut(peer).manifests_known;
+        known.insert(seq);
+        while known.len() > cap {
+            known.pop_first();
+        }
     }
 
     /// Whether a neighbour's announcement of chunk `seq` can be used: only once the

@@ -222,6 +222,11 @@ impl Swarm {
         self.store.chunks.len()
     }
 
+    /// Signed manifests held; bounded by the window (a test checks memory with it).
+    pub fn manifests_held(&self) -> usize {
+        self.store.manifests.len()
+    }
+
     /// A viewer that has heard of no new chunk for a few chunk durations: its neighbours
     /// are cut off from the stream (or it has none), so it should ask for more peers.
     pub fn starving(&self, now: Millis) -> bool {

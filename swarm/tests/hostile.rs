@@ -312,3 +312,25 @@ fn a_flood_of_requests_for_pieces_not_held_is_dropped_but_a_steady_asker_is_not(
     );
     assert_eq!(source.stats().drops.flooding, 1);
 }
+
+#[test]
+fn replayed_genuine_manifests_are_bounded_by_the_window() {
+    let mut viewer = Swarm::new(common::viewer_config());
+    viewer.handle_input(Millis(0), Input::PeerConnected(HOSTILE));
+    drain(&mut viewer);
+    // Every manifest the channel ever signed, replayed to a newcomer with no live edge yet.
+    for seq in 0..200 {
+        let manifest = PeerMessage::Manifest(common::manifest(seq, 1000));
+        viewer.handle_input(Millis(1), Input::Message(HOSTILE, manifest));
+    }
+    assert!(
+        disconnected(&drain(&mut viewer), HOSTILE).is_none(),
+        "genuine, so not hostile"
+    );
+    let window = common::viewer_config().window as usize;
+    assert!(
+        viewer.manifests_held() <= 3 * window,
+        "{} manifests held",
+        viewer.manifests_held()
+    );
+}
