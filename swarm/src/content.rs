@@ -129,10 +129,10 @@ impl Swarm {
         }
     }
 
-    /// Whether a neighbour's announcement of chunk `seq` can be used: only once the
-    /// chunk's signed manifest is here (honest neighbours send it first; without it no
-    /// piece could be checked), and only if it agrees with it — a neighbour contradicting
-    /// a signed manifest is dropped.
+    /// Whether a neighbour's announcement of chunk `seq` can be used: unless it
+    /// contradicts the chunk's signed manifest (if here yet), when the neighbour is
+    /// dropped. Announcements are taken before the manifest (it comes with the first
+    /// piece fetched): they only steer requests, and every piece is checked.
     pub(crate) fn announcement_usable(
         &mut self,
         peer: PeerId,
@@ -141,7 +141,7 @@ impl Swarm {
         total: u32,
     ) -> bool {
         let Some(manifest) = self.store.manifests.get(&seq) else {
-            return false;
+            return true;
         };
         if manifest.total == total && manifest.keyframe == keyframe {
             return true;
@@ -155,8 +155,12 @@ impl Swarm {
         false
     }
 
-    /// Before this peer announces or sends anything of chunk `seq` to `peer`, the
-    /// neighbour gets the chunk's manifest (once), so it can check what follows.
+    /// Before the first piece of chunk `seq` goes to `peer`, the neighbour gets the chunk's
+    /// manifest (once per neighbour), so it can check each piece as it arrives. Sent with
+    /// pieces rather than announcements: a viewer fetches a chunk from a few neighbours
+    /// but hears it announced by all of them (sending it with every announcement cost
+    /// 2.7% overhead instead of 0.9% and delayed newcomers' buffer maps behind a window of
+    /// manifests; measured in the simulator).
     pub(crate) fn send_manifest(&mut self, peer: PeerId, seq: ChunkSeq) {
         let Some(manifest) = self.store.manifests.get(&seq) else {
             return;
@@ -166,6 +170,7 @@ impl Swarm {
         };
         if state.manifests_known.insert(seq) {
             let message = PeerMessage::Manifest(manifest.clone());
+            state.buffered += message.encoded_len() as u64;
             self.send(peer, message);
         }
     }

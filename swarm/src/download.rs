@@ -229,7 +229,6 @@ impl Swarm {
             .map(|(id, _)| *id)
             .collect();
         for peer in to {
-            self.send_manifest(peer, seq);
             self.send(peer, have.clone());
         }
     }

@@ -23,13 +23,6 @@ impl Swarm {
         let upload_kbps = self.config.upload_limit.map_or(u32::MAX, |limit| {
             u32::try_from(limit.kbps()).unwrap_or(u32::MAX - 1)
         });
-        if self.serves() {
-            // Every chunk held, whole or in part, is vouched for before anything names it.
-            let held: Vec<_> = self.store.chunks.keys().copied().collect();
-            for seq in held {
-                self.send_manifest(peer, seq);
-            }
-        }
         let edge_age_ms = self.edge_age(now, &entries);
         let map = PeerMessage::BufferMap {
             is_source,

@@ -55,7 +55,6 @@ impl Swarm {
                     let peer = candidates[self.fanout_cursor % candidates.len()];
                     self.fanout_cursor = (self.fanout_cursor + 1) % candidates.len();
                     let have = self.store.chunks[&seq].have(seq, first..end, true);
-                    self.send_manifest(peer, seq);
                     self.send(peer, have);
                     self.serve_order += 1;
                     let job = ServeJob {
@@ -115,7 +114,6 @@ impl Swarm {
             // Pushed viewers got a block or two; they learn of the rest now too.
             let rest: Vec<PeerId> = self.peers.keys().copied().collect();
             for peer in rest {
-                self.send_manifest(peer, seq);
                 self.send(peer, have.clone());
             }
         }

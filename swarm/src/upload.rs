@@ -130,6 +130,7 @@ impl Swarm {
 
     fn send_piece(&mut self, peer: PeerId, index: usize) {
         let job = self.peers[&peer].serving[index];
+        let seq = job.seq;
         let held = &self.store.chunks[&job.seq];
         let data = held
             .piece(job.next)
@@ -156,6 +157,8 @@ impl Swarm {
             bucket.take(wire);
         }
         self.stats.bytes_uploaded += len as u64;
+        // The first piece of a chunk to a neighbour follows its signed manifest.
+        self.send_manifest(peer, seq);
         self.send(peer, message);
     }
 
