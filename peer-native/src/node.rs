@@ -127,10 +127,11 @@ pub async fn run(
                     }
                     None => tracing::warn!("the signal server asked for a channel key this peer does not have"),
                 },
-                Some(ServerMessage::Welcome { peer_id, channel, ice_servers: servers, channel_key }) => {
+                Some(ServerMessage::Welcome { peer_id, channel, ice_servers: servers, channel_key, broadcaster }) => {
                     if channel_key.is_some_and(|key| !swarm.trusts(&key)) {
                         tracing::error!("the channel's key changed: content signed with the new key is refused");
                     }
+                    swarm.handle_input(now(), Input::Broadcaster(broadcaster));
                     welcomed = true;
                     ice_servers = servers;
                     tracing::info!(%peer_id, %channel, ice_servers = ice_servers.len(), "joined");
@@ -155,10 +156,11 @@ pub async fn run(
                         let _ = link.commands.send(LinkCommand::Remote(signal));
                     }
                 }
-                Some(ServerMessage::Claimed { channel_key }) => {
+                Some(ServerMessage::Claimed { channel_key, broadcaster }) => {
                     if !swarm.trusts(&channel_key) {
                         tracing::error!("the channel's key changed: content signed with the new key is refused");
                     }
+                    swarm.handle_input(now(), Input::Broadcaster(Some(broadcaster)));
                 }
                 Some(ServerMessage::PeerLeft { peer }) => {
                     if links.remove(&peer).is_some() {
@@ -299,7 +301,11 @@ async fn channel_key(
 ) -> Result<ChannelKey, NativeError> {
     loop {
         match signal_rx.recv().await {
-            Some(ServerMessage::Claimed { channel_key }) => return Ok(channel_key),
+            Some(message @ ServerMessage::Claimed { channel_key, .. }) => {
+                // Kept too: the main loop learns the broadcaster from it.
+                early.push(message);
+                return Ok(channel_key);
+            }
             Some(ServerMessage::Error { code, message }) => {
                 return Err(NativeError::Refused(format!("{code:?}: {message}")))
             }

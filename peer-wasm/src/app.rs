@@ -278,6 +278,7 @@ impl App {
             ServerMessage::Welcome {
                 ice_servers,
                 channel_key,
+                broadcaster,
                 ..
             } => {
                 self.ice_servers = ice_servers;
@@ -288,8 +289,15 @@ impl App {
                     // Nobody ever broadcast here: offline until a broadcaster claims it.
                     None => self.source_absent = true,
                 }
+                self.feed_swarm(now(), Input::Broadcaster(broadcaster));
             }
-            ServerMessage::Claimed { channel_key } => self.trust(channel_key),
+            ServerMessage::Claimed {
+                channel_key,
+                broadcaster,
+            } => {
+                self.trust(channel_key);
+                self.feed_swarm(now(), Input::Broadcaster(Some(broadcaster)));
+            }
             // Without the key nothing could be checked, so nobody is linked: the channel
             // was never claimed, so nobody has anything to play yet.
             ServerMessage::Introduce { .. } | ServerMessage::Signal { .. }

@@ -104,6 +104,10 @@ pub enum ServerMessage {
         /// signed with.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         channel_key: Option<ChannelKey>,
+        /// The channel's broadcaster now, if any: only links from this peer are the
+        /// source (a viewer claiming to be it is lying).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        broadcaster: Option<PeerId>,
         #[serde(default)]
         ice_servers: Vec<IceServer>,
     },
@@ -125,11 +129,13 @@ pub enum ServerMessage {
     PeerLeft {
         peer: PeerId,
     },
-    /// To the viewers already in a channel when its broadcaster proves its key: viewers
-    /// that joined before the channel was ever claimed learn what its content is signed
-    /// with (later joiners get it in `Welcome`).
+    /// To the viewers already in a channel whenever its broadcaster proves its key and
+    /// joins: the key its content is signed with (viewers that joined before the channel
+    /// was ever claimed learn it here) and the broadcaster's peer id. Later joiners get
+    /// both in `Welcome`.
     Claimed {
         channel_key: ChannelKey,
+        broadcaster: PeerId,
     },
     Error {
         code: ErrorCode,
@@ -244,6 +250,7 @@ mod tests {
                 peer_id: PeerId(1),
                 channel: channel(),
                 channel_key: None,
+                broadcaster: None,
                 ice_servers: vec![],
             },
             ServerMessage::Challenge {
@@ -253,6 +260,7 @@ mod tests {
                 peer_id: PeerId(1),
                 channel: channel(),
                 channel_key: Some(key()),
+                broadcaster: Some(PeerId(7)),
                 ice_servers: vec![
                     IceServer {
                         urls: vec!["stun:stun.example:3478".into()],
@@ -274,6 +282,10 @@ mod tests {
                 signal: SignalPayload::Answer { sdp: "v=0".into() },
             },
             ServerMessage::PeerLeft { peer: PeerId(2) },
+            ServerMessage::Claimed {
+                channel_key: key(),
+                broadcaster: PeerId(7),
+            },
             ServerMessage::Error {
                 code: ErrorCode::UnknownPeer,
                 message: "no".into(),

@@ -304,6 +304,11 @@ impl Rooms {
         Ok(())
     }
 
+    /// The channel's broadcaster, if it has one now.
+    pub fn broadcaster(&self, channel: &ChannelName) -> Option<PeerId> {
+        self.channels.get(channel)?.broadcaster
+    }
+
     /// Posts `message` to every member of `channel` but `except`. O(channel size): for
     /// rare events only (a broadcaster's arrival).
     pub fn tell_channel(&self, channel: &ChannelName, except: PeerId, message: &ServerMessage) {

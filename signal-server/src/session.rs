@@ -84,10 +84,11 @@ pub(crate) fn handle(
                 claim.channel.clone(),
                 Role::Broadcaster,
             ) {
+                let broadcaster = session.peer.expect("enter() set the peer id");
                 let claimed = ServerMessage::Claimed {
                     channel_key: claim.key,
+                    broadcaster,
                 };
-                let broadcaster = session.peer.expect("enter() set the peer id");
                 state
                     .rooms()
                     .tell_channel(&claim.channel, broadcaster, &claimed);
@@ -152,10 +153,12 @@ fn enter(
                 .map_or(0, |d| d.as_secs());
             let ice_servers = crate::ice::ice_servers(&state.config, id, now);
             let channel_key = state.owners().key(&channel);
+            let broadcaster = state.rooms().broadcaster(&channel);
             mailbox.post(&ServerMessage::Welcome {
                 peer_id: id,
                 channel,
                 channel_key,
+                broadcaster,
                 ice_servers,
             });
             mailbox.post(&ServerMessage::Introduce { peers: introduced });

@@ -193,10 +193,14 @@ async fn viewers_waiting_on_an_unclaimed_channel_learn_its_key_when_it_is_claime
         ServerMessage::Introduce { .. }
     ));
     let mut owner = connect(&addr).await;
-    join(&mut owner, "premiere", Role::Broadcaster).await;
+    let (owner_id, _) = join(&mut owner, "premiere", Role::Broadcaster).await;
     match recv(&mut early).await {
-        ServerMessage::Claimed { channel_key } => {
+        ServerMessage::Claimed {
+            channel_key,
+            broadcaster,
+        } => {
             assert_eq!(channel_key, public(&channel_signer("premiere")));
+            assert_eq!(broadcaster, owner_id);
         }
         other => panic!("expected the channel's key, got {other:?}"),
     }

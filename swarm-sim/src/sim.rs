@@ -217,6 +217,8 @@ impl Sim {
             sent_since_report: Vec::new(),
             behaviour,
         }));
+        // The signal server's `welcome` names the broadcaster.
+        self.input(index, Input::Broadcaster(Some(PeerId(SOURCE as u64))));
         index
     }
 

@@ -75,6 +75,15 @@ impl Swarm {
                 edge_age_ms,
                 entries,
             } => {
+                if is_source && self.broadcaster != Some(peer) {
+                    let named = self
+                        .broadcaster
+                        .map_or_else(|| "none".to_owned(), |b| b.to_string());
+                    let reason =
+                        format!("claims to be the source; the signal server names {named}");
+                    self.drop_peer(peer, DropCause::Lying, reason);
+                    return;
+                }
                 self.peer_mut(peer).is_source = is_source;
                 let newest = entries.iter().map(|e| e.seq).max();
                 if let Some(lie) = newest.and_then(|seq| self.implausible_announcement(peer, seq)) {

@@ -53,6 +53,9 @@ pub enum Input {
     ChunkProduced(Chunk),
     /// Time passed; lets time-outs, uploads and skips proceed when nothing else happens.
     Tick,
+    /// The signal server names the channel's broadcaster (`None`: it has none now). Only
+    /// that peer may say it is the source; drivers report it before links open.
+    Broadcaster(Option<PeerId>),
     /// The driver could not decode what this peer sent: it is dropped and banned.
     Malformed {
         peer: PeerId,
@@ -150,6 +153,8 @@ pub struct Swarm {
     pub(crate) outputs: VecDeque<Output>,
     pub(crate) stats: Stats,
     pub(crate) banned: Banned,
+    /// The broadcaster, as the signal server names it.
+    pub(crate) broadcaster: Option<PeerId>,
 }
 
 impl Swarm {
@@ -181,6 +186,7 @@ impl Swarm {
             outputs: VecDeque::new(),
             stats: Stats::default(),
             banned: Banned::default(),
+            broadcaster: None,
         }
     }
 
@@ -256,6 +262,10 @@ impl Swarm {
             Input::PeerConnected(peer) => {
                 self.on_connect(now, peer);
                 Work::Schedule
+            }
+            Input::Broadcaster(peer) => {
+                self.broadcaster = peer;
+                Work::Pump
             }
             Input::Malformed { peer, reason } => {
                 self.drop_peer(peer, DropCause::Malformed, reason);

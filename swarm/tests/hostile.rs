@@ -108,6 +108,7 @@ fn a_request_flood_is_dropped_and_honest_requests_still_served() {
 fn announcing_chunks_far_past_the_live_edge_is_a_lie() {
     let source_peer = PeerId(9);
     let mut viewer = Swarm::new(common::viewer_config());
+    viewer.handle_input(Millis(0), Input::Broadcaster(Some(source_peer)));
     for peer in [source_peer, HOSTILE] {
         viewer.handle_input(Millis(0), Input::PeerConnected(peer));
     }
@@ -233,7 +234,8 @@ fn pieces_without_a_manifest_or_announcements_contradicting_one_are_violations()
         viewer.handle_input(Millis(0), Input::PeerConnected(peer));
     }
     drain(&mut viewer);
-    // Claiming to be the source, it pushes a piece of a chunk nobody vouched for.
+    // Even the broadcaster's link may not push a piece of a chunk nobody vouched for.
+    viewer.handle_input(Millis(1), Input::Broadcaster(Some(HOSTILE)));
     let map = PeerMessage::BufferMap {
         is_source: true,
         upload_kbps: u32::MAX,
@@ -333,4 +335,31 @@ fn replayed_genuine_manifests_are_bounded_by_the_window() {
         "{} manifests held",
         viewer.manifests_held()
     );
+}
+
+#[test]
+fn a_viewer_claiming_to_be_the_source_is_a_liar() {
+    let broadcaster = PeerId(9);
+    let mut viewer = Swarm::new(common::viewer_config());
+    viewer.handle_input(Millis(0), Input::Broadcaster(Some(broadcaster)));
+    for peer in [broadcaster, HOSTILE] {
+        viewer.handle_input(Millis(0), Input::PeerConnected(peer));
+    }
+    drain(&mut viewer);
+    let map = PeerMessage::BufferMap {
+        is_source: true,
+        upload_kbps: u32::MAX,
+        edge_age_ms: protocol::EDGE_AGE_UNKNOWN,
+        entries: Vec::new(),
+    };
+    viewer.handle_input(Millis(1), Input::Message(broadcaster, map.clone()));
+    viewer.handle_input(Millis(1), Input::Message(HOSTILE, map));
+    let outputs = drain(&mut viewer);
+    assert!(disconnected(&outputs, broadcaster).is_none());
+    let reason = disconnected(&outputs, HOSTILE).expect("the impostor was dropped");
+    assert!(reason.contains("signal server names p9"), "{reason}");
+    assert_eq!(viewer.stats().drops.lying, 1);
+    assert!(viewer.is_banned(HOSTILE));
+    let source = viewer.neighbours().find(|n| n.peer == broadcaster).unwrap();
+    assert!(source.is_source);
 }

@@ -10,6 +10,13 @@ use swarm::{Chunk, Input, Millis, Output, Swarm};
 
 const SOURCE: PeerId = PeerId(0);
 
+/// A viewer told, as the signal server would, which peer is the broadcaster.
+fn viewer() -> Swarm {
+    let mut swarm = Swarm::new(common::viewer_config());
+    swarm.handle_input(Millis(0), Input::Broadcaster(Some(SOURCE)));
+    swarm
+}
+
 /// Peers wired all-to-all; messages are delivered in order at the current virtual time.
 struct Mesh {
     nodes: BTreeMap<PeerId, Swarm>,
@@ -28,7 +35,7 @@ impl Mesh {
         let mut nodes = BTreeMap::new();
         nodes.insert(SOURCE, Swarm::new(common::source_config()));
         for v in 1..=viewers {
-            nodes.insert(PeerId(v), Swarm::new(common::viewer_config()));
+            nodes.insert(PeerId(v), viewer());
         }
         let mut mesh = Mesh {
             nodes,
@@ -200,8 +207,7 @@ fn every_viewer_plays_every_chunk_in_order_from_a_keyframe() {
 fn a_viewer_that_joins_late_starts_near_live() {
     let mut mesh = Mesh::new(2);
     mesh.run_chunks(0, 20);
-    mesh.nodes
-        .insert(PeerId(9), Swarm::new(common::viewer_config()));
+    mesh.nodes.insert(PeerId(9), viewer());
     for peer in [SOURCE, PeerId(1), PeerId(2)] {
         mesh.connect(PeerId(9), peer);
     }
