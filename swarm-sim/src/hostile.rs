@@ -73,27 +73,13 @@ impl Sim {
 }
 
 /// A polluter's piece: one bit flipped, otherwise well formed.
-pub(crate) fn pollute(message: PeerMessage) -> PeerMessage {
-    match message {
-        PeerMessage::Piece {
-            req,
-            seq,
-            offset,
-            total,
-            data,
-        } => {
-            let mut bad = data.to_vec();
-            if let Some(byte) = bad.first_mut() {
-                *byte ^= 0x01;
-            }
-            PeerMessage::Piece {
-                req,
-                seq,
-                offset,
-                total,
-                data: Bytes::from(bad),
-            }
+pub(crate) fn pollute(mut message: PeerMessage) -> PeerMessage {
+    if let PeerMessage::Piece { data, .. } = &mut message {
+        let mut bad = data.to_vec();
+        if let Some(byte) = bad.first_mut() {
+            *byte ^= 0x01;
         }
-        other => other,
+        *data = Bytes::from(bad);
     }
+    message
 }

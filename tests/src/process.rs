@@ -263,3 +263,18 @@ pub fn watcher(
         .expect("streamtorrent watch starts");
     (name.to_owned(), child)
 }
+
+/// A viewer that flips a bit in every piece it serves (`watch --test-corrupt-pieces`),
+/// joined to `channel` for the whole test: killed when the guard drops. Logs to
+/// `dir/polluter.log`.
+pub fn polluter(addr: &str, channel: &str, dir: &std::path::Path) -> Guard {
+    let (_, child) = watcher(
+        addr,
+        channel,
+        dir,
+        "polluter",
+        1000,
+        &["--test-corrupt-pieces"],
+    );
+    Guard(child)
+}

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use tests::netns;
 use tests::process::{
-    binary, free_port, go_live, scratch, signal_server, signal_server_on, wait_for_channel,
-    watcher, BroadcastOptions, Guard,
+    binary, free_port, go_live, polluter, scratch, signal_server, signal_server_on,
+    wait_for_channel, watcher, BroadcastOptions,
 };
 
 const CHUNKS: u64 = 6;
@@ -63,16 +63,7 @@ fn honest_viewers_write_identical_streams_beside_a_polluter() {
         max_upload_kbps: Some(1500),
     };
     let (_ffmpeg, _broadcaster) = go_live(&addr, "polluted", &dir, capped);
-    let polluter = watcher(
-        &addr,
-        "polluted",
-        &dir,
-        "polluter",
-        // Stays for the whole test (killed at its end).
-        100,
-        &["--test-corrupt-pieces"],
-    );
-    let _polluter = Guard(polluter.1);
+    let _polluter = polluter(&addr, "polluted", &dir);
     std::thread::sleep(Duration::from_millis(1500));
     let mut viewers = Vec::new();
     for i in 0..3 {
