@@ -1,14 +1,14 @@
 //! One WebRTC link to another peer, run as its own task: it owns the peer connection,
-//! applies remote set-up in order, and reports events to the node. Data flows on one data
-//! channel labelled `swarm`.
+//! applies remote set-up in order, and reports events under its `LinkId` to the driver.
+//! Data flows on one data channel labelled `swarm`. When to give up gathering or
+//! connecting is the peer core's decision, not this task's.
 
+use bytes::{Bytes, BytesMut};
+use protocol::{IceServer, SignalPayload};
+use rtc::ice::mdns::MulticastDnsMode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
-
-use bytes::BytesMut;
-use protocol::{IceServer, PeerId, SignalPayload};
-use rtc::ice::mdns::MulticastDnsMode;
+use swarm::{LinkId, LinkStart};
 use tokio::sync::{mpsc, Notify};
 use webrtc::data_channel::{DataChannel, DataChannelEvent};
 use webrtc::peer_connection::{
@@ -19,18 +19,17 @@ use webrtc::peer_connection::{
 
 use crate::NativeError;
 
-/// Longest wait for local ICE candidates before sending what was gathered.
-const GATHER_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// What a link tells the node.
+/// What a link tells the driver.
 #[derive(Debug)]
 pub enum LinkEvent {
     /// The data channel opened; send bytes to the peer through the outbox.
-    Open(PeerId, Outbox),
-    Message(PeerId, Vec<u8>),
-    /// Set-up for the remote peer, to relay through the signal server.
-    LocalSignal(PeerId, SignalPayload),
-    Closed(PeerId),
+    Open(LinkId, Outbox),
+    Message(LinkId, Bytes),
+    /// Our description with the candidates gathered, for the peer.
+    LocalDescription(LinkId, String),
+    /// Reported when the connection or its channel ends (possibly twice: the core
+    /// ignores a close for a link it no longer has).
+    Closed(LinkId),
 }
 
 /// Sends to one peer. Counts the bytes handed over and not yet taken by the data channel,
@@ -53,24 +52,18 @@ impl Outbox {
     }
 }
 
-/// What the node tells a link. Dropping the sender closes the link.
+/// What the driver tells a link. Dropping the sender closes the link.
 #[derive(Debug)]
 pub enum LinkCommand {
     Remote(SignalPayload),
+    /// Send the description now, with the candidates gathered so far.
+    Flush,
 }
 
-/// How a link starts.
-pub enum Start {
-    /// We were introduced to the peer: we offer.
-    Offer,
-    /// The peer offered.
-    Answer { sdp: String },
-}
-
-/// Runs a link until the node drops its command sender or the connection fails.
+/// Runs a link until the driver drops its command sender or the connection fails.
 pub async fn run(
-    peer: PeerId,
-    start: Start,
+    peer: LinkId,
+    start: LinkStart,
     ice_servers: Vec<IceServer>,
     mut commands: mpsc::UnboundedReceiver<LinkCommand>,
     events: mpsc::UnboundedSender<LinkEvent>,
@@ -82,8 +75,8 @@ pub async fn run(
 }
 
 async fn drive(
-    peer: PeerId,
-    start: Start,
+    peer: LinkId,
+    start: LinkStart,
     ice_servers: Vec<IceServer>,
     commands: &mut mpsc::UnboundedReceiver<LinkCommand>,
     events: &mpsc::UnboundedSender<LinkEvent>,
@@ -114,7 +107,7 @@ async fn drive(
         .await
         .map_err(webrtc_error)?;
     let local = match start {
-        Start::Offer => {
+        LinkStart::Offer => {
             let channel = pc
                 .create_data_channel("swarm", None)
                 .await
@@ -124,11 +117,9 @@ async fn drive(
             pc.set_local_description(offer)
                 .await
                 .map_err(webrtc_error)?;
-            SignalPayload::Offer {
-                sdp: gathered_sdp(&pc, &gathered).await?,
-            }
+            gathered_sdp(&pc, &gathered, commands).await?
         }
-        Start::Answer { sdp } => {
+        LinkStart::Answer { sdp } => {
             let offer = RTCSessionDescription::offer(sdp).map_err(webrtc_error)?;
             pc.set_remote_description(offer)
                 .await
@@ -137,14 +128,15 @@ async fn drive(
             pc.set_local_description(answer)
                 .await
                 .map_err(webrtc_error)?;
-            SignalPayload::Answer {
-                sdp: gathered_sdp(&pc, &gathered).await?,
-            }
+            gathered_sdp(&pc, &gathered, commands).await?
         }
+    };
+    let Some(local) = local else {
+        return Ok(()); // The driver dropped the link while it gathered.
     };
     // Candidates go inside the SDP (gathering finished first), so the remote side never
     // sees a candidate before the description it belongs to.
-    let _ = events.send(LinkEvent::LocalSignal(peer, local));
+    let _ = events.send(LinkEvent::LocalDescription(peer, local));
     loop {
         tokio::select! {
             command = commands.recv() => match command {
@@ -158,9 +150,10 @@ async fn drive(
                         tracing::debug!(%peer, error = %e, "ignoring a remote candidate");
                     }
                 }
-                Some(LinkCommand::Remote(SignalPayload::Offer { .. })) => {
+                Some(LinkCommand::Remote(SignalPayload::Offer { .. } | SignalPayload::Decline {})) => {
                     tracing::warn!(%peer, "ignoring a renegotiation offer on an established link");
                 }
+                Some(LinkCommand::Flush) => {}
                 None => break,
             },
             _ = failed_rx.recv() => break,
@@ -178,12 +171,27 @@ fn rtc_ice_server(server: IceServer) -> RTCIceServer {
     }
 }
 
-/// The local description once ICE gathering finished (or timed out), candidates included.
-async fn gathered_sdp(pc: &impl PeerConnection, gathered: &Notify) -> Result<String, NativeError> {
-    let _ = tokio::time::timeout(GATHER_TIMEOUT, gathered.notified()).await;
+/// The local description once ICE gathering finished (or the driver said not to wait
+/// longer), candidates included; `None` when the driver dropped the link meanwhile.
+async fn gathered_sdp(
+    pc: &impl PeerConnection,
+    gathered: &Notify,
+    commands: &mut mpsc::UnboundedReceiver<LinkCommand>,
+) -> Result<Option<String>, NativeError> {
+    loop {
+        tokio::select! {
+            _ = gathered.notified() => break,
+            command = commands.recv() => match command {
+                Some(LinkCommand::Flush) => break,
+                // Nothing remote can come before our description went out.
+                Some(LinkCommand::Remote(_)) => {}
+                None => return Ok(None),
+            },
+        }
+    }
     pc.local_description()
         .await
-        .map(|d| d.sdp)
+        .map(|d| Some(d.sdp))
         .ok_or_else(|| NativeError::WebRtc("no local description after setting it".into()))
 }
 
@@ -193,7 +201,7 @@ fn webrtc_error(e: webrtc::error::Error) -> NativeError {
 
 /// Reads one data channel and writes to it from a queue, so sends never block the node.
 async fn run_channel(
-    peer: PeerId,
+    peer: LinkId,
     channel: Arc<dyn DataChannel>,
     events: mpsc::UnboundedSender<LinkEvent>,
 ) {
@@ -218,7 +226,7 @@ async fn run_channel(
                 let _ = events.send(LinkEvent::Open(peer, outbox));
             }
             DataChannelEvent::OnMessage(message) => {
-                let _ = events.send(LinkEvent::Message(peer, message.data.to_vec()));
+                let _ = events.send(LinkEvent::Message(peer, message.data.freeze()));
             }
             DataChannelEvent::OnClose => break,
             _ => {}
@@ -228,7 +236,7 @@ async fn run_channel(
 }
 
 struct Handler {
-    peer: PeerId,
+    peer: LinkId,
     events: mpsc::UnboundedSender<LinkEvent>,
     gathered: Arc<Notify>,
     failed: mpsc::UnboundedSender<()>,

@@ -1,28 +1,26 @@
-//! The native driver: owns one `Swarm`, and feeds it from the signal server, the WebRTC
-//! links, the broadcaster's input and a clock tick; carries out what it asks.
+//! The native driver: carries out what the peer core (`swarm::Node`) asks — the
+//! signalling WebSocket, one task per WebRTC link, the broadcaster's input, the clock —
+//! and feeds it what happened. Every decision is the core's.
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use protocol::{
-    ChannelKey, ChannelName, ChunkSeq, ClientMessage, IceServer, PeerId, PeerMessage, Role,
-    ServerMessage, SignalPayload,
+use protocol::{ChannelName, ChunkSeq, ContentSigner, PeerMessage, Role};
+use swarm::{
+    Chunk, LinkId, Millis, Node, NodeConfig, NodeEvent, NodeInput, NodeOutput, SignalId, Stats,
 };
-use swarm::{Chunk, Config, Input, Millis, NeighbourReport, Output, Stats, Swarm};
 use tokio::sync::mpsc;
 
 use crate::identity::ChannelSecret;
-use crate::link::{self, LinkCommand, LinkEvent, Outbox, Start};
-use crate::{signalling, NativeError};
+use crate::link::{self, LinkCommand, LinkEvent, Outbox};
+use crate::signalling::{self, SignalSender};
+use crate::NativeError;
 
-/// How often the swarm gets a `Tick` when nothing else happens.
-const TICK: Duration = Duration::from_millis(100);
 /// After the broadcaster's input ends, how long it keeps serving the last chunks.
 const END_GRACE: Duration = Duration::from_secs(3);
-/// Reconnecting to the signal server: first wait, and the most it grows to.
-const RECONNECT_FIRST: Duration = Duration::from_millis(500);
-const RECONNECT_MAX: Duration = Duration::from_secs(30);
 
 pub struct NodeOptions {
     /// WebSocket URL of the signal server, e.g. `ws://127.0.0.1:8080/ws`.
@@ -36,16 +34,6 @@ pub struct NodeOptions {
     pub key: Option<ChannelSecret>,
     /// Test only: flip a bit in every piece this peer serves, to play a polluter.
     pub corrupt_pieces: bool,
-}
-
-impl NodeOptions {
-    fn join(&self) -> ClientMessage {
-        ClientMessage::Join {
-            channel: self.channel.clone(),
-            role: self.role,
-            key: self.key.as_ref().map(ChannelSecret::public),
-        }
-    }
 }
 
 /// What the broadcaster's input produced, numbered.
@@ -63,280 +51,299 @@ pub trait Sink {
     fn skipped(&mut self, seq: ChunkSeq);
 }
 
-/// A link as the node sees it.
+type Connecting = Pin<
+    Box<
+        dyn Future<Output = Result<(SignalSender, mpsc::UnboundedReceiver<String>), NativeError>>
+            + Send,
+    >,
+>;
+
+/// The signalling connection, as far as I/O goes.
+enum Socket {
+    None,
+    /// A connect in flight: polled by the loop, never awaited inside it.
+    Connecting(SignalId, Connecting),
+    Open(SignalId, SignalSender, mpsc::UnboundedReceiver<String>),
+}
+
+/// A link as the driver sees it.
 struct LinkHandle {
     commands: mpsc::UnboundedSender<LinkCommand>,
     /// Set once the data channel is open.
     data: Option<Outbox>,
 }
 
-/// Runs until `stop` completes, the input ends (broadcaster) or the sink is satisfied.
+/// Runs until `stop` completes, the input ends (broadcaster), the sink is satisfied or
+/// the server refuses us for good.
 pub async fn run(
     options: NodeOptions,
     mut feed: Option<mpsc::Receiver<Result<Produced, NativeError>>>,
     sink: &mut dyn Sink,
     stop: impl Future<Output = ()>,
 ) -> Result<Stats, NativeError> {
-    let (mut signal_tx, mut signal_rx) = signalling::connect(&options.server).await?;
-    let _ = signal_tx.send(options.join());
-    let mut ice_servers: Vec<IceServer> = Vec::new();
-    // While the signal server is away: when to try again, and the wait after that.
-    let mut reconnect: Option<(Instant, Duration)> = None;
-    let (events_tx, mut events_rx) = mpsc::unbounded_channel::<LinkEvent>();
-    let mut links: HashMap<PeerId, LinkHandle> = HashMap::new();
-    tokio::pin!(stop);
-    // A viewer accepts only what the channel's key signed, so its swarm starts once the
-    // key is known; what the server said meanwhile is handled after.
-    let mut early = Vec::new();
-    let mut config = match (&options.key, options.role) {
-        (Some(secret), Role::Broadcaster) => Config::source(secret.signer()),
+    let signer: Option<Arc<dyn ContentSigner>> = match (&options.key, options.role) {
+        (Some(secret), Role::Broadcaster) => Some(Arc::new(secret.signer())),
         (None, Role::Broadcaster) => {
             return Err(NativeError::Key(
                 "a broadcaster needs the channel's key".into(),
             ))
         }
-        (_, Role::Viewer) => {
-            let key = tokio::select! {
-                key = channel_key(&mut signal_rx, &mut early) => key?,
-                _ = &mut stop => return Ok(Stats::default()),
-            };
-            tracing::info!(%key, "channel key: content is checked against it");
-            Config::viewer(key)
-        }
+        (_, Role::Viewer) => None,
     };
-    let swarm_role = config.role();
-    let mut early = early.into_iter();
-    config.upload_limit = options.upload_limit;
-    config.seed = rand::random();
-    let mut swarm = Swarm::new(config);
     let origin = Instant::now();
     let now = || Millis(origin.elapsed().as_millis() as u64);
-    let mut tick = tokio::time::interval(TICK);
-    let mut welcomed = false;
-    let mut signal_open = true;
+    let mut node = Node::new(
+        now(),
+        NodeConfig {
+            channel: options.channel.clone(),
+            signer,
+            upload_limit: options.upload_limit,
+            target_buffer_ms: None,
+            seed: rand::random(),
+        },
+    );
+    let mut driver = Driver {
+        server: options.server.clone(),
+        corrupt_pieces: options.corrupt_pieces,
+        socket: Socket::None,
+        links: HashMap::new(),
+        events: mpsc::unbounded_channel(),
+    };
+    tokio::pin!(stop);
     let mut ending: Option<Instant> = None;
-    let mut neighbours = NeighbourReport::new(swarm_role);
-
     loop {
-        tokio::select! {
-            message = next_signal(&mut early, &mut signal_rx), if signal_open => match message {
-                Some(ServerMessage::Challenge { nonce }) => match &options.key {
-                    Some(key) => {
-                        let signature = key.sign_claim(&options.channel, &nonce);
-                        let _ = signal_tx.send(ClientMessage::Prove { signature });
-                    }
-                    None => tracing::warn!("the signal server asked for a channel key this peer does not have"),
-                },
-                Some(ServerMessage::Welcome { peer_id, channel, ice_servers: servers, channel_key, broadcaster }) => {
-                    if channel_key.is_some_and(|key| !swarm.trusts(&key)) {
-                        tracing::error!("the channel's key changed: content signed with the new key is refused");
-                    }
-                    swarm.handle_input(now(), Input::Broadcaster(broadcaster));
-                    welcomed = true;
-                    ice_servers = servers;
-                    tracing::info!(%peer_id, %channel, ice_servers = ice_servers.len(), "joined");
-                }
-                Some(ServerMessage::Introduce { peers }) => {
-                    for peer in peers.into_iter().filter(|p| !swarm.is_banned(*p)) {
-                        links.entry(peer).or_insert_with(|| spawn_link(peer, Start::Offer, &ice_servers, &events_tx));
-                    }
-                }
-                Some(ServerMessage::Signal { from, .. }) if swarm.is_banned(from) => {
-                    tracing::debug!(peer = %from, "ignoring set-up from a banned peer");
-                }
-                Some(ServerMessage::Signal { from, signal: SignalPayload::Offer { sdp } }) => {
-                    if let Some(old) = links.remove(&from) {
-                        drop(old); // A fresh offer replaces a link that did not survive.
-                        swarm.handle_input(now(), Input::PeerDisconnected(from));
-                    }
-                    links.insert(from, spawn_link(from, Start::Answer { sdp }, &ice_servers, &events_tx));
-                }
-                Some(ServerMessage::Signal { from, signal }) => {
-                    if let Some(link) = links.get(&from) {
-                        let _ = link.commands.send(LinkCommand::Remote(signal));
-                    }
-                }
-                Some(ServerMessage::Claimed { channel_key, broadcaster }) => {
-                    if !swarm.trusts(&channel_key) {
-                        tracing::error!("the channel's key changed: content signed with the new key is refused");
-                    }
-                    swarm.handle_input(now(), Input::Broadcaster(Some(broadcaster)));
-                }
-                Some(ServerMessage::PeerLeft { peer }) => {
-                    if links.remove(&peer).is_some() {
-                        swarm.handle_input(now(), Input::PeerDisconnected(peer));
-                    }
-                }
-                Some(ServerMessage::Error { code, message }) => {
-                    if !welcomed {
-                        return Err(NativeError::Refused(format!("{code:?}: {message}")));
-                    }
-                    tracing::warn!(?code, %message, "signal server reported an error");
-                }
-                None => {
-                    // Existing links keep the stream flowing without the server.
-                    tracing::warn!("signal server connection lost; keeping existing peer links and reconnecting");
-                    signal_open = false;
-                    reconnect = Some((Instant::now() + RECONNECT_FIRST, RECONNECT_FIRST));
-                }
-            },
-            event = events_rx.recv() => {
-                let event = event.expect("the node holds a sender, so the link event channel stays open");
-                match event {
-                    LinkEvent::Open(peer, data) => {
-                        if let Some(link) = links.get_mut(&peer) {
-                            link.data = Some(data);
-                            tracing::info!(%peer, "data channel open");
-                            swarm.handle_input(now(), Input::PeerConnected(peer));
+        if let Some(done) = driver.carry_out(&mut node, sink)? {
+            return Ok(done);
+        }
+        let wake = node
+            .poll_timeout()
+            .map(|at| origin + Duration::from_millis(at.0));
+        let input = tokio::select! {
+            input = signal_event(&mut driver.socket) => input,
+            event = driver.events.1.recv() => {
+                match event.expect("the driver holds a sender, so link events never end") {
+                    LinkEvent::Open(link, outbox) => {
+                        if let Some(handle) = driver.links.get_mut(&link) {
+                            handle.data = Some(outbox);
                         }
+                        NodeInput::LinkOpen(link)
                     }
-                    LinkEvent::Message(peer, bytes) => match PeerMessage::decode(&bytes) {
-                        Ok(message) => swarm.handle_input(now(), Input::Message(peer, message)),
-                        Err(e) => {
-                            // The swarm drops and bans it; its Disconnect closes the link.
-                            tracing::warn!(%peer, error = %e, "dropping a peer that sent an invalid message");
-                            swarm.handle_input(now(), Input::Malformed { peer, reason: e.to_string() });
-                        }
-                    },
-                    LinkEvent::LocalSignal(peer, signal) => {
-                        let _ = signal_tx.send(ClientMessage::Signal { to: peer, signal });
-                    }
-                    LinkEvent::Closed(peer) => {
-                        if links.remove(&peer).is_some() {
-                            tracing::info!(%peer, "link closed");
-                            swarm.handle_input(now(), Input::PeerDisconnected(peer));
-                        }
+                    LinkEvent::Message(link, bytes) => NodeInput::LinkData(link, bytes),
+                    LinkEvent::LocalDescription(link, sdp) => NodeInput::LocalDescription(link, sdp),
+                    LinkEvent::Closed(link) => {
+                        driver.links.remove(&link);
+                        NodeInput::LinkClosed(link)
                     }
                 }
             }
             produced = recv_feed(&mut feed) => match produced {
                 Some(Ok(Produced::Init { mime, data })) => {
                     tracing::info!(%mime, bytes = data.len(), "init segment");
-                    swarm.handle_input(now(), Input::InitProduced { mime, data });
+                    NodeInput::InitProduced { mime, data }
                 }
                 Some(Ok(Produced::Chunk(chunk))) => {
                     tracing::debug!(seq = %chunk.seq, bytes = chunk.data.len(), keyframe = chunk.keyframe, "chunk cut");
-                    swarm.handle_input(now(), Input::ChunkProduced(chunk));
+                    NodeInput::ChunkProduced(chunk)
                 }
                 Some(Err(e)) => return Err(e),
                 None => {
                     tracing::info!("input ended; serving the last chunks for {END_GRACE:?}");
                     feed = None;
                     ending = Some(Instant::now());
+                    continue;
                 }
             },
-            _ = tick.tick() => {
-                if let Some((at, wait)) = reconnect {
-                    if Instant::now() >= at {
-                        match tokio::time::timeout(Duration::from_secs(5), signalling::connect(&options.server)).await {
-                            Ok(Ok((tx, rx))) => {
-                                tracing::info!("reconnected to the signal server; joining again");
-                                (signal_tx, signal_rx) = (tx, rx);
-                                                                let _ = signal_tx.send(options.join());
-                                signal_open = true;
-                                welcomed = false;
-                                neighbours.forget();
-                                reconnect = None;
-                            }
-                            _ => {
-                                let next = (wait * 2).min(RECONNECT_MAX);
-                                tracing::info!(retry_in = ?wait, "signal server still unreachable");
-                                reconnect = Some((Instant::now() + wait, next));
-                            }
-                        }
-                    }
-                }
-                                if signal_open && welcomed {
-                    let starving = swarm.starving(now());
-                    for message in neighbours.update(links.len(), starving, now()) {
-                        let _ = signal_tx.send(message);
-                    }
-                }
-                for (peer, link) in &links {
-                    if let Some(outbox) = &link.data {
-                        swarm.handle_input(now(), Input::Buffered { peer: *peer, bytes: outbox.queued() });
-                    }
-                }
-                swarm.handle_input(now(), Input::Tick);
+            _ = sleep_until(wake) => {
+                driver.report_buffered(&mut node, now());
+                node.handle_timeout(now());
                 if ending.is_some_and(|at| at.elapsed() >= END_GRACE) {
                     break;
                 }
+                continue;
             }
             _ = &mut stop => break,
-        }
-        while let Some(output) = swarm.poll_output() {
+        };
+        node.handle_input(now(), input);
+    }
+    node.stop();
+    let stats = node.swarm().map(|s| s.stats()).unwrap_or_default();
+    driver.carry_out(&mut node, sink)?;
+    Ok(stats)
+}
+
+/// The I/O half: sockets, link tasks and their events.
+struct Driver {
+    server: String,
+    corrupt_pieces: bool,
+    socket: Socket,
+    links: HashMap<LinkId, LinkHandle>,
+    events: (
+        mpsc::UnboundedSender<LinkEvent>,
+        mpsc::UnboundedReceiver<LinkEvent>,
+    ),
+}
+
+impl Driver {
+    /// Carries out everything the node asked; `Some(stats)` when the run is over.
+    fn carry_out(
+        &mut self,
+        node: &mut Node,
+        sink: &mut dyn Sink,
+    ) -> Result<Option<Stats>, NativeError> {
+        while let Some(output) = node.poll_output() {
             match output {
-                Output::Send(peer, message) => {
-                    if let Some(data) = links.get(&peer).and_then(|l| l.data.as_ref()) {
-                        let mut bytes = message.encode();
-                        if options.corrupt_pieces && matches!(message, PeerMessage::Piece { .. }) {
+                NodeOutput::Connect(id) => {
+                    self.socket =
+                        Socket::Connecting(id, Box::pin(signalling::connect(self.server.clone())));
+                }
+                NodeOutput::CloseSignal(_) => self.socket = Socket::None,
+                NodeOutput::SendSignal(text) => {
+                    if let Socket::Open(_, tx, _) = &self.socket {
+                        let _ = tx.send(text);
+                    }
+                }
+                NodeOutput::OpenLink {
+                    link,
+                    peer,
+                    start,
+                    ice_servers,
+                } => {
+                    tracing::debug!(%peer, %link, "opening a link");
+                    let (commands, commands_rx) = mpsc::unbounded_channel();
+                    tokio::spawn(link::run(
+                        link,
+                        start,
+                        ice_servers,
+                        commands_rx,
+                        self.events.0.clone(),
+                    ));
+                    self.links.insert(
+                        link,
+                        LinkHandle {
+                            commands,
+                            data: None,
+                        },
+                    );
+                }
+                NodeOutput::RemoteSignal { link, signal } => {
+                    self.command(link, LinkCommand::Remote(signal))
+                }
+                NodeOutput::FlushDescription(link) => self.command(link, LinkCommand::Flush),
+                NodeOutput::Send { link, mut bytes } => {
+                    if let Some(data) = self.links.get(&link).and_then(|l| l.data.as_ref()) {
+                        if self.corrupt_pieces
+                            && matches!(PeerMessage::decode(&bytes), Ok(PeerMessage::Piece { .. }))
+                        {
                             *bytes.last_mut().expect("a piece carries data") ^= 1;
                         }
                         data.send(bytes);
                     }
                 }
-                Output::Init { mime, data } => sink.init(&mime, &data)?,
-                Output::Play { chunk, .. } => {
+                // Dropping the command sender ends the link's task.
+                NodeOutput::CloseLink(link) => {
+                    self.links.remove(&link);
+                }
+                NodeOutput::Init { mime, data } => sink.init(&mime, &data)?,
+                NodeOutput::Play { chunk, .. } => {
                     if sink.play(&chunk)? {
-                        return Ok(swarm.stats());
+                        node.stop();
+                        let stats = node.swarm().map(|s| s.stats()).unwrap_or_default();
+                        return Ok(Some(stats));
                     }
                 }
-                Output::Skipped(seq) => sink.skipped(seq),
-                Output::Disconnect { peer, reason } => {
-                    tracing::warn!(%peer, %reason, "dropping peer");
-                    links.remove(&peer);
+                NodeOutput::Skipped(seq) => sink.skipped(seq),
+                NodeOutput::Event(NodeEvent::Refused { code, message }) => {
+                    return Err(NativeError::Refused(format!("{code:?}: {message}")));
                 }
+                NodeOutput::Event(event) => log(&event),
             }
         }
+        Ok(None)
     }
-    let _ = signal_tx.send(ClientMessage::Leave {});
-    Ok(swarm.stats())
-}
 
-/// Viewer: waits for the channel's key (in `Welcome`, or `Claimed` once a broadcaster
-/// first proves it), keeping every other message for the main loop.
-async fn channel_key(
-    signal_rx: &mut mpsc::UnboundedReceiver<ServerMessage>,
-    early: &mut Vec<ServerMessage>,
-) -> Result<ChannelKey, NativeError> {
-    loop {
-        match signal_rx.recv().await {
-            Some(message @ ServerMessage::Claimed { channel_key, .. }) => {
-                // Kept too: the main loop learns the broadcaster from it.
-                early.push(message);
-                return Ok(channel_key);
-            }
-            Some(ServerMessage::Error { code, message }) => {
-                return Err(NativeError::Refused(format!("{code:?}: {message}")))
-            }
-            Some(message) => {
-                let key = match &message {
-                    ServerMessage::Welcome { channel_key, .. } => *channel_key,
-                    _ => None,
-                };
-                early.push(message);
-                if let Some(key) = key {
-                    return Ok(key);
-                }
-                tracing::info!("the channel has no key yet: waiting for its broadcaster");
-            }
-            None => {
-                return Err(NativeError::Refused(
-                    "the signal server closed before the channel's key was known".into(),
-                ))
+    fn command(&self, link: LinkId, command: LinkCommand) {
+        if let Some(handle) = self.links.get(&link) {
+            let _ = handle.commands.send(command);
+        }
+    }
+
+    fn report_buffered(&self, node: &mut Node, now: Millis) {
+        let open: Vec<LinkId> = node.open_links().map(|(link, _)| link).collect();
+        for link in open {
+            if let Some(outbox) = self.links.get(&link).and_then(|l| l.data.as_ref()) {
+                node.handle_input(now, NodeInput::LinkBuffered(link, outbox.queued()));
             }
         }
     }
 }
 
-/// The server's messages kept while waiting for the key first, then the live ones.
-async fn next_signal(
-    early: &mut std::vec::IntoIter<ServerMessage>,
-    signal_rx: &mut mpsc::UnboundedReceiver<ServerMessage>,
-) -> Option<ServerMessage> {
-    match early.next() {
-        Some(message) => Some(message),
-        None => signal_rx.recv().await,
+fn log(event: &NodeEvent) {
+    match event {
+        NodeEvent::Joined { peer, again: false } => tracing::info!(%peer, "joined"),
+        NodeEvent::Joined { peer, again: true } => {
+            tracing::info!(%peer, "reconnected to the signal server; joined again")
+        }
+        NodeEvent::Trusting(key) => {
+            tracing::info!(%key, "channel key: content is checked against it")
+        }
+        NodeEvent::SignalLost { retry_in_ms } => tracing::warn!(
+            retry_in_ms,
+            "signal server connection lost; keeping existing peer links and reconnecting"
+        ),
+        NodeEvent::ServerError { code, message } => {
+            tracing::warn!(?code, %message, "signal server reported an error")
+        }
+        NodeEvent::KeyChanged => {
+            tracing::error!("the channel's key changed: content signed with the new key is refused")
+        }
+        NodeEvent::LinkUp { peer } => tracing::info!(%peer, "data channel open"),
+        NodeEvent::LinkDown { peer } => tracing::info!(%peer, "link closed"),
+        NodeEvent::LinkRefused { peer, reason } => tracing::info!(%peer, %reason, "link refused"),
+        NodeEvent::Dropped { peer, reason } => tracing::warn!(%peer, %reason, "dropping peer"),
+        NodeEvent::Refused { code, message } => tracing::error!(?code, %message, "refused"),
+        NodeEvent::NewBroadcast { session } => {
+            tracing::info!(%session, "a new broadcast began: following it")
+        }
+    }
+}
+
+/// What the signalling connection does next: a connect in flight finishes, or a frame
+/// (or the end) arrives. Pending without a connection. Cancel-safe: a connect in flight
+/// stays in `socket` and is polled again on the next turn.
+async fn signal_event(socket: &mut Socket) -> NodeInput {
+    match socket {
+        Socket::Connecting(id, future) => {
+            let id = *id;
+            match future.await {
+                Ok((tx, rx)) => {
+                    *socket = Socket::Open(id, tx, rx);
+                    NodeInput::SignalOpen(id)
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "signal server unreachable");
+                    *socket = Socket::None;
+                    NodeInput::SignalClosed(id)
+                }
+            }
+        }
+        Socket::Open(id, _, rx) => {
+            let id = *id;
+            match rx.recv().await {
+                Some(text) => NodeInput::SignalText(id, text),
+                None => {
+                    *socket = Socket::None;
+                    NodeInput::SignalClosed(id)
+                }
+            }
+        }
+        Socket::None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -346,25 +353,5 @@ async fn recv_feed(
     match feed {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,
-    }
-}
-
-fn spawn_link(
-    peer: PeerId,
-    start: Start,
-    ice_servers: &[IceServer],
-    events: &mpsc::UnboundedSender<LinkEvent>,
-) -> LinkHandle {
-    let (commands, commands_rx) = mpsc::unbounded_channel();
-    tokio::spawn(link::run(
-        peer,
-        start,
-        ice_servers.to_vec(),
-        commands_rx,
-        events.clone(),
-    ));
-    LinkHandle {
-        commands,
-        data: None,
     }
 }

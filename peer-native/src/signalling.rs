@@ -1,33 +1,32 @@
-//! The WebSocket client to the signal server: typed messages in, typed messages out.
+//! The WebSocket client to the signal server: text frames in and out. The peer core
+//! parses and writes the messages; this only moves them.
 
 use futures::{SinkExt, StreamExt};
-use protocol::{ClientMessage, ServerMessage};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::NativeError;
 
-/// Sends client messages; dropping every clone closes the connection.
-pub type SignalSender = mpsc::UnboundedSender<ClientMessage>;
+/// Sends text frames; dropping it closes the connection once what was sent is written.
+pub type SignalSender = mpsc::UnboundedSender<String>;
 
-/// Connects and returns a sender and the stream of server messages. The receiver yields
-/// `None` when the server goes away.
+/// Connects and returns a sender and the stream of text frames from the server. The
+/// receiver yields `None` when the server goes away.
 pub async fn connect(
-    url: &str,
-) -> Result<(SignalSender, mpsc::UnboundedReceiver<ServerMessage>), NativeError> {
-    let signal_error = |reason: String| NativeError::Signal {
-        url: url.to_owned(),
-        reason,
-    };
-    let (ws, _) = tokio_tungstenite::connect_async(url)
+    url: String,
+) -> Result<(SignalSender, mpsc::UnboundedReceiver<String>), NativeError> {
+    let (ws, _) = tokio_tungstenite::connect_async(url.as_str())
         .await
-        .map_err(|e| signal_error(e.to_string()))?;
+        .map_err(|e| NativeError::Signal {
+            url: url.clone(),
+            reason: e.to_string(),
+        })?;
     let (mut sink, mut stream) = ws.split();
-    let (out_tx, mut out_rx) = mpsc::unbounded_channel::<ClientMessage>();
-    let (in_tx, in_rx) = mpsc::unbounded_channel::<ServerMessage>();
+    let (out_tx, mut out_rx) = mpsc::unbounded_channel::<String>();
+    let (in_tx, in_rx) = mpsc::unbounded_channel::<String>();
     tokio::spawn(async move {
-        while let Some(message) = out_rx.recv().await {
-            if sink.send(Message::text(message.to_json())).await.is_err() {
+        while let Some(text) = out_rx.recv().await {
+            if sink.send(Message::text(text)).await.is_err() {
                 break;
             }
         }
@@ -35,20 +34,14 @@ pub async fn connect(
     });
     tokio::spawn(async move {
         while let Some(frame) = stream.next().await {
-            let text = match frame {
-                Ok(Message::Text(text)) => text,
-                Ok(Message::Close(_)) | Err(_) => break,
-                Ok(_) => continue,
-            };
-            match ServerMessage::from_json(&text) {
-                Ok(message) => {
-                    if in_tx.send(message).is_err() {
+            match frame {
+                Ok(Message::Text(text)) => {
+                    if in_tx.send(text.as_str().to_owned()).is_err() {
                         break;
                     }
                 }
-                Err(e) => {
-                    tracing::warn!(error = %e, "ignoring a malformed message from the signal server")
-                }
+                Ok(Message::Close(_)) | Err(_) => break,
+                Ok(_) => {}
             }
         }
     });

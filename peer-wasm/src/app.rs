@@ -1,23 +1,22 @@
-//! The browser driver: one owner of all state. It feeds the `Swarm` from the signal
-//! server, the data channels and a timer, carries out what the swarm asks, and publishes a
-//! [`Snapshot`] for the JS API and the page.
+//! The browser driver: one owner of all state. It carries out what the peer core
+//! (`swarm::Node`) asks — the signalling WebSocket, RTCPeerConnections and data
+//! channels, MSE — feeds it what happened, and publishes a [`Snapshot`] for the JS API
+//! and the page. Every decision about peers and the session is the core's.
 
 use std::collections::HashMap;
 
+use bytes::Bytes;
 use futures::channel::mpsc;
 use futures::StreamExt;
 use gloo_timers::callback::{Interval, Timeout};
-use protocol::{
-    ChannelKey, ClientMessage, IceServer, PeerId, PeerMessage, Role, ServerMessage, SignalPayload,
-};
-use swarm::{Config, Input, Millis, NeighbourReport, Output, Swarm, SwarmRole};
+use protocol::{ErrorCode, SignalPayload};
+use swarm::{LinkId, LinkStart, Millis, Node, NodeConfig, NodeEvent, NodeInput, NodeOutput};
 use web_sys::HtmlVideoElement;
 
 use crate::event::{emit, Event, Events};
 use crate::link::Link;
 use crate::media::{MediaLimits, MediaPlayer};
 use crate::options::PlayerOptions;
-use crate::reconnect::Reconnector;
 use crate::report::Reporter;
 use crate::signalling::Signalling;
 use crate::snapshot::{
@@ -25,7 +24,7 @@ use crate::snapshot::{
 };
 use crate::WebError;
 
-/// How often the swarm and the player get a tick.
+/// How often the player and the stats panel are updated.
 const TICK_MS: u32 = 250;
 /// Rates are measured over this long: shorter makes jumpy figures.
 const RATE_INTERVAL_MS: f64 = 1000.0;
@@ -33,23 +32,15 @@ const RATE_INTERVAL_MS: f64 = 1000.0;
 pub struct App {
     options: PlayerOptions,
     events: Events,
-    signalling: Signalling,
-    links: HashMap<PeerId, Link>,
-    /// Whether we offered on a link (and so send an offer, not an answer, once gathered).
-    offered: HashMap<PeerId, bool>,
-    /// Created once the channel's key is known (from `welcome`, or `claimed` for a channel
-    /// nobody broadcast on yet): the swarm accepts only content that key signed.
-    swarm: Option<Swarm>,
+    /// The peer: session, links, swarm. Its viewer swarm starts once the server names
+    /// the channel's key, and accepts only content that key signed.
+    node: Node,
+    signalling: Option<Signalling>,
+    links: HashMap<LinkId, Link>,
+    /// The node's next timer, as armed (dropping it cancels).
+    node_timer: Option<(Millis, Timeout)>,
     media: MediaPlayer,
     _ticker: Interval,
-    /// STUN/TURN servers from the signal server, for every new link.
-    ice_servers: Vec<IceServer>,
-    reconnector: Reconnector,
-    /// Joined on the current signal connection: free slots and requests may be sent.
-    joined: bool,
-    neighbours: NeighbourReport,
-    /// The signal server knows no broadcaster, or ours left.
-    source_absent: bool,
     /// Fires when the first chunk is due to play; dropping it cancels.
     start_timer: Option<Timeout>,
     /// The newest chunk handed to the media player.
@@ -79,7 +70,18 @@ impl App {
         video.set_muted(options.muted);
         let (events, inbox) = mpsc::unbounded::<Event>();
         let media = MediaPlayer::new(video, &events, MediaLimits::default())?;
-        let signalling = Signalling::open(&options.signal_url, &events)?;
+        let node = Node::new(
+            now(),
+            NodeConfig {
+                channel: options.channel.clone(),
+                signer: None,
+                upload_limit: options.max_upload,
+                target_buffer_ms: Some(u64::from(options.target_latency_ms)),
+                // Spreads this viewer's choices among equally good neighbours differently
+                // from every other viewer's.
+                seed: (js_sys::Math::random() * u64::MAX as f64) as u64,
+            },
+        );
         let ticker = {
             let events = events.clone();
             Interval::new(TICK_MS, move || emit(&events, Event::Tick))
@@ -87,17 +89,12 @@ impl App {
         let app = App {
             options,
             events,
-            signalling,
+            node,
+            signalling: None,
             links: HashMap::new(),
-            offered: HashMap::new(),
-            swarm: None,
+            node_timer: None,
             media,
             _ticker: ticker,
-            ice_servers: Vec::new(),
-            reconnector: Reconnector::default(),
-            joined: false,
-            neighbours: NeighbourReport::new(SwarmRole::Viewer),
-            source_absent: false,
             start_timer: None,
             last_played: None,
             created: now(),
@@ -129,6 +126,10 @@ impl App {
                     );
                     return;
                 }
+                Err(WebError::Refused(message)) => {
+                    self.reporter.fatal(PlayerState::Stopped, &message);
+                    return;
+                }
                 Err(e @ WebError::Unsupported(_)) => {
                     self.reporter
                         .fatal(PlayerState::Unsupported, &e.to_string());
@@ -142,108 +143,129 @@ impl App {
 
     async fn handle(&mut self, event: Event) -> Result<(), WebError> {
         let now = now();
-        match event {
-            Event::SocketOpen => {
-                self.reconnector.opened();
-                self.signalling.send(&ClientMessage::Join {
-                    channel: self.options.channel.clone(),
-                    role: Role::Viewer,
-                    key: None,
-                });
-            }
-            Event::SocketText(text) => match ServerMessage::from_json(&text) {
-                Ok(message) => self.on_server(message).await?,
-                Err(e) => {
-                    web_sys::console::warn_1(&format!("bad message from signal server: {e}").into())
+        let input = match event {
+            Event::SocketOpen(id) => Some(NodeInput::SignalOpen(id)),
+            Event::SocketText(id, text) => Some(NodeInput::SignalText(id, text)),
+            Event::SocketClosed(id) => {
+                if self.signalling.as_ref().is_some_and(|s| s.id == id) {
+                    self.signalling = None;
                 }
-            },
-            Event::SocketClosed => {
-                self.joined = false;
-                // Existing peer links keep playing; only new introductions wait.
-                self.reconnector.closed(&self.events);
+                Some(NodeInput::SignalClosed(id))
             }
-            Event::Reconnect => {
-                self.reconnector.attempting();
-                self.signalling = Signalling::open(&self.options.signal_url, &self.events)?;
-            }
-            Event::DataChannel(peer, channel) => {
-                if let Some(link) = self.links.get_mut(&peer) {
-                    link.attach_channel(peer, channel, &self.events);
+            Event::DataChannel(link, channel) => {
+                if let Some(l) = self.links.get_mut(&link) {
+                    l.attach_channel(link, channel, &self.events);
                 }
+                None
             }
-            Event::ChannelOpen(peer) => self.feed_swarm(now, Input::PeerConnected(peer)),
-            Event::ChannelMessage(peer, bytes) => match PeerMessage::decode(&bytes) {
-                Ok(message) => self.feed_swarm(now, Input::Message(peer, message)),
-                Err(e) => {
-                    // The swarm drops and bans it; its Disconnect closes the link.
-                    let reason = e.to_string();
-                    self.feed_swarm(now, Input::Malformed { peer, reason });
-                }
-            },
-            Event::ChannelClosed(peer) | Event::LinkFailed(peer) => self.drop_link(now, peer),
-            Event::ChannelDrained(peer) => self.report_buffered(now, peer),
-            Event::GatheringComplete(peer) => self.send_local_description(peer),
-            Event::SourceOpen => self.media.on_source_open(&self.events)?,
+            Event::ChannelOpen(link) => Some(NodeInput::LinkOpen(link)),
+            Event::ChannelMessage(link, bytes) => {
+                Some(NodeInput::LinkData(link, Bytes::from(bytes)))
+            }
+            Event::ChannelClosed(link) | Event::LinkFailed(link) => {
+                self.links.remove(&link);
+                Some(NodeInput::LinkClosed(link))
+            }
+            Event::ChannelDrained(link) => self
+                .links
+                .get(&link)
+                .map(|l| NodeInput::LinkBuffered(link, l.buffered())),
+            Event::GatheringComplete(link) => self.local_description(link),
+            Event::NodeTimer => {
+                self.node_timer = None;
+                self.report_buffered(now);
+                self.node.handle_timeout(now);
+                None
+            }
+            Event::SourceOpen => {
+                self.media.on_source_open(&self.events)?;
+                None
+            }
             Event::UpdateEnd => {
                 self.media.pump()?;
                 // The first media may have landed after its start time.
                 if !self.media.started() {
                     self.media.tick(now.0 as f64);
                 }
+                None
             }
             Event::StartDue => {
                 self.start_timer = None;
                 self.media.tick(now.0 as f64);
+                None
             }
             Event::VideoPlaying => {
                 if self.reporter.snapshot().startup_ms.is_none() {
                     self.reporter.first_frame(now - self.created);
                 }
+                None
             }
             Event::VideoWaiting => {
                 if self.reporter.snapshot().startup_ms.is_some() {
                     self.stalls += 1;
                 }
+                None
             }
-            Event::Tick => self.tick(now),
-            Event::Stop => {}
+            Event::Tick => {
+                self.tick(now);
+                None
+            }
+            Event::Stop => None,
+        };
+        if let Some(input) = input {
+            self.node.handle_input(now, input);
         }
-        self.carry_out(now)
+        self.carry_out(now).await?;
+        self.arm_node_timer(now);
+        Ok(())
+    }
+
+    /// Schedules `NodeTimer` for the node's next deadline (re-armed only when it moves).
+    fn arm_node_timer(&mut self, now: Millis) {
+        let Some(due) = self.node.poll_timeout() else {
+            self.node_timer = None;
+            return;
+        };
+        if self.node_timer.as_ref().is_some_and(|(at, _)| *at == due) {
+            return;
+        }
+        let events = self.events.clone();
+        let wait = (due - now).min(u64::from(u32::MAX)) as u32;
+        let timeout = Timeout::new(wait, move || emit(&events, Event::NodeTimer));
+        self.node_timer = Some((due, timeout));
+    }
+
+    /// The link's description with every candidate gathered so far.
+    fn local_description(&self, link: LinkId) -> Option<NodeInput> {
+        let sdp = self.links.get(&link)?.local_sdp()?;
+        Some(NodeInput::LocalDescription(link, sdp))
+    }
+
+    fn report_buffered(&mut self, now: Millis) {
+        let open: Vec<LinkId> = self.node.open_links().map(|(link, _)| link).collect();
+        for link in open {
+            if let Some(l) = self.links.get(&link) {
+                self.node
+                    .handle_input(now, NodeInput::LinkBuffered(link, l.buffered()));
+            }
+        }
     }
 
     fn tick(&mut self, now: Millis) {
-        let peers: Vec<PeerId> = self.links.keys().copied().collect();
-        for peer in peers {
-            self.report_buffered(now, peer);
-        }
-        let starving = self.swarm.as_ref().is_some_and(|s| s.starving(now));
-        if self.joined && self.swarm.is_some() {
-            for message in self.neighbours.update(self.links.len(), starving, now) {
-                self.signalling.send(&message);
-            }
-        }
-        self.feed_swarm(now, Input::Tick);
         self.media.tick(now.0 as f64);
-        let (stats, peers) = self
-            .swarm
-            .as_ref()
-            .map_or_else(Default::default, |s| (s.stats(), s.peer_count()));
-        let source_linked = self
-            .swarm
-            .as_ref()
-            .is_some_and(|s| s.neighbours().any(|n| n.is_source));
-        if source_linked {
-            self.source_absent = false;
-        }
+        let swarm = self.node.swarm();
+        let starving = swarm.is_some_and(|s| s.starving(now));
+        let (stats, peers) = swarm.map_or_else(Default::default, |s| (s.stats(), s.peer_count()));
+        let source_linked = swarm.is_some_and(|s| s.neighbours().any(|n| n.is_source));
         let buffer_s = self.media.buffer_ahead();
-        if let Some(swarm) = &self.swarm {
+        if let Some(swarm) = swarm {
             self.rates.sample(now.0 as f64, &stats, swarm.neighbours());
         }
         let state = state_of(&Situation {
             started: self.reporter.snapshot().startup_ms.is_some(),
             buffer_s,
             source_linked,
-            source_absent: self.source_absent,
+            source_absent: self.node.source_absent(),
             starving,
             peers,
         });
@@ -252,9 +274,9 @@ impl App {
         let lag_ms = self
             .last_played
             .filter(|_| self.media.started())
-            .and_then(|seq| self.swarm.as_ref()?.cut_at(seq))
+            .and_then(|seq| self.node.swarm()?.cut_at(seq))
             .map(|cut| (now - cut) + (buffer_s * 1000.0) as u64);
-        let (stalls, joined, rates) = (self.stalls, self.joined, self.rates.rates.clone());
+        let (stalls, joined, rates) = (self.stalls, self.node.joined(), self.rates.rates.clone());
         let appended = self.appended.iter().cloned().collect();
         self.reporter.update(state, |s| {
             s.appended = appended;
@@ -267,173 +289,80 @@ impl App {
             s.signal_connected = joined;
             s.neighbours = rates.neighbours;
         });
-        self.reporter.tick(
-            &self.rates.rates,
-            self.reconnector.retry_in_ms(now.0 as f64),
-        );
+        let retry_in_ms = self.node.reconnect_in(now).map(|ms| ms as f64);
+        self.reporter.tick(&self.rates.rates, retry_in_ms);
     }
 
-    async fn on_server(&mut self, message: ServerMessage) -> Result<(), WebError> {
-        match message {
-            ServerMessage::Welcome {
-                ice_servers,
-                channel_key,
-                broadcaster,
-                ..
-            } => {
-                self.ice_servers = ice_servers;
-                self.joined = true;
-                self.neighbours.forget();
-                match channel_key {
-                    Some(key) => self.trust(key),
-                    // Nobody ever broadcast here: offline until a broadcaster claims it.
-                    None => self.source_absent = true,
-                }
-                self.feed_swarm(now(), Input::Broadcaster(broadcaster));
-            }
-            ServerMessage::Claimed {
-                channel_key,
-                broadcaster,
-            } => {
-                self.trust(channel_key);
-                self.feed_swarm(now(), Input::Broadcaster(Some(broadcaster)));
-            }
-            // Without the key nothing could be checked, so nobody is linked: the channel
-            // was never claimed, so nobody has anything to play yet.
-            ServerMessage::Introduce { .. } | ServerMessage::Signal { .. }
-                if self.swarm.is_none() => {}
-            ServerMessage::Introduce { peers } => {
-                // An empty introduction to a newcomer: nobody, broadcaster included, is
-                // on this channel.
-                if peers.is_empty() && self.links.is_empty() {
-                    self.source_absent = true;
-                }
-                for peer in peers {
-                    if self.links.contains_key(&peer) || self.is_banned(peer) {
-                        continue; // Introduced again (e.g. after asking for more peers).
-                    }
-                    let mut link = Link::new(peer, &self.ice_servers, &self.events)?;
-                    link.offer(peer, &self.events).await?;
-                    self.links.insert(peer, link);
-                    self.offered.insert(peer, true);
-                }
-            }
-            ServerMessage::Signal { from, .. } if self.is_banned(from) => {}
-            ServerMessage::Signal { from, signal } => match signal {
-                SignalPayload::Offer { sdp } => {
-                    self.drop_link(now(), from);
-                    let mut link = Link::new(from, &self.ice_servers, &self.events)?;
-                    link.answer(from, &sdp, &self.events).await?;
-                    self.links.insert(from, link);
-                    self.offered.insert(from, false);
-                }
-                SignalPayload::Answer { sdp } => {
-                    if let Some(link) = self.links.get(&from) {
-                        link.accept_answer(&sdp).await?;
-                    }
-                }
-                SignalPayload::Candidate {
-                    candidate,
-                    sdp_mid,
-                    sdp_m_line_index,
-                } => {
-                    if let Some(link) = self.links.get(&from) {
-                        link.add_candidate(&candidate, sdp_mid.as_deref(), sdp_m_line_index)
-                            .await?;
-                    }
-                }
-            },
-            ServerMessage::PeerLeft { peer } => self.drop_link(now(), peer),
-            // Only broadcasters are challenged.
-            ServerMessage::Challenge { .. } => {}
-            ServerMessage::Error { message, .. } => {
-                web_sys::console::warn_1(&format!("signal server: {message}").into())
-            }
-        }
-        Ok(())
-    }
-
-    /// The channel's key is known: the swarm starts, accepting only what it signed.
-    fn trust(&mut self, key: ChannelKey) {
-        match &self.swarm {
-            None => {
-                let mut config = Config::viewer(key);
-                // Spreads this viewer's choices among equally good neighbours differently
-                // from every other viewer's.
-                config.seed = (js_sys::Math::random() * u64::MAX as f64) as u64;
-                config.upload_limit = self.options.max_upload;
-                config.target_buffer_ms = u64::from(self.options.target_latency_ms);
-                self.swarm = Some(Swarm::new(config));
-                self.source_absent = false;
-            }
-            Some(swarm) if !swarm.trusts(&key) => web_sys::console::error_1(
-                &"the channel's key changed: content signed with the new key is refused".into(),
-            ),
-            Some(_) => {}
-        }
-    }
-
-    fn feed_swarm(&mut self, now: Millis, input: Input) {
-        if let Some(swarm) = &mut self.swarm {
-            swarm.handle_input(now, input);
-        }
-    }
-
-    fn is_banned(&self, peer: PeerId) -> bool {
-        self.swarm.as_ref().is_some_and(|s| s.is_banned(peer))
-    }
-
-    /// Sends our description once ICE gathering finished, candidates included, so the
-    /// peer never gets a candidate before the description it belongs to.
-    fn send_local_description(&mut self, peer: PeerId) {
-        let Some(link) = self.links.get_mut(&peer) else {
-            return;
-        };
-        if link.local_sent {
-            return;
-        }
-        let Some(sdp) = link.local_sdp() else { return };
-        link.local_sent = true;
-        let signal = if self.offered.get(&peer).copied().unwrap_or(false) {
-            SignalPayload::Offer { sdp }
-        } else {
-            SignalPayload::Answer { sdp }
-        };
-        self.signalling
-            .send(&ClientMessage::Signal { to: peer, signal });
-    }
-
-    fn report_buffered(&mut self, now: Millis, peer: PeerId) {
-        if let Some(link) = self.links.get(&peer) {
-            let bytes = link.buffered();
-            self.feed_swarm(now, Input::Buffered { peer, bytes });
-        }
-    }
-
-    fn drop_link(&mut self, now: Millis, peer: PeerId) {
-        self.offered.remove(&peer);
-        let was_source = self
-            .swarm
-            .as_ref()
-            .is_some_and(|s| s.neighbours().any(|n| n.peer == peer && n.is_source));
-        if was_source {
-            self.source_absent = true;
-        }
-        if self.links.remove(&peer).is_some() {
-            self.feed_swarm(now, Input::PeerDisconnected(peer));
-        }
-    }
-
-    fn carry_out(&mut self, now: Millis) -> Result<(), WebError> {
-        while let Some(output) = self.swarm.as_mut().and_then(Swarm::poll_output) {
+    /// Carries out everything the node asked.
+    async fn carry_out(&mut self, now: Millis) -> Result<(), WebError> {
+        while let Some(output) = self.node.poll_output() {
             match output {
-                Output::Send(peer, message) => {
-                    if let Some(link) = self.links.get(&peer) {
-                        link.send(&message.encode());
+                NodeOutput::Connect(id) => {
+                    self.signalling = Some(Signalling::open(
+                        &self.options.signal_url,
+                        id,
+                        &self.events,
+                    )?);
+                }
+                NodeOutput::CloseSignal(id) => {
+                    if self.signalling.as_ref().is_some_and(|s| s.id == id) {
+                        self.signalling = None;
                     }
                 }
-                Output::Init { mime, data } => self.media.set_init(&mime, data, &self.events)?,
-                Output::Play { chunk, due } => {
+                NodeOutput::SendSignal(text) => {
+                    if let Some(signalling) = &self.signalling {
+                        signalling.send(&text);
+                    }
+                }
+                NodeOutput::OpenLink {
+                    link,
+                    start,
+                    ice_servers,
+                    ..
+                } => {
+                    if let Err(e) = self.open_link(link, start, &ice_servers).await {
+                        web_sys::console::warn_1(&format!("link set-up failed: {e}").into());
+                        self.links.remove(&link);
+                        self.node.handle_input(now, NodeInput::LinkClosed(link));
+                    }
+                }
+                NodeOutput::RemoteSignal { link, signal } => {
+                    let Some(l) = self.links.get(&link) else {
+                        continue;
+                    };
+                    let applied = match signal {
+                        SignalPayload::Answer { sdp } => l.accept_answer(&sdp).await,
+                        SignalPayload::Candidate {
+                            candidate,
+                            sdp_mid,
+                            sdp_m_line_index,
+                        } => {
+                            l.add_candidate(&candidate, sdp_mid.as_deref(), sdp_m_line_index)
+                                .await
+                        }
+                        SignalPayload::Offer { .. } | SignalPayload::Decline {} => Ok(()),
+                    };
+                    if let Err(e) = applied {
+                        web_sys::console::warn_1(&format!("remote set-up refused: {e}").into());
+                    }
+                }
+                NodeOutput::FlushDescription(link) => {
+                    if let Some(input) = self.local_description(link) {
+                        self.node.handle_input(now, input);
+                    }
+                }
+                NodeOutput::Send { link, bytes } => {
+                    if let Some(l) = self.links.get(&link) {
+                        l.send(&bytes);
+                    }
+                }
+                NodeOutput::CloseLink(link) => {
+                    self.links.remove(&link);
+                }
+                NodeOutput::Init { mime, data } => {
+                    self.media.set_init(&mime, data, &self.events)?
+                }
+                NodeOutput::Play { chunk, due } => {
                     let data = chunk.data.to_vec();
                     let appended = AppendedChunk::of(chunk.seq, &data);
                     self.media.append(data)?;
@@ -454,17 +383,59 @@ impl App {
                         }));
                     }
                 }
-                Output::Skipped(seq) => {
+                NodeOutput::Skipped(seq) => {
                     web_sys::console::log_1(&format!("chunk {seq} missed its deadline").into())
                 }
-                Output::Disconnect { peer, reason } => {
-                    web_sys::console::warn_1(&format!("dropping {peer}: {reason}").into());
-                    self.drop_link(now, peer);
+                NodeOutput::Event(NodeEvent::Refused { code, message }) => {
+                    return Err(WebError::Refused(match code {
+                        ErrorCode::UpgradeRequired => {
+                            format!("this page is out of date: reload to update ({message})")
+                        }
+                        _ => format!("the signal server refused this viewer: {message}"),
+                    }));
                 }
+                NodeOutput::Event(NodeEvent::NewBroadcast { session }) => {
+                    // The broadcaster restarted: its chunks start over with a new init
+                    // segment, so the player does too (without a reload).
+                    web_sys::console::log_1(&format!("a new broadcast began ({session})").into());
+                    let video = self.media.video().clone();
+                    self.media = MediaPlayer::new(video, &self.events, MediaLimits::default())?;
+                    self.start_timer = None;
+                    self.last_played = None;
+                    self.appended.clear();
+                }
+                NodeOutput::Event(event) => log(&event),
             }
         }
         Ok(())
     }
+
+    async fn open_link(
+        &mut self,
+        link: LinkId,
+        start: LinkStart,
+        ice_servers: &[protocol::IceServer],
+    ) -> Result<(), WebError> {
+        let mut l = Link::new(link, ice_servers, &self.events)?;
+        match start {
+            LinkStart::Offer => l.offer(link, &self.events).await?,
+            LinkStart::Answer { sdp } => l.answer(link, &sdp, &self.events).await?,
+        }
+        self.links.insert(link, l);
+        Ok(())
+    }
+}
+
+fn log(event: &NodeEvent) {
+    let line = match event {
+        NodeEvent::Dropped { peer, reason } => format!("dropping {peer}: {reason}"),
+        NodeEvent::KeyChanged => {
+            "the channel's key changed: content signed with the new key is refused".into()
+        }
+        NodeEvent::ServerError { message, .. } => format!("signal server: {message}"),
+        _ => return,
+    };
+    web_sys::console::warn_1(&line.into());
 }
 
 /// Milliseconds on the page's monotonic clock.

@@ -5,6 +5,9 @@ use wasm_bindgen::{JsCast, JsValue};
 pub enum WebError {
     #[error("{0}")]
     Js(String),
+    /// The signal server refused us for good (an outdated page, say): the player stops.
+    #[error("{0}")]
+    Refused(String),
     #[error("this browser lacks {0}, which StreamTorrent needs")]
     Unsupported(&'static str),
     #[error("this browser cannot play {0}")]

@@ -1,27 +1,28 @@
 //! Everything the browser tells the app, as one enum on one channel.
 
 use futures::channel::mpsc;
-use protocol::PeerId;
+use swarm::{LinkId, SignalId};
 use web_sys::RtcDataChannel;
 
 #[derive(Debug)]
 pub enum Event {
-    SocketOpen,
+    SocketOpen(SignalId),
     /// A text frame from the signal server.
-    SocketText(String),
-    SocketClosed,
-    /// Time to try the signal server again.
-    Reconnect,
+    SocketText(SignalId, String),
+    /// The socket closed, or never opened.
+    SocketClosed(SignalId),
     /// An answerer's data channel arrived.
-    DataChannel(PeerId, RtcDataChannel),
-    ChannelOpen(PeerId),
-    ChannelMessage(PeerId, Vec<u8>),
-    ChannelClosed(PeerId),
+    DataChannel(LinkId, RtcDataChannel),
+    ChannelOpen(LinkId),
+    ChannelMessage(LinkId, Vec<u8>),
+    ChannelClosed(LinkId),
     /// The channel's send queue fell below its low-water mark: more can go out.
-    ChannelDrained(PeerId),
+    ChannelDrained(LinkId),
     /// Local ICE gathering finished: the full description can be sent.
-    GatheringComplete(PeerId),
-    LinkFailed(PeerId),
+    GatheringComplete(LinkId),
+    LinkFailed(LinkId),
+    /// The peer core's next timer is due.
+    NodeTimer,
     SourceOpen,
     UpdateEnd,
     /// The first chunk's planned start time came.
@@ -30,6 +31,7 @@ pub enum Event {
     VideoPlaying,
     /// The video element ran out of media.
     VideoWaiting,
+    /// The player's and the stats panel's own cadence.
     Tick,
     /// `destroy()`: end the app, closing every link.
     Stop,

@@ -16,7 +16,6 @@ pub mod link;
 pub mod media;
 pub mod options;
 mod page;
-pub mod reconnect;
 mod report;
 pub mod signalling;
 pub mod snapshot;

@@ -1,7 +1,8 @@
 //! One WebRTC link to another peer: an `RTCPeerConnection` and its `swarm` data channel.
 
 use gloo_events::EventListener;
-use protocol::{IceServer, PeerId};
+use protocol::IceServer;
+use swarm::LinkId;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{
@@ -26,7 +27,7 @@ pub struct Link {
 }
 
 impl Link {
-    pub fn new(peer: PeerId, ice_servers: &[IceServer], events: &Events) -> Result<Link, WebError> {
+    pub fn new(peer: LinkId, ice_servers: &[IceServer], events: &Events) -> Result<Link, WebError> {
         let config = RtcConfiguration::new();
         config.set_ice_servers(&ice_servers_js(ice_servers)?.into());
         let pc = RtcPeerConnection::new_with_configuration(&config)?;
@@ -69,7 +70,7 @@ impl Link {
     }
 
     /// Offerer: creates the data channel and the offer.
-    pub async fn offer(&mut self, peer: PeerId, events: &Events) -> Result<(), WebError> {
+    pub async fn offer(&mut self, peer: LinkId, events: &Events) -> Result<(), WebError> {
         let channel = self.pc.create_data_channel("swarm");
         self.attach_channel(peer, channel, events);
         let offer = JsFuture::from(self.pc.create_offer()).await?;
@@ -80,7 +81,7 @@ impl Link {
     /// Answerer: applies the peer's offer and creates the answer.
     pub async fn answer(
         &mut self,
-        peer: PeerId,
+        peer: LinkId,
         sdp: &str,
         events: &Events,
     ) -> Result<(), WebError> {
@@ -121,7 +122,7 @@ impl Link {
         self.pc.local_description().map(|d| d.sdp())
     }
 
-    pub fn attach_channel(&mut self, peer: PeerId, channel: RtcDataChannel, events: &Events) {
+    pub fn attach_channel(&mut self, peer: LinkId, channel: RtcDataChannel, events: &Events) {
         channel.set_binary_type(RtcDataChannelType::Arraybuffer);
         let on_open = {
             let events = events.clone();
@@ -178,7 +179,7 @@ impl Link {
         &self,
         kind: RtcSdpType,
         sdp: &str,
-        peer: PeerId,
+        peer: LinkId,
         events: &Events,
     ) -> Result<(), WebError> {
         let local = RtcSessionDescriptionInit::new(kind);

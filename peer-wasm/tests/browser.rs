@@ -180,10 +180,10 @@ async fn played_media_is_evicted_and_what_is_ahead_kept() {
 async fn data_channel_back_pressure_reports_a_full_queue_then_drained() {
     use peer_wasm::link::Link;
     use peer_wasm::Event;
-    use protocol::PeerId;
+    use swarm::LinkId;
     let (events, mut inbox) = mpsc::unbounded();
-    // Two real peer connections in this page: `a` is our link to peer 2, `b` to peer 1.
-    let (to_b, to_a) = (PeerId(2), PeerId(1));
+    // Two real peer connections in this page: `a` is our link to `b`, `b` to `a`.
+    let (to_b, to_a) = (LinkId::new(0, 1), LinkId::new(1, 1));
     let mut a = Link::new(to_b, &[], &events).unwrap();
     let mut b = Link::new(to_a, &[], &events).unwrap();
     a.offer(to_b, &events).await.unwrap();
@@ -242,36 +242,28 @@ async fn data_channel_back_pressure_reports_a_full_queue_then_drained() {
 }
 
 #[wasm_bindgen_test]
-async fn a_lost_signal_server_is_retried_with_growing_waits_and_reset_on_success() {
-    use peer_wasm::reconnect::Reconnector;
+async fn an_unreachable_signal_server_reports_a_close_for_that_attempt() {
     use peer_wasm::signalling::Signalling;
     use peer_wasm::Event;
+    use swarm::SignalId;
     let (events, mut inbox) = mpsc::unbounded();
-    let mut reconnector = Reconnector::default();
-    // Port 9 (discard) has no WebSocket server: each attempt ends in a close.
+    // Port 9 (discard) has no WebSocket server: each attempt ends in a close, under its
+    // own id (the core's back-off, tested natively, decides when to try again).
     let url = "ws://127.0.0.1:9/ws";
-    let mut waits = Vec::new();
-    let mut _socket = Signalling::open(url, &events).unwrap();
-    for _ in 0..2 {
-        next_matching(&mut inbox, |e| {
-            matches!(e, Event::SocketClosed).then_some(())
-        })
-        .await;
-        let delay = reconnector.closed(&events);
-        let since = page_now();
-        next_matching(&mut inbox, |e| matches!(e, Event::Reconnect).then_some(())).await;
-        let waited = page_now() - since;
-        assert!(
-            waited >= f64::from(delay) - 20.0,
-            "waited {waited} ms before retrying, scheduled {delay} ms"
-        );
-        reconnector.attempting();
-        _socket = Signalling::open(url, &events).unwrap();
-        waits.push(delay);
-    }
-    assert_eq!(waits, [500, 1000], "each failure doubles the wait");
-    reconnector.opened();
-    assert_eq!(reconnector.closed(&events), 500, "a success starts over");
+    let _first = Signalling::open(url, SignalId(1), &events).unwrap();
+    let closed = next_matching(&mut inbox, |e| match e {
+        Event::SocketClosed(id) => Some(id),
+        _ => None,
+    })
+    .await;
+    assert_eq!(closed, SignalId(1));
+    let _second = Signalling::open(url, SignalId(2), &events).unwrap();
+    let closed = next_matching(&mut inbox, |e| match e {
+        Event::SocketClosed(id) => Some(id),
+        _ => None,
+    })
+    .await;
+    assert_eq!(closed, SignalId(2));
 }
 
 /// What checking content costs in the browser per 250 KB chunk (2 Mbit/s at one chunk a

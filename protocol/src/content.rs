@@ -7,7 +7,37 @@ use sha2::{Digest, Sha256};
 
 #[cfg(test)]
 use crate::ChannelSigner;
-use crate::{ChannelKey, ChunkSeq, ContentSigner, KeySignature, ProtocolError, PIECE_BYTES};
+use crate::{
+    ChannelKey, ChannelName, ChunkSeq, ContentSigner, KeySignature, ProtocolError, SessionId,
+    PIECE_BYTES,
+};
+
+/// Which broadcast content belongs to: every signature covers it, so content of another
+/// channel or of an earlier broadcast of this one never verifies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Broadcast {
+    pub channel: ChannelName,
+    pub session: SessionId,
+}
+
+impl Default for Broadcast {
+    /// A fixed broadcast, for tests and the simulator, which play one broadcast only.
+    fn default() -> Broadcast {
+        Broadcast {
+            channel: "unnamed".parse().expect("a valid channel name"),
+            session: SessionId(0),
+        }
+    }
+}
+
+impl Broadcast {
+    /// The channel and session, as every signed message starts after its context.
+    fn write(&self, message: &mut Vec<u8>) {
+        message.extend_from_slice(self.channel.as_str().as_bytes());
+        message.push(b'\n');
+        message.extend_from_slice(&self.session.0.to_be_bytes());
+    }
+}
 
 /// SHA-256 of one piece.
 pub type PieceHash = [u8; 32];
@@ -39,6 +69,7 @@ impl ChunkManifest {
     /// Hashes and signs a chunk given as its pieces (each `PIECE_BYTES`, the last shorter).
     pub fn sign<'a>(
         signer: &dyn ContentSigner,
+        broadcast: &Broadcast,
         seq: ChunkSeq,
         keyframe: bool,
         pieces: impl IntoIterator<Item = &'a [u8]>,
@@ -61,7 +92,7 @@ impl ChunkManifest {
             });
         }
         let total = u32::try_from(total).expect("at most MAX_MANIFEST_PIECES pieces");
-        let message = manifest_message(seq, keyframe, total, &hashes);
+        let message = manifest_message(broadcast, seq, keyframe, total, &hashes);
         Ok(ChunkManifest {
             seq,
             keyframe,
@@ -71,17 +102,18 @@ impl ChunkManifest {
         })
     }
 
-    /// Whether the channel key signed this manifest.
-    pub fn verify(&self, key: &ChannelKey) -> Result<(), ProtocolError> {
-        let message = manifest_message(self.seq, self.keyframe, self.total, &self.hashes);
+    /// Whether the channel key signed this manifest for `broadcast`.
+    pub fn verify(&self, key: &ChannelKey, broadcast: &Broadcast) -> Result<(), ProtocolError> {
+        let message =
+            manifest_message(broadcast, self.seq, self.keyframe, self.total, &self.hashes);
         if key.verify(&message, &self.signature) {
             Ok(())
         } else {
             Err(ProtocolError::Invalid {
                 field: "signature",
                 reason: format!(
-                    "the manifest of chunk {} is not signed by the channel key",
-                    self.seq
+                    "the manifest of chunk {} is not signed by the channel key for {} {}",
+                    self.seq, broadcast.channel, broadcast.session
                 ),
             })
         }
@@ -96,9 +128,16 @@ impl ChunkManifest {
 }
 
 /// What the channel key signs for a chunk: a fixed context, so the signature means nothing
-/// anywhere else, then its number, keyframe flag, size and every piece's hash.
-fn manifest_message(seq: ChunkSeq, keyframe: bool, total: u32, hashes: &[PieceHash]) -> Vec<u8> {
-    let mut message = b"streamtorrent chunk v1\n".to_vec();
+/// anywhere else, the broadcast, then its number, keyframe flag, size and every piece's hash.
+fn manifest_message(
+    broadcast: &Broadcast,
+    seq: ChunkSeq,
+    keyframe: bool,
+    total: u32,
+    hashes: &[PieceHash],
+) -> Vec<u8> {
+    let mut message = b"streamtorrent chunk v2\n".to_vec();
+    broadcast.write(&mut message);
     message.extend_from_slice(&seq.0.to_be_bytes());
     message.push(u8::from(keyframe));
     message.extend_from_slice(&total.to_be_bytes());
@@ -108,9 +147,12 @@ fn manifest_message(seq: ChunkSeq, keyframe: bool, total: u32, hashes: &[PieceHa
     message
 }
 
-/// What the channel key signs for the init segment (codec set-up, needed before any chunk).
-pub fn init_message(mime: &str, data: &[u8]) -> Vec<u8> {
-    let mut message = b"streamtorrent init v1\n".to_vec();
+/// What the channel key signs for the init segment (codec set-up, needed before any
+/// chunk): the broadcast, its MSE type and bytes.
+pub fn init_message(broadcast: &Broadcast, mime: &str, data: &[u8]) -> Vec<u8> {
+    let mut message = b"streamtorrent init v2\n".to_vec();
+    broadcast.write(&mut message);
+    message.push(b'\n');
     message.extend_from_slice(mime.as_bytes());
     message.push(b'\n');
     message.extend_from_slice(data);
@@ -125,6 +167,13 @@ mod tests {
         ChannelSigner::from_seed(&[7; 32])
     }
 
+    fn b() -> Broadcast {
+        Broadcast {
+            channel: "news".parse().unwrap(),
+            session: SessionId(1),
+        }
+    }
+
     fn chunk(len: usize) -> Vec<u8> {
         (0..len).map(|i| (i * 31 % 251) as u8).collect()
     }
@@ -133,10 +182,11 @@ mod tests {
     fn a_signed_manifest_verifies_and_checks_each_piece() {
         let data = chunk(2 * PIECE_BYTES + 10);
         let manifest =
-            ChunkManifest::sign(&signer(), ChunkSeq(4), true, data.chunks(PIECE_BYTES)).unwrap();
+            ChunkManifest::sign(&signer(), &b(), ChunkSeq(4), true, data.chunks(PIECE_BYTES))
+                .unwrap();
         assert_eq!(manifest.total as usize, data.len());
         assert_eq!(manifest.hashes.len(), 3);
-        manifest.verify(&signer().public()).unwrap();
+        manifest.verify(&signer().public(), &b()).unwrap();
         assert!(manifest.piece_matches(2, &data[2 * PIECE_BYTES..]));
         let mut bad = data[..PIECE_BYTES].to_vec();
         bad[100] ^= 1;
@@ -151,23 +201,49 @@ mod tests {
     fn any_change_to_a_manifest_or_another_key_fails_verification() {
         let data = chunk(PIECE_BYTES + 1);
         let good =
-            ChunkManifest::sign(&signer(), ChunkSeq(4), true, data.chunks(PIECE_BYTES)).unwrap();
+            ChunkManifest::sign(&signer(), &b(), ChunkSeq(4), true, data.chunks(PIECE_BYTES))
+                .unwrap();
         let other_key = ChannelSigner::from_seed(&[8; 32]).public();
-        assert!(good.verify(&other_key).is_err());
+        assert!(good.verify(&other_key, &b()).is_err());
         let mut changes = vec![good.clone(); 4];
         changes[0].seq = ChunkSeq(5);
         changes[1].keyframe = false;
         changes[2].total -= 1;
         changes[3].hashes[1][0] ^= 1;
         for changed in changes {
-            assert!(changed.verify(&signer().public()).is_err(), "{changed:?}");
+            assert!(
+                changed.verify(&signer().public(), &b()).is_err(),
+                "{changed:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn content_of_another_broadcast_or_channel_never_verifies() {
+        let data = chunk(PIECE_BYTES + 1);
+        let manifest =
+            ChunkManifest::sign(&signer(), &b(), ChunkSeq(4), true, data.chunks(PIECE_BYTES))
+                .unwrap();
+        let key = signer().public();
+        let restarted = Broadcast {
+            session: SessionId(2),
+            ..b()
+        };
+        let elsewhere = Broadcast {
+            channel: "sports".parse().unwrap(),
+            ..b()
+        };
+        for other in [&restarted, &elsewhere] {
+            assert!(manifest.verify(&key, other).is_err(), "{other:?}");
+            let init = init_message(other, "video/mp4", b"init");
+            assert_ne!(init, init_message(&b(), "video/mp4", b"init"));
         }
     }
 
     #[test]
     fn a_chunk_too_large_for_one_manifest_is_refused_with_the_limit() {
         let data = chunk((MAX_MANIFEST_PIECES + 1) * PIECE_BYTES);
-        let err = ChunkManifest::sign(&signer(), ChunkSeq(0), true, data.chunks(PIECE_BYTES))
+        let err = ChunkManifest::sign(&signer(), &b(), ChunkSeq(0), true, data.chunks(PIECE_BYTES))
             .unwrap_err();
         assert!(err.to_string().contains("cannot be signed"), "{err}");
     }

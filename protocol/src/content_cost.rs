@@ -48,8 +48,14 @@ pub fn measure(
     let mut manifest = None;
     for seq in 0..rounds {
         manifest = Some(
-            ChunkManifest::sign(&signer, ChunkSeq(seq as u64), true, pieces())
-                .expect("a small chunk"),
+            ChunkManifest::sign(
+                &signer,
+                &crate::Broadcast::default(),
+                ChunkSeq(seq as u64),
+                true,
+                pieces(),
+            )
+            .expect("a small chunk"),
         );
     }
     let sign_per_chunk_us = per(start, now());
@@ -57,7 +63,9 @@ pub fn measure(
 
     let start = now();
     for _ in 0..rounds {
-        manifest.verify(&key).expect("signed just now");
+        manifest
+            .verify(&key, &crate::Broadcast::default())
+            .expect("signed just now");
         for (index, piece) in pieces().enumerate() {
             assert!(manifest.piece_matches(index, piece));
         }

@@ -15,6 +15,21 @@ impl fmt::Display for PeerId {
     }
 }
 
+/// One broadcast of a channel: fresh and random each time a broadcaster starts, so
+/// content signed for an earlier broadcast (whose chunk numbers also started at 0) is
+/// never taken for this one's. Named to viewers by the signal server.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default,
+)]
+#[serde(transparent)]
+pub struct SessionId(pub u64);
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "s{:016x}", self.0)
+    }
+}
+
 /// Position of a media chunk in a channel's stream; chunk 0 is the first the broadcaster cut.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]

@@ -12,17 +12,20 @@ mod ids;
 mod peer_message;
 mod signal;
 
-pub use content::{hash_piece, init_message, ChunkManifest, PieceHash, MAX_MANIFEST_PIECES};
+pub use content::{
+    hash_piece, init_message, Broadcast, ChunkManifest, PieceHash, MAX_MANIFEST_PIECES,
+};
 pub use error::ProtocolError;
 pub use identity::{
     claim_message, ChannelKey, ChannelSigner, ContentSigner, KeySignature, Nonce, NONCE_BYTES,
 };
-pub use ids::{ChannelName, ChunkSeq, PeerId, RequestId};
+pub use ids::{ChannelName, ChunkSeq, PeerId, RequestId, SessionId};
 pub use peer_message::{
     BufferMapEntry, PeerMessage, EDGE_AGE_UNKNOWN, MAX_BUFFER_MAP_ENTRIES, MAX_CHUNK_BYTES,
-    MAX_PEER_MESSAGE_BYTES, MAX_PIECE_BYTES, PIECE_BYTES, PIECE_HEADER_BYTES,
+    MAX_PEER_MESSAGE_BYTES, MAX_PIECE_BYTES, MIN_PEER_VERSION, PEER_VERSION, PIECE_BYTES,
+    PIECE_HEADER_BYTES,
 };
 pub use signal::{
     ChannelSummary, ClientMessage, ErrorCode, IceServer, Role, ServerMessage, SignalPayload,
-    MAX_SIGNAL_MESSAGE_BYTES,
+    MAX_SIGNAL_MESSAGE_BYTES, MIN_SIGNAL_VERSION, SIGNAL_VERSION,
 };

@@ -4,7 +4,9 @@
 use bytes::Bytes;
 
 use crate::content::MANIFEST_FIXED_BYTES;
-use crate::{ChunkManifest, ChunkSeq, KeySignature, ProtocolError, RequestId, MAX_MANIFEST_PIECES};
+use crate::{
+    ChunkManifest, ChunkSeq, KeySignature, ProtocolError, RequestId, SessionId, MAX_MANIFEST_PIECES,
+};
 
 /// Largest peer message accepted. 16 KiB is the largest message every WebRTC stack takes
 /// (the `webrtc` crate's receive limit among them) and bounds what one message can make a
@@ -34,6 +36,13 @@ const TAG_ABSENT: u8 = 0x05;
 const TAG_CANCEL: u8 = 0x06;
 const TAG_INIT: u8 = 0x07;
 const TAG_MANIFEST: u8 = 0x08;
+const TAG_HELLO: u8 = 0x09;
+
+/// The peer protocol's version, sent in `Hello`, the first message on every link.
+pub const PEER_VERSION: u16 = 2;
+/// The oldest peer version this build links with; an older peer's link is closed (it is
+/// out of date, not hostile), never banned.
+pub const MIN_PEER_VERSION: u16 = 2;
 
 const FLAG_KEYFRAME: u8 = 0x01;
 const FLAG_PUSHED: u8 = 0x02;
@@ -53,6 +62,11 @@ pub struct BufferMapEntry {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PeerMessage {
+    /// The first message on a link, both ways: the sender's [`PEER_VERSION`] and the
+    /// broadcast it carries (a link between peers of different broadcasts is closed, so
+    /// all content on a link is of one broadcast). Bytes after these are a newer peer's
+    /// additions, ignored.
+    Hello { version: u16, session: SessionId },
     /// Sent once when a link opens: which chunks the sender holds.
     BufferMap {
         is_source: bool,
@@ -116,6 +130,7 @@ impl PeerMessage {
     /// wire bytes for millions of messages).
     pub fn encoded_len(&self) -> usize {
         match self {
+            PeerMessage::Hello { .. } => 11,
             PeerMessage::BufferMap { entries, .. } => {
                 10 + 13 * entries.len().min(MAX_BUFFER_MAP_ENTRIES)
             }
@@ -132,6 +147,11 @@ impl PeerMessage {
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.encoded_len());
         match self {
+            PeerMessage::Hello { version, session } => {
+                out.push(TAG_HELLO);
+                out.extend_from_slice(&version.to_be_bytes());
+                out.extend_from_slice(&session.0.to_be_bytes());
+            }
             PeerMessage::BufferMap {
                 is_source,
                 upload_kbps,
@@ -244,6 +264,12 @@ impl PeerMessage {
         }
         let mut r = Reader { bytes };
         let message = match r.u8("tag")? {
+            TAG_HELLO => {
+                let version = r.u16("version")?;
+                let session = SessionId(r.u64("session")?);
+                r.rest();
+                PeerMessage::Hello { version, session }
+            }
             TAG_BUFFER_MAP => {
                 let is_source = r.flag("is_source")?;
                 let upload_kbps = r.u32("upload_kbps")?;
@@ -514,6 +540,10 @@ mod tests {
 
     fn samples() -> Vec<PeerMessage> {
         vec![
+            PeerMessage::Hello {
+                version: PEER_VERSION,
+                session: SessionId(u64::MAX - 1),
+            },
             PeerMessage::Manifest(ChunkManifest {
                 seq: ChunkSeq(12),
                 keyframe: true,
@@ -618,6 +648,17 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_newer_hello_is_read_with_its_additions_ignored() {
+        let hello = PeerMessage::Hello {
+            version: 7,
+            session: SessionId(3),
+        };
+        let mut bytes = hello.encode();
+        bytes.extend_from_slice(&[1, 2, 3]);
+        assert_eq!(PeerMessage::decode(&bytes), Ok(hello));
     }
 
     #[test]

@@ -4,7 +4,18 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{ChannelKey, ChannelName, KeySignature, Nonce, PeerId, ProtocolError};
+use crate::{ChannelKey, ChannelName, KeySignature, Nonce, PeerId, ProtocolError, SessionId};
+
+/// The signalling protocol's version, sent in `join`. A server refuses a client older than
+/// [`MIN_SIGNAL_VERSION`] with `upgrade_required` (the page says "reload to update"); a
+/// client without the field is version 1, from before versions existed.
+pub const SIGNAL_VERSION: u16 = 2;
+/// The oldest client version a server of this build still serves.
+pub const MIN_SIGNAL_VERSION: u16 = 2;
+
+fn version_one() -> u16 {
+    1
+}
 
 /// Largest signalling message either side accepts. An SDP offer with a data channel is
 /// ~1-2 KiB; 16 KiB leaves room for many candidates without letting a client make the
@@ -21,7 +32,8 @@ pub enum Role {
 
 /// WebRTC set-up carried opaquely from one peer to another.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+// Unknown fields are tolerated throughout: a newer peer or server may add some.
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum SignalPayload {
     Offer {
         sdp: String,
@@ -34,11 +46,12 @@ pub enum SignalPayload {
         sdp_mid: Option<String>,
         sdp_m_line_index: Option<u16>,
     },
+    /// The peer will not link: it is at its link cap (or the offer crossed its own).
+    Decline {},
 }
 
 /// A STUN or TURN server for WebRTC, as in `RTCIceServer`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct IceServer {
     pub urls: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -49,7 +62,7 @@ pub struct IceServer {
 
 /// Client -> server.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+#[serde(tag = "type", rename_all = "snake_case")]
 pub enum ClientMessage {
     /// Enter a channel. The server answers `Welcome`, then `Introduce`; a broadcaster
     /// names the channel's key and first gets a `Challenge` to answer with `Prove`.
@@ -58,6 +71,13 @@ pub enum ClientMessage {
         role: Role,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         key: Option<ChannelKey>,
+        /// A broadcaster's fresh id for this broadcast, which its content's signatures
+        /// cover; the server names it to viewers.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        session: Option<SessionId>,
+        /// The client's [`SIGNAL_VERSION`]; absent in clients from before versions.
+        #[serde(default = "version_one")]
+        version: u16,
     },
     /// A broadcaster's signature over `claim_message(channel, nonce)` with the channel key.
     Prove { signature: KeySignature },
@@ -89,11 +109,16 @@ pub enum ErrorCode {
     BadSignature,
     /// `Prove` without a challenge pending, or anything else before the challenge is met.
     NotChallenged,
+    /// The client speaks an older protocol than the server serves: reload to update.
+    UpgradeRequired,
+    /// A code this build does not know (a newer server's): shown, never fatal by itself.
+    #[serde(other)]
+    Unknown,
 }
 
 /// Server -> client.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+#[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerMessage {
     /// Sent once after a successful join: the id others will know this peer by, and the
     /// STUN/TURN servers to use (TURN credentials are issued for this peer, time-limited).
@@ -108,6 +133,9 @@ pub enum ServerMessage {
         /// source (a viewer claiming to be it is lying).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         broadcaster: Option<PeerId>,
+        /// The broadcast now on, if any: content of any other is refused.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        session: Option<SessionId>,
         #[serde(default)]
         ice_servers: Vec<IceServer>,
     },
@@ -136,11 +164,16 @@ pub enum ServerMessage {
     Claimed {
         channel_key: ChannelKey,
         broadcaster: PeerId,
+        /// The broadcast it starts (or resumes, after a reconnection: then unchanged).
+        session: SessionId,
     },
     Error {
         code: ErrorCode,
         message: String,
     },
+    /// A message type this build does not know (a newer server's): ignored.
+    #[serde(other)]
+    Unknown,
 }
 
 /// One live channel in `/api/channels`.
@@ -210,11 +243,15 @@ mod tests {
                 channel: channel(),
                 role: Role::Viewer,
                 key: None,
+                session: None,
+                version: SIGNAL_VERSION,
             },
             ClientMessage::Join {
                 channel: channel(),
                 role: Role::Broadcaster,
                 key: Some(key()),
+                session: Some(SessionId(9)),
+                version: SIGNAL_VERSION,
             },
             ClientMessage::Prove {
                 signature: KeySignature::from_bytes(&[3; 64]),
@@ -251,6 +288,7 @@ mod tests {
                 channel: channel(),
                 channel_key: None,
                 broadcaster: None,
+                session: None,
                 ice_servers: vec![],
             },
             ServerMessage::Challenge {
@@ -261,6 +299,7 @@ mod tests {
                 channel: channel(),
                 channel_key: Some(key()),
                 broadcaster: Some(PeerId(7)),
+                session: Some(SessionId(u64::MAX)),
                 ice_servers: vec![
                     IceServer {
                         urls: vec!["stun:stun.example:3478".into()],
@@ -285,6 +324,7 @@ mod tests {
             ServerMessage::Claimed {
                 channel_key: key(),
                 broadcaster: PeerId(7),
+                session: SessionId(3),
             },
             ServerMessage::Error {
                 code: ErrorCode::UnknownPeer,
@@ -306,6 +346,35 @@ mod tests {
                 channel: "demo".parse().unwrap(),
                 role: Role::Viewer,
                 key: None,
+                session: None,
+                version: 1,
+            }),
+            "a join without a version is from before versions: version 1"
+        );
+    }
+
+    #[test]
+    fn unknown_fields_and_server_additions_are_tolerated() {
+        let newer_join =
+            r#"{"type":"join","channel":"demo","role":"viewer","version":9,"extra":{"a":1}}"#;
+        assert!(matches!(
+            ClientMessage::from_json(newer_join),
+            Ok(ClientMessage::Join { version: 9, .. })
+        ));
+        let newer_welcome = r#"{"type":"welcome","peer_id":5,"channel":"demo","shiny":true}"#;
+        assert!(matches!(
+            ServerMessage::from_json(newer_welcome),
+            Ok(ServerMessage::Welcome { .. })
+        ));
+        assert_eq!(
+            ServerMessage::from_json(r#"{"type":"hologram","x":1}"#),
+            Ok(ServerMessage::Unknown)
+        );
+        assert_eq!(
+            ServerMessage::from_json(r#"{"type":"error","code":"quantum","message":"m"}"#),
+            Ok(ServerMessage::Error {
+                code: ErrorCode::Unknown,
+                message: "m".into()
             })
         );
     }
@@ -322,7 +391,6 @@ mod tests {
             r#"{"type":"join","channel":"demo","role":"king"}"#,
             r#"{"type":"teleport"}"#,
             r#"{"type":"signal","to":-1,"signal":{"kind":"offer","sdp":""}}"#,
-            r#"{"type":"leave","extra":1}"#,
         ];
         for text in bad {
             assert!(

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use protocol::{ChannelKey, ChannelName, ErrorCode, KeySignature, Nonce, ServerMessage};
+use protocol::{ChannelKey, ChannelName, ErrorCode, KeySignature, Nonce, ServerMessage, SessionId};
 use tokio::time::Instant;
 
 use crate::metrics::Rejection;
@@ -19,6 +19,8 @@ pub(crate) const CHALLENGE_TIMEOUT: Duration = Duration::from_secs(10);
 pub(crate) struct PendingClaim {
     pub channel: ChannelName,
     pub key: ChannelKey,
+    /// The broadcast it starts, named to viewers once it is in.
+    pub session: SessionId,
     nonce: Nonce,
     pub deadline: Instant,
 }
@@ -38,6 +40,7 @@ pub(crate) fn challenge(
     mailbox: &Mailbox,
     channel: ChannelName,
     key: Option<ChannelKey>,
+    session: Option<SessionId>,
 ) -> Result<PendingClaim, Refusal> {
     let Some(key) = key else {
         return Err(Refusal {
@@ -50,11 +53,20 @@ pub(crate) fn challenge(
     if !state.owners().may_broadcast(&channel, &key) {
         return Err(owned_by_another(&channel));
     }
+    let Some(session) = session else {
+        return Err(Refusal {
+            code: ErrorCode::MalformedMessage,
+            rejection: Rejection::Malformed,
+            message: "a broadcaster's join names its broadcast (`session`)".into(),
+            close: false,
+        });
+    };
     let nonce = Nonce(rand::random());
     mailbox.post(&ServerMessage::Challenge { nonce });
     Ok(PendingClaim {
         channel,
         key,
+        session,
         nonce,
         deadline: Instant::now() + CHALLENGE_TIMEOUT,
     })

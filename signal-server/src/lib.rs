@@ -67,6 +67,7 @@ fn router(state: AppState) -> Router {
         .route("/watch/{channel}", get(web::app_page))
         .route("/embed/{channel}", get(web::app_page))
         .fallback_service(web::static_files(&state.config.web_dir))
+        .layer(axum::middleware::from_fn(web::cache_control))
         .with_state(state)
 }
 

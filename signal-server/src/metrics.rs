@@ -20,10 +20,12 @@ pub enum Rejection {
     KeyRequired,
     BadSignature,
     ChallengeTimeout,
+    /// A client older than the server serves (`upgrade_required`).
+    Outdated,
 }
 
 impl Rejection {
-    const ALL: [Rejection; 14] = [
+    const ALL: [Rejection; 15] = [
         Rejection::TooLarge,
         Rejection::Malformed,
         Rejection::RateLimited,
@@ -38,6 +40,7 @@ impl Rejection {
         Rejection::KeyRequired,
         Rejection::BadSignature,
         Rejection::ChallengeTimeout,
+        Rejection::Outdated,
     ];
 
     pub fn label(self) -> &'static str {
@@ -56,6 +59,7 @@ impl Rejection {
             Rejection::KeyRequired => "key_required",
             Rejection::BadSignature => "bad_signature",
             Rejection::ChallengeTimeout => "challenge_timeout",
+            Rejection::Outdated => "outdated",
         }
     }
 }

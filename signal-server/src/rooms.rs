@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use protocol::{
-    ChannelName, ChannelSummary, ErrorCode, PeerId, Role, ServerMessage, SignalPayload,
+    ChannelName, ChannelSummary, ErrorCode, PeerId, Role, ServerMessage, SessionId, SignalPayload,
 };
 use rand::seq::SliceRandom;
 use rand::Rng;
@@ -108,6 +108,8 @@ fn sample(
 #[derive(Default)]
 struct Channel {
     broadcaster: Option<PeerId>,
+    /// The broadcaster's broadcast, while it is here.
+    session: Option<SessionId>,
     members: Vec<PeerId>,
 }
 
@@ -127,7 +129,6 @@ pub struct Limits {
 
 pub struct Rooms {
     limits: Limits,
-    next_peer: u64,
     channels: HashMap<ChannelName, Channel>,
     members: HashMap<PeerId, Member>,
     connections_per_ip: HashMap<IpAddr, usize>,
@@ -137,7 +138,6 @@ impl Rooms {
     pub fn new(limits: Limits) -> Rooms {
         Rooms {
             limits,
-            next_peer: 1,
             channels: HashMap::new(),
             members: HashMap::new(),
             connections_per_ip: HashMap::new(),
@@ -171,6 +171,7 @@ impl Rooms {
         channel: ChannelName,
         role: Role,
         mailbox: Mailbox,
+        session: Option<SessionId>,
     ) -> Result<(PeerId, Vec<PeerId>), JoinError> {
         if !self.channels.contains_key(&channel) && self.channels.len() >= self.limits.max_channels
         {
@@ -183,6 +184,9 @@ impl Rooms {
                 ),
             ));
         }
+        if role == Role::Broadcaster {
+            self.replace_broadcaster(&channel);
+        }
         let room = self.channels.entry(channel.clone()).or_default();
         if room.members.len() >= self.limits.max_peers_per_channel {
             return Err(JoinError::new(
@@ -194,15 +198,8 @@ impl Rooms {
                 ),
             ));
         }
-        if role == Role::Broadcaster && room.broadcaster.is_some() {
-            return Err(JoinError::new(
-                ErrorCode::ChannelTaken,
-                Rejection::ChannelTaken,
-                format!("channel {channel} already has a broadcaster"),
-            ));
-        }
-        let peer = PeerId(self.next_peer);
-        self.next_peer += 1;
+        let peer = self.fresh_peer_id();
+        let room = self.channels.entry(channel.clone()).or_default();
         // The broadcaster takes a bounded number of links; past them, viewers feed each
         // other and the broadcaster is not asked to answer every join.
         let broadcaster_has_room =
@@ -219,6 +216,7 @@ impl Rooms {
         introduced.extend(sample(room, &self.members, &exclude, wanted));
         if role == Role::Broadcaster {
             room.broadcaster = Some(peer);
+            room.session = session;
         }
         let index = room.members.len();
         room.members.push(peer);
@@ -232,6 +230,36 @@ impl Rooms {
         self.members.insert(peer, member);
         self.link_contacts(peer, &introduced);
         Ok((peer, introduced))
+    }
+
+    /// An unguessable id never used before: 64 random bits, so ids cannot be enumerated
+    /// and do not repeat after a restart, when live links, bans and `is_source` on the
+    /// peers still name the old ones.
+    fn fresh_peer_id(&self) -> PeerId {
+        loop {
+            let id = PeerId(rand::random::<u64>());
+            if id.0 != 0 && !self.members.contains_key(&id) {
+                return id;
+            }
+        }
+    }
+
+    /// A broadcaster joins a channel that still has one: only a peer that proved the
+    /// channel's key gets here, so it is the owner coming back while the server holds its
+    /// stale session (its connection dropped, the idle time-out has not fired yet). The
+    /// old session leaves; it could otherwise lock the owner out for a minute.
+    fn replace_broadcaster(&mut self, channel: &ChannelName) {
+        let Some(old) = self.channels.get(channel).and_then(|room| room.broadcaster) else {
+            return;
+        };
+        if let Some(member) = self.members.get(&old) {
+            member.mailbox.post(&ServerMessage::Error {
+                code: ErrorCode::ChannelTaken,
+                message: format!("replaced by a newer session proving the key of {channel}"),
+            });
+        }
+        tracing::info!(peer = %old, %channel, "broadcaster session replaced by its owner");
+        self.leave(old);
     }
 
     /// A peer's report of how many more links it accepts.
@@ -271,42 +299,47 @@ impl Rooms {
         }
     }
 
-    /// Forwards WebRTC set-up to another peer of the sender's channel.
+    /// Forwards WebRTC set-up to a peer the sender was introduced to (or with).
     pub fn relay(
         &mut self,
         from: PeerId,
         to: PeerId,
         signal: SignalPayload,
     ) -> Result<(), JoinError> {
-        let sender_channel = &self
-            .members
-            .get(&from)
-            .ok_or_else(|| {
-                JoinError::new(
-                    ErrorCode::NotJoined,
-                    Rejection::Malformed,
-                    "join a channel first",
-                )
-            })?
-            .channel;
+        let sender = self.members.get(&from).ok_or_else(|| {
+            JoinError::new(
+                ErrorCode::NotJoined,
+                Rejection::Malformed,
+                "join a channel first",
+            )
+        })?;
+        // Only peers introduced to each other may signal: nobody can reach (and learn the
+        // address of) a peer by guessing or collecting ids. Either side's list counts,
+        // as each keeps only its newest contacts.
         let target = self
             .members
             .get(&to)
-            .filter(|m| &m.channel == sender_channel)
+            .filter(|m| m.channel == sender.channel)
+            .filter(|m| sender.contacts.contains(&to) || m.contacts.contains(&from))
             .ok_or_else(|| {
                 JoinError::new(
                     ErrorCode::UnknownPeer,
                     Rejection::UnknownPeer,
-                    format!("no peer {to} in channel {sender_channel}"),
+                    format!(
+                        "no peer {to} introduced to you in channel {}",
+                        sender.channel
+                    ),
                 )
             })?;
         deliver(&target.mailbox, ServerMessage::Signal { from, signal });
         Ok(())
     }
 
-    /// The channel's broadcaster, if it has one now.
-    pub fn broadcaster(&self, channel: &ChannelName) -> Option<PeerId> {
-        self.channels.get(channel)?.broadcaster
+    /// The channel's broadcaster and its broadcast, if it has one now.
+    pub fn broadcast(&self, channel: &ChannelName) -> (Option<PeerId>, Option<SessionId>) {
+        self.channels
+            .get(channel)
+            .map_or((None, None), |room| (room.broadcaster, room.session))
     }
 
     /// Posts `message` to every member of `channel` but `except`. O(channel size): for
@@ -338,6 +371,7 @@ impl Rooms {
         }
         if room.broadcaster == Some(peer) {
             room.broadcaster = None;
+            room.session = None;
         }
         // Only its contacts can hold a link to it; telling the whole channel would make
         // each leave cost O(channel size).

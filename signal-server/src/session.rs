@@ -3,11 +3,15 @@
 
 use std::sync::atomic::Ordering;
 
-use protocol::{ChannelName, ClientMessage, ErrorCode, PeerId, Role, ServerMessage};
+use protocol::{
+    ChannelName, ClientMessage, ErrorCode, PeerId, Role, ServerMessage, SessionId,
+    MIN_SIGNAL_VERSION,
+};
 use tokio::time::Instant;
 
 use crate::claims::{self, PendingClaim};
 use crate::connection::{Close, CLOSE_POLICY};
+use crate::metrics::Rejection;
 use crate::rooms::Mailbox;
 use crate::AppState;
 
@@ -43,7 +47,25 @@ pub(crate) fn handle(
         return None;
     }
     match message {
-        ClientMessage::Join { channel, role, key } => {
+        ClientMessage::Join {
+            channel,
+            role,
+            key,
+            session: broadcast,
+            version,
+        } => {
+            if version < MIN_SIGNAL_VERSION {
+                state.metrics.reject(Rejection::Outdated);
+                reply_error(
+                    mailbox,
+                    ErrorCode::UpgradeRequired,
+                    format!(
+                        "this client speaks version {version}; the server needs {MIN_SIGNAL_VERSION} \
+                         or later: reload to update"
+                    ),
+                );
+                return None;
+            }
             if session.peer.is_some() {
                 reply_error(
                     mailbox,
@@ -53,13 +75,13 @@ pub(crate) fn handle(
                 return None;
             }
             if role == Role::Broadcaster {
-                match claims::challenge(state, mailbox, channel, key) {
+                match claims::challenge(state, mailbox, channel, key, broadcast) {
                     Ok(claim) => session.claim = Some(claim),
                     Err(refusal) => return refuse(state, mailbox, refusal),
                 }
                 return None;
             }
-            enter(state, mailbox, session, channel, role);
+            enter(state, mailbox, session, channel, role, None);
         }
         ClientMessage::Prove { signature } => {
             let Some(claim) = session.claim.take() else {
@@ -83,11 +105,13 @@ pub(crate) fn handle(
                 session,
                 claim.channel.clone(),
                 Role::Broadcaster,
+                Some(claim.session),
             ) {
                 let broadcaster = session.peer.expect("enter() set the peer id");
                 let claimed = ServerMessage::Claimed {
                     channel_key: claim.key,
                     broadcaster,
+                    session: claim.session,
                 };
                 state
                     .rooms()
@@ -142,8 +166,11 @@ fn enter(
     session: &mut Session,
     channel: ChannelName,
     role: Role,
+    broadcast: Option<SessionId>,
 ) -> bool {
-    let joined = state.rooms().join(channel.clone(), role, mailbox.clone());
+    let joined = state
+        .rooms()
+        .join(channel.clone(), role, mailbox.clone(), broadcast);
     match joined {
         Ok((id, introduced)) => {
             tracing::info!(peer = %id, %channel, ?role, introduced = introduced.len(), "peer joined");
@@ -153,12 +180,13 @@ fn enter(
                 .map_or(0, |d| d.as_secs());
             let ice_servers = crate::ice::ice_servers(&state.config, id, now);
             let channel_key = state.owners().key(&channel);
-            let broadcaster = state.rooms().broadcaster(&channel);
+            let (broadcaster, broadcast) = state.rooms().broadcast(&channel);
             mailbox.post(&ServerMessage::Welcome {
                 peer_id: id,
                 channel,
                 channel_key,
                 broadcaster,
+                session: broadcast,
                 ice_servers,
             });
             mailbox.post(&ServerMessage::Introduce { peers: introduced });

@@ -1,7 +1,8 @@
 //! HTTP routes beside the WebSocket: the app page, the channel list, metrics and health.
 
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Response};
 use axum::Json;
 use tower_http::services::ServeDir;
@@ -47,6 +48,39 @@ pub(crate) fn static_files(web_dir: &std::path::Path) -> SetResponseHeader<Serve
     )
 }
 
+/// How long browsers and caches may keep what we serve. The build names the wasm, its
+/// JS glue and the CSS by a hash of their content (`peer-wasm-0123456789abcdef.js`):
+/// those never change under their name, so they are kept for a year. Everything else —
+/// the pages, `streamtorrent.js` (the stable entry point other sites import, which names
+/// the hashed files), the API — is revalidated every time, so a new release is picked up
+/// at once and no page runs wasm older than the server.
+pub(crate) async fn cache_control(request: Request, next: Next) -> Response {
+    let immutable = is_content_hashed(request.uri().path());
+    let mut response = next.run(request).await;
+    let policy = if immutable && response.status().is_success() {
+        "public, max-age=31536000, immutable"
+    } else {
+        "no-cache"
+    };
+    response
+        .headers_mut()
+        .entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static(policy));
+    response
+}
+
+/// `name-<16 hex digits>[_bg].ext`, as Trunk names the files it hashes.
+fn is_content_hashed(path: &str) -> bool {
+    let file = path.rsplit('/').next().unwrap_or_default();
+    let Some((stem, _ext)) = file.rsplit_once('.') else {
+        return false;
+    };
+    let stem = stem.strip_suffix("_bg").unwrap_or(stem);
+    stem.rsplit_once('-').is_some_and(|(name, hash)| {
+        !name.is_empty() && hash.len() == 16 && hash.bytes().all(|b| b.is_ascii_hexdigit())
+    })
+}
+
 /// Prometheus text format.
 pub(crate) async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let sizes = state.rooms().channel_sizes();
@@ -58,4 +92,31 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> impl IntoResponse 
 
 pub(crate) async fn healthz() -> &'static str {
     "ok\n"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_content_hashed;
+
+    #[test]
+    fn only_content_hashed_names_are_immutable() {
+        for hashed in [
+            "/peer-wasm-0123456789abcdef.js",
+            "/peer-wasm-0123456789abcdef_bg.wasm",
+            "/style-fedcba9876543210.css",
+        ] {
+            assert!(is_content_hashed(hashed), "{hashed}");
+        }
+        for plain in [
+            "/",
+            "/streamtorrent.js",
+            "/peer-wasm.js",
+            "/watch/news",
+            "/x-0123.js",
+            "/-0123456789abcdef.js",
+            "/peer-wasm-0123456789abcdeg.js",
+        ] {
+            assert!(!is_content_hashed(plain), "{plain}");
+        }
+    }
 }

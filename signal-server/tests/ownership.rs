@@ -14,6 +14,8 @@ fn broadcaster_join(channel: &str, signer: Option<&SigningKey>) -> ClientMessage
         channel: channel.parse().unwrap(),
         role: Role::Broadcaster,
         key: signer.map(public),
+        session: Some(protocol::SessionId(7)),
+        version: protocol::SIGNAL_VERSION,
     }
 }
 
@@ -137,6 +139,8 @@ async fn a_channel_stays_with_its_first_key_while_its_broadcaster_is_away() {
             channel: "news".parse().unwrap(),
             role: Role::Viewer,
             key: None,
+            session: None,
+            version: protocol::SIGNAL_VERSION,
         },
     )
     .await;
@@ -181,6 +185,8 @@ async fn viewers_waiting_on_an_unclaimed_channel_learn_its_key_when_it_is_claime
             channel: "premiere".parse().unwrap(),
             role: Role::Viewer,
             key: None,
+            session: None,
+            version: protocol::SIGNAL_VERSION,
         },
     )
     .await;
@@ -198,9 +204,11 @@ async fn viewers_waiting_on_an_unclaimed_channel_learn_its_key_when_it_is_claime
         ServerMessage::Claimed {
             channel_key,
             broadcaster,
+            session,
         } => {
             assert_eq!(channel_key, public(&channel_signer("premiere")));
             assert_eq!(broadcaster, owner_id);
+            assert_eq!(session, protocol::SessionId(7), "the broadcast it named");
         }
         other => panic!("expected the channel's key, got {other:?}"),
     }

@@ -126,30 +126,119 @@ async fn relay_to_unknown_or_foreign_peer_is_an_error() {
 }
 
 #[tokio::test]
-async fn second_broadcaster_is_refused() {
+async fn a_broadcaster_proving_the_key_again_replaces_its_stale_session() {
     let addr = start().await;
-    let mut first = connect(&addr).await;
-    join(&mut first, "news", Role::Broadcaster).await;
-    let mut second = connect(&addr).await;
-    // Even with the channel's own key: one broadcaster at a time.
-    let signer = channel_signer("news");
-    send(
-        &mut second,
-        ClientMessage::Join {
-            channel: "news".parse().unwrap(),
-            role: Role::Broadcaster,
-            key: Some(public(&signer)),
-        },
-    )
-    .await;
-    let ServerMessage::Challenge { nonce } = recv(&mut second).await else {
-        panic!("expected a challenge")
-    };
-    send(&mut second, prove(&signer, "news", &nonce)).await;
-    let ServerMessage::Error { code, .. } = recv(&mut second).await else {
-        panic!("expected error")
+    // The owner's old connection is still held (say, its network dropped silently).
+    let mut stale = connect(&addr).await;
+    let (stale_id, _) = join(&mut stale, "news", Role::Broadcaster).await;
+    let mut viewer = connect(&addr).await;
+    join(&mut viewer, "news", Role::Viewer).await;
+    // It comes back on a new connection, proving the channel's key again: it is let in,
+    // where it used to get `channel_taken` for a minute and exit.
+    let mut back = connect(&addr).await;
+    let (back_id, _) = join(&mut back, "news", Role::Broadcaster).await;
+    assert_ne!(back_id, stale_id);
+    // The viewer hears that the old one left and who broadcasts now.
+    let mut heard = Vec::new();
+    while heard.len() < 2 {
+        heard.push(recv(&mut viewer).await);
+    }
+    assert!(
+        heard.contains(&ServerMessage::PeerLeft { peer: stale_id }),
+        "{heard:?}"
+    );
+    assert!(
+        heard.iter().any(
+            |m| matches!(m, ServerMessage::Claimed { broadcaster, .. } if *broadcaster == back_id)
+        ),
+        "{heard:?}"
+    );
+    // The stale session is told why it is out.
+    let ServerMessage::Error { code, message } = recv(&mut stale).await else {
+        panic!("expected an error")
     };
     assert_eq!(code, ErrorCode::ChannelTaken);
+    assert!(message.contains("replaced"), "{message}");
+}
+
+#[tokio::test]
+async fn signals_go_only_between_peers_introduced_to_each_other() {
+    let addr = start().await;
+    let mut broadcaster = connect(&addr).await;
+    let (b_id, _) = join(&mut broadcaster, "news", Role::Broadcaster).await;
+    let mut a = connect(&addr).await;
+    let (a_id, a_intro) = join(&mut a, "news", Role::Viewer).await;
+    assert_eq!(a_intro, vec![b_id]);
+    // The broadcaster is full from now on: a later viewer meets viewers only.
+    send(&mut broadcaster, ClientMessage::Status { free_slots: 0 }).await;
+    let mut d = connect(&addr).await;
+    let (d_id, d_intro) = join(&mut d, "news", Role::Viewer).await;
+    assert_eq!(d_intro, vec![a_id]);
+    // `d` knows the broadcaster's id (anyone can learn ids), but was never introduced.
+    send(&mut d, offer_to(b_id)).await;
+    let ServerMessage::Error { code, message } = recv(&mut d).await else {
+        panic!("expected an error")
+    };
+    assert_eq!(code, ErrorCode::UnknownPeer);
+    assert!(message.contains("introduced"), "{message}");
+    // Introduced pairs still signal, whichever side starts.
+    send(&mut d, offer_to(a_id)).await;
+    assert!(matches!(recv(&mut a).await, ServerMessage::Signal { from, .. } if from == d_id));
+    send(&mut a, offer_to(b_id)).await;
+    assert!(
+        matches!(recv(&mut broadcaster).await, ServerMessage::Signal { from, .. } if from == a_id),
+        "the broadcaster got only what its contact sent"
+    );
+}
+
+#[tokio::test]
+async fn peer_ids_are_random_64_bit_values_not_a_counter() {
+    let addr = start().await;
+    let mut ids = Vec::new();
+    let mut sockets = Vec::new();
+    for _ in 0..8 {
+        let mut ws = connect(&addr).await;
+        ids.push(join(&mut ws, "news", Role::Viewer).await.0);
+        sockets.push(ws);
+    }
+    // A counter would give 1, 2, 3…: anyone could guess a neighbour's id.
+    let consecutive = ids
+        .windows(2)
+        .filter(|w| w[1].0.abs_diff(w[0].0) < 1_000)
+        .count();
+    assert_eq!(consecutive, 0, "{ids:?}");
+    assert!(
+        ids.iter()
+            .all(|id| id.0 > u64::from(u32::MAX) || id.0.leading_zeros() < 40),
+        "{ids:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_older_client_is_told_to_update_not_banned() {
+    let addr = start().await;
+    let mut old = connect(&addr).await;
+    // A page from before versions sends no version at all.
+    old.send(Message::text(
+        r#"{"type":"join","channel":"news","role":"viewer"}"#,
+    ))
+    .await
+    .unwrap();
+    let ServerMessage::Error { code, message } = recv(&mut old).await else {
+        panic!("expected an error")
+    };
+    assert_eq!(code, ErrorCode::UpgradeRequired);
+    assert!(message.contains("reload"), "{message}");
+    // Still connected and welcome once it speaks the current version.
+    join(&mut old, "news", Role::Viewer).await;
+    assert_rejections(&addr, "outdated", 1).await;
+}
+
+fn offer_to(to: PeerId) -> ClientMessage {
+    ClientMessage::Signal {
+        to,
+        signal: SignalPayload::Offer { sdp: "x".into() },
+    }
 }
 
 #[tokio::test]
@@ -539,12 +628,17 @@ fn introductions_are_bounded_and_random() {
     };
     let channel: protocol::ChannelName = "big".parse().unwrap();
     let (source, _) = rooms
-        .join(channel.clone(), Role::Broadcaster, mailbox())
+        .join(
+            channel.clone(),
+            Role::Broadcaster,
+            mailbox(),
+            Some(protocol::SessionId(7)),
+        )
         .unwrap();
     let mut seen = std::collections::HashSet::new();
     for i in 0..5000 {
         let (_, intro) = rooms
-            .join(channel.clone(), Role::Viewer, mailbox())
+            .join(channel.clone(), Role::Viewer, mailbox(), None)
             .unwrap();
         assert_eq!(intro[0], source);
         assert_eq!(intro.len(), (i + 1).min(8), "joiner {i}");
@@ -683,5 +777,30 @@ async fn a_full_broadcaster_is_not_introduced_and_viewers_meet_each_other() {
             intro.contains(&first_id),
             "viewers meet each other instead: {intro:?}"
         );
+    }
+}
+
+#[tokio::test]
+async fn hashed_assets_are_immutable_and_everything_else_revalidates() {
+    let (addr, _stop) = start_with(|config| {
+        std::fs::write(
+            config.web_dir.join("peer-wasm-0123456789abcdef.js"),
+            "// glue",
+        )
+        .unwrap();
+        std::fs::write(config.web_dir.join("streamtorrent.js"), "// entry").unwrap();
+    })
+    .await;
+    let cache_control = |response: String| {
+        response
+            .lines()
+            .find_map(|l| l.strip_prefix("cache-control: ").map(str::to_owned))
+            .unwrap_or_else(|| panic!("no cache-control in {response}"))
+    };
+    let hashed = http_get_raw(&addr, "/peer-wasm-0123456789abcdef.js").await;
+    assert_eq!(cache_control(hashed), "public, max-age=31536000, immutable");
+    for path in ["/streamtorrent.js", "/", "/watch/news", "/api/channels"] {
+        let response = http_get_raw(&addr, path).await;
+        assert_eq!(cache_control(response), "no-cache", "{path}");
     }
 }

@@ -1,6 +1,6 @@
 use std::sync::Arc;
 
-use protocol::{ChannelKey, ContentSigner};
+use protocol::{Broadcast, ChannelKey, ContentSigner};
 
 use crate::BytesPerSec;
 
@@ -26,6 +26,9 @@ pub enum Trust {
 pub struct Config {
     /// The channel key's part: also what makes this peer the source or a viewer.
     pub trust: Trust,
+    /// The broadcast this swarm carries: what every signature covers, so content of
+    /// another channel or an earlier broadcast is refused.
+    pub broadcast: Broadcast,
     /// Chunks kept behind the newest known one; bounds memory.
     pub window: u64,
     /// Block requests outstanding to one peer at a time.
@@ -81,6 +84,11 @@ impl Config {
         Config::with_trust(Trust::Signs(Arc::new(signer)))
     }
 
+    /// The broadcaster's swarm, with a signer shared with its driver.
+    pub fn source_arc(signer: Arc<dyn ContentSigner>) -> Config {
+        Config::with_trust(Trust::Signs(signer))
+    }
+
     /// A viewer's swarm: stores, forwards and plays only what `key` signed.
     pub fn viewer(key: ChannelKey) -> Config {
         Config::with_trust(Trust::Verifies(key))
@@ -96,6 +104,7 @@ impl Config {
     fn with_trust(trust: Trust) -> Config {
         Config {
             trust,
+            broadcast: Broadcast::default(),
             window: 30,
             max_requests_per_peer: 4,
             max_serving_per_peer: 16,

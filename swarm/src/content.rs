@@ -1,8 +1,11 @@
 //! Signed content in the swarm: the source signs each chunk's manifest and the init
 //! segment; a viewer keeps only manifests and an init segment the channel key signed,
 //! and checks every piece against its manifest before it is stored (so before it can be
-//! forwarded or played). A neighbour that sends anything signed wrongly or a piece that
-//! does not match is a polluter: dropped and banned.
+//! forwarded or played). Every signature covers the broadcast (channel and session), so
+//! content replayed from an earlier broadcast never verifies. Links join peers of one
+//! broadcast only (the node compares sessions in `Hello`), so a neighbour that sends
+//! anything signed wrongly or a piece that does not match is a polluter: dropped and
+//! banned.
 
 use protocol::{init_message, ChunkManifest, ChunkSeq, KeySignature, PeerId, PeerMessage};
 
@@ -40,7 +43,14 @@ impl Swarm {
             return None;
         };
         let pieces = chunk.data.pieces().iter().map(|p| p.as_ref());
-        ChunkManifest::sign(signer.as_ref(), chunk.seq, chunk.keyframe, pieces).ok()
+        ChunkManifest::sign(
+            signer.as_ref(),
+            &self.config.broadcast,
+            chunk.seq,
+            chunk.keyframe,
+            pieces,
+        )
+        .ok()
     }
 
     /// Source: signs the init segment it produced and offers it to every neighbour.
@@ -48,7 +58,7 @@ impl Swarm {
         let Trust::Signs(signer) = &self.config.trust else {
             return;
         };
-        let signature = signer.sign(&init_message(&mime, &data));
+        let signature = signer.sign(&init_message(&self.config.broadcast, &mime, &data));
         self.learn_init(SignedInit {
             mime,
             data,
@@ -64,7 +74,8 @@ impl Swarm {
         if self.init.is_some() {
             return;
         }
-        if !key.verify(&init_message(&init.mime, &init.data), &init.signature) {
+        let message = init_message(&self.config.broadcast, &init.mime, &init.data);
+        if !key.verify(&message, &init.signature) {
             let reason = "init segment not signed by the channel key".to_owned();
             self.drop_peer(peer, DropCause::Polluting, reason);
             return;
@@ -108,7 +119,7 @@ impl Swarm {
         // Verified once per chunk: the same manifest again costs a comparison.
         let known = self.store.manifests.get(&seq);
         if known != Some(&manifest) {
-            if let Err(err) = manifest.verify(key) {
+            if let Err(err) = manifest.verify(key, &self.config.broadcast) {
                 self.drop_peer(peer, DropCause::Polluting, err.to_string());
                 return;
             }

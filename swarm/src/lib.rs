@@ -10,6 +10,7 @@ mod download;
 mod hostile;
 mod messages;
 mod neighbours;
+mod node;
 mod peer;
 mod piece_set;
 mod playback;
@@ -23,7 +24,12 @@ mod upload;
 pub use chunk_store::{Chunk, ChunkData};
 pub use config::{Config, SwarmRole, Trust};
 pub use hostile::{DropCause, Drops};
-pub use neighbours::{NeighbourReport, SOURCE_MAX_LINKS, TARGET_LINKS};
+pub use neighbours::{NeighbourReport, MAX_VIEWER_LINKS, SOURCE_MAX_LINKS, TARGET_LINKS};
+pub use node::{
+    LinkId, LinkStart, Node, NodeConfig, NodeEvent, NodeInput, NodeOutput, SignalId,
+    GATHER_TIMEOUT_MS, LINK_CONNECT_TIMEOUT_MS, RECONNECT_FIRST_MS, RECONNECT_MAX_MS,
+    SIGNAL_CONNECT_TIMEOUT_MS, TICK_MS,
+};
 pub use rate::BytesPerSec;
 pub use swarm::{Input, Neighbour, Output, Stats, Swarm};
 pub use time::Millis;

@@ -184,6 +184,8 @@ impl Swarm {
                 },
             ),
             PeerMessage::Manifest(manifest) => self.on_manifest(peer, manifest),
+            // The node checks versions before a link reaches the swarm.
+            PeerMessage::Hello { .. } => {}
         }
     }
 }

@@ -12,6 +12,9 @@ pub const TARGET_LINKS: usize = 8;
 /// Links the broadcaster takes. Beyond them viewers feed each other, and the broadcaster
 /// is not introduced to every joiner (which would also make it answer every join).
 pub const SOURCE_MAX_LINKS: usize = 16;
+/// Links a viewer takes at most: free slots steer introductions toward the target, and
+/// this bounds the rest, so the swarm is never a full mesh.
+pub const MAX_VIEWER_LINKS: usize = 2 * TARGET_LINKS;
 /// A viewer with fewer links than this asks for more.
 const ASK_BELOW: usize = TARGET_LINKS / 2;
 /// Least time between two requests for more peers.

@@ -182,6 +182,7 @@ fn a_manifest_not_signed_by_the_channel_key_gets_the_sender_banned() {
     let data = common::chunk_bytes(3, 20_000);
     let forged = protocol::ChunkManifest::sign(
         &other_signer(),
+        &protocol::Broadcast::default(),
         ChunkSeq(3),
         true,
         data.chunks(protocol::PIECE_BYTES),
@@ -197,6 +198,47 @@ fn a_manifest_not_signed_by_the_channel_key_gets_the_sender_banned() {
     assert!(viewer.is_banned(HOSTILE));
 }
 
+/// A peer that kept manifests of an earlier broadcast (chunk numbers restart at 0 with
+/// every broadcast) replays one: genuine key, wrong broadcast. Were it kept, the honest
+/// broadcaster's pieces of this chunk would "not match" it and the victim would ban the
+/// broadcaster; instead it never verifies, and the replayer is the one dropped.
+#[test]
+fn a_manifest_replayed_from_an_earlier_broadcast_is_refused() {
+    let now = protocol::Broadcast {
+        channel: "news".parse().unwrap(),
+        session: protocol::SessionId(2),
+    };
+    let earlier = protocol::Broadcast {
+        session: protocol::SessionId(1),
+        ..now.clone()
+    };
+    let mut config = common::viewer_config();
+    config.broadcast = now.clone();
+    let mut viewer = Swarm::new(config);
+    viewer.handle_input(Millis(0), Input::PeerConnected(HOSTILE));
+    viewer.handle_input(Millis(0), Input::PeerConnected(HONEST));
+    drain(&mut viewer);
+    let sign = |broadcast: &protocol::Broadcast, seq: u64| {
+        let data = common::chunk_bytes(seq, 20_000);
+        let pieces = data.chunks(protocol::PIECE_BYTES);
+        protocol::ChunkManifest::sign(&common::signer(), broadcast, ChunkSeq(3), true, pieces)
+            .unwrap()
+    };
+    let replayed = PeerMessage::Manifest(sign(&earlier, 99));
+    viewer.handle_input(Millis(1), Input::Message(HOSTILE, replayed));
+    let reason = disconnected(&drain(&mut viewer), HOSTILE).expect("the replayer is dropped");
+    assert!(reason.contains("s0000000000000002"), "{reason}");
+    assert_eq!(
+        viewer.manifests_held(),
+        0,
+        "the replayed manifest was not kept"
+    );
+    let current = PeerMessage::Manifest(sign(&now, 3));
+    viewer.handle_input(Millis(2), Input::Message(HONEST, current));
+    assert!(disconnected(&drain(&mut viewer), HONEST).is_none());
+    assert_eq!(viewer.manifests_held(), 1);
+}
+
 #[test]
 fn an_init_segment_not_signed_by_the_channel_key_is_never_played() {
     let mut viewer = Swarm::new(common::viewer_config());
@@ -205,7 +247,7 @@ fn an_init_segment_not_signed_by_the_channel_key_is_never_played() {
     }
     drain(&mut viewer);
     let (mime, data) = ("video/mp4".to_owned(), vec![1u8; 300]);
-    let message = protocol::init_message(&mime, &data);
+    let message = protocol::init_message(&protocol::Broadcast::default(), &mime, &data);
     let init = |signature| PeerMessage::Init {
         mime: mime.clone(),
         data: data.clone(),

@@ -29,7 +29,7 @@ fuzz_target!(|data: &[u8]| {
             let _ = key.verify(&data[128..], &KeySignature::from_bytes(&signature));
             // A chunk manifest from the wire, checked against the key and its pieces.
             if let Ok(PeerMessage::Manifest(manifest)) = PeerMessage::decode(&data[128..]) {
-                assert!(manifest.verify(&key).is_err() || manifest.hashes.len() <= MAX_MANIFEST_PIECES);
+                assert!(manifest.verify(&key, &protocol::Broadcast::default()).is_err() || manifest.hashes.len() <= MAX_MANIFEST_PIECES);
                 for index in 0..manifest.hashes.len() + 1 {
                     let _ = manifest.piece_matches(index, &data[..index.min(data.len())]);
                 }

@@ -83,8 +83,8 @@ async fn main() {
         errors: AtomicU64::new(0),
     });
     let (joined_tx, mut joined_rx) = mpsc::unbounded_channel::<Joined>();
-    // Phase 2: for each peer index, whom it sends to (None: it only receives).
-    let (targets_tx, targets_rx) = watch::channel::<Option<Arc<Vec<Option<PeerId>>>>>(None);
+    // Phase 2 starts once every peer joined.
+    let (go_tx, go_rx) = watch::channel(false);
     let (stop_tx, stop_rx) = watch::channel(false);
     let gate = Arc::new(Semaphore::new(args.concurrency));
     let started = Instant::now();
@@ -96,7 +96,7 @@ async fn main() {
             url: args.server.clone(),
             shared: shared.clone(),
             joined: joined_tx.clone(),
-            targets: targets_rx.clone(),
+            go: go_rx.clone(),
             stop: stop_rx.clone(),
             gate: gate.clone(),
         };
@@ -114,21 +114,8 @@ async fn main() {
     tokio::time::sleep(Duration::from_secs(1)).await; // Let the server settle.
     let rss_after = rss_kib(pid);
 
-    // Pairs in the same channel: 2k and 2k+1 bounce messages between them.
-    let same_channel =
-        |a: usize, b: usize| a / args.channel_size.max(1) == b / args.channel_size.max(1);
-    let targets: Vec<Option<PeerId>> = (0..args.connections)
-        .map(|i| {
-            let partner = i ^ 1;
-            if partner < args.connections && same_channel(i, partner) {
-                ids[partner]
-            } else {
-                None
-            }
-        })
-        .collect();
     let relay_start = Instant::now();
-    let _ = targets_tx.send(Some(Arc::new(targets)));
+    let _ = go_tx.send(true);
     tokio::time::sleep(Duration::from_secs(args.seconds)).await;
     let relayed = shared.relayed.load(Ordering::Relaxed);
     let relay_secs = relay_start.elapsed().as_secs_f64();
@@ -168,7 +155,7 @@ struct Peer {
     url: String,
     shared: Arc<Shared>,
     joined: mpsc::UnboundedSender<Joined>,
-    targets: watch::Receiver<Option<Arc<Vec<Option<PeerId>>>>>,
+    go: watch::Receiver<bool>,
     stop: watch::Receiver<bool>,
     gate: Arc<Semaphore>,
 }
@@ -202,6 +189,8 @@ impl Peer {
                     channel,
                     role: Role::Viewer,
                     key: None,
+                    session: None,
+                    version: protocol::SIGNAL_VERSION,
                 }
                 .to_json(),
             ))
@@ -212,11 +201,17 @@ impl Peer {
             return;
         }
         let mut me = None;
+        // The server relays only between peers it introduced: each peer signals the first
+        // one it was introduced to, and answers whoever signals it.
+        let mut introduced = None;
         while let Some(Ok(frame)) = ws.next().await {
             let Message::Text(text) = frame else { continue };
             match ServerMessage::from_json(&text) {
                 Ok(ServerMessage::Welcome { peer_id, .. }) => me = Some(peer_id),
-                Ok(ServerMessage::Introduce { .. }) => break,
+                Ok(ServerMessage::Introduce { peers }) => {
+                    introduced = peers.first().copied();
+                    break;
+                }
                 _ => {
                     self.shared.errors.fetch_add(1, Ordering::Relaxed);
                     return;
@@ -231,23 +226,20 @@ impl Peer {
         drop(self.joined);
         drop(permit);
 
-        let _ = self.targets.wait_for(Option::is_some).await;
-        let target = self.targets.borrow().as_ref().and_then(|t| t[self.index]);
-        let Some(target) = target else {
-            let _ = self.stop.changed().await; // Unpaired: stays connected, idle.
-            return;
+        let _ = self.go.wait_for(|go| *go).await;
+        let offer = |to: PeerId| {
+            ClientMessage::Signal {
+                to,
+                signal: SignalPayload::Offer {
+                    sdp: "v=0 bench".into(),
+                },
+            }
+            .to_json()
         };
-        let offer = ClientMessage::Signal {
-            to: target,
-            signal: SignalPayload::Offer {
-                sdp: "v=0 bench".into(),
-            },
-        }
-        .to_json();
-        // The even peer of a pair starts the window; each received message is answered.
-        if self.index.is_multiple_of(2) {
+        // A peer introduced to another starts a window; each received message is answered.
+        if let Some(target) = introduced {
             for _ in 0..WINDOW {
-                if ws.send(Message::text(offer.clone())).await.is_err() {
+                if ws.send(Message::text(offer(target))).await.is_err() {
                     self.shared.errors.fetch_add(1, Ordering::Relaxed);
                     return;
                 }
@@ -261,7 +253,11 @@ impl Peer {
             match frame {
                 Some(Ok(Message::Text(text))) if text.contains("\"type\":\"signal\"") => {
                     self.shared.relayed.fetch_add(1, Ordering::Relaxed);
-                    if ws.send(Message::text(offer.clone())).await.is_err() {
+                    let Ok(ServerMessage::Signal { from, .. }) = ServerMessage::from_json(&text)
+                    else {
+                        continue;
+                    };
+                    if ws.send(Message::text(offer(from))).await.is_err() {
                         self.shared.errors.fetch_add(1, Ordering::Relaxed);
                         return;
                     }

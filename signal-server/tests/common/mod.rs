@@ -101,6 +101,8 @@ pub async fn join(ws: &mut Ws, channel: &str, role: Role) -> (PeerId, Vec<PeerId
             channel: channel.parse().unwrap(),
             role,
             key,
+            session: (role == Role::Broadcaster).then_some(protocol::SessionId(7)),
+            version: protocol::SIGNAL_VERSION,
         },
     )
     .await;
@@ -121,6 +123,12 @@ pub async fn join(ws: &mut Ws, channel: &str, role: Role) -> (PeerId, Vec<PeerId
 /// A minimal HTTP/1.0 GET; enough for JSON and HTML bodies, and it keeps the test
 /// dependencies to the WebSocket client.
 pub async fn http_get(addr: &str, path: &str) -> String {
+    let response = http_get_raw(addr, path).await;
+    response.split_once("\r\n\r\n").unwrap().1.to_owned()
+}
+
+/// The whole successful response to a GET, headers (lowercase names) included.
+pub async fn http_get_raw(addr: &str, path: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = TcpStream::connect(addr).await.unwrap();
     stream
@@ -133,7 +141,7 @@ pub async fn http_get(addr: &str, path: &str) -> String {
         response.starts_with("HTTP/1.0 200") || response.starts_with("HTTP/1.1 200"),
         "{response}"
     );
-    response.split_once("\r\n\r\n").unwrap().1.to_owned()
+    response
 }
 
 /// The next close frame, skipping other messages.

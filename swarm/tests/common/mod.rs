@@ -30,6 +30,12 @@ pub fn chunk_bytes(seq: u64, total: usize) -> Vec<u8> {
 pub fn manifest(seq: u64, total: usize) -> protocol::ChunkManifest {
     let data = chunk_bytes(seq, total);
     let pieces = data.chunks(protocol::PIECE_BYTES);
-    protocol::ChunkManifest::sign(&signer(), protocol::ChunkSeq(seq), true, pieces)
-        .expect("test chunks are small enough to sign")
+    protocol::ChunkManifest::sign(
+        &signer(),
+        &protocol::Broadcast::default(),
+        protocol::ChunkSeq(seq),
+        true,
+        pieces,
+    )
+    .expect("test chunks are small enough to sign")
 }

@@ -1,0 +1,432 @@
+//! The whole peer as one sans-IO state machine: the signalling session, the link table,
+//! caps, bans, versions, reconnection, timers, and the [`Swarm`] inside. The browser
+//! driver, the native driver and the simulator feed it [`NodeInput`]s and carry out its
+//! [`NodeOutput`]s; they do I/O and nothing else (quinn-proto's `Connection`, str0m's
+//! `Rtc`).
+//!
+//! Timers: [`Node::poll_timeout`] says when the node next needs the clock; the driver calls
+//! [`Node::handle_timeout`] then (or later).
+
+mod backoff;
+mod links;
+mod peers;
+mod signalling;
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use protocol::{
+    ChannelKey, ChannelName, ChunkSeq, ContentSigner, ErrorCode, IceServer, PeerId, SessionId,
+    SignalPayload,
+};
+
+pub use backoff::{RECONNECT_FIRST_MS, RECONNECT_MAX_MS};
+pub use links::LinkId;
+
+use crate::neighbours::{NeighbourReport, MAX_VIEWER_LINKS, SOURCE_MAX_LINKS};
+use crate::{BytesPerSec, Chunk, Config, Millis, Swarm, SwarmRole};
+use backoff::Backoff;
+use links::LinkTable;
+
+/// How often the swarm's own timers (request time-outs, announcements, skips) and the
+/// neighbour report run: one cadence for every driver.
+pub const TICK_MS: u64 = 100;
+/// A signalling connection that has not opened by then is abandoned and retried.
+pub const SIGNAL_CONNECT_TIMEOUT_MS: u64 = 5_000;
+/// Our description goes to the peer by then, with the candidates gathered so far.
+pub const GATHER_TIMEOUT_MS: u64 = 5_000;
+/// A link whose data channel has not opened by then is closed, freeing its slot.
+pub const LINK_CONNECT_TIMEOUT_MS: u64 = 15_000;
+
+/// What a node is, and the swarm settings it starts its `Swarm` with.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub channel: ChannelName,
+    /// The broadcaster's key: it proves the channel to the server and signs content.
+    /// `None`: a viewer, whose swarm starts once the server names the channel's key.
+    pub signer: Option<Arc<dyn ContentSigner>>,
+    /// Upload budget for serving chunks; `None` is unlimited.
+    pub upload_limit: Option<BytesPerSec>,
+    /// A viewer's playout delay behind the cut; `None` keeps the swarm's default.
+    pub target_buffer_ms: Option<u64>,
+    /// Seeds the swarm's tie-breaking and the reconnect jitter; drivers pass something
+    /// random, tests a fixed value.
+    pub seed: u64,
+}
+
+impl NodeConfig {
+    pub fn role(&self) -> SwarmRole {
+        match self.signer {
+            Some(_) => SwarmRole::Source,
+            None => SwarmRole::Viewer,
+        }
+    }
+}
+
+/// A signalling connection: the node asks for one with `Connect` and the driver reports
+/// on it under the same id, so events from an abandoned attempt are ignored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SignalId(pub u32);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeInput {
+    /// The signalling WebSocket opened.
+    SignalOpen(SignalId),
+    /// A text frame from the signal server.
+    SignalText(SignalId, String),
+    /// The signalling WebSocket closed, or failed to open.
+    SignalClosed(SignalId),
+    /// The link's local description with the candidates gathered (after `OpenLink`, once
+    /// ICE gathering completes, or at once after `FlushDescription`).
+    LocalDescription(LinkId, String),
+    /// The link's data channel opened.
+    LinkOpen(LinkId),
+    /// One data-channel message, as received.
+    LinkData(LinkId, Bytes),
+    /// Bytes still queued on the link (`bufferedAmount`): drivers report it at least
+    /// before each `handle_timeout`, and when it drains.
+    LinkBuffered(LinkId, u64),
+    /// The link closed or failed (reported once or many times: only the first counts).
+    LinkClosed(LinkId),
+    /// Source only: the stream's init segment and MSE type.
+    InitProduced { mime: String, data: Vec<u8> },
+    /// Source only: a freshly cut chunk.
+    ChunkProduced(Chunk),
+}
+
+/// How a link starts: we were introduced and offer, or the peer offered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkStart {
+    Offer,
+    Answer { sdp: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeOutput {
+    /// Open a signalling WebSocket; report it under this id.
+    Connect(SignalId),
+    /// Close this signalling connection (it timed out opening, or the node is done).
+    CloseSignal(SignalId),
+    /// A text frame for the open signalling connection.
+    SendSignal(String),
+    /// Create a peer connection and its data channel; report its description with
+    /// `LocalDescription` once gathered.
+    OpenLink {
+        link: LinkId,
+        peer: PeerId,
+        start: LinkStart,
+        ice_servers: Vec<IceServer>,
+    },
+    /// Apply the peer's answer or candidate to this link.
+    RemoteSignal { link: LinkId, signal: SignalPayload },
+    /// ICE gathering is taking too long: report the description as it is now.
+    FlushDescription(LinkId),
+    /// One data-channel message for this link.
+    Send { link: LinkId, bytes: Vec<u8> },
+    /// Close this link; no further events for it are needed.
+    CloseLink(LinkId),
+    /// Viewer: the init segment; comes before any `Play`.
+    Init { mime: String, data: Vec<u8> },
+    /// Viewer: the next chunk to play (see [`crate::Output::Play`]).
+    Play { chunk: Chunk, due: Millis },
+    /// Viewer: this chunk missed its deadline.
+    Skipped(ChunkSeq),
+    /// For the driver's log or page; nothing to carry out.
+    Event(NodeEvent),
+}
+
+/// What happened, for logs, pages and tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeEvent {
+    /// The server welcomed us into the channel under this id (`again`: after losing
+    /// an earlier session).
+    Joined {
+        peer: PeerId,
+        again: bool,
+    },
+    /// The channel's broadcaster restarted: a new broadcast, whose chunks start over.
+    /// Every link of the old one was closed; the driver resets its player (a new init
+    /// segment and chunks follow as usual).
+    NewBroadcast {
+        session: SessionId,
+    },
+    /// The signalling connection closed; the next attempt is in `retry_in_ms`.
+    SignalLost {
+        retry_in_ms: u64,
+    },
+    /// The server refused us for good: the node stops (the driver ends or shows it).
+    Refused {
+        code: ErrorCode,
+        message: String,
+    },
+    /// The server reported a problem that does not end the session.
+    ServerError {
+        code: ErrorCode,
+        message: String,
+    },
+    /// The server names another channel key than the one this swarm trusts.
+    KeyChanged,
+    /// The channel's key is known: content is checked against it from now on.
+    Trusting(ChannelKey),
+    LinkUp {
+        peer: PeerId,
+    },
+    LinkDown {
+        peer: PeerId,
+    },
+    /// A link was closed or refused without blame (cap, version, time-out, glare).
+    LinkRefused {
+        peer: PeerId,
+        reason: String,
+    },
+    /// A neighbour broke the protocol or was too slow; banned ones never link again.
+    Dropped {
+        peer: PeerId,
+        reason: String,
+    },
+}
+
+/// The signalling session's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Signal {
+    /// Waiting for the driver to open `id`; abandoned at `deadline`.
+    Connecting { id: SignalId, deadline: Millis },
+    /// Open; `welcomed` once the server took our join.
+    Open { id: SignalId, welcomed: bool },
+    /// Closed; the next attempt at `retry_at`.
+    Waiting { retry_at: Millis },
+    /// Refused for good, or stopped: nothing more is attempted.
+    Stopped,
+}
+
+/// One peer: see the module docs.
+#[derive(Debug)]
+pub struct Node {
+    config: NodeConfig,
+    /// Created at once for the source; for a viewer once the channel's key and the
+    /// broadcast are known, and anew for each new broadcast.
+    swarm: Option<Swarm>,
+    /// The broadcast carried: the source's own (fresh per node), or as the server names
+    /// it to a viewer.
+    session: Option<SessionId>,
+    signal: Signal,
+    next_signal: u32,
+    /// A welcome came on some connection: from then on, refusals are retried.
+    ever_welcomed: bool,
+    /// Our id on the current (or last) signalling connection.
+    peer_id: Option<PeerId>,
+    ice_servers: Vec<IceServer>,
+    backoff: Backoff,
+    links: LinkTable,
+    neighbours: NeighbourReport,
+    /// The server knows no broadcaster for the channel, or ours went away.
+    source_absent: bool,
+    next_tick: Millis,
+    /// Unknown peer-message tags received (a newer peer's additions), ignored.
+    unknown_messages: u64,
+    outputs: VecDeque<NodeOutput>,
+}
+
+impl Node {
+    /// A node at `now`; its first output asks the driver to connect to the signal server.
+    pub fn new(now: Millis, config: NodeConfig) -> Node {
+        let role = config.role();
+        let mut backoff = Backoff::new(config.seed ^ 0x5bd1_e995);
+        // A fresh broadcast every time a broadcaster starts.
+        let session = config.signer.as_ref().map(|_| SessionId(backoff.random()));
+        let swarm = config.signer.clone().zip(session).map(|(signer, session)| {
+            Swarm::new(Node::swarm_config(
+                &config,
+                session,
+                Config::source_arc(signer),
+            ))
+        });
+        let mut node = Node {
+            backoff,
+            config,
+            swarm,
+            session,
+            signal: Signal::Stopped,
+            next_signal: 0,
+            ever_welcomed: false,
+            peer_id: None,
+            ice_servers: Vec::new(),
+            links: LinkTable::default(),
+            neighbours: NeighbourReport::new(role),
+            source_absent: false,
+            next_tick: now,
+            unknown_messages: 0,
+            outputs: VecDeque::new(),
+        };
+        node.connect(now);
+        node
+    }
+
+    pub fn handle_input(&mut self, now: Millis, input: NodeInput) {
+        match input {
+            NodeInput::SignalOpen(id) => self.on_signal_open(id),
+            NodeInput::SignalText(id, text) => self.on_signal_text(now, id, &text),
+            NodeInput::SignalClosed(id) => self.on_signal_closed(now, id),
+            NodeInput::LocalDescription(link, sdp) => self.on_local_description(link, sdp),
+            NodeInput::LinkOpen(link) => self.on_link_open(now, link),
+            NodeInput::LinkData(link, bytes) => self.on_link_data(now, link, &bytes),
+            NodeInput::LinkBuffered(link, bytes) => {
+                if let Some(peer) = self.open_peer(link) {
+                    self.feed(now, crate::Input::Buffered { peer, bytes });
+                }
+            }
+            NodeInput::LinkClosed(link) => self.on_link_closed(now, link),
+            NodeInput::InitProduced { mime, data } => {
+                self.feed(now, crate::Input::InitProduced { mime, data })
+            }
+            NodeInput::ChunkProduced(chunk) => self.feed(now, crate::Input::ChunkProduced(chunk)),
+        }
+    }
+
+    pub fn poll_output(&mut self) -> Option<NodeOutput> {
+        self.outputs.pop_front()
+    }
+
+    /// When the node next needs [`Node::handle_timeout`]; `None` once stopped.
+    pub fn poll_timeout(&self) -> Option<Millis> {
+        let signal = match self.signal {
+            Signal::Connecting { deadline, .. } => Some(deadline),
+            Signal::Waiting { retry_at } => Some(retry_at),
+            Signal::Open { .. } => None,
+            Signal::Stopped if self.swarm.is_none() => return None,
+            Signal::Stopped => None,
+        };
+        let links = self.links.iter().filter_map(|(_, link)| match link.state {
+            links::LinkState::Connecting {
+                describe_by,
+                connect_by,
+            } => Some(describe_by.map_or(connect_by, |at| at.min(connect_by))),
+            links::LinkState::Open { .. } => None,
+        });
+        links.chain(signal).chain(Some(self.next_tick)).min()
+    }
+
+    /// Runs every timer due at `now`.
+    pub fn handle_timeout(&mut self, now: Millis) {
+        self.signal_timers(now);
+        self.link_timers(now);
+        if now >= self.next_tick {
+            self.next_tick = now + TICK_MS;
+            self.tick(now);
+        }
+    }
+
+    /// Ends the session: leaves the channel, closes every link and the signalling
+    /// connection. Nothing is attempted afterwards.
+    pub fn stop(&mut self) {
+        if let Signal::Open { id, welcomed } = self.signal {
+            if welcomed {
+                self.send_signal(&protocol::ClientMessage::Leave {});
+            }
+            self.outputs.push_back(NodeOutput::CloseSignal(id));
+        }
+        if let Signal::Connecting { id, .. } = self.signal {
+            self.outputs.push_back(NodeOutput::CloseSignal(id));
+        }
+        self.signal = Signal::Stopped;
+        let ids: Vec<LinkId> = self.links.iter().map(|(id, _)| id).collect();
+        for id in ids {
+            self.links.remove(id);
+            self.outputs.push_back(NodeOutput::CloseLink(id));
+        }
+    }
+
+    /// The swarm, once it exists (its stats, neighbours, clock).
+    pub fn swarm(&self) -> Option<&Swarm> {
+        self.swarm.as_ref()
+    }
+
+    /// Joined on the current signalling connection.
+    pub fn joined(&self) -> bool {
+        matches!(self.signal, Signal::Open { welcomed: true, .. })
+    }
+
+    /// Refused for good, or stopped.
+    pub fn stopped(&self) -> bool {
+        self.signal == Signal::Stopped
+    }
+
+    /// The broadcast this node carries, once known.
+    pub fn session(&self) -> Option<SessionId> {
+        self.session
+    }
+
+    /// Our id with the signal server, once welcomed.
+    pub fn peer_id(&self) -> Option<PeerId> {
+        self.peer_id
+    }
+
+    /// The channel has no broadcaster now, or ours went away.
+    pub fn source_absent(&self) -> bool {
+        self.source_absent
+    }
+
+    /// While the signal server is away: milliseconds until the next attempt.
+    pub fn reconnect_in(&self, now: Millis) -> Option<u64> {
+        match self.signal {
+            Signal::Waiting { retry_at } => Some(retry_at - now),
+            _ => None,
+        }
+    }
+
+    /// Open links, for the driver's `LinkBuffered` reports.
+    pub fn open_links(&self) -> impl Iterator<Item = (LinkId, PeerId)> + '_ {
+        self.links
+            .iter()
+            .filter(|(_, link)| link.is_open())
+            .map(|(id, link)| (id, link.peer))
+    }
+
+    /// Links being set up or open.
+    pub fn link_count(&self) -> usize {
+        self.links.len()
+    }
+
+    /// Peer messages with a tag this build does not know, ignored (a newer peer's).
+    pub fn unknown_messages(&self) -> u64 {
+        self.unknown_messages
+    }
+
+    /// The most links this node takes: viewers are never a full mesh, and the source
+    /// feeds a bounded number of viewers.
+    pub fn max_links(&self) -> usize {
+        match self.config.role() {
+            SwarmRole::Source => SOURCE_MAX_LINKS,
+            SwarmRole::Viewer => MAX_VIEWER_LINKS,
+        }
+    }
+
+    fn swarm_config(config: &NodeConfig, session: SessionId, mut swarm: Config) -> Config {
+        swarm.broadcast = protocol::Broadcast {
+            channel: config.channel.clone(),
+            session,
+        };
+        swarm.seed = config.seed;
+        swarm.upload_limit = config.upload_limit;
+        if let Some(ms) = config.target_buffer_ms {
+            swarm.target_buffer_ms = ms;
+        }
+        swarm
+    }
+
+    fn tick(&mut self, now: Millis) {
+        if let Some(swarm) = &self.swarm {
+            if swarm.neighbours().any(|n| n.is_source) {
+                self.source_absent = false;
+            }
+        }
+        if self.joined() && self.swarm.is_some() {
+            let starving = self.swarm.as_ref().is_some_and(|s| s.starving(now));
+            for message in self.neighbours.update(self.links.len(), starving, now) {
+                self.send_signal(&message);
+            }
+        }
+        self.feed(now, crate::Input::Tick);
+    }
+}

@@ -1,0 +1,224 @@
+//! The node's links to other peers: set-up, versions, messages in and out of the swarm,
+//! closing, and their time-outs.
+
+use protocol::{
+    ClientMessage, PeerId, PeerMessage, ProtocolError, SignalPayload, MIN_PEER_VERSION,
+    PEER_VERSION,
+};
+
+use super::links::LinkState;
+use super::{LinkId, Node, NodeEvent, NodeOutput};
+use crate::{Input, Millis, Output};
+
+impl Node {
+    pub(super) fn on_local_description(&mut self, id: LinkId, sdp: String) {
+        let Some(link) = self.links.get_mut(id) else {
+            return;
+        };
+        let LinkState::Connecting { connect_by, .. } = link.state else {
+            return;
+        };
+        let LinkState::Connecting {
+            describe_by: Some(_),
+            ..
+        } = link.state
+        else {
+            return; // Sent already: it goes once, candidates included.
+        };
+        link.state = LinkState::Connecting {
+            describe_by: None,
+            connect_by,
+        };
+        let signal = if link.offered {
+            SignalPayload::Offer { sdp }
+        } else {
+            SignalPayload::Answer { sdp }
+        };
+        let to = link.peer;
+        self.send_signal(&ClientMessage::Signal { to, signal });
+    }
+
+    pub(super) fn on_link_open(&mut self, now: Millis, id: LinkId) {
+        let Some(link) = self.links.get_mut(id) else {
+            return;
+        };
+        if link.is_open() {
+            return;
+        }
+        link.state = LinkState::Open { hello: false };
+        let peer = link.peer;
+        let hello = PeerMessage::Hello {
+            version: PEER_VERSION,
+            session: self
+                .session
+                .expect("links open only once the swarm, and so the session, exists"),
+        };
+        self.outputs.push_back(NodeOutput::Send {
+            link: id,
+            bytes: hello.encode(),
+        });
+        self.event(NodeEvent::LinkUp { peer });
+        self.feed(now, Input::PeerConnected(peer));
+    }
+
+    pub(super) fn on_link_data(&mut self, now: Millis, id: LinkId, bytes: &[u8]) {
+        let Some(link) = self.links.get_mut(id) else {
+            return;
+        };
+        let LinkState::Open { hello } = link.state else {
+            return;
+        };
+        let peer = link.peer;
+        let message = match PeerMessage::decode(bytes) {
+            Ok(message) => message,
+            // A newer peer's addition: tolerated, so versions can grow.
+            Err(ProtocolError::UnknownTag(_)) => {
+                self.unknown_messages += 1;
+                return;
+            }
+            Err(e) => {
+                // The swarm drops and bans it; its Disconnect closes the link.
+                let reason = e.to_string();
+                self.feed(now, Input::Malformed { peer, reason });
+                return;
+            }
+        };
+        match (hello, message) {
+            (false, PeerMessage::Hello { version, .. }) if version < MIN_PEER_VERSION => {
+                let reason = format!("peer protocol version {version} is too old");
+                self.refuse(now, id, reason);
+            }
+            // A peer still on an earlier broadcast (or already on a newer one): it
+            // carries other content, honestly. Not banned: it follows soon.
+            (false, PeerMessage::Hello { session, .. }) if Some(session) != self.session => {
+                let reason = format!("the peer carries another broadcast ({session})");
+                self.refuse(now, id, reason);
+            }
+            (false, PeerMessage::Hello { .. }) => {
+                link.state = LinkState::Open { hello: true };
+            }
+            // A peer from before versions: out of date, not hostile.
+            (false, _) => self.refuse(now, id, "peer sent no version (too old)".into()),
+            (true, PeerMessage::Hello { .. }) => {}
+            (true, message) => self.feed(now, Input::Message(peer, message)),
+        }
+    }
+
+    pub(super) fn on_link_closed(&mut self, now: Millis, id: LinkId) {
+        if let Some(link) = self.links.remove(id) {
+            if link.is_open() {
+                self.link_down(now, link.peer);
+            }
+        }
+    }
+
+    /// Closes a link on our side (peer left, replaced, dropped).
+    pub(super) fn close_link(&mut self, now: Millis, id: LinkId) {
+        if let Some(link) = self.links.remove(id) {
+            self.outputs.push_back(NodeOutput::CloseLink(id));
+            if link.is_open() {
+                self.link_down(now, link.peer);
+            }
+        }
+    }
+
+    /// Closes a link without blame: no ban, the peer may be introduced again.
+    fn refuse(&mut self, now: Millis, id: LinkId, reason: String) {
+        if let Some(link) = self.links.get(id) {
+            let peer = link.peer;
+            self.close_link(now, id);
+            self.event(NodeEvent::LinkRefused { peer, reason });
+        }
+    }
+
+    fn link_down(&mut self, now: Millis, peer: PeerId) {
+        let was_source = self
+            .swarm
+            .as_ref()
+            .is_some_and(|s| s.neighbours().any(|n| n.peer == peer && n.is_source));
+        if was_source {
+            self.source_absent = true;
+        }
+        self.event(NodeEvent::LinkDown { peer });
+        self.feed(now, Input::PeerDisconnected(peer));
+    }
+
+    pub(super) fn link_timers(&mut self, now: Millis) {
+        let mut flush = Vec::new();
+        let mut expired = Vec::new();
+        for (id, link) in self.links.iter() {
+            if let LinkState::Connecting {
+                describe_by,
+                connect_by,
+            } = link.state
+            {
+                if now >= connect_by {
+                    expired.push(id);
+                } else if describe_by.is_some_and(|at| now >= at) {
+                    flush.push(id);
+                }
+            }
+        }
+        for id in flush {
+            if let Some(link) = self.links.get_mut(id) {
+                if let LinkState::Connecting { connect_by, .. } = link.state {
+                    // Asked once; the description it brings is sent as it is.
+                    link.state = LinkState::Connecting {
+                        describe_by: Some(connect_by),
+                        connect_by,
+                    };
+                }
+            }
+            self.outputs.push_back(NodeOutput::FlushDescription(id));
+        }
+        for id in expired {
+            self.refuse(now, id, "the link did not open in time".into());
+        }
+    }
+
+    /// The peer of an open link, if `id` still names one.
+    pub(super) fn open_peer(&self, id: LinkId) -> Option<PeerId> {
+        self.links
+            .get(id)
+            .filter(|link| link.is_open())
+            .map(|link| link.peer)
+    }
+
+    /// Feeds the swarm (once it exists) and carries its outputs over to the node's.
+    pub(super) fn feed(&mut self, now: Millis, input: Input) {
+        let Some(swarm) = &mut self.swarm else {
+            return;
+        };
+        swarm.handle_input(now, input);
+        while let Some(output) = self.swarm.as_mut().and_then(|s| s.poll_output()) {
+            match output {
+                Output::Send(peer, message) => {
+                    let link = self.links.of_peer(peer);
+                    if let Some(link) = link.filter(|id| self.open_peer(*id).is_some()) {
+                        let bytes = message.encode();
+                        self.outputs.push_back(NodeOutput::Send { link, bytes });
+                    }
+                }
+                Output::Init { mime, data } => {
+                    self.outputs.push_back(NodeOutput::Init { mime, data })
+                }
+                Output::Play { chunk, due } => {
+                    self.outputs.push_back(NodeOutput::Play { chunk, due })
+                }
+                Output::Skipped(seq) => self.outputs.push_back(NodeOutput::Skipped(seq)),
+                Output::Disconnect { peer, reason } => {
+                    if let Some(id) = self.links.of_peer(peer) {
+                        // The swarm already forgot it: no PeerDisconnected back.
+                        self.links.remove(id);
+                        self.outputs.push_back(NodeOutput::CloseLink(id));
+                    }
+                    self.event(NodeEvent::Dropped { peer, reason });
+                }
+            }
+        }
+    }
+
+    pub(super) fn event(&mut self, event: NodeEvent) {
+        self.outputs.push_back(NodeOutput::Event(event));
+    }
+}

@@ -1,0 +1,355 @@
+//! The node's signalling session: connecting with back-off, joining, the server's
+//! messages, and which of its errors end the session and which are retried.
+
+use protocol::{
+    claim_message, ChannelKey, ClientMessage, ErrorCode, PeerId, Role, ServerMessage, SessionId,
+    SignalPayload, SIGNAL_VERSION,
+};
+
+use super::links::{Link, LinkId, LinkState};
+use super::{
+    LinkStart, Node, NodeEvent, NodeOutput, Signal, SignalId, GATHER_TIMEOUT_MS,
+    LINK_CONNECT_TIMEOUT_MS, SIGNAL_CONNECT_TIMEOUT_MS,
+};
+use crate::{Config, Input, Millis, Swarm};
+
+/// What an `Error` from the server does to the session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ErrorAction {
+    /// Informational: a relay to a peer that left, a rate limit.
+    Report,
+    /// The join was refused: reconnect and join again after the back-off.
+    Retry,
+    /// Nothing will change by retrying (wrong key, outdated client): stop.
+    Fatal,
+}
+
+impl Node {
+    pub(super) fn connect(&mut self, now: Millis) {
+        let id = SignalId(self.next_signal);
+        self.next_signal = self.next_signal.wrapping_add(1);
+        self.signal = Signal::Connecting {
+            id,
+            deadline: now + SIGNAL_CONNECT_TIMEOUT_MS,
+        };
+        self.outputs.push_back(NodeOutput::Connect(id));
+    }
+
+    pub(super) fn signal_timers(&mut self, now: Millis) {
+        match self.signal {
+            Signal::Connecting { id, deadline } if now >= deadline => {
+                // Never blocks anything: links and uploads carry on meanwhile.
+                self.outputs.push_back(NodeOutput::CloseSignal(id));
+                self.lost_signal(now);
+            }
+            Signal::Waiting { retry_at } if now >= retry_at => self.connect(now),
+            _ => {}
+        }
+    }
+
+    fn current(&self, id: SignalId) -> bool {
+        match self.signal {
+            Signal::Connecting { id: current, .. } | Signal::Open { id: current, .. } => {
+                current == id
+            }
+            _ => false,
+        }
+    }
+
+    pub(super) fn on_signal_open(&mut self, id: SignalId) {
+        if !matches!(self.signal, Signal::Connecting { id: current, .. } if current == id) {
+            return;
+        }
+        self.signal = Signal::Open {
+            id,
+            welcomed: false,
+        };
+        let join = ClientMessage::Join {
+            channel: self.config.channel.clone(),
+            role: match self.config.signer {
+                Some(_) => Role::Broadcaster,
+                None => Role::Viewer,
+            },
+            key: self.config.signer.as_ref().map(|s| s.public()),
+            session: self.config.signer.as_ref().and(self.session),
+            version: SIGNAL_VERSION,
+        };
+        self.send_signal(&join);
+    }
+
+    pub(super) fn on_signal_closed(&mut self, now: Millis, id: SignalId) {
+        if self.current(id) {
+            self.lost_signal(now);
+        }
+    }
+
+    /// The connection is gone or was given up: existing links keep the stream flowing,
+    /// only new introductions wait for the next attempt.
+    fn lost_signal(&mut self, now: Millis) {
+        let wait = self.backoff.next_delay_ms();
+        self.signal = Signal::Waiting {
+            retry_at: now + wait,
+        };
+        self.neighbours.forget();
+        self.event(NodeEvent::SignalLost { retry_in_ms: wait });
+    }
+
+    pub(super) fn send_signal(&mut self, message: &ClientMessage) {
+        if matches!(self.signal, Signal::Open { .. }) {
+            self.outputs
+                .push_back(NodeOutput::SendSignal(message.to_json()));
+        }
+    }
+
+    pub(super) fn on_signal_text(&mut self, now: Millis, id: SignalId, text: &str) {
+        if !matches!(self.signal, Signal::Open { id: current, .. } if current == id) {
+            return;
+        }
+        match ServerMessage::from_json(text) {
+            Ok(message) => self.on_server(now, message),
+            Err(e) => self.event(NodeEvent::ServerError {
+                code: ErrorCode::MalformedMessage,
+                message: format!("ignoring a message from the signal server: {e}"),
+            }),
+        }
+    }
+
+    fn on_server(&mut self, now: Millis, message: ServerMessage) {
+        match message {
+            ServerMessage::Challenge { nonce } => match &self.config.signer {
+                Some(signer) => {
+                    let signature = signer.sign(&claim_message(&self.config.channel, &nonce));
+                    self.send_signal(&ClientMessage::Prove { signature });
+                }
+                None => self.event(NodeEvent::ServerError {
+                    code: ErrorCode::NotChallenged,
+                    message: "the server asked a viewer for a channel key".into(),
+                }),
+            },
+            ServerMessage::Welcome {
+                peer_id,
+                ice_servers,
+                channel_key,
+                broadcaster,
+                session,
+                ..
+            } => {
+                if let Signal::Open { id, .. } = self.signal {
+                    self.signal = Signal::Open { id, welcomed: true };
+                }
+                let again = std::mem::replace(&mut self.ever_welcomed, true);
+                self.backoff.reset();
+                self.neighbours.forget();
+                self.peer_id = Some(peer_id);
+                self.ice_servers = ice_servers;
+                self.event(NodeEvent::Joined {
+                    peer: peer_id,
+                    again,
+                });
+                match (channel_key, session) {
+                    (Some(key), Some(session)) => self.trust(now, key, session),
+                    // Nobody ever broadcast here, or nobody does now: offline until a
+                    // broadcaster claims it (`claimed`).
+                    _ => self.source_absent = true,
+                }
+                if broadcaster.is_none() {
+                    self.source_absent = true;
+                }
+                self.feed(now, Input::Broadcaster(broadcaster));
+            }
+            ServerMessage::Claimed {
+                channel_key,
+                broadcaster,
+                session,
+            } => {
+                self.trust(now, channel_key, session);
+                self.feed(now, Input::Broadcaster(Some(broadcaster)));
+            }
+            ServerMessage::Introduce { peers } => self.on_introduce(now, peers),
+            ServerMessage::Signal { from, signal } => self.on_remote_signal(now, from, signal),
+            ServerMessage::PeerLeft { peer } => {
+                if let Some(link) = self.links.of_peer(peer) {
+                    self.close_link(now, link);
+                }
+            }
+            ServerMessage::Error { code, message } => self.on_error(now, code, message),
+            ServerMessage::Unknown => {}
+        }
+    }
+
+    fn on_error(&mut self, now: Millis, code: ErrorCode, message: String) {
+        let welcomed = self.joined();
+        let action = match code {
+            ErrorCode::UpgradeRequired => ErrorAction::Fatal,
+            ErrorCode::UnknownPeer | ErrorCode::RateLimited | ErrorCode::Unknown => {
+                ErrorAction::Report
+            }
+            ErrorCode::NotJoined => ErrorAction::Retry,
+            _ if welcomed => ErrorAction::Report,
+            // A refusal after we were once in: the server restarted, or still holds our
+            // stale session. It will pass; try again.
+            _ if self.ever_welcomed => ErrorAction::Retry,
+            ErrorCode::ChannelFull => ErrorAction::Retry,
+            _ => ErrorAction::Fatal,
+        };
+        match action {
+            ErrorAction::Report => self.event(NodeEvent::ServerError { code, message }),
+            ErrorAction::Retry => {
+                self.event(NodeEvent::ServerError { code, message });
+                if let Signal::Open { id, .. } = self.signal {
+                    self.outputs.push_back(NodeOutput::CloseSignal(id));
+                }
+                self.lost_signal(now);
+            }
+            ErrorAction::Fatal => {
+                self.stop();
+                self.event(NodeEvent::Refused { code, message });
+            }
+        }
+    }
+
+    /// The channel's key and broadcast are known: a viewer's swarm starts, accepting only
+    /// what that key signed for that broadcast. A new broadcast (the broadcaster
+    /// restarted) starts it afresh: chunk numbers start over, and nothing of the old
+    /// one is of use.
+    fn trust(&mut self, now: Millis, key: ChannelKey, session: SessionId) {
+        if self.swarm.as_ref().is_some_and(|swarm| !swarm.trusts(&key)) {
+            self.event(NodeEvent::KeyChanged);
+            return;
+        }
+        if self.config.signer.is_some() || self.session == Some(session) {
+            return;
+        }
+        if self.swarm.is_some() {
+            let links: Vec<LinkId> = self.links.iter().map(|(id, _)| id).collect();
+            for id in links {
+                // The old swarm goes as a whole: no per-link goodbyes to it.
+                self.links.remove(id);
+                self.outputs.push_back(NodeOutput::CloseLink(id));
+            }
+            self.neighbours.forget();
+            self.event(NodeEvent::NewBroadcast { session });
+        } else {
+            self.event(NodeEvent::Trusting(key));
+        }
+        let config = Node::swarm_config(&self.config, session, Config::viewer(key));
+        self.swarm = Some(Swarm::new(config));
+        self.session = Some(session);
+        self.source_absent = false;
+        // Ask for peers of the new broadcast at once, not at the next report.
+        self.next_tick = now;
+    }
+
+    fn on_introduce(&mut self, now: Millis, peers: Vec<PeerId>) {
+        // Without the key nothing could be checked, so nobody is linked.
+        let Some(swarm) = &self.swarm else { return };
+        if peers.is_empty() && self.links.len() == 0 {
+            // An empty introduction to a newcomer: nobody, broadcaster included, is here.
+            self.source_absent = true;
+        }
+        let fresh: Vec<PeerId> = peers
+            .into_iter()
+            .filter(|p| Some(*p) != self.peer_id && !swarm.is_banned(*p))
+            .collect();
+        for peer in fresh {
+            if self.links.of_peer(peer).is_some() {
+                continue; // Introduced again (e.g. after asking for more peers).
+            }
+            if self.links.len() >= self.max_links() {
+                self.event(NodeEvent::LinkRefused {
+                    peer,
+                    reason: format!("at the cap of {} links", self.max_links()),
+                });
+                continue;
+            }
+            self.open_link(now, peer, LinkStart::Offer);
+        }
+    }
+
+    fn on_remote_signal(&mut self, now: Millis, from: PeerId, signal: SignalPayload) {
+        let Some(swarm) = &self.swarm else { return };
+        if swarm.is_banned(from) {
+            return;
+        }
+        let existing = self.links.of_peer(from);
+        match signal {
+            SignalPayload::Offer { sdp } => {
+                if let Some(old) = existing {
+                    let link = self.links.get(old).expect("of_peer names a live link");
+                    // Glare: both offered at once. The lower id keeps its offer; the other
+                    // side answers it.
+                    let ours_wins =
+                        link.offered && !link.is_open() && self.peer_id.is_some_and(|me| me < from);
+                    if ours_wins {
+                        return;
+                    }
+                    // A fresh offer replaces a link that did not survive on their side.
+                    self.close_link(now, old);
+                } else if self.links.len() >= self.max_links() {
+                    self.send_signal(&ClientMessage::Signal {
+                        to: from,
+                        signal: SignalPayload::Decline {},
+                    });
+                    self.event(NodeEvent::LinkRefused {
+                        peer: from,
+                        reason: format!("offer declined at the cap of {} links", self.max_links()),
+                    });
+                    return;
+                }
+                self.open_link(now, from, LinkStart::Answer { sdp });
+            }
+            SignalPayload::Answer { sdp } => {
+                let Some(id) = existing else { return };
+                let Some(link) = self.links.get_mut(id) else {
+                    return;
+                };
+                if link.offered && !link.answered {
+                    link.answered = true;
+                    let signal = SignalPayload::Answer { sdp };
+                    self.outputs
+                        .push_back(NodeOutput::RemoteSignal { link: id, signal });
+                }
+            }
+            signal @ SignalPayload::Candidate { .. } => {
+                if let Some(link) = existing {
+                    self.outputs
+                        .push_back(NodeOutput::RemoteSignal { link, signal });
+                }
+            }
+            SignalPayload::Decline {} => {
+                let Some(id) = existing else { return };
+                let declined = self
+                    .links
+                    .get(id)
+                    .is_some_and(|l| l.offered && !l.is_open());
+                if declined {
+                    self.links.remove(id);
+                    self.outputs.push_back(NodeOutput::CloseLink(id));
+                    self.event(NodeEvent::LinkRefused {
+                        peer: from,
+                        reason: "the peer declined (at its cap)".into(),
+                    });
+                }
+            }
+        }
+    }
+
+    fn open_link(&mut self, now: Millis, peer: PeerId, start: LinkStart) {
+        let link = Link {
+            peer,
+            offered: start == LinkStart::Offer,
+            answered: start != LinkStart::Offer,
+            state: LinkState::Connecting {
+                describe_by: Some(now + GATHER_TIMEOUT_MS),
+                connect_by: now + LINK_CONNECT_TIMEOUT_MS,
+            },
+        };
+        let id = self.links.insert(link);
+        self.outputs.push_back(NodeOutput::OpenLink {
+            link: id,
+            peer,
+            start,
+            ice_servers: self.ice_servers.clone(),
+        });
+    }
+}

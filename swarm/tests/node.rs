@@ -1,0 +1,499 @@
+//! The peer core on its own, on virtual time: the signalling session, the link table,
+//! caps, glare, versions, bans, back-off and time-outs, as every driver runs them.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use protocol::{
+    ChannelSigner, ClientMessage, ErrorCode, IceServer, PeerId, PeerMessage, ServerMessage,
+    SessionId, SignalPayload, PEER_VERSION, SIGNAL_VERSION,
+};
+use swarm::{
+    LinkId, LinkStart, Millis, Node, NodeConfig, NodeEvent, NodeInput, NodeOutput, SignalId,
+    GATHER_TIMEOUT_MS, LINK_CONNECT_TIMEOUT_MS, MAX_VIEWER_LINKS, SIGNAL_CONNECT_TIMEOUT_MS,
+};
+
+const ME: PeerId = PeerId(1_000);
+const SESSION: SessionId = SessionId(9);
+
+fn signer() -> ChannelSigner {
+    ChannelSigner::from_seed(&[7; 32])
+}
+
+/// A node and everything it asked for so far.
+struct Harness {
+    node: Node,
+    now: Millis,
+    signal: Option<SignalId>,
+    out: Vec<NodeOutput>,
+}
+
+impl Harness {
+    fn new(signer: Option<ChannelSigner>) -> Harness {
+        let config = NodeConfig {
+            channel: "news".parse().unwrap(),
+            signer: signer.map(|s| Arc::new(s) as _),
+            upload_limit: None,
+            target_buffer_ms: None,
+            seed: 42,
+        };
+        let mut h = Harness {
+            node: Node::new(Millis(0), config),
+            now: Millis(0),
+            signal: None,
+            out: Vec::new(),
+        };
+        h.drain();
+        h
+    }
+
+    /// A viewer connected and welcomed into a claimed channel.
+    fn welcomed_viewer() -> Harness {
+        let mut h = Harness::new(None);
+        h.open_signal();
+        h.server(ServerMessage::Welcome {
+            peer_id: ME,
+            channel: "news".parse().unwrap(),
+            channel_key: Some(signer().public()),
+            broadcaster: Some(PeerId(1)),
+            session: Some(SESSION),
+            ice_servers: vec![IceServer {
+                urls: vec!["stun:example".into()],
+                username: None,
+                credential: None,
+            }],
+        });
+        h.out.clear();
+        h
+    }
+
+    fn drain(&mut self) {
+        while let Some(output) = self.node.poll_output() {
+            if let NodeOutput::Connect(id) = output {
+                self.signal = Some(id);
+            }
+            self.out.push(output);
+        }
+    }
+
+    fn input(&mut self, input: NodeInput) {
+        self.node.handle_input(self.now, input);
+        self.drain();
+    }
+
+    fn open_signal(&mut self) {
+        let id = self.signal.expect("the node asked to connect");
+        self.input(NodeInput::SignalOpen(id));
+    }
+
+    fn server(&mut self, message: ServerMessage) {
+        let id = self.signal.expect("connected");
+        self.input(NodeInput::SignalText(id, message.to_json()));
+    }
+
+    fn advance_to(&mut self, at: Millis) {
+        while let Some(due) = self.node.poll_timeout().filter(|due| *due <= at) {
+            self.now = due.max(self.now);
+            self.node.handle_timeout(self.now);
+            self.drain();
+        }
+        self.now = at;
+    }
+
+    fn sent(&self) -> Vec<ClientMessage> {
+        self.out
+            .iter()
+            .filter_map(|o| match o {
+                NodeOutput::SendSignal(text) => Some(ClientMessage::from_json(text).unwrap()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn opened(&self) -> Vec<(LinkId, PeerId, LinkStart)> {
+        self.out
+            .iter()
+            .filter_map(|o| match o {
+                NodeOutput::OpenLink {
+                    link, peer, start, ..
+                } => Some((*link, *peer, start.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn closed(&self) -> Vec<LinkId> {
+        self.out
+            .iter()
+            .filter_map(|o| match o {
+                NodeOutput::CloseLink(link) => Some(*link),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn events(&self) -> Vec<NodeEvent> {
+        self.out
+            .iter()
+            .filter_map(|o| match o {
+                NodeOutput::Event(e) => Some(e.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// An open link to `peer`, set up by its offer, with its `Hello` received.
+    fn open_link_from(&mut self, peer: PeerId) -> LinkId {
+        self.server(ServerMessage::Signal {
+            from: peer,
+            signal: SignalPayload::Offer { sdp: "o".into() },
+        });
+        let (link, _, _) = *self.opened().last().expect("the offer was taken");
+        self.input(NodeInput::LinkOpen(link));
+        self.hello(link, SESSION);
+        link
+    }
+
+    fn hello(&mut self, link: LinkId, session: SessionId) {
+        let hello = PeerMessage::Hello {
+            version: PEER_VERSION,
+            session,
+        };
+        self.input(NodeInput::LinkData(link, Bytes::from(hello.encode())));
+    }
+}
+
+#[test]
+fn joins_with_its_version_and_offers_to_whom_it_is_introduced() {
+    let mut h = Harness::new(None);
+    assert!(matches!(h.out[..], [NodeOutput::Connect(_)]));
+    h.open_signal();
+    assert!(matches!(
+        h.sent()[..],
+        [ClientMessage::Join {
+            version: SIGNAL_VERSION,
+            key: None,
+            ..
+        }]
+    ));
+    h.out.clear();
+    h.server(ServerMessage::Introduce {
+        peers: vec![PeerId(5)],
+    });
+    assert!(
+        h.opened().is_empty(),
+        "nobody is linked before the channel's key is known"
+    );
+    let mut h = Harness::welcomed_viewer();
+    h.server(ServerMessage::Introduce {
+        peers: vec![PeerId(5), PeerId(6), ME],
+    });
+    let opened = h.opened();
+    assert_eq!(opened.len(), 2, "never to itself: {opened:?}");
+    assert!(opened
+        .iter()
+        .all(|(_, _, start)| *start == LinkStart::Offer));
+    // The offer goes once, with the description gathered.
+    let link = opened[0].0;
+    h.out.clear();
+    h.input(NodeInput::LocalDescription(link, "sdp".into()));
+    h.input(NodeInput::LocalDescription(link, "sdp again".into()));
+    assert_eq!(
+        h.sent(),
+        vec![ClientMessage::Signal {
+            to: PeerId(5),
+            signal: SignalPayload::Offer { sdp: "sdp".into() }
+        }]
+    );
+}
+
+#[test]
+fn link_caps_are_enforced_for_introductions_and_offers() {
+    let mut h = Harness::welcomed_viewer();
+    let peers: Vec<PeerId> = (10..40).map(PeerId).collect();
+    h.server(ServerMessage::Introduce { peers });
+    assert_eq!(h.opened().len(), MAX_VIEWER_LINKS);
+    assert_eq!(h.node.link_count(), MAX_VIEWER_LINKS);
+    h.out.clear();
+    h.server(ServerMessage::Signal {
+        from: PeerId(99),
+        signal: SignalPayload::Offer { sdp: "o".into() },
+    });
+    assert!(h.opened().is_empty(), "an over-cap offer opens nothing");
+    assert_eq!(
+        h.sent(),
+        vec![ClientMessage::Signal {
+            to: PeerId(99),
+            signal: SignalPayload::Decline {}
+        }]
+    );
+}
+
+#[test]
+fn a_stale_close_after_a_link_replacement_leaves_the_new_link_alone() {
+    let mut h = Harness::welcomed_viewer();
+    let old = h.open_link_from(PeerId(5));
+    h.out.clear();
+    // The peer lost the link on its side and offers again: the offer replaces it.
+    h.server(ServerMessage::Signal {
+        from: PeerId(5),
+        signal: SignalPayload::Offer { sdp: "o2".into() },
+    });
+    assert_eq!(h.closed(), vec![old]);
+    let (new, _, _) = h.opened()[0];
+    assert_ne!(old, new);
+    h.input(NodeInput::LinkOpen(new));
+    h.out.clear();
+    // The old link's task reports its end, twice, after the new one opened.
+    h.input(NodeInput::LinkClosed(old));
+    h.input(NodeInput::LinkClosed(old));
+    assert_eq!(h.node.link_count(), 1);
+    assert_eq!(
+        h.node.open_links().collect::<Vec<_>>(),
+        vec![(new, PeerId(5))]
+    );
+    assert!(h.events().is_empty(), "{:?}", h.events());
+    assert_eq!(h.node.swarm().unwrap().peer_count(), 1);
+}
+
+#[test]
+fn glare_is_settled_by_peer_id() {
+    let mut h = Harness::welcomed_viewer();
+    // We offered to both; both offer back at the same time.
+    h.server(ServerMessage::Introduce {
+        peers: vec![PeerId(2_000), PeerId(3)],
+    });
+    let ours: Vec<LinkId> = h.opened().iter().map(|(l, _, _)| *l).collect();
+    h.out.clear();
+    for from in [PeerId(2_000), PeerId(3)] {
+        h.server(ServerMessage::Signal {
+            from,
+            signal: SignalPayload::Offer { sdp: "o".into() },
+        });
+    }
+    // Against a higher id ours stands; against a lower one we answer theirs.
+    assert_eq!(h.closed(), vec![ours[1]]);
+    let answered = h.opened();
+    assert_eq!(answered.len(), 1);
+    assert_eq!(answered[0].1, PeerId(3));
+    assert!(matches!(answered[0].2, LinkStart::Answer { .. }));
+}
+
+#[test]
+fn an_older_peer_is_closed_without_a_ban_and_unknown_messages_are_ignored() {
+    let mut h = Harness::welcomed_viewer();
+    let link = h.open_link_from(PeerId(5));
+    h.out.clear();
+    h.input(NodeInput::LinkData(link, Bytes::from_static(&[0xee, 1, 2])));
+    assert!(h.closed().is_empty(), "an unknown tag is a newer peer's");
+    assert_eq!(h.node.unknown_messages(), 1);
+
+    // A peer whose first message is not a Hello predates versions.
+    h.server(ServerMessage::Signal {
+        from: PeerId(6),
+        signal: SignalPayload::Offer { sdp: "o".into() },
+    });
+    let (old, _, _) = *h.opened().last().unwrap();
+    h.input(NodeInput::LinkOpen(old));
+    h.out.clear();
+    let map = PeerMessage::Cancel {
+        req: protocol::RequestId(1),
+    };
+    h.input(NodeInput::LinkData(old, Bytes::from(map.encode())));
+    assert_eq!(h.closed(), vec![old]);
+    assert!(matches!(
+        h.events()[..],
+        [NodeEvent::LinkDown { .. }, NodeEvent::LinkRefused { .. }]
+    ));
+    assert!(!h.node.swarm().unwrap().is_banned(PeerId(6)));
+    h.out.clear();
+    h.server(ServerMessage::Introduce {
+        peers: vec![PeerId(6)],
+    });
+    assert_eq!(h.opened().len(), 1, "it may link again once updated");
+}
+
+#[test]
+fn a_malformed_message_bans_the_sender_for_good() {
+    let mut h = Harness::welcomed_viewer();
+    let link = h.open_link_from(PeerId(5));
+    h.out.clear();
+    h.input(NodeInput::LinkData(link, Bytes::from_static(&[0x06, 1])));
+    assert_eq!(h.closed(), vec![link]);
+    assert!(h.node.swarm().unwrap().is_banned(PeerId(5)));
+    h.out.clear();
+    h.server(ServerMessage::Introduce {
+        peers: vec![PeerId(5)],
+    });
+    h.server(ServerMessage::Signal {
+        from: PeerId(5),
+        signal: SignalPayload::Offer { sdp: "o".into() },
+    });
+    assert!(h.opened().is_empty());
+}
+
+#[test]
+fn final_refusals_stop_the_node_and_later_ones_are_retried() {
+    let mut h = Harness::new(Some(signer()));
+    h.open_signal();
+    h.server(ServerMessage::Error {
+        code: ErrorCode::BadSignature,
+        message: "no".into(),
+    });
+    assert!(h.node.stopped());
+    assert!(h.events().iter().any(|e| matches!(
+        e,
+        NodeEvent::Refused {
+            code: ErrorCode::BadSignature,
+            ..
+        }
+    )));
+
+    // A broadcaster that was in once is refused on rejoining (its stale session is still
+    // held): it retries rather than exits.
+    let mut h = Harness::new(Some(signer()));
+    h.open_signal();
+    h.server(ServerMessage::Welcome {
+        peer_id: ME,
+        channel: "news".parse().unwrap(),
+        channel_key: Some(signer().public()),
+        broadcaster: Some(ME),
+        session: None,
+        ice_servers: vec![],
+    });
+    let first = h.signal.unwrap();
+    h.input(NodeInput::SignalClosed(first));
+    h.advance_to(Millis(1_000));
+    assert_ne!(h.signal, Some(first), "reconnecting");
+    h.open_signal();
+    h.out.clear();
+    h.server(ServerMessage::Error {
+        code: ErrorCode::ChannelTaken,
+        message: "taken".into(),
+    });
+    assert!(!h.node.stopped());
+    assert!(h.node.reconnect_in(h.now).is_some());
+
+    // An outdated client is told to update, whenever it hears so.
+    let mut h = Harness::welcomed_viewer();
+    h.server(ServerMessage::Error {
+        code: ErrorCode::UpgradeRequired,
+        message: "reload".into(),
+    });
+    assert!(h.node.stopped());
+}
+
+#[test]
+fn the_signal_server_is_retried_with_back_off_and_a_connect_time_out() {
+    let mut h = Harness::new(None);
+    let first = h.signal.unwrap();
+    // It never opens: given up after the time-out, without blocking anything.
+    h.advance_to(Millis(SIGNAL_CONNECT_TIMEOUT_MS));
+    assert!(h.out.contains(&NodeOutput::CloseSignal(first)));
+    let wait = h.node.reconnect_in(h.now).expect("waiting to retry");
+    assert!((375..=625).contains(&wait), "{wait}");
+    h.advance_to(h.now + wait);
+    let second = h.signal.unwrap();
+    assert_ne!(first, second);
+    // A late report from the abandoned attempt changes nothing.
+    h.input(NodeInput::SignalOpen(first));
+    assert!(h.sent().is_empty());
+    h.input(NodeInput::SignalClosed(second));
+    let wait = h.node.reconnect_in(h.now).unwrap();
+    assert!((750..=1_250).contains(&wait), "doubled: {wait}");
+}
+
+#[test]
+fn links_that_take_too_long_are_flushed_then_closed() {
+    let mut h = Harness::welcomed_viewer();
+    h.server(ServerMessage::Introduce {
+        peers: vec![PeerId(5)],
+    });
+    let (link, _, _) = h.opened()[0];
+    h.advance_to(Millis(GATHER_TIMEOUT_MS));
+    assert!(h.out.contains(&NodeOutput::FlushDescription(link)));
+    h.input(NodeInput::LocalDescription(link, "partial".into()));
+    let offers = h
+        .sent()
+        .into_iter()
+        .filter(|m| matches!(m, ClientMessage::Signal { .. }));
+    assert_eq!(offers.count(), 1, "{:?}", h.sent());
+    h.advance_to(Millis(LINK_CONNECT_TIMEOUT_MS));
+    assert_eq!(h.closed(), vec![link]);
+    assert_eq!(h.node.link_count(), 0);
+}
+
+#[test]
+fn a_peer_of_another_broadcast_is_closed_without_a_ban() {
+    let mut h = Harness::welcomed_viewer();
+    h.server(ServerMessage::Signal {
+        from: PeerId(5),
+        signal: SignalPayload::Offer { sdp: "o".into() },
+    });
+    let (link, _, _) = h.opened()[0];
+    h.input(NodeInput::LinkOpen(link));
+    h.out.clear();
+    h.hello(link, SessionId(8));
+    assert_eq!(h.closed(), vec![link]);
+    assert!(h.events().iter().any(
+        |e| matches!(e, NodeEvent::LinkRefused { reason, .. } if reason.contains("another broadcast"))
+    ));
+    assert!(!h.node.swarm().unwrap().is_banned(PeerId(5)));
+}
+
+#[test]
+fn a_new_broadcast_starts_the_swarm_afresh_and_asks_for_its_peers() {
+    let mut h = Harness::welcomed_viewer();
+    let old = h.open_link_from(PeerId(5));
+    h.out.clear();
+    // The same broadcaster reconnecting names the same broadcast: nothing changes.
+    h.server(ServerMessage::Claimed {
+        channel_key: signer().public(),
+        broadcaster: PeerId(1),
+        session: SESSION,
+    });
+    assert!(h.closed().is_empty());
+    // It restarted: a new broadcast, chunk numbers from 0 again.
+    h.server(ServerMessage::Claimed {
+        channel_key: signer().public(),
+        broadcaster: PeerId(77),
+        session: SessionId(10),
+    });
+    assert_eq!(h.closed(), vec![old], "links of the old broadcast go");
+    assert!(h.events().contains(&NodeEvent::NewBroadcast {
+        session: SessionId(10)
+    }));
+    assert_eq!(h.node.session(), Some(SessionId(10)));
+    assert_eq!(h.node.swarm().unwrap().peer_count(), 0);
+    h.out.clear();
+    h.advance_to(h.now);
+    assert!(
+        h.sent().contains(&ClientMessage::MorePeers {}),
+        "asks for peers at once: {:?}",
+        h.sent()
+    );
+    // A stale close of the old link changes nothing.
+    h.input(NodeInput::LinkClosed(old));
+    assert_eq!(h.node.link_count(), 0);
+}
+
+#[test]
+fn a_broadcaster_names_a_fresh_broadcast_in_its_join() {
+    let sessions: Vec<Option<SessionId>> = [1, 2]
+        .iter()
+        .map(|_| {
+            let mut h = Harness::new(Some(signer()));
+            h.open_signal();
+            match &h.sent()[..] {
+                [ClientMessage::Join { session, key, .. }] => {
+                    assert_eq!(*key, Some(signer().public()));
+                    *session
+                }
+                other => panic!("{other:?}"),
+            }
+        })
+        .collect();
+    assert!(sessions[0].is_some());
+    // Same seed in this harness, same session: drivers seed from a random source.
+    assert_eq!(sessions[0], sessions[1]);
+}
