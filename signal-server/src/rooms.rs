@@ -8,8 +8,9 @@ use std::sync::Arc;
 use protocol::{
     ChannelName, ChannelSummary, ErrorCode, PeerId, Role, ServerMessage, SessionId, SignalPayload,
 };
+use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
-use rand::Rng;
+use rand::{Rng, SeedableRng};
 use tokio::sync::{mpsc, Notify};
 
 use crate::metrics::Rejection;
@@ -76,6 +77,7 @@ fn sample(
     members: &HashMap<PeerId, Member>,
     exclude: &[PeerId],
     count: usize,
+    rng: &mut StdRng,
 ) -> Vec<PeerId> {
     let mut candidates: Vec<PeerId> = Vec::new();
     let draws = count * DRAWS_PER_PEER;
@@ -86,9 +88,8 @@ fn sample(
                 .copied()
                 .filter(|p| !exclude.contains(p)),
         );
-        candidates.shuffle(&mut rand::thread_rng());
+        candidates.shuffle(rng);
     } else {
-        let mut rng = rand::thread_rng();
         for _ in 0..draws * 2 {
             if candidates.len() >= draws {
                 break;
@@ -129,6 +130,9 @@ pub struct Limits {
 
 pub struct Rooms {
     limits: Limits,
+    /// Peer ids and introductions: from the OS's entropy in a server, seeded in the
+    /// simulator, which runs this same code and must replay a run exactly.
+    rng: StdRng,
     channels: HashMap<ChannelName, Channel>,
     members: HashMap<PeerId, Member>,
     connections_per_ip: HashMap<IpAddr, usize>,
@@ -136,8 +140,18 @@ pub struct Rooms {
 
 impl Rooms {
     pub fn new(limits: Limits) -> Rooms {
+        Rooms::with_rng(limits, StdRng::from_entropy())
+    }
+
+    /// Rooms whose ids and introductions follow `seed` (the simulator's).
+    pub fn seeded(limits: Limits, seed: u64) -> Rooms {
+        Rooms::with_rng(limits, StdRng::seed_from_u64(seed))
+    }
+
+    fn with_rng(limits: Limits, rng: StdRng) -> Rooms {
         Rooms {
             limits,
+            rng,
             channels: HashMap::new(),
             members: HashMap::new(),
             connections_per_ip: HashMap::new(),
@@ -213,7 +227,7 @@ impl Rooms {
         let wanted = self.limits.introduce.saturating_sub(introduced.len());
         // Never sampled as a viewer: it is either introduced above or full.
         let exclude: Vec<PeerId> = room.broadcaster.into_iter().collect();
-        introduced.extend(sample(room, &self.members, &exclude, wanted));
+        introduced.extend(sample(room, &self.members, &exclude, wanted, &mut self.rng));
         if role == Role::Broadcaster {
             room.broadcaster = Some(peer);
             room.session = session;
@@ -235,9 +249,9 @@ impl Rooms {
     /// An unguessable id never used before: 64 random bits, so ids cannot be enumerated
     /// and do not repeat after a restart, when live links, bans and `is_source` on the
     /// peers still name the old ones.
-    fn fresh_peer_id(&self) -> PeerId {
+    fn fresh_peer_id(&mut self) -> PeerId {
         loop {
-            let id = PeerId(rand::random::<u64>());
+            let id = PeerId(self.rng.gen::<u64>());
             if id.0 != 0 && !self.members.contains_key(&id) {
                 return id;
             }
@@ -280,7 +294,13 @@ impl Rooms {
         };
         let mut exclude: Vec<PeerId> = member.contacts.iter().copied().collect();
         exclude.push(peer);
-        let found = sample(room, &self.members, &exclude, self.limits.introduce);
+        let found = sample(
+            room,
+            &self.members,
+            &exclude,
+            self.limits.introduce,
+            &mut self.rng,
+        );
         self.link_contacts(peer, &found);
         found
     }
@@ -420,5 +440,166 @@ fn deliver(mailbox: &Mailbox, message: ServerMessage) {
         mailbox.tx.try_send(message.to_json().into_boxed_str())
     {
         mailbox.kick.notify_one();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rooms() -> Rooms {
+        let limits = Limits {
+            introduce: 2,
+            max_channels: 4,
+            max_peers_per_channel: 100,
+            max_connections_per_ip: 4,
+        };
+        Rooms::seeded(limits, 7)
+    }
+
+    /// A mailbox and the receiving end of its queue (no runtime needed to read it).
+    fn mailbox() -> (Mailbox, mpsc::Receiver<Box<str>>) {
+        let (tx, rx) = mpsc::channel(64);
+        let kick = Arc::new(Notify::new());
+        (Mailbox { tx, kick }, rx)
+    }
+
+    fn received(rx: &mut mpsc::Receiver<Box<str>>) -> Vec<ServerMessage> {
+        std::iter::from_fn(|| rx.try_recv().ok())
+            .map(|text| ServerMessage::from_json(&text).expect("the server writes valid JSON"))
+            .collect()
+    }
+
+    fn news() -> ChannelName {
+        "news".parse().unwrap()
+    }
+
+    fn offer() -> SignalPayload {
+        SignalPayload::Offer { sdp: "o".into() }
+    }
+
+    #[test]
+    fn newcomers_meet_the_broadcaster_while_it_has_room_then_viewers_only() {
+        let mut rooms = rooms();
+        let (b, _) = rooms
+            .join(news(), Role::Broadcaster, mailbox().0, Some(SessionId(1)))
+            .unwrap();
+        let (v1, intro) = rooms.join(news(), Role::Viewer, mailbox().0, None).unwrap();
+        assert_eq!(intro, vec![b]);
+        rooms.set_free_slots(b, 0);
+        let (_, intro) = rooms.join(news(), Role::Viewer, mailbox().0, None).unwrap();
+        assert_eq!(intro, vec![v1], "a full broadcaster is not introduced");
+        assert_eq!(rooms.broadcast(&news()), (Some(b), Some(SessionId(1))));
+    }
+
+    #[test]
+    fn relays_go_only_between_contacts_of_one_channel() {
+        let mut rooms = rooms();
+        let (a, _) = rooms.join(news(), Role::Viewer, mailbox().0, None).unwrap();
+        let (b_box, mut b_rx) = mailbox();
+        let (b, intro) = rooms.join(news(), Role::Viewer, b_box, None).unwrap();
+        assert_eq!(intro, vec![a]);
+        let sports: ChannelName = "sports".parse().unwrap();
+        let (elsewhere, _) = rooms.join(sports, Role::Viewer, mailbox().0, None).unwrap();
+        rooms.relay(a, b, offer()).expect("introduced: relayed");
+        assert!(
+            matches!(&received(&mut b_rx)[..], [ServerMessage::Signal { from, .. }] if *from == a)
+        );
+        for (from, to) in [(a, elsewhere), (a, PeerId(12345)), (elsewhere, b)] {
+            let refused = rooms.relay(from, to, offer()).unwrap_err();
+            assert_eq!(refused.code, ErrorCode::UnknownPeer);
+        }
+        // Not introduced, though in the same channel: a third viewer meets only two.
+        let mut strangers = 0;
+        for _ in 0..6 {
+            let (c, intro) = rooms.join(news(), Role::Viewer, mailbox().0, None).unwrap();
+            for other in [a, b] {
+                let relayed = rooms.relay(c, other, offer());
+                assert_eq!(relayed.is_ok(), intro.contains(&other), "{c} to {other}");
+                strangers += usize::from(relayed.is_err());
+            }
+        }
+        assert!(strangers > 0, "some pairs were never introduced");
+        assert!(received(&mut b_rx)
+            .iter()
+            .all(|m| matches!(m, ServerMessage::Signal { .. })));
+    }
+
+    #[test]
+    fn a_leaving_peer_is_announced_to_its_contacts_only() {
+        let mut rooms = rooms();
+        rooms.limits.introduce = 1;
+        let (a_box, mut a_rx) = mailbox();
+        let (a, _) = rooms.join(news(), Role::Viewer, a_box, None).unwrap();
+        let (b, intro) = rooms.join(news(), Role::Viewer, mailbox().0, None).unwrap();
+        assert_eq!(intro, vec![a]);
+        // b is full: c meets a only, so c never hears of b.
+        rooms.set_free_slots(b, 0);
+        let (c_box, mut c_rx) = mailbox();
+        let (_, intro) = rooms.join(news(), Role::Viewer, c_box, None).unwrap();
+        assert_eq!(intro, vec![a]);
+        rooms.leave(b);
+        assert_eq!(
+            received(&mut a_rx),
+            vec![ServerMessage::PeerLeft { peer: b }]
+        );
+        assert_eq!(received(&mut c_rx), vec![]);
+        assert_eq!(rooms.channel_sizes(), vec![("news".to_owned(), 2)]);
+    }
+
+    #[test]
+    fn the_owner_coming_back_replaces_its_stale_session() {
+        let mut rooms = rooms();
+        let (old_box, mut old_rx) = mailbox();
+        let (old, _) = rooms
+            .join(news(), Role::Broadcaster, old_box, Some(SessionId(1)))
+            .unwrap();
+        let (v_box, mut v_rx) = mailbox();
+        rooms.join(news(), Role::Viewer, v_box, None).unwrap();
+        let (new, intro) = rooms
+            .join(news(), Role::Broadcaster, mailbox().0, Some(SessionId(2)))
+            .unwrap();
+        assert_ne!(old, new);
+        assert_eq!(rooms.broadcast(&news()), (Some(new), Some(SessionId(2))));
+        assert!(!intro.contains(&old));
+        assert!(matches!(
+            &received(&mut old_rx)[..],
+            [ServerMessage::Error {
+                code: ErrorCode::ChannelTaken,
+                ..
+            }]
+        ));
+        assert_eq!(
+            received(&mut v_rx),
+            vec![ServerMessage::PeerLeft { peer: old }]
+        );
+    }
+
+    #[test]
+    fn ids_are_random_unique_and_follow_the_seed() {
+        let ids = |seed| {
+            let mut rooms = Rooms::seeded(
+                Limits {
+                    introduce: 2,
+                    max_channels: 4,
+                    max_peers_per_channel: 1000,
+                    max_connections_per_ip: 4,
+                },
+                seed,
+            );
+            (0..500)
+                .map(|_| {
+                    rooms
+                        .join(news(), Role::Viewer, mailbox().0, None)
+                        .unwrap()
+                        .0
+                })
+                .collect::<Vec<_>>()
+        };
+        let first = ids(1);
+        let unique: std::collections::HashSet<_> = first.iter().collect();
+        assert_eq!(unique.len(), first.len());
+        assert_eq!(first, ids(1), "the simulator replays a run");
+        assert_ne!(first, ids(2));
     }
 }

@@ -723,13 +723,14 @@ async fn newcomers_meet_peers_with_free_slots_first_and_can_ask_for_more() {
         let free_slots = if i == 5 { 3 } else { 0 };
         send(ws, ClientMessage::Status { free_slots }).await;
     }
+    // Each status comes on its own connection: wait until the server took them in.
+    for (ws, _) in viewers.iter_mut() {
+        barrier(ws).await;
+    }
     let roomy = viewers[5].1;
     let mut newcomers = Vec::new();
     for _ in 0..5 {
         let mut newcomer = connect(&addr).await;
-        // Status messages are handled in order per connection, but each comes on its own
-        // connection: let the server take them in before joining.
-        tokio::time::sleep(Duration::from_millis(50)).await;
         let (_, intro) = join(&mut newcomer, "news", Role::Viewer).await;
         assert_eq!(
             intro,
@@ -738,6 +739,7 @@ async fn newcomers_meet_peers_with_free_slots_first_and_can_ask_for_more() {
         );
         // A peer that never reported counts as having room; this one is full.
         send(&mut newcomer, ClientMessage::Status { free_slots: 0 }).await;
+        barrier(&mut newcomer).await;
         newcomers.push(newcomer);
     }
 
@@ -765,7 +767,7 @@ async fn a_full_broadcaster_is_not_introduced_and_viewers_meet_each_other() {
     let (first_id, intro) = join(&mut first, "news", Role::Viewer).await;
     assert_eq!(intro, vec![b_id], "a broadcaster with room is introduced");
     send(&mut broadcaster, ClientMessage::Status { free_slots: 0 }).await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    barrier(&mut broadcaster).await;
     for _ in 0..3 {
         let mut viewer = connect(&addr).await;
         let (_, intro) = join(&mut viewer, "news", Role::Viewer).await;

@@ -231,3 +231,71 @@ fn peers_keep_streaming_while_the_signal_server_restarts() {
         dir.display()
     );
 }
+
+/// The broadcaster restarts (a new process: a new broadcast, chunk numbers from 0, content
+/// signed for a new session). A viewer that stays open follows the new broadcast by
+/// itself, without being restarted, and plays on.
+#[test]
+fn an_open_viewer_follows_a_restarted_broadcaster() {
+    if !netns::enter("an_open_viewer_follows_a_restarted_broadcaster") {
+        return;
+    }
+    let dir = scratch("new-broadcast-e2e");
+    let (_server, addr) = signal_server(&dir);
+    let first = go_live(&addr, "live", &dir, BroadcastOptions::default());
+    const WANTED: u64 = 14;
+    let (name, viewer) = watcher(&addr, "live", &dir, "viewer", WANTED, &[]);
+    let recorded = dir.join(&name);
+    let chunks = || {
+        std::fs::read_dir(&recorded).map_or(0, |d| {
+            d.filter(|e| {
+                e.as_ref()
+                    .is_ok_and(|e| e.file_name().to_string_lossy().starts_with("chunk-"))
+            })
+            .count()
+        })
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while chunks() < 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the viewer got no chunks; see {}",
+            dir.display()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(first); // ffmpeg and the broadcaster end: the broadcast is over.
+    let played_before = chunks() as u64;
+    // The same channel key, a new process: a new broadcast.
+    let _second = tests::process::broadcaster(
+        &addr,
+        "live",
+        &dir.join("broadcaster"),
+        &dir.join("broadcaster-2.log"),
+    );
+    let output = viewer
+        .wait_with_output()
+        .expect("the viewer runs to completion");
+    let log = std::fs::read_to_string(dir.join("viewer.log")).unwrap();
+    assert!(
+        output.status.success(),
+        "the viewer did not play {WANTED} chunks; see {}/viewer.log",
+        dir.display()
+    );
+    let summary: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("a JSON summary");
+    assert_eq!(summary["chunks_played"], WANTED, "{summary}");
+    assert!(
+        log.contains("a new broadcast began"),
+        "the viewer never noticed the new broadcast; see {}/viewer.log",
+        dir.display()
+    );
+    assert!(
+        played_before < WANTED,
+        "played {played_before} before the restart: the test proves nothing"
+    );
+    println!(
+        "chunks played before the restart: {played_before}, after: {}",
+        WANTED - played_before
+    );
+}

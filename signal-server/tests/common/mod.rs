@@ -120,6 +120,29 @@ pub async fn join(ws: &mut Ws, channel: &str, role: Role) -> (PeerId, Vec<PeerId
     (peer_id, peers)
 }
 
+/// Returns once the server handled everything sent on `ws` so far: messages on one
+/// connection are handled in order, and a second `join` is answered `already_joined`
+/// without changing anything.
+pub async fn barrier(ws: &mut Ws) {
+    send(
+        ws,
+        ClientMessage::Join {
+            channel: "barrier".parse().unwrap(),
+            role: Role::Viewer,
+            key: None,
+            session: None,
+            version: protocol::SIGNAL_VERSION,
+        },
+    )
+    .await;
+    loop {
+        if let ServerMessage::Error { code, .. } = recv(ws).await {
+            assert_eq!(code, protocol::ErrorCode::AlreadyJoined);
+            return;
+        }
+    }
+}
+
 /// A minimal HTTP/1.0 GET; enough for JSON and HTML bodies, and it keeps the test
 /// dependencies to the WebSocket client.
 pub async fn http_get(addr: &str, path: &str) -> String {
