@@ -255,6 +255,19 @@ impl PeerMessage {
         out
     }
 
+    /// The chunk, offset and payload length of an encoded `Piece`, read from its header
+    /// without decoding (copying) the rest; `None` for any other message. For a simulator
+    /// that counts the bytes it carries.
+    pub fn peek_piece(bytes: &[u8]) -> Option<(ChunkSeq, u32, usize)> {
+        if bytes.first() != Some(&TAG_PIECE) || bytes.len() < PIECE_HEADER_BYTES {
+            return None;
+        }
+        let mut r = Reader { bytes: &bytes[5..] };
+        let seq = ChunkSeq(r.u64("seq").ok()?);
+        let offset = r.u32("offset").ok()?;
+        Some((seq, offset, bytes.len() - PIECE_HEADER_BYTES))
+    }
+
     pub fn decode(bytes: &[u8]) -> Result<PeerMessage, ProtocolError> {
         if bytes.len() > MAX_PEER_MESSAGE_BYTES {
             return Err(ProtocolError::TooLarge {
@@ -646,6 +659,19 @@ mod tests {
                         "{message:?} cut at {cut} decoded as {result:?}"
                     );
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn a_piece_is_recognised_from_its_header_alone() {
+        for message in samples() {
+            let peeked = PeerMessage::peek_piece(&message.encode());
+            match message {
+                PeerMessage::Piece {
+                    seq, offset, data, ..
+                } => assert_eq!(peeked, Some((seq, offset, data.len()))),
+                _ => assert_eq!(peeked, None, "{message:?}"),
             }
         }
     }

@@ -23,8 +23,6 @@ pub struct SimConfig {
     pub seed: u64,
     /// Initial viewers join spread evenly over this many seconds.
     pub ramp_secs: u64,
-    /// How often every peer gets a `Tick`.
-    pub tick_ms: u64,
     /// Share of viewers that serve corrupted pieces (a bit flipped in each).
     pub polluters: f64,
     /// Share of viewers that flood their neighbours with requests.
@@ -45,7 +43,6 @@ impl SimConfig {
             rtt: RttRange { min: 20, max: 200 },
             seed: 1,
             ramp_secs: 10,
-            tick_ms: 250,
             polluters: 0.0,
             flooders: 0.0,
         }
@@ -101,9 +98,6 @@ impl SimConfig {
                 "--flooders",
                 "polluters and flooders add up to more than all viewers".into(),
             );
-        }
-        if self.tick_ms == 0 {
-            return bad("--tick-ms", "at least 1".into());
         }
         Ok(())
     }

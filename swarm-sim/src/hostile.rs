@@ -4,14 +4,17 @@
 //! playback figures, which measure what honest viewers get.
 
 use bytes::Bytes;
-use protocol::{ChunkSeq, PeerId, PeerMessage, RequestId};
+use protocol::{ChunkSeq, PeerMessage, RequestId, PIECE_HEADER_BYTES};
 use rand::Rng;
+use swarm::{LinkId, NodeInput};
 
+use crate::network::Micros;
 use crate::sim::{Event, Sim};
 
-/// Requests a flooder sends each neighbour on every tick (an honest peer keeps at most 4
-/// outstanding per neighbour).
+/// Requests a flooder sends each neighbour every [`FLOOD_EVERY_US`] (an honest peer keeps
+/// at most 4 outstanding per neighbour).
 const FLOOD_PER_TICK: usize = 32;
+pub(crate) const FLOOD_EVERY_US: Micros = 250_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Behaviour {
@@ -47,8 +50,15 @@ impl Sim {
         let Some(node) = self.nodes[index].as_ref() else {
             return;
         };
-        let links: Vec<(PeerId, u64)> = node.links.iter().map(|(p, l)| (*p, l.rtt_ms)).collect();
-        for (peer, rtt_ms) in links {
+        // Straight onto its open links, past its own core: the neighbours' cores decode
+        // every request as from any peer.
+        let links: Vec<(usize, LinkId, u64)> = node
+            .links
+            .values()
+            .filter(|l| l.open)
+            .filter_map(|l| l.remote.map(|(n, link)| (n, link, l.end.rtt_ms)))
+            .collect();
+        for (remote, link, rtt_ms) in links {
             for _ in 0..FLOOD_PER_TICK {
                 let first = self.rng.gen_range(0..pieces) as u16;
                 let request = PeerMessage::Request {
@@ -58,13 +68,14 @@ impl Sim {
                     count: 1,
                     deadline_ms: 1000,
                 };
-                self.metrics.message_bytes += request.encoded_len() as u64;
+                let bytes = request.encode();
+                self.metrics.message_bytes += bytes.len() as u64;
+                let input = NodeInput::LinkData(link, Bytes::from(bytes));
                 self.schedule(
                     self.now + rtt_ms * 500,
-                    Event::Deliver {
-                        to: peer.0 as usize,
-                        from: PeerId(index as u64),
-                        message: request,
+                    Event::Input {
+                        node: remote,
+                        input,
                     },
                 );
             }
@@ -72,14 +83,9 @@ impl Sim {
     }
 }
 
-/// A polluter's piece: one bit flipped, otherwise well formed.
-pub(crate) fn pollute(mut message: PeerMessage) -> PeerMessage {
-    if let PeerMessage::Piece { data, .. } = &mut message {
-        let mut bad = data.to_vec();
-        if let Some(byte) = bad.first_mut() {
-            *byte ^= 0x01;
-        }
-        *data = Bytes::from(bad);
+/// A polluter's piece, encoded: one bit of its data flipped, otherwise well formed.
+pub(crate) fn pollute(piece: &mut [u8]) {
+    if let Some(byte) = piece.get_mut(PIECE_HEADER_BYTES) {
+        *byte ^= 0x01;
     }
-    message
 }

@@ -1,6 +1,8 @@
-//! `swarm-sim`: runs thousands of StreamTorrent [`swarm::Swarm`]s — the very type the
-//! browser and native peers run — on virtual time over a modelled network, seeded and
-//! reproducible, and measures what viewers would see.
+//! `swarm-sim`: runs thousands of StreamTorrent peer cores ([`swarm::Node`], the very
+//! type the browser and native drivers run, with its `Swarm` inside) against the signal
+//! server's own rooms, on virtual time over a modelled network; every peer message goes
+//! through the real encoder and decoder. Seeded and reproducible; it measures what
+//! viewers would see.
 
 mod config;
 mod hostile;
@@ -10,6 +12,7 @@ mod network;
 pub mod plot;
 mod queue;
 mod report;
+mod server;
 mod sim;
 
 pub use config::{RttRange, SimConfig, UPLOAD_CLASSES};

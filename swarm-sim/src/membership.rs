@@ -1,22 +1,21 @@
-//! Who is in the audience: viewers joining and leaving (churn), and the signal server's
-//! part, introducing peers and setting links up and down.
+//! Who is in the audience, and how their links come and go: viewers joining and leaving
+//! (churn), and what a WebRTC stack does for a link the core opens — gathering, the
+//! answer, ICE and DTLS — as delays.
 
 use protocol::PeerId;
 use rand::Rng;
-use swarm::{BytesPerSec, Config, Input, TARGET_LINKS};
+use swarm::{BytesPerSec, LinkId, LinkStart, NodeInput};
 
 use crate::hostile::Behaviour;
 use crate::network::{LinkEnd, Micros};
-use crate::sim::{budget, Event, Sim, CONTROL_ONLY_UPLINK, SOURCE};
+use crate::sim::{budget, Event, Sim, SimLink, CONTROL_ONLY_UPLINK, GATHER_US, SOURCE};
 use crate::UPLOAD_CLASSES;
 
-/// Links a viewer accepts at most: free slots steer introductions toward the target, and
-/// this bounds the rest, so the swarm is never a full mesh.
-pub(crate) const MAX_VIEWER_LINKS: usize = 2 * TARGET_LINKS;
-/// Signalling a link through the server (offer and answer relayed) before ICE starts.
-pub(crate) const SIGNALLING_US: Micros = 200_000;
-/// A viewer that crashes rather than closing its tab is noticed this late (ICE consent).
+/// A viewer that crashes rather than closing its tab is noticed this late, by its
+/// neighbours (ICE consent) and by the server (pings).
 pub(crate) const CRASH_NOTICE_US: Micros = 5_000_000;
+/// After the answer: ICE checks, the DTLS handshake and SCTP set-up, in round trips.
+const CONNECT_RTTS: u64 = 3;
 
 impl Sim {
     /// Exponential gaps: churn arrives as a Poisson process.
@@ -27,8 +26,6 @@ impl Sim {
     }
 
     pub(crate) fn join(&mut self) {
-        let mut config = Config::viewer(self.channel_key);
-        config.seed = self.rng.gen();
         let draw: f64 = self.rng.gen();
         let mean_weight: f64 = UPLOAD_CLASSES.iter().map(|(s, w)| s * w).sum();
         let mut cumulative = 0.0;
@@ -42,149 +39,120 @@ impl Sim {
         }
         let capacity =
             weight / mean_weight * self.config.upload_ratio * self.config.bitrate_bytes();
-        let uplink = if capacity > 0.0 {
-            config.upload_limit = Some(budget(capacity));
-            capacity
+        let (limit, uplink) = if capacity > 0.0 {
+            (budget(capacity), capacity)
         } else {
-            config.upload_limit = Some(BytesPerSec(0));
-            CONTROL_ONLY_UPLINK
+            (BytesPerSec(0), CONTROL_ONLY_UPLINK)
         };
         let behaviour = self.draw_behaviour();
-        let index = self.add_node(config, uplink, behaviour);
+        let index = self.add_node(None, Some(limit), uplink, behaviour);
         if behaviour == Behaviour::Honest {
             self.metrics.viewers_joined += 1;
         } else {
             self.metrics.hostile_joined += 1;
         }
         self.live_viewers.push(index);
-        self.introduce(index, TARGET_LINKS);
-        let phase = self.rng.gen_range(0..self.config.tick_ms * 1000);
-        self.schedule(self.now + phase, Event::Tick(index));
     }
 
-    /// The signal server's part: up to `want` peers with free slots, the source among
-    /// them only while it has room. Random draws keep this O(want) at any swarm size.
-    pub(crate) fn introduce(&mut self, index: usize, want: usize) {
-        let mut chosen: Vec<usize> = Vec::new();
-        let source_has_room = self.nodes[SOURCE]
-            .as_ref()
-            .is_some_and(|s| s.free_slots > 0);
-        if source_has_room && !self.linked(index, SOURCE) {
-            chosen.push(SOURCE);
-        }
-        // As the signal server does: a random sample, those with free slots first.
-        let mut sample: Vec<usize> = Vec::new();
-        for _ in 0..16 * want {
-            if self.live_viewers.len() <= 1 {
-                break;
+    /// The node opens a link: an offer gets a token (standing for the SDP) and an RTT for
+    /// the pair; an answer finds its offerer by the token and pairs the two ends.
+    pub(crate) fn open_link(&mut self, index: usize, link: LinkId, peer: PeerId, start: LinkStart) {
+        let (token, rtt_ms, remote) = match start {
+            LinkStart::Offer => {
+                let (min, max) = (self.config.rtt.min, self.config.rtt.max);
+                let rtt_ms = self.rng.gen_range(min..=max);
+                let token = self.next_token;
+                self.next_token += 1;
+                self.offers.insert(token, (index, link, rtt_ms));
+                (token, rtt_ms, None)
             }
-            let pick = self.live_viewers[self.rng.gen_range(0..self.live_viewers.len())];
-            if pick != index
-                && !sample.contains(&pick)
-                && !self.linked(index, pick)
-                && !self.banned(index, pick)
-            {
-                sample.push(pick);
+            LinkStart::Answer { sdp } => {
+                let offer = sdp
+                    .strip_prefix("sim-offer ")
+                    .and_then(|t| t.parse::<u64>().ok())
+                    .and_then(|t| self.offers.remove(&t));
+                let Some((offerer, offer_link, rtt_ms)) = offer else {
+                    return; // Its offerer's link is gone; this one times out.
+                };
+                if let Some(l) = self.link_mut(offerer, offer_link) {
+                    l.remote = Some((index, link));
+                }
+                (0, rtt_ms, Some((offerer, offer_link)))
             }
-        }
-        sample.sort_by_key(|&i| self.nodes[i].as_ref().is_none_or(|n| n.free_slots == 0));
-        let room = want.saturating_sub(chosen.len());
-        chosen.extend(sample.into_iter().take(room));
-        for other in chosen {
-            let (min, max) = (self.config.rtt.min, self.config.rtt.max);
-            let rtt_ms = self.rng.gen_range(min..=max);
-            for end in [index, other] {
-                let node = self.nodes[end].as_mut().expect("chosen peers are live");
-                node.pending += 1;
-                node.free_slots = node.free_slots.saturating_sub(1);
-            }
-            // ICE checks, the DTLS handshake and SCTP set-up: about four round trips.
-            let at = self.now + SIGNALLING_US + 4 * rtt_ms * 1000;
-            self.schedule(
-                at,
-                Event::LinkOpen {
-                    a: index,
-                    b: other,
-                    rtt_ms,
-                },
-            );
-        }
-    }
-
-    /// Either banned the other: drivers neither offer to nor accept a banned peer.
-    pub(crate) fn banned(&self, a: usize, b: usize) -> bool {
-        let bans = |x: usize, y: usize| {
-            self.nodes[x]
-                .as_ref()
-                .is_some_and(|n| n.swarm.is_banned(PeerId(y as u64)))
         };
-        bans(a, b) || bans(b, a)
-    }
-
-    pub(crate) fn linked(&self, a: usize, b: usize) -> bool {
-        self.nodes[a]
-            .as_ref()
-            .is_some_and(|n| n.links.contains_key(&PeerId(b as u64)))
-    }
-
-    pub(crate) fn open_link(&mut self, a: usize, b: usize, rtt_ms: u64) {
-        for end in [a, b] {
-            if let Some(node) = self.nodes[end].as_mut() {
-                node.pending = node.pending.saturating_sub(1);
-            }
-        }
-        let room = |sim: &Sim, i: usize| {
-            sim.nodes[i]
-                .as_ref()
-                .is_some_and(|n| n.links.len() < n.max_links(i))
-        };
-        if !room(self, a) || !room(self, b) || self.linked(a, b) {
-            return;
-        }
-        for (this, other) in [(a, b), (b, a)] {
-            let node = self.nodes[this].as_mut().expect("checked live above");
-            node.links
-                .insert(PeerId(other as u64), LinkEnd::new(rtt_ms));
-        }
-        self.input(a, Input::PeerConnected(PeerId(b as u64)));
-        self.input(b, Input::PeerConnected(PeerId(a as u64)));
-    }
-
-    pub(crate) fn close_link(&mut self, index: usize, peer: PeerId) {
+        let answering = remote.is_some();
         let Some(node) = self.nodes[index].as_mut() else {
             return;
         };
-        if let Some(link) = node.links.remove(&peer) {
-            let at = self.now + link.rtt_ms * 500;
-            self.schedule(
-                at,
-                Event::LinkClosed {
-                    to: peer.0 as usize,
-                    from: PeerId(index as u64),
-                },
-            );
+        debug_assert!(answering || node.peer_id != Some(peer));
+        node.links.insert(
+            link,
+            SimLink {
+                remote,
+                end: LinkEnd::new(rtt_ms),
+                open: false,
+            },
+        );
+        let sdp = if answering {
+            "sim-answer".to_owned()
+        } else {
+            format!("sim-offer {token}")
+        };
+        let input = NodeInput::LocalDescription(link, sdp);
+        self.schedule(self.now + GATHER_US, Event::Input { node: index, input });
+    }
+
+    /// The offerer applied the answer: the data channel opens on both ends a few round
+    /// trips later.
+    pub(crate) fn answered(&mut self, index: usize, link: LinkId) {
+        let now = self.now;
+        let Some(l) = self.link_mut(index, link) else {
+            return;
+        };
+        let Some((remote, remote_link)) = l.remote else {
+            return;
+        };
+        let at = now + CONNECT_RTTS * l.end.rtt_ms * 1000;
+        for (node, link) in [(index, link), (remote, remote_link)] {
+            let input = NodeInput::LinkOpen(link);
+            self.schedule(at, Event::Input { node, input });
         }
     }
 
+    /// A viewer leaves: half close their tab (neighbours and the server hear at once),
+    /// half crash or lose power (noticed after a few seconds).
     pub(crate) fn leave(&mut self, index: usize) {
+        let crashed = self.rng.gen_bool(0.5);
         let Some(node) = self.nodes[index].as_ref() else {
             return;
         };
-        let links: Vec<(PeerId, u64)> = node.links.iter().map(|(p, l)| (*p, l.rtt_ms)).collect();
-        for (peer, rtt_ms) in links {
-            // Half close their tab (the far end hears at once), half crash or lose power.
-            let notice = if self.rng.gen_bool(0.5) {
-                rtt_ms * 500
-            } else {
+        let peer_id = node.peer_id;
+        let ends: Vec<(usize, LinkId, u64)> = node
+            .links
+            .values()
+            .filter_map(|l| l.remote.map(|(n, link)| (n, link, l.end.rtt_ms)))
+            .collect();
+        for (remote, link, rtt_ms) in ends {
+            let notice = if crashed {
                 CRASH_NOTICE_US
+            } else {
+                rtt_ms * 500
             };
+            let input = NodeInput::LinkClosed(link);
             self.schedule(
                 self.now + notice,
-                Event::LinkClosed {
-                    to: peer.0 as usize,
-                    from: PeerId(index as u64),
+                Event::Input {
+                    node: remote,
+                    input,
                 },
             );
+        }
+        if let Some(peer) = peer_id {
+            if crashed {
+                self.schedule(self.now + CRASH_NOTICE_US, Event::ServerLeave { peer });
+            } else {
+                self.server_leave(peer);
+            }
         }
         self.retire(index, self.now);
     }
@@ -194,6 +162,9 @@ impl Sim {
         let Some(mut node) = self.nodes[index].take() else {
             return;
         };
+        if let Some(peer) = node.peer_id {
+            self.server.forget(peer);
+        }
         self.metrics.capacity_bytes += node.uplink.capacity * (end - node.joined) as f64 / 1e6;
         if node.behaviour != Behaviour::Honest {
             return;
@@ -201,7 +172,7 @@ impl Sim {
         if index != SOURCE {
             self.metrics.finish(&mut node.player, node.joined, end);
         }
-        let stats = node.swarm.stats();
+        let stats = node.node.swarm().map(|s| s.stats()).unwrap_or_default();
         self.metrics.peers_dropped += stats.peers_dropped;
         let d = stats.drops;
         self.metrics.peers_banned += d.malformed + d.violation + d.lying + d.flooding + d.polluted;
@@ -209,5 +180,37 @@ impl Sim {
         self.metrics.drops_flooding += d.flooding;
         self.metrics.bytes_rejected += stats.bytes_rejected;
         self.metrics.requests_refused += stats.requests_refused;
+    }
+
+    /// A piece on its way to viewer `to`: payload by sender, and copies of a piece it
+    /// already got.
+    pub(crate) fn count_received(
+        &mut self,
+        to: usize,
+        from: usize,
+        seq: u64,
+        offset: u32,
+        len: usize,
+    ) {
+        let Some(node) = self.nodes[to].as_mut() else {
+            return;
+        };
+        let len = len as u64;
+        if from == SOURCE {
+            self.metrics.from_source += len;
+        } else {
+            self.metrics.from_peers += len;
+        }
+        let index = offset as usize / protocol::PIECE_BYTES;
+        let seen = node.received.entry(seq).or_default();
+        if seen.len() <= index {
+            seen.resize(index + 1, false);
+        }
+        if std::mem::replace(&mut seen[index], true) {
+            self.metrics.duplicate += len;
+        }
+        if node.received.len() > 64 {
+            node.received.pop_first();
+        }
     }
 }

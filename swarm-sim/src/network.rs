@@ -113,7 +113,10 @@ impl Uplink {
             now + serialise
         };
         self.free_at = self.free_at.max(now) + serialise;
-        link.queued.push_back((departs, wire));
+        // Kept in order of departure: a control message leaves before bulk data queued
+        // ahead of it, and `buffered` and `drained_at` read the queue front to back.
+        let at = link.queued.partition_point(|&(d, _)| d <= departs);
+        link.queued.insert(at, (departs, wire));
         link.queued_bytes += wire;
         let mut arrives = departs + link.rtt_ms * 500;
         if loss > 0.0 {
@@ -184,6 +187,28 @@ mod tests {
         assert_eq!(link.drained_at(10_000), None, "already below");
         link.buffered(2_000);
         assert_eq!(link.drained_at(2 * 1293), None);
+    }
+
+    #[test]
+    fn a_control_message_overtaking_bulk_data_keeps_the_queue_in_departure_order() {
+        let mut rng = StdRng::seed_from_u64(1);
+        let mut uplink = Uplink::new(1_293_000.0);
+        let mut link = LinkEnd::new(100);
+        for _ in 0..4 {
+            uplink.transmit(0, &mut link, 1200, true, 0.0, &mut rng);
+        }
+        // Leaves at once, ahead of the bulk data queued before it.
+        uplink.transmit(0, &mut link, 20, false, 0.0, &mut rng);
+        assert_eq!(
+            link.buffered(1_000),
+            3 * 1293,
+            "the first packet and the control message left"
+        );
+        let drained = link.drained_at(1293).expect("still above the mark");
+        assert!(
+            drained > 1_000,
+            "a drain is never due in the past: {drained}"
+        );
     }
 
     #[test]

@@ -1,87 +1,107 @@
-//! The discrete-event engine: N real `Swarm`s, a modelled network, and the signal server's
-//! part (introducing peers, preferring those with free slots), all on virtual time.
+//! The discrete-event engine: N real peer cores (`swarm::Node`, the very type both drivers
+//! run), the real signal server's rooms, and a modelled network, all on virtual time. The
+//! simulator is one more driver: it carries out each node's outputs — signalling frames,
+//! link set-up, data-channel messages as encoded bytes — with modelled delays, and feeds
+//! back what happened.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use protocol::{ChannelKey, ChannelSigner, ClientMessage, PeerId, PeerMessage};
+use protocol::{ChannelName, ChannelSigner, PeerId, PeerMessage};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use signal_server::Mailbox;
 use swarm::{
-    BytesPerSec, Chunk, ChunkData, Config, Input, Millis, NeighbourReport, Output, Swarm,
-    SOURCE_MAX_LINKS, TARGET_LINKS,
+    BytesPerSec, Chunk, ChunkData, LinkId, Millis, Node, NodeConfig, NodeInput, NodeOutput,
+    SignalId,
 };
+use tokio::sync::mpsc;
 
 use crate::hostile::{pollute, Behaviour};
-use crate::membership::MAX_VIEWER_LINKS;
 use crate::metrics::{Metrics, Player};
 use crate::network::{framing, LinkEnd, Micros, Uplink, PACKET_FRAMING, PACKET_PAYLOAD};
 use crate::queue::EventQueue;
+use crate::server::Server;
 use crate::SimConfig;
 
 pub(crate) const SOURCE: usize = 0;
-/// Peers introduced to a viewer that asks while it has plenty of links (it is starving).
-pub(crate) const STARVING_INTRODUCE: usize = 2;
 /// A link whose queue falls to this many bytes reports it drained, as the browser
 /// driver's `bufferedamountlow` threshold.
 pub(crate) const DRAINED_BELOW: u64 = 16 * 1024;
 /// Upload capacity of a viewer that serves nothing: enough for requests and the like.
 pub(crate) const CONTROL_ONLY_UPLINK: f64 = 32_000.0;
+/// Gathering host and server-reflexive candidates before a description goes out.
+pub(crate) const GATHER_US: Micros = 50_000;
+/// Signalled messages queued per peer at the server; drained at once by the simulator.
+const MAILBOX_SLOTS: usize = 4096;
 
 #[derive(Debug)]
 pub(crate) enum Event {
     Produce,
     Join,
     Churn,
-    Tick(usize),
-    Deliver {
-        to: usize,
-        from: PeerId,
-        message: PeerMessage,
+    /// A node's timer, as its `poll_timeout` last said; superseded ones are ignored.
+    Timer {
+        node: usize,
+        at: Micros,
     },
-    LinkOpen {
-        a: usize,
-        b: usize,
-        rtt_ms: u64,
+    /// Something the node's driver reports: a signalling frame, a link event, a message.
+    Input {
+        node: usize,
+        input: NodeInput,
     },
-    LinkClosed {
-        to: usize,
-        from: PeerId,
+    /// A signalling frame reaches the server.
+    ToServer {
+        from: usize,
+        text: String,
     },
     /// A link's queue fell to the low-water mark: the driver reports it at once, as the
     /// browser driver does on `bufferedamountlow`.
     Drained {
         node: usize,
+        link: LinkId,
+    },
+    /// The server notices a crashed peer's connection is gone.
+    ServerLeave {
         peer: PeerId,
     },
 }
 
-pub(crate) struct Node {
-    pub(crate) swarm: Swarm,
-    pub(crate) uplink: Uplink,
-    pub(crate) links: BTreeMap<PeerId, LinkEnd>,
-    /// Links introduced but not open yet: they count against free slots.
-    pub(crate) pending: usize,
-    pub(crate) report: NeighbourReport,
-    pub(crate) free_slots: u16,
-    pub(crate) joined: Micros,
-    pub(crate) player: Player,
-    /// Per chunk, which pieces arrived: another copy of one is a duplicate.
-    pub(crate) received: BTreeMap<u64, Vec<bool>>,
-    /// Links a message went out on since the last `Buffered` report.
-    pub(crate) sent_since_report: Vec<PeerId>,
-    pub(crate) behaviour: Behaviour,
+/// One end of a link, as the simulated driver keeps it.
+#[derive(Debug)]
+pub(crate) struct SimLink {
+    /// The far end, once the answer paired them.
+    pub(crate) remote: Option<(usize, LinkId)>,
+    /// Our sending direction.
+    pub(crate) end: LinkEnd,
+    pub(crate) open: bool,
 }
 
-impl Node {
-    pub(crate) fn max_links(&self, index: usize) -> usize {
-        if index == SOURCE {
-            SOURCE_MAX_LINKS
-        } else {
-            MAX_VIEWER_LINKS
-        }
-    }
+pub(crate) struct SimNode {
+    pub(crate) node: Node,
+    pub(crate) uplink: Uplink,
+    pub(crate) links: BTreeMap<LinkId, SimLink>,
+    /// The id the server gave it.
+    pub(crate) peer_id: Option<PeerId>,
+    pub(crate) signal: Option<SignalId>,
+    /// Its place at the server: what the server posts for it, read by the simulator.
+    pub(crate) mailbox: Mailbox,
+    pub(crate) inbox: mpsc::Receiver<Box<str>>,
+    /// One way to the signal server.
+    pub(crate) server_delay_us: Micros,
+    /// The timer event queued for it, if any.
+    pub(crate) timer_at: Option<Micros>,
+    pub(crate) joined: Micros,
+    pub(crate) player: Player,
+    /// Links a message went out on since the last `LinkBuffered` report.
+    pub(crate) sent_since_report: Vec<LinkId>,
+    pub(crate) behaviour: Behaviour,
+    /// Per chunk, which pieces arrived: another copy of one is a duplicate.
+    pub(crate) received: BTreeMap<u64, Vec<bool>>,
+    /// A flooder floods at most this often.
+    pub(crate) next_flood: Micros,
 }
 
 /// A simulation in progress. [`Sim::run`] runs one to its end.
@@ -91,14 +111,15 @@ pub struct Sim {
     pub(crate) now: Micros,
     pub(crate) end: Micros,
     pub(crate) events: EventQueue<Event>,
-    pub(crate) nodes: Vec<Option<Node>>,
+    pub(crate) nodes: Vec<Option<SimNode>>,
     pub(crate) live_viewers: Vec<usize>,
     pub(crate) next_seq: u64,
     pub(crate) metrics: Metrics,
     pub(crate) events_run: u64,
-    /// The channel's public key: viewers check every piece against the source's signed
-    /// manifests, as real ones do.
-    pub(crate) channel_key: ChannelKey,
+    pub(crate) server: Server,
+    /// Offers waiting for their answer: the description's token → offerer and RTT.
+    pub(crate) offers: BTreeMap<u64, (usize, LinkId, u64)>,
+    pub(crate) next_token: u64,
 }
 
 impl Sim {
@@ -107,6 +128,8 @@ impl Sim {
         let chunk_us = config.chunk_ms * 1000;
         let mut rng = StdRng::seed_from_u64(config.seed);
         let signer = ChannelSigner::from_seed(&rng.gen());
+        let channel: ChannelName = "sim".parse().expect("a valid channel name");
+        let server = Server::new(channel, signer.public(), rng.gen());
         let mut sim = Sim {
             rng,
             now: 0,
@@ -117,26 +140,32 @@ impl Sim {
             next_seq: 0,
             metrics: Metrics::new(chunk_us, end),
             events_run: 0,
-            channel_key: signer.public(),
+            server,
+            offers: BTreeMap::new(),
+            next_token: 0,
             config,
         };
-        let mut source = Config::source(signer);
         let capacity = sim.config.source_upload * sim.config.bitrate_bytes();
-        source.upload_limit = Some(budget(capacity));
-        sim.add_node(source, capacity, Behaviour::Honest);
+        let source = sim.add_node(
+            Some(signer),
+            Some(budget(capacity)),
+            capacity,
+            Behaviour::Honest,
+        );
+        debug_assert_eq!(source, SOURCE);
         sim.input(
             SOURCE,
-            Input::InitProduced {
+            NodeInput::InitProduced {
                 mime: "video/mp4; codecs=\"avc1.64001f\"".into(),
                 data: vec![0; 800],
             },
         );
         sim.schedule(chunk_us, Event::Produce);
-        sim.schedule(0, Event::Tick(SOURCE));
         let ramp = sim.config.ramp_secs.min(sim.config.seconds) * 1_000_000;
         let peers = sim.config.peers as u64;
         for i in 0..peers {
-            sim.schedule(ramp * i / peers, Event::Join);
+            // After the source is in: it joins within a few server round trips.
+            sim.schedule(500_000 + ramp * i / peers, Event::Join);
         }
         if sim.config.churn > 0.0 {
             let first = sim.churn_gap();
@@ -177,18 +206,28 @@ impl Sim {
                 let gap = self.churn_gap();
                 self.schedule(self.now + gap, Event::Churn);
             }
-            Event::Tick(index) => self.tick(index),
-            Event::Deliver { to, from, message } => self.deliver(to, from, message),
-            Event::LinkOpen { a, b, rtt_ms } => self.open_link(a, b, rtt_ms),
-            Event::Drained { node, peer } => self.drained(node, peer),
-            Event::LinkClosed { to, from } => {
-                let Some(node) = self.nodes[to].as_mut() else {
-                    return;
-                };
-                if node.links.remove(&from).is_some() {
-                    self.input(to, Input::PeerDisconnected(from));
+            Event::Timer { node, at } => self.timer(node, at),
+            Event::Input { node, input } => {
+                match &input {
+                    NodeInput::LinkOpen(link) => {
+                        let Some(l) = self.link_mut(node, *link) else {
+                            return; // Closed on this side meanwhile.
+                        };
+                        l.open = true;
+                    }
+                    // The far end closed it: the driver forgets the link too.
+                    NodeInput::LinkClosed(link) => {
+                        if let Some(n) = self.nodes[node].as_mut() {
+                            n.links.remove(link);
+                        }
+                    }
+                    _ => {}
                 }
+                self.input(node, input);
             }
+            Event::ToServer { from, text } => self.at_server(from, &text),
+            Event::Drained { node, link } => self.drained(node, link),
+            Event::ServerLeave { peer } => self.server_leave(peer),
         }
     }
 
@@ -196,29 +235,51 @@ impl Sim {
         self.events.push(at, event);
     }
 
+    pub(crate) fn link_mut(&mut self, node: usize, link: LinkId) -> Option<&mut SimLink> {
+        self.nodes[node].as_mut()?.links.get_mut(&link)
+    }
+
+    /// A peer core joins the simulation; it asks to connect to the server at once.
     pub(crate) fn add_node(
         &mut self,
-        config: Config,
+        signer: Option<ChannelSigner>,
+        upload_limit: Option<BytesPerSec>,
         capacity: f64,
         behaviour: Behaviour,
     ) -> usize {
         let index = self.nodes.len();
-        let role = config.role();
-        self.nodes.push(Some(Node {
-            swarm: Swarm::new(config),
+        let config = NodeConfig {
+            channel: self.server.channel().clone(),
+            signer: signer.map(|s| Arc::new(s) as _),
+            upload_limit,
+            target_buffer_ms: None,
+            seed: self.rng.gen(),
+        };
+        let (tx, inbox) = mpsc::channel(MAILBOX_SLOTS);
+        let mailbox = Mailbox {
+            tx,
+            kick: Arc::new(tokio::sync::Notify::new()),
+        };
+        let (min, max) = (self.config.rtt.min, self.config.rtt.max);
+        let server_delay_us = self.rng.gen_range(min..=max) * 500;
+        self.nodes.push(Some(SimNode {
+            node: Node::new(Millis(self.now / 1000), config),
             uplink: Uplink::new(capacity),
             links: BTreeMap::new(),
-            pending: 0,
-            report: NeighbourReport::new(role),
-            free_slots: 0,
+            peer_id: None,
+            signal: None,
+            mailbox,
+            inbox,
+            server_delay_us,
+            timer_at: None,
             joined: self.now,
             player: Player::default(),
-            received: BTreeMap::new(),
             sent_since_report: Vec::new(),
             behaviour,
+            received: BTreeMap::new(),
+            next_flood: 0,
         }));
-        // The signal server's `welcome` names the broadcaster.
-        self.input(index, Input::Broadcaster(Some(PeerId(SOURCE as u64))));
+        self.carry_out(index);
         index
     }
 
@@ -232,186 +293,214 @@ impl Sim {
             keyframe: true,
             data: ChunkData::new(Bytes::from(data)),
         };
-        self.input(SOURCE, Input::ChunkProduced(chunk));
+        self.input(SOURCE, NodeInput::ChunkProduced(chunk));
         let next = (self.next_seq + 1) * self.config.chunk_ms * 1000;
         self.schedule(next, Event::Produce);
     }
 
-    pub(crate) fn drained(&mut self, index: usize, peer: PeerId) {
+    pub(crate) fn drained(&mut self, index: usize, link: LinkId) {
         let now = self.now;
-        let Some(link) = self.nodes[index]
-            .as_mut()
-            .and_then(|node| node.links.get_mut(&peer))
-        else {
+        let Some(l) = self.link_mut(index, link) else {
             return;
         };
-        link.drain_pending = false;
-        let bytes = link.buffered(now);
-        link.reported = bytes;
-        if let Some(at) = link.drained_at(DRAINED_BELOW) {
+        l.end.drain_pending = false;
+        let bytes = l.end.buffered(now);
+        l.end.reported = bytes;
+        if let Some(at) = l.end.drained_at(DRAINED_BELOW) {
             // More was queued since: wait for that to drain too.
-            link.drain_pending = true;
-            self.events.push(at, Event::Drained { node: index, peer });
+            l.end.drain_pending = true;
+            self.events.push(at, Event::Drained { node: index, link });
             return;
         }
-        self.input(index, Input::Buffered { peer, bytes });
+        self.input(index, NodeInput::LinkBuffered(link, bytes));
     }
 
-    pub(crate) fn tick(&mut self, index: usize) {
+    /// The node's timer: queue reports as a driver does before `handle_timeout`.
+    pub(crate) fn timer(&mut self, index: usize, at: Micros) {
         let now = self.now;
         let Some(node) = self.nodes[index].as_mut() else {
             return;
         };
-        // Links that sent since the last report, or still had data queued then.
+        if node.timer_at != Some(at) {
+            return; // Superseded by an earlier deadline, handled already.
+        }
+        node.timer_at = None;
         let mut reports = Vec::new();
-        for (peer, link) in &mut node.links {
-            let sent = node.sent_since_report.contains(peer);
-            if sent || link.reported > 0 {
-                let bytes = link.buffered(now);
-                link.reported = bytes;
-                reports.push((*peer, bytes));
+        for (link, l) in &mut node.links {
+            let sent = node.sent_since_report.contains(link);
+            if l.open && (sent || l.end.reported > 0) {
+                let bytes = l.end.buffered(now);
+                l.end.reported = bytes;
+                reports.push((*link, bytes));
             }
         }
         node.sent_since_report.clear();
-        for (peer, bytes) in reports {
-            self.input(index, Input::Buffered { peer, bytes });
+        let ms = Millis(now / 1000);
+        for (link, bytes) in reports {
+            node.node
+                .handle_input(ms, NodeInput::LinkBuffered(link, bytes));
         }
-        self.input(index, Input::Tick);
-        let Some(node) = self.nodes[index].as_mut() else {
-            return;
-        };
-        if node.behaviour == Behaviour::Flooder {
+        node.node.handle_timeout(ms);
+        let held = node.node.swarm().map_or(0, |s| s.chunks_held());
+        self.metrics.max_chunks_held = self.metrics.max_chunks_held.max(held);
+        if node.behaviour == Behaviour::Flooder && now >= node.next_flood {
+            node.next_flood = now + crate::hostile::FLOOD_EVERY_US;
             self.flood(index);
         }
+        self.carry_out(index);
+    }
+
+    /// Feeds one input to a node and carries out everything it asks for.
+    pub(crate) fn input(&mut self, index: usize, input: NodeInput) {
+        let now = Millis(self.now / 1000);
         let Some(node) = self.nodes[index].as_mut() else {
             return;
         };
-        let open = node.links.len() + node.pending;
-        let starving = node.swarm.starving(Millis(now / 1000));
-        let mut more = false;
-        for message in node.report.update(open, starving, Millis(now / 1000)) {
-            match message {
-                ClientMessage::Status { free_slots } => node.free_slots = free_slots,
-                ClientMessage::MorePeers {} => more = true,
-                _ => {}
-            }
-        }
-        let held = node.swarm.chunks_held();
-        self.metrics.max_chunks_held = self.metrics.max_chunks_held.max(held);
-        if more {
-            self.introduce(
-                index,
-                TARGET_LINKS.saturating_sub(open).max(STARVING_INTRODUCE),
-            );
-        }
-        self.schedule(now + self.config.tick_ms * 1000, Event::Tick(index));
+        node.node.handle_input(now, input);
+        self.carry_out(index);
     }
 
-    pub(crate) fn deliver(&mut self, to: usize, from: PeerId, message: PeerMessage) {
-        let Some(node) = self.nodes[to].as_mut() else {
-            return;
-        };
-        if !node.links.contains_key(&from) {
-            return;
+    /// Carries out a node's outputs, then arms its timer.
+    pub(crate) fn carry_out(&mut self, index: usize) {
+        loop {
+            let Some(node) = self.nodes[index].as_mut() else {
+                return;
+            };
+            let Some(output) = node.node.poll_output() else {
+                break;
+            };
+            self.output(index, output);
         }
-        if let PeerMessage::Piece {
-            seq, offset, data, ..
-        } = &message
-        {
-            if to != SOURCE {
-                let len = data.len() as u64;
-                if from == PeerId(SOURCE as u64) {
-                    self.metrics.from_source += len;
-                } else {
-                    self.metrics.from_peers += len;
-                }
-                let index = *offset as usize / protocol::PIECE_BYTES;
-                let seen = node.received.entry(seq.0).or_default();
-                if seen.len() <= index {
-                    seen.resize(index + 1, false);
-                }
-                if std::mem::replace(&mut seen[index], true) {
-                    self.metrics.duplicate += len;
-                }
-                if node.received.len() > 64 {
-                    node.received.pop_first();
-                }
-            }
-        }
-        self.input(to, Input::Message(from, message));
-    }
-
-    /// Feed one input to a node and carry out everything it asks for.
-    pub(crate) fn input(&mut self, index: usize, input: Input) {
         let now = self.now;
         let Some(node) = self.nodes[index].as_mut() else {
             return;
         };
-        node.swarm.handle_input(Millis(now / 1000), input);
-        let mut closing = Vec::new();
-        while let Some(output) = node.swarm.poll_output() {
-            match output {
-                Output::Send(peer, message) => {
-                    let message = match node.behaviour {
-                        Behaviour::Polluter => pollute(message),
-                        _ => message,
-                    };
-                    let len = message.encoded_len();
-                    self.metrics.message_bytes += len as u64;
-                    self.metrics.framing_bytes += framing(len) as u64;
-                    if let PeerMessage::Piece { data, .. } = &message {
-                        self.metrics.payload_sent += data.len() as u64;
-                        if index == SOURCE {
-                            self.metrics.source_payload_sent += data.len() as u64;
-                        }
-                    }
-                    let Some(link) = node.links.get_mut(&peer) else {
-                        continue;
-                    };
-                    let bulk = matches!(message, PeerMessage::Piece { .. });
-                    let arrives =
-                        node.uplink
-                            .transmit(now, link, len, bulk, self.config.loss, &mut self.rng);
-                    if !node.sent_since_report.contains(&peer) {
-                        node.sent_since_report.push(peer);
-                    }
-                    if bulk && !link.drain_pending {
-                        if let Some(at) = link.drained_at(DRAINED_BELOW) {
-                            link.drain_pending = true;
-                            self.events.push(at, Event::Drained { node: index, peer });
-                        }
-                    }
-                    self.events.push(
-                        arrives,
-                        Event::Deliver {
-                            to: peer.0 as usize,
-                            from: PeerId(index as u64),
-                            message,
+        if let Some(due) = node.node.poll_timeout() {
+            let at = (due.0 * 1000).max(now);
+            if node.timer_at.is_none_or(|armed| at < armed) {
+                node.timer_at = Some(at);
+                self.schedule(at, Event::Timer { node: index, at });
+            }
+        }
+    }
+
+    fn output(&mut self, index: usize, output: NodeOutput) {
+        let now = self.now;
+        let node = self.nodes[index]
+            .as_mut()
+            .expect("callers check the node is live");
+        match output {
+            NodeOutput::Connect(id) => {
+                node.signal = Some(id);
+                // TCP and the WebSocket handshake: a round trip to the server and back.
+                let at = now + 2 * node.server_delay_us;
+                self.schedule(
+                    at,
+                    Event::Input {
+                        node: index,
+                        input: NodeInput::SignalOpen(id),
+                    },
+                );
+            }
+            NodeOutput::CloseSignal(_) => {}
+            NodeOutput::SendSignal(text) => {
+                let at = now + node.server_delay_us;
+                self.schedule(at, Event::ToServer { from: index, text });
+            }
+            NodeOutput::OpenLink {
+                link, peer, start, ..
+            } => self.open_link(index, link, peer, start),
+            NodeOutput::RemoteSignal { link, .. } => self.answered(index, link),
+            // Descriptions go out after `GATHER_US`, well within the node's patience.
+            NodeOutput::FlushDescription(_) => {}
+            NodeOutput::Send { link, bytes } => self.send(index, link, bytes),
+            NodeOutput::CloseLink(link) => {
+                let Some(l) = node.links.remove(&link) else {
+                    return;
+                };
+                if let Some((remote, remote_link)) = l.remote {
+                    let at = now + l.end.rtt_ms * 500;
+                    let input = NodeInput::LinkClosed(remote_link);
+                    self.schedule(
+                        at,
+                        Event::Input {
+                            node: remote,
+                            input,
                         },
                     );
                 }
-                // The figures are what honest viewers get.
-                Output::Play { .. } if node.behaviour != Behaviour::Honest => {}
-                Output::Play { chunk, due } => {
-                    let bad = bad_bytes(&chunk);
-                    if bad > 0 {
-                        self.metrics.corrupt_chunks += 1;
-                        self.metrics.bad_bytes_played += bad;
-                    }
-                    let planned = due.0 * 1000;
-                    let joined = node.joined;
-                    self.metrics
-                        .played(&mut node.player, joined, now, chunk.seq.0, planned);
+            }
+            NodeOutput::Init { .. } | NodeOutput::Event(_) => {}
+            // The figures are what honest viewers get.
+            NodeOutput::Play { .. } | NodeOutput::Skipped(_)
+                if node.behaviour != Behaviour::Honest => {}
+            NodeOutput::Play { chunk, due } => {
+                let bad = bad_bytes(&chunk);
+                if bad > 0 {
+                    self.metrics.corrupt_chunks += 1;
+                    self.metrics.bad_bytes_played += bad;
                 }
-                Output::Disconnect { peer, .. } => closing.push(peer),
-                Output::Skipped(_) if node.behaviour != Behaviour::Honest => {}
-                Output::Skipped(seq) => self.metrics.skipped(&mut node.player, now, seq.0),
-                Output::Init { .. } => {}
+                let joined = node.joined;
+                self.metrics
+                    .played(&mut node.player, joined, now, chunk.seq.0, due.0 * 1000);
+            }
+            NodeOutput::Skipped(seq) => self.metrics.skipped(&mut node.player, now, seq.0),
+        }
+    }
+
+    /// One data-channel message onto the sender's uplink, to arrive at the far end.
+    fn send(&mut self, index: usize, link: LinkId, mut bytes: Vec<u8>) {
+        let now = self.now;
+        let node = self.nodes[index]
+            .as_mut()
+            .expect("callers check the node is live");
+        let piece = PeerMessage::peek_piece(&bytes);
+        if piece.is_some() && node.behaviour == Behaviour::Polluter {
+            pollute(&mut bytes);
+        }
+        let len = bytes.len();
+        self.metrics.message_bytes += len as u64;
+        self.metrics.framing_bytes += framing(len) as u64;
+        if let Some((_, _, payload)) = piece {
+            self.metrics.payload_sent += payload as u64;
+            if index == SOURCE {
+                self.metrics.source_payload_sent += payload as u64;
             }
         }
-        for peer in closing {
-            self.close_link(index, peer);
+        let Some(l) = node.links.get_mut(&link) else {
+            return;
+        };
+        let Some((remote, remote_link)) = l.remote.filter(|_| l.open) else {
+            return;
+        };
+        let arrives = node.uplink.transmit(
+            now,
+            &mut l.end,
+            len,
+            piece.is_some(),
+            self.config.loss,
+            &mut self.rng,
+        );
+        if !node.sent_since_report.contains(&link) {
+            node.sent_since_report.push(link);
         }
+        if piece.is_some() && !l.end.drain_pending {
+            if let Some(at) = l.end.drained_at(DRAINED_BELOW) {
+                l.end.drain_pending = true;
+                self.events.push(at, Event::Drained { node: index, link });
+            }
+        }
+        if let Some((seq, offset, payload)) = piece.filter(|_| remote != SOURCE) {
+            self.count_received(remote, index, seq.0, offset, payload);
+        }
+        let input = NodeInput::LinkData(remote_link, Bytes::from(bytes));
+        self.events.push(
+            arrives,
+            Event::Input {
+                node: remote,
+                input,
+            },
+        );
     }
 }
 

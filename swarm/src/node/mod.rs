@@ -31,7 +31,7 @@ use links::LinkTable;
 
 /// How often the swarm's own timers (request time-outs, announcements, skips) and the
 /// neighbour report run: one cadence for every driver.
-pub const TICK_MS: u64 = 100;
+pub const TICK_MS: u64 = 250;
 /// A signalling connection that has not opened by then is abandoned and retried.
 pub const SIGNAL_CONNECT_TIMEOUT_MS: u64 = 5_000;
 /// Our description goes to the peer by then, with the candidates gathered so far.
