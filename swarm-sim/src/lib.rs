@@ -5,6 +5,7 @@
 //! viewers would see.
 
 mod config;
+mod driver;
 mod hostile;
 mod membership;
 mod metrics;

@@ -6,9 +6,10 @@ use protocol::PeerId;
 use rand::Rng;
 use swarm::{BytesPerSec, LinkId, LinkStart, NodeInput};
 
+use crate::driver::SimLink;
 use crate::hostile::Behaviour;
 use crate::network::{LinkEnd, Micros};
-use crate::sim::{budget, Event, Sim, SimLink, CONTROL_ONLY_UPLINK, GATHER_US, SOURCE};
+use crate::sim::{budget, Event, Sim, CONTROL_ONLY_UPLINK, GATHER_US, SOURCE};
 use crate::UPLOAD_CLASSES;
 
 /// A viewer that crashes rather than closing its tab is noticed this late, by its
