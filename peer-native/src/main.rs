@@ -77,6 +77,8 @@ enum Command {
         #[arg(long)]
         timeout_secs: Option<u64>,
         /// Test only: play a polluter, flipping a bit in every piece served to others.
+        /// Only in builds with the `test-hooks` feature (scripts/test builds one).
+        #[cfg(feature = "test-hooks")]
         #[arg(long, hide = true)]
         test_corrupt_pieces: bool,
     },
@@ -128,6 +130,7 @@ async fn run(cli: Cli) -> Result<(), NativeError> {
                 role: Role::Broadcaster,
                 upload_limit: max_upload_kbps.map(BytesPerSec::from_kbps),
                 key: Some(key),
+                #[cfg(feature = "test-hooks")]
                 corrupt_pieces: false,
             };
             node::run(options, Some(feed), &mut sink, ctrl_c()).await?;
@@ -144,6 +147,7 @@ async fn run(cli: Cli) -> Result<(), NativeError> {
             record_dir,
             chunks,
             timeout_secs,
+            #[cfg(feature = "test-hooks")]
             test_corrupt_pieces,
         } => {
             let mut sink = WatchSink::new(output, record_dir, chunks)?;
@@ -153,6 +157,7 @@ async fn run(cli: Cli) -> Result<(), NativeError> {
                 role: Role::Viewer,
                 upload_limit: max_upload_kbps.map(BytesPerSec::from_kbps),
                 key: None,
+                #[cfg(feature = "test-hooks")]
                 corrupt_pieces: test_corrupt_pieces,
             };
             let timeout = async move {

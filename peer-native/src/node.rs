@@ -8,7 +8,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use protocol::{ChannelName, ChunkSeq, ContentSigner, PeerMessage, Role};
+use protocol::{ChannelName, ChunkSeq, ContentSigner, Role};
 use swarm::{
     Chunk, LinkId, Millis, Node, NodeConfig, NodeEvent, NodeInput, NodeOutput, SignalId, Stats,
 };
@@ -33,6 +33,7 @@ pub struct NodeOptions {
     /// channel's content with it.
     pub key: Option<ChannelSecret>,
     /// Test only: flip a bit in every piece this peer serves, to play a polluter.
+    #[cfg(feature = "test-hooks")]
     pub corrupt_pieces: bool,
 }
 
@@ -104,6 +105,7 @@ pub async fn run(
     );
     let mut driver = Driver {
         server: options.server.clone(),
+        #[cfg(feature = "test-hooks")]
         corrupt_pieces: options.corrupt_pieces,
         socket: Socket::None,
         links: HashMap::new(),
@@ -174,6 +176,7 @@ pub async fn run(
 /// The I/O half: sockets, link tasks and their events.
 struct Driver {
     server: String,
+    #[cfg(feature = "test-hooks")]
     corrupt_pieces: bool,
     socket: Socket,
     links: HashMap<LinkId, LinkHandle>,
@@ -229,10 +232,12 @@ impl Driver {
                     self.command(link, LinkCommand::Remote(signal))
                 }
                 NodeOutput::FlushDescription(link) => self.command(link, LinkCommand::Flush),
+                #[cfg_attr(not(feature = "test-hooks"), allow(unused_mut))]
                 NodeOutput::Send { link, mut bytes } => {
                     if let Some(data) = self.links.get(&link).and_then(|l| l.data.as_ref()) {
+                        #[cfg(feature = "test-hooks")]
                         if self.corrupt_pieces
-                            && matches!(PeerMessage::decode(&bytes), Ok(PeerMessage::Piece { .. }))
+                            && protocol::PeerMessage::peek_piece(&bytes).is_some()
                         {
                             *bytes.last_mut().expect("a piece carries data") ^= 1;
                         }
