@@ -105,6 +105,7 @@ fn read_options(options: &JsValue) -> Result<RawOptions, JsError> {
         muted: optional(options, "muted", "true or false", JsValue::as_bool)?,
         max_upload_kbps: optional(options, "maxUploadKbps", "a number", JsValue::as_f64)?,
         target_latency_ms: optional(options, "targetLatencyMs", "a number", JsValue::as_f64)?,
+        audit: optional(options, "audit", "true or false", JsValue::as_bool)?,
     })
 }
 

@@ -364,12 +364,13 @@ impl App {
                 }
                 NodeOutput::Play { chunk, due } => {
                     let data = chunk.data.to_vec();
-                    let appended = AppendedChunk::of(chunk.seq, &data);
-                    self.media.append(data)?;
-                    if self.appended.len() == APPENDED_LISTED {
-                        self.appended.pop_front();
+                    if self.options.audit {
+                        if self.appended.len() == APPENDED_LISTED {
+                            self.appended.pop_front();
+                        }
+                        self.appended.push_back(AppendedChunk::of(chunk.seq, &data));
                     }
-                    self.appended.push_back(appended);
+                    self.media.append(data)?;
                     self.last_played = Some(chunk.seq);
                     if self.start_timer.is_none() && !self.media.started() {
                         // The one start-up buffer is the swarm's: play when it planned (a

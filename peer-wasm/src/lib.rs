@@ -55,8 +55,15 @@ pub fn start() {
 }
 
 fn watch(window: &web_sys::Window, channel: &str, embed: bool) -> Result<(), String> {
+    // `?audit=1` on the watch and embed pages turns on `stats().appended`.
+    let search = window.location().search().unwrap_or_default();
+    let audit = search
+        .trim_start_matches('?')
+        .split('&')
+        .any(|pair| pair == "audit=1");
     let raw = options::RawOptions {
         channel: Some(channel.to_owned()),
+        audit: Some(audit),
         ..options::RawOptions::default()
     };
     let options = options::PlayerOptions::parse(raw, &api::page_origin())?;

@@ -21,6 +21,10 @@ pub struct PlayerOptions {
     pub muted: bool,
     pub max_upload: Option<BytesPerSec>,
     pub target_latency_ms: u32,
+    /// List the SHA-256 of the last chunks appended in `stats().appended`, so what played
+    /// can be checked against the broadcaster's recording. Off by default: it copies and
+    /// hashes every chunk (about 1 ms each in Chromium), which a viewer does not need.
+    pub audit: bool,
 }
 
 /// Options as they came from JavaScript, before checking.
@@ -31,6 +35,7 @@ pub struct RawOptions {
     pub muted: Option<bool>,
     pub max_upload_kbps: Option<f64>,
     pub target_latency_ms: Option<f64>,
+    pub audit: Option<bool>,
 }
 
 impl PlayerOptions {
@@ -77,6 +82,7 @@ impl PlayerOptions {
             muted: raw.muted.unwrap_or(true),
             max_upload,
             target_latency_ms,
+            audit: raw.audit.unwrap_or(false),
         })
     }
 }

@@ -92,7 +92,8 @@ fn a_page_fed_a_corrupted_piece_drops_its_sender_and_plays_only_signed_bytes() {
 async fn watch_beside_polluter(client: &Client, addr: &str) -> Result<Value, String> {
     let js = |e: fantoccini::error::CmdError| e.to_string();
     client
-        .goto(&format!("http://{addr}/watch/polluted"))
+        // `audit=1`: the page lists what it appended, with its SHA-256.
+        .goto(&format!("http://{addr}/watch/polluted?audit=1"))
         .await
         .map_err(js)?;
     client.execute(INSTRUMENT, vec![]).await.map_err(js)?;
