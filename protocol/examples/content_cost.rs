@@ -1,6 +1,6 @@
 //! Prints what signing and verifying content costs per chunk on this machine, per-chunk
 //! signatures against a signed root per batch. `cargo run --release -p protocol --example
-//! content_cost [CHUNK_BYTES] [ROUNDS]`.
+//! content_cost [CHUNK_BYTES] [ROUNDS]` (with `--features content-cost`).
 
 use std::time::Instant;
 

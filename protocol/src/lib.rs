@@ -4,7 +4,7 @@
 //! parsed into these types at the boundary, and parsing never panics.
 
 mod content;
-#[doc(hidden)]
+#[cfg(feature = "content-cost")]
 pub mod content_cost;
 mod error;
 mod identity;
