@@ -294,6 +294,9 @@ impl Rooms {
         };
         let mut exclude: Vec<PeerId> = member.contacts.iter().copied().collect();
         exclude.push(peer);
+        // As at a join: a broadcaster without free slots is not handed out.
+        let full = |b: &PeerId| self.members.get(b).is_some_and(|m| m.free_slots == 0);
+        exclude.extend(room.broadcaster.filter(full));
         let found = sample(
             room,
             &self.members,

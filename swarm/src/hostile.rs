@@ -103,6 +103,14 @@ impl RefusalWindow {
 }
 
 impl Swarm {
+    /// Takes over the bans of the swarm this one replaces (a new broadcast): a polluter
+    /// stays banned across a broadcaster restart.
+    pub fn inherit_bans(&mut self, from: &Swarm) {
+        for peer in &from.banned.0 {
+            self.banned.insert(*peer);
+        }
+    }
+
     /// Whether `peer` was dropped for hostility: drivers neither offer to it nor accept
     /// its offers, and the swarm disconnects it at once if a link opens anyway.
     pub fn is_banned(&self, peer: PeerId) -> bool {

@@ -460,11 +460,19 @@ fn a_new_broadcast_starts_the_swarm_afresh_and_asks_for_its_peers() {
         session: SessionId(10),
     });
     assert_eq!(h.closed(), vec![old], "links of the old broadcast go");
+    let again: Vec<PeerId> = h.opened().iter().map(|(_, p, _)| *p).collect();
+    assert_eq!(
+        again,
+        vec![PeerId(5)],
+        "the old neighbour, following too, is offered to again: the server will not \
+         introduce it twice"
+    );
     assert!(h.events().contains(&NodeEvent::NewBroadcast {
         session: SessionId(10)
     }));
     assert_eq!(h.node.session(), Some(SessionId(10)));
     assert_eq!(h.node.swarm().unwrap().peer_count(), 0);
+    let reoffer = h.opened()[0].0;
     h.out.clear();
     h.advance_to(h.now);
     assert!(
@@ -474,7 +482,109 @@ fn a_new_broadcast_starts_the_swarm_afresh_and_asks_for_its_peers() {
     );
     // A stale close of the old link changes nothing.
     h.input(NodeInput::LinkClosed(old));
-    assert_eq!(h.node.link_count(), 0);
+    assert_eq!(h.node.link_count(), 1);
+    assert_eq!(h.node.open_links().count(), 0);
+    let _ = reoffer;
+}
+
+#[test]
+fn peers_introduced_before_the_channel_key_are_offered_to_once_it_comes() {
+    let mut h = Harness::new(None);
+    h.open_signal();
+    h.server(ServerMessage::Welcome {
+        peer_id: ME,
+        channel: "news".parse().unwrap(),
+        channel_key: None,
+        broadcaster: None,
+        session: None,
+        ice_servers: vec![],
+    });
+    h.server(ServerMessage::Introduce {
+        peers: vec![PeerId(5), PeerId(6)],
+    });
+    assert!(h.opened().is_empty());
+    h.server(ServerMessage::Claimed {
+        channel_key: signer().public(),
+        broadcaster: PeerId(1),
+        session: SESSION,
+    });
+    let offered: Vec<PeerId> = h.opened().iter().map(|(_, p, _)| *p).collect();
+    assert_eq!(offered, vec![PeerId(5), PeerId(6)]);
+}
+
+#[test]
+fn a_peer_that_left_the_server_keeps_its_open_link() {
+    let mut h = Harness::welcomed_viewer();
+    let open = h.open_link_from(PeerId(5));
+    h.server(ServerMessage::Introduce {
+        peers: vec![PeerId(6)],
+    });
+    let (connecting, _, _) = *h.opened().last().unwrap();
+    h.out.clear();
+    // Both lost their signalling connection; only the open link still works.
+    h.server(ServerMessage::PeerLeft { peer: PeerId(5) });
+    h.server(ServerMessage::PeerLeft { peer: PeerId(6) });
+    assert_eq!(h.closed(), vec![connecting]);
+    assert_eq!(
+        h.node.open_links().collect::<Vec<_>>(),
+        vec![(open, PeerId(5))]
+    );
+}
+
+#[test]
+fn an_unanswered_join_is_given_up_and_a_short_session_keeps_backing_off() {
+    let mut h = Harness::new(None);
+    h.open_signal();
+    let first = h.signal.unwrap();
+    h.out.clear();
+    h.advance_to(Millis(swarm::JOIN_TIMEOUT_MS));
+    assert!(
+        h.out.contains(&NodeOutput::CloseSignal(first)),
+        "{:?}",
+        h.out
+    );
+    assert!(h.node.reconnect_in(h.now).is_some());
+    // A server that welcomes and drops at once is not hammered every 500 ms.
+    let mut h = Harness::welcomed_viewer();
+    let id = h.signal.unwrap();
+    h.input(NodeInput::SignalClosed(id));
+    let first_wait = h.node.reconnect_in(h.now).unwrap();
+    h.advance_to(h.now + first_wait);
+    h.open_signal();
+    h.server(ServerMessage::Welcome {
+        peer_id: ME,
+        channel: "news".parse().unwrap(),
+        channel_key: Some(signer().public()),
+        broadcaster: Some(PeerId(1)),
+        session: Some(SESSION),
+        ice_servers: vec![],
+    });
+    let id = h.signal.unwrap();
+    h.input(NodeInput::SignalClosed(id));
+    let second_wait = h.node.reconnect_in(h.now).unwrap();
+    assert!(
+        second_wait >= 750,
+        "backed off further: {second_wait} after {first_wait}"
+    );
+}
+
+#[test]
+fn a_broadcaster_replaced_by_a_newer_session_of_its_owner_stops() {
+    let mut h = Harness::new(Some(signer()));
+    h.open_signal();
+    h.server(ServerMessage::Welcome {
+        peer_id: ME,
+        channel: "news".parse().unwrap(),
+        channel_key: Some(signer().public()),
+        broadcaster: Some(ME),
+        session: None,
+        ice_servers: vec![],
+    });
+    h.server(ServerMessage::Error {
+        code: ErrorCode::ChannelTaken,
+        message: "replaced by a newer session".into(),
+    });
+    assert!(h.node.stopped(), "it does not take the channel back");
 }
 
 #[test]

@@ -38,6 +38,14 @@ pub const SIGNAL_CONNECT_TIMEOUT_MS: u64 = 5_000;
 pub const GATHER_TIMEOUT_MS: u64 = 5_000;
 /// A link whose data channel has not opened by then is closed, freeing its slot.
 pub const LINK_CONNECT_TIMEOUT_MS: u64 = 15_000;
+/// A join not welcomed by then (no answer, or one that does not end it) is given up and
+/// retried on a new connection.
+pub const JOIN_TIMEOUT_MS: u64 = 15_000;
+/// A session that lasted this long resets the reconnect back-off; one that ends sooner
+/// (a server that welcomes and drops) keeps backing off.
+const STABLE_SESSION_MS: u64 = 10_000;
+/// Peers remembered from introductions before the swarm existed, to offer to then.
+const MAX_MET_EARLY: usize = 64;
 
 /// What a node is, and the swarm settings it starts its `Swarm` with.
 #[derive(Debug, Clone)]
@@ -214,6 +222,13 @@ pub struct Node {
     next_signal: u32,
     /// A welcome came on some connection: from then on, refusals are retried.
     ever_welcomed: bool,
+    /// While joining on the open connection: given up at this time.
+    join_deadline: Option<Millis>,
+    /// When the current session was welcomed.
+    welcomed_at: Option<Millis>,
+    /// Introduced while the swarm did not exist yet (the channel's key or broadcast
+    /// unknown): offered to once it does, as the server will not introduce them again.
+    met_early: Vec<PeerId>,
     /// Our id on the current (or last) signalling connection.
     peer_id: Option<PeerId>,
     ice_servers: Vec<IceServer>,
@@ -250,6 +265,9 @@ impl Node {
             signal: Signal::Stopped,
             next_signal: 0,
             ever_welcomed: false,
+            join_deadline: None,
+            welcomed_at: None,
+            met_early: Vec::new(),
             peer_id: None,
             ice_servers: Vec::new(),
             links: LinkTable::default(),
@@ -265,7 +283,7 @@ impl Node {
 
     pub fn handle_input(&mut self, now: Millis, input: NodeInput) {
         match input {
-            NodeInput::SignalOpen(id) => self.on_signal_open(id),
+            NodeInput::SignalOpen(id) => self.on_signal_open(now, id),
             NodeInput::SignalText(id, text) => self.on_signal_text(now, id, &text),
             NodeInput::SignalClosed(id) => self.on_signal_closed(now, id),
             NodeInput::LocalDescription(link, sdp) => self.on_local_description(link, sdp),
@@ -293,6 +311,9 @@ impl Node {
         let signal = match self.signal {
             Signal::Connecting { deadline, .. } => Some(deadline),
             Signal::Waiting { retry_at } => Some(retry_at),
+            Signal::Open {
+                welcomed: false, ..
+            } => self.join_deadline,
             Signal::Open { .. } => None,
             Signal::Stopped if self.swarm.is_none() => return None,
             Signal::Stopped => None,

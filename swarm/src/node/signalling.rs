@@ -8,8 +8,8 @@ use protocol::{
 
 use super::links::{Link, LinkId, LinkState};
 use super::{
-    LinkStart, Node, NodeEvent, NodeOutput, Signal, SignalId, GATHER_TIMEOUT_MS,
-    LINK_CONNECT_TIMEOUT_MS, SIGNAL_CONNECT_TIMEOUT_MS,
+    LinkStart, Node, NodeEvent, NodeOutput, Signal, SignalId, GATHER_TIMEOUT_MS, JOIN_TIMEOUT_MS,
+    LINK_CONNECT_TIMEOUT_MS, MAX_MET_EARLY, SIGNAL_CONNECT_TIMEOUT_MS, STABLE_SESSION_MS,
 };
 use crate::{Config, Input, Millis, Swarm};
 
@@ -43,6 +43,17 @@ impl Node {
                 self.lost_signal(now);
             }
             Signal::Waiting { retry_at } if now >= retry_at => self.connect(now),
+            Signal::Open {
+                id,
+                welcomed: false,
+            } if self.join_deadline.is_some_and(|at| now >= at) => {
+                self.event(NodeEvent::ServerError {
+                    code: ErrorCode::Unknown,
+                    message: "the join was not answered in time; trying again".into(),
+                });
+                self.outputs.push_back(NodeOutput::CloseSignal(id));
+                self.lost_signal(now);
+            }
             _ => {}
         }
     }
@@ -56,7 +67,7 @@ impl Node {
         }
     }
 
-    pub(super) fn on_signal_open(&mut self, id: SignalId) {
+    pub(super) fn on_signal_open(&mut self, now: Millis, id: SignalId) {
         if !matches!(self.signal, Signal::Connecting { id: current, .. } if current == id) {
             return;
         }
@@ -64,6 +75,7 @@ impl Node {
             id,
             welcomed: false,
         };
+        self.join_deadline = Some(now + JOIN_TIMEOUT_MS);
         let join = ClientMessage::Join {
             channel: self.config.channel.clone(),
             role: match self.config.signer {
@@ -86,6 +98,14 @@ impl Node {
     /// The connection is gone or was given up: existing links keep the stream flowing,
     /// only new introductions wait for the next attempt.
     fn lost_signal(&mut self, now: Millis) {
+        if self
+            .welcomed_at
+            .take()
+            .is_some_and(|at| now - at >= STABLE_SESSION_MS)
+        {
+            self.backoff.reset();
+        }
+        self.join_deadline = None;
         let wait = self.backoff.next_delay_ms();
         self.signal = Signal::Waiting {
             retry_at: now + wait,
@@ -138,7 +158,8 @@ impl Node {
                     self.signal = Signal::Open { id, welcomed: true };
                 }
                 let again = std::mem::replace(&mut self.ever_welcomed, true);
-                self.backoff.reset();
+                self.join_deadline = None;
+                self.welcomed_at = Some(now);
                 self.neighbours.forget();
                 self.peer_id = Some(peer_id);
                 self.ice_servers = ice_servers;
@@ -167,9 +188,15 @@ impl Node {
             }
             ServerMessage::Introduce { peers } => self.on_introduce(now, peers),
             ServerMessage::Signal { from, signal } => self.on_remote_signal(now, from, signal),
+            // A link being set up to a peer that left will not open. An open one carries
+            // on: its own connection tells when it ends, and the peer may only have lost
+            // its signalling connection (a broadcaster's blip would otherwise cut every
+            // viewer off the source).
             ServerMessage::PeerLeft { peer } => {
                 if let Some(link) = self.links.of_peer(peer) {
-                    self.close_link(now, link);
+                    if !self.links.get(link).is_some_and(|l| l.is_open()) {
+                        self.close_link(now, link);
+                    }
                 }
             }
             ServerMessage::Error { code, message } => self.on_error(now, code, message),
@@ -181,6 +208,12 @@ impl Node {
         let welcomed = self.joined();
         let action = match code {
             ErrorCode::UpgradeRequired => ErrorAction::Fatal,
+            // Another session proving the channel's key replaced this one: the owner
+            // started another broadcaster. The newest wins; this one stops rather than
+            // take the channel back and forth.
+            ErrorCode::ChannelTaken if welcomed && self.config.signer.is_some() => {
+                ErrorAction::Fatal
+            }
             ErrorCode::UnknownPeer | ErrorCode::RateLimited | ErrorCode::Unknown => {
                 ErrorAction::Report
             }
@@ -220,29 +253,45 @@ impl Node {
         if self.config.signer.is_some() || self.session == Some(session) {
             return;
         }
-        if self.swarm.is_some() {
-            let links: Vec<LinkId> = self.links.iter().map(|(id, _)| id).collect();
-            for id in links {
+        // The server introduces peers once: those met before, and the neighbours of the
+        // old broadcast (who follow it too), are offered to again.
+        let mut again = std::mem::take(&mut self.met_early);
+        let config = Node::swarm_config(&self.config, session, Config::viewer(key));
+        let mut swarm = Swarm::new(config);
+        if let Some(old) = self.swarm.take() {
+            swarm.inherit_bans(&old);
+            let links: Vec<(LinkId, PeerId)> =
+                self.links.iter().map(|(id, l)| (id, l.peer)).collect();
+            for (id, peer) in links {
                 // The old swarm goes as a whole: no per-link goodbyes to it.
                 self.links.remove(id);
                 self.outputs.push_back(NodeOutput::CloseLink(id));
+                again.push(peer);
             }
             self.neighbours.forget();
             self.event(NodeEvent::NewBroadcast { session });
         } else {
             self.event(NodeEvent::Trusting(key));
         }
-        let config = Node::swarm_config(&self.config, session, Config::viewer(key));
-        self.swarm = Some(Swarm::new(config));
+        self.swarm = Some(swarm);
         self.session = Some(session);
         self.source_absent = false;
         // Ask for peers of the new broadcast at once, not at the next report.
         self.next_tick = now;
+        if !again.is_empty() {
+            self.on_introduce(now, again);
+        }
     }
 
     fn on_introduce(&mut self, now: Millis, peers: Vec<PeerId>) {
-        // Without the key nothing could be checked, so nobody is linked.
-        let Some(swarm) = &self.swarm else { return };
+        // Without the key nothing could be checked, so nobody is linked yet; the server
+        // will not introduce them again, so they are offered to once the swarm exists.
+        let Some(swarm) = &self.swarm else {
+            self.met_early.extend(peers);
+            let excess = self.met_early.len().saturating_sub(MAX_MET_EARLY);
+            self.met_early.drain(..excess);
+            return;
+        };
         if peers.is_empty() && self.links.len() == 0 {
             // An empty introduction to a newcomer: nobody, broadcaster included, is here.
             self.source_absent = true;
