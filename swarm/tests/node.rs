@@ -513,22 +513,14 @@ fn peers_introduced_before_the_channel_key_are_offered_to_once_it_comes() {
 }
 
 #[test]
-fn a_peer_that_left_the_server_keeps_its_open_link() {
+fn a_peer_that_left_the_server_loses_its_links() {
     let mut h = Harness::welcomed_viewer();
     let open = h.open_link_from(PeerId(5));
-    h.server(ServerMessage::Introduce {
-        peers: vec![PeerId(6)],
-    });
-    let (connecting, _, _) = *h.opened().last().unwrap();
     h.out.clear();
-    // Both lost their signalling connection; only the open link still works.
+    // Its process may have exited without closing its connections.
     h.server(ServerMessage::PeerLeft { peer: PeerId(5) });
-    h.server(ServerMessage::PeerLeft { peer: PeerId(6) });
-    assert_eq!(h.closed(), vec![connecting]);
-    assert_eq!(
-        h.node.open_links().collect::<Vec<_>>(),
-        vec![(open, PeerId(5))]
-    );
+    assert_eq!(h.closed(), vec![open]);
+    assert_eq!(h.node.swarm().unwrap().peer_count(), 0);
 }
 
 #[test]

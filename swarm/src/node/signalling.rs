@@ -188,15 +188,11 @@ impl Node {
             }
             ServerMessage::Introduce { peers } => self.on_introduce(now, peers),
             ServerMessage::Signal { from, signal } => self.on_remote_signal(now, from, signal),
-            // A link being set up to a peer that left will not open. An open one carries
-            // on: its own connection tells when it ends, and the peer may only have lost
-            // its signalling connection (a broadcaster's blip would otherwise cut every
-            // viewer off the source).
+            // Its process may be gone without closing its connections (they would time
+            // out only after seconds of requests to it): the server's word is taken.
             ServerMessage::PeerLeft { peer } => {
                 if let Some(link) = self.links.of_peer(peer) {
-                    if !self.links.get(link).is_some_and(|l| l.is_open()) {
-                        self.close_link(now, link);
-                    }
+                    self.close_link(now, link);
                 }
             }
             ServerMessage::Error { code, message } => self.on_error(now, code, message),
