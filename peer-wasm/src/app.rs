@@ -152,12 +152,6 @@ impl App {
                 }
                 Some(NodeInput::SignalClosed(id))
             }
-            Event::DataChannel(link, channel) => {
-                if let Some(l) = self.links.get_mut(&link) {
-                    l.attach_channel(link, channel, &self.events);
-                }
-                None
-            }
             Event::ChannelOpen(link) => Some(NodeInput::LinkOpen(link)),
             Event::ChannelMessage(link, bytes) => {
                 Some(NodeInput::LinkData(link, Bytes::from(bytes)))

@@ -2,7 +2,6 @@
 
 use futures::channel::mpsc;
 use swarm::{LinkId, SignalId};
-use web_sys::RtcDataChannel;
 
 #[derive(Debug)]
 pub enum Event {
@@ -11,8 +10,6 @@ pub enum Event {
     SocketText(SignalId, String),
     /// The socket closed, or never opened.
     SocketClosed(SignalId),
-    /// An answerer's data channel arrived.
-    DataChannel(LinkId, RtcDataChannel),
     ChannelOpen(LinkId),
     ChannelMessage(LinkId, Vec<u8>),
     ChannelClosed(LinkId),

@@ -1,5 +1,8 @@
 //! One WebRTC link to another peer: an `RTCPeerConnection` and its `swarm` data channel.
 
+use std::cell::RefCell;
+use std::rc::Rc;
+
 use gloo_events::EventListener;
 use protocol::IceServer;
 use swarm::LinkId;
@@ -19,11 +22,19 @@ const DRAINED_BELOW: u32 = 16 * 1024;
 
 pub struct Link {
     pc: RtcPeerConnection,
-    channel: Option<RtcDataChannel>,
+    /// Shared with the `datachannel` listener: an answerer's channel gets its listeners
+    /// the moment it arrives, or its `open` and first messages (the peer's `Hello`) could
+    /// fire while the app is busy elsewhere, with nobody listening.
+    channel: Rc<RefCell<Option<Channel>>>,
     /// Whether our description went to the peer; it goes once, after ICE gathering.
     pub local_sent: bool,
     pc_listeners: Vec<EventListener>,
-    channel_listeners: Vec<EventListener>,
+}
+
+/// A data channel and the listeners that forward its events.
+struct Channel {
+    channel: RtcDataChannel,
+    _listeners: Vec<EventListener>,
 }
 
 impl Link {
@@ -31,11 +42,13 @@ impl Link {
         let config = RtcConfiguration::new();
         config.set_ice_servers(&ice_servers_js(ice_servers)?.into());
         let pc = RtcPeerConnection::new_with_configuration(&config)?;
+        let channel = Rc::new(RefCell::new(None));
         let on_channel = {
             let events = events.clone();
+            let slot = Rc::clone(&channel);
             EventListener::new(&pc, "datachannel", move |event| {
                 if let Some(event) = event.dyn_ref::<RtcDataChannelEvent>() {
-                    emit(&events, Event::DataChannel(peer, event.channel()));
+                    *slot.borrow_mut() = Some(listen(peer, event.channel(), &events));
                 }
             })
         };
@@ -62,17 +75,16 @@ impl Link {
         };
         Ok(Link {
             pc,
-            channel: None,
+            channel,
             local_sent: false,
             pc_listeners: vec![on_channel, on_gathering, on_state],
-            channel_listeners: Vec::new(),
         })
     }
 
     /// Offerer: creates the data channel and the offer.
     pub async fn offer(&mut self, peer: LinkId, events: &Events) -> Result<(), WebError> {
         let channel = self.pc.create_data_channel("swarm");
-        self.attach_channel(peer, channel, events);
+        *self.channel.borrow_mut() = Some(listen(peer, channel, events));
         let offer = JsFuture::from(self.pc.create_offer()).await?;
         self.set_local(RtcSdpType::Offer, &sdp_of(&offer)?, peer, events)
             .await
@@ -122,57 +134,20 @@ impl Link {
         self.pc.local_description().map(|d| d.sdp())
     }
 
-    pub fn attach_channel(&mut self, peer: LinkId, channel: RtcDataChannel, events: &Events) {
-        channel.set_binary_type(RtcDataChannelType::Arraybuffer);
-        let on_open = {
-            let events = events.clone();
-            EventListener::new(&channel, "open", move |_| {
-                emit(&events, Event::ChannelOpen(peer))
-            })
-        };
-        let on_message = {
-            let events = events.clone();
-            EventListener::new(&channel, "message", move |event| {
-                let data = event.dyn_ref::<MessageEvent>().map(|m| m.data());
-                if let Some(buffer) = data.and_then(|d| d.dyn_into::<js_sys::ArrayBuffer>().ok()) {
-                    emit(
-                        &events,
-                        Event::ChannelMessage(peer, js_sys::Uint8Array::new(&buffer).to_vec()),
-                    );
-                }
-            })
-        };
-        let on_close = {
-            let events = events.clone();
-            EventListener::new(&channel, "close", move |_| {
-                emit(&events, Event::ChannelClosed(peer))
-            })
-        };
-        // Back-pressure: the swarm stops sending pieces to a link with a full queue and
-        // resumes when the browser says it drained.
-        channel.set_buffered_amount_low_threshold(DRAINED_BELOW);
-        let on_drained = {
-            let events = events.clone();
-            EventListener::new(&channel, "bufferedamountlow", move |_| {
-                emit(&events, Event::ChannelDrained(peer))
-            })
-        };
-        self.channel_listeners = vec![on_open, on_message, on_close, on_drained];
-        self.channel = Some(channel);
-    }
-
     /// Bytes queued on the data channel and not yet sent.
     pub fn buffered(&self) -> u64 {
         self.channel
+            .borrow()
             .as_ref()
-            .map_or(0, |c| u64::from(c.buffered_amount()))
+            .map_or(0, |c| u64::from(c.channel.buffered_amount()))
     }
 
     /// Sends one peer message; false when the channel cannot take it.
     pub fn send(&self, bytes: &[u8]) -> bool {
         self.channel
+            .borrow()
             .as_ref()
-            .is_some_and(|c| c.send_with_u8_array(bytes).is_ok())
+            .is_some_and(|c| c.channel.send_with_u8_array(bytes).is_ok())
     }
 
     async fn set_local(
@@ -195,10 +170,10 @@ impl Link {
 
 impl Drop for Link {
     fn drop(&mut self) {
-        self.channel_listeners.clear();
         self.pc_listeners.clear();
-        if let Some(channel) = &self.channel {
-            channel.close();
+        if let Some(channel) = self.channel.borrow_mut().take() {
+            drop(channel._listeners);
+            channel.channel.close();
         }
         self.pc.close();
     }
@@ -226,4 +201,51 @@ fn ice_servers_js(servers: &[IceServer]) -> Result<js_sys::Array, WebError> {
         list.push(&entry);
     }
     Ok(list)
+}
+
+/// Forwards a data channel's events, tagged with its link.
+fn listen(peer: LinkId, channel: RtcDataChannel, events: &Events) -> Channel {
+    channel.set_binary_type(RtcDataChannelType::Arraybuffer);
+    let on_open = {
+        let events = events.clone();
+        EventListener::new(&channel, "open", move |_| {
+            emit(&events, Event::ChannelOpen(peer))
+        })
+    };
+    let on_message = {
+        let events = events.clone();
+        EventListener::new(&channel, "message", move |event| {
+            let data = event.dyn_ref::<MessageEvent>().map(|m| m.data());
+            if let Some(buffer) = data.and_then(|d| d.dyn_into::<js_sys::ArrayBuffer>().ok()) {
+                emit(
+                    &events,
+                    Event::ChannelMessage(peer, js_sys::Uint8Array::new(&buffer).to_vec()),
+                );
+            }
+        })
+    };
+    let on_close = {
+        let events = events.clone();
+        EventListener::new(&channel, "close", move |_| {
+            emit(&events, Event::ChannelClosed(peer))
+        })
+    };
+    // Back-pressure: the swarm stops sending pieces to a link with a full queue and
+    // resumes when the browser says it drained.
+    channel.set_buffered_amount_low_threshold(DRAINED_BELOW);
+    let on_drained = {
+        let events = events.clone();
+        EventListener::new(&channel, "bufferedamountlow", move |_| {
+            emit(&events, Event::ChannelDrained(peer))
+        })
+    };
+    let opened = channel.ready_state() == web_sys::RtcDataChannelState::Open;
+    if opened {
+        // Opened before the listener existed: say so now.
+        emit(events, Event::ChannelOpen(peer));
+    }
+    Channel {
+        channel,
+        _listeners: vec![on_open, on_message, on_close, on_drained],
+    }
 }

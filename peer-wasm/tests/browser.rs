@@ -202,9 +202,6 @@ async fn data_channel_back_pressure_reports_a_full_queue_then_drained() {
     let mut opened = (false, false);
     while opened != (true, true) {
         match inbox.next().await.expect("events keep coming") {
-            Event::DataChannel(peer, channel) if peer == to_a => {
-                b.attach_channel(to_a, channel, &events)
-            }
             Event::ChannelOpen(peer) if peer == to_b => opened.0 = true,
             Event::ChannelOpen(peer) if peer == to_a => opened.1 = true,
             Event::LinkFailed(peer) => panic!("link to {peer} failed"),
