@@ -180,24 +180,8 @@ fn peers_keep_streaming_while_the_signal_server_restarts() {
         .stderr(std::fs::File::create(dir.join("viewer.log")).unwrap())
         .spawn()
         .expect("streamtorrent watch starts");
-    let chunks = || {
-        std::fs::read_dir(&record).map_or(0, |d| {
-            d.filter(|e| {
-                e.as_ref()
-                    .is_ok_and(|e| e.file_name().to_string_lossy().starts_with("chunk-"))
-            })
-            .count()
-        })
-    };
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while chunks() < 2 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "viewer got no chunks; see {}",
-            dir.display()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let chunks = || chunks_recorded(&record);
+    wait_for_chunks(&record, 2, &dir);
 
     drop(server); // SIGKILL: the server vanishes as in a crash.
     let before = chunks();
@@ -246,24 +230,8 @@ fn an_open_viewer_follows_a_restarted_broadcaster() {
     const WANTED: u64 = 14;
     let (name, viewer) = watcher(&addr, "live", &dir, "viewer", WANTED, &[]);
     let recorded = dir.join(&name);
-    let chunks = || {
-        std::fs::read_dir(&recorded).map_or(0, |d| {
-            d.filter(|e| {
-                e.as_ref()
-                    .is_ok_and(|e| e.file_name().to_string_lossy().starts_with("chunk-"))
-            })
-            .count()
-        })
-    };
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while chunks() < 3 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the viewer got no chunks; see {}",
-            dir.display()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let chunks = || chunks_recorded(&recorded);
+    wait_for_chunks(&recorded, 3, &dir);
     drop(first); // ffmpeg and the broadcaster end: the broadcast is over.
     let played_before = chunks() as u64;
     // The same channel key, a new process: a new broadcast.
@@ -298,4 +266,28 @@ fn an_open_viewer_follows_a_restarted_broadcaster() {
         "chunks played before the restart: {played_before}, after: {}",
         WANTED - played_before
     );
+}
+
+/// Chunks a viewer recorded so far (`--record-dir`).
+fn chunks_recorded(record: &Path) -> usize {
+    std::fs::read_dir(record).map_or(0, |d| {
+        d.filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.file_name().to_string_lossy().starts_with("chunk-"))
+        })
+        .count()
+    })
+}
+
+/// Waits until a viewer recorded `count` chunks; fails after 20 s, naming `dir`.
+fn wait_for_chunks(record: &Path, count: usize, dir: &Path) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while chunks_recorded(record) < count {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the viewer got fewer than {count} chunks; see {}",
+            dir.display()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

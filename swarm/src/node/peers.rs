@@ -15,15 +15,12 @@ impl Node {
         let Some(link) = self.links.get_mut(id) else {
             return;
         };
-        let LinkState::Connecting { connect_by, .. } = link.state else {
-            return;
-        };
         let LinkState::Connecting {
             describe_by: Some(_),
-            ..
+            connect_by,
         } = link.state
         else {
-            return; // Sent already: it goes once, candidates included.
+            return; // Open, or sent already: it goes once, candidates included.
         };
         link.state = LinkState::Connecting {
             describe_by: None,
