@@ -9,6 +9,7 @@ use tokio::sync::mpsc;
 
 use crate::node::Produced;
 use crate::record::{chunk_file_name, record};
+use crate::timeline::Timeline;
 use crate::NativeError;
 use fmp4::{Cutter, Segment};
 
@@ -18,18 +19,26 @@ const INIT_HEADER_ROOM: usize = 400;
 
 /// Reads `input` (`-` for stdin) on a task and returns the stream of numbered segments.
 /// With `record_dir`, writes each segment there exactly as cut: `init.mp4`, then
-/// `chunk-00000000.m4s`, ... (tests compare viewers' copies against these).
+/// `chunk-00000000.m4s`, ... (tests compare viewers' copies against these). With
+/// `timeline`, notes when each chunk was cut.
 pub fn spawn_input(
     input: PathBuf,
     record_dir: Option<PathBuf>,
+    mut timeline: Option<Timeline>,
 ) -> mpsc::Receiver<Result<Produced, NativeError>> {
     let (tx, rx) = mpsc::channel(16);
     tokio::spawn(async move {
         let result = if input.as_os_str() == "-" {
-            pump(tokio::io::stdin(), record_dir.as_deref(), &tx).await
+            pump(
+                tokio::io::stdin(),
+                record_dir.as_deref(),
+                &mut timeline,
+                &tx,
+            )
+            .await
         } else {
             match tokio::fs::File::open(&input).await {
-                Ok(file) => pump(file, record_dir.as_deref(), &tx).await,
+                Ok(file) => pump(file, record_dir.as_deref(), &mut timeline, &tx).await,
                 Err(source) => Err(NativeError::Io {
                     what: format!("cannot open input {}", input.display()),
                     source,
@@ -46,6 +55,7 @@ pub fn spawn_input(
 async fn pump(
     mut input: impl AsyncRead + Unpin,
     record_dir: Option<&Path>,
+    timeline: &mut Option<Timeline>,
     tx: &mpsc::Sender<Result<Produced, NativeError>>,
 ) -> Result<(), NativeError> {
     if let Some(dir) = record_dir {
@@ -84,6 +94,9 @@ async fn pump(
                     let seq = next_seq;
                     next_seq = seq.next();
                     record(record_dir, &chunk_file_name(seq), &data)?;
+                    if let Some(timeline) = timeline {
+                        timeline.cut(seq, data.len());
+                    }
                     Produced::Chunk(Chunk {
                         seq,
                         keyframe,

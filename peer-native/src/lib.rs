@@ -4,6 +4,7 @@
 pub mod broadcast;
 pub mod identity;
 pub mod node;
+pub mod timeline;
 pub mod watch;
 
 mod error;

@@ -4,6 +4,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use peer_native::identity::ChannelSecret;
 use peer_native::node::{self, NodeOptions};
+use peer_native::timeline::Timeline;
 use peer_native::watch::WatchSink;
 use peer_native::{broadcast, NativeError};
 use protocol::{ChannelName, Role};
@@ -56,6 +57,9 @@ enum Command {
         /// Also write the init segment and every chunk, exactly as cut, into this folder.
         #[arg(long)]
         record_dir: Option<PathBuf>,
+        /// Benchmarks: note when each chunk was cut, one JSON line each, in this file.
+        #[arg(long)]
+        timeline: Option<PathBuf>,
         /// The channel's key file, from `streamtorrent keygen`.
         #[arg(long, env = "STREAMTORRENT_KEY")]
         key: PathBuf,
@@ -70,6 +74,10 @@ enum Command {
         /// Also write the init segment and every played chunk into this folder.
         #[arg(long)]
         record_dir: Option<PathBuf>,
+        /// Benchmarks: note when each chunk played (or was missed), one JSON line each, in
+        /// this file.
+        #[arg(long)]
+        timeline: Option<PathBuf>,
         /// Exit after playing this many chunks.
         #[arg(long)]
         chunks: Option<u64>,
@@ -119,10 +127,12 @@ async fn run(cli: Cli) -> Result<(), NativeError> {
                 },
             input,
             record_dir,
+            timeline,
             key,
         } => {
             let key = ChannelSecret::load(&key)?;
-            let feed = broadcast::spawn_input(input, record_dir);
+            let timeline = timeline.as_deref().map(Timeline::create).transpose()?;
+            let feed = broadcast::spawn_input(input, record_dir, timeline);
             let mut sink = WatchSink::new(None, None, None)?;
             let options = NodeOptions {
                 server,
@@ -145,12 +155,16 @@ async fn run(cli: Cli) -> Result<(), NativeError> {
                 },
             output,
             record_dir,
+            timeline,
             chunks,
             timeout_secs,
             #[cfg(feature = "test-hooks")]
             test_corrupt_pieces,
         } => {
             let mut sink = WatchSink::new(output, record_dir, chunks)?;
+            if let Some(path) = timeline {
+                sink = sink.with_timeline(Timeline::create(&path)?);
+            }
             let options = NodeOptions {
                 server,
                 channel,

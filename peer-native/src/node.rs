@@ -47,8 +47,9 @@ pub enum Produced {
 /// Where a viewer's played stream goes.
 pub trait Sink {
     fn init(&mut self, mime: &str, data: &[u8]) -> Result<(), NativeError>;
-    /// Returns true when the viewer has played all it wanted.
-    fn play(&mut self, chunk: &Chunk) -> Result<bool, NativeError>;
+    /// The chunk plays `starts_in` from now (at once when late). Returns true when the
+    /// viewer has played all it wanted.
+    fn play(&mut self, chunk: &Chunk, starts_in: Duration) -> Result<bool, NativeError>;
     fn skipped(&mut self, seq: ChunkSeq);
 }
 
@@ -114,7 +115,7 @@ pub async fn run(
     tokio::pin!(stop);
     let mut ending: Option<Instant> = None;
     loop {
-        if let Some(done) = driver.carry_out(&mut node, sink)? {
+        if let Some(done) = driver.carry_out(&mut node, sink, now())? {
             return Ok(done);
         }
         let wake = node
@@ -169,7 +170,7 @@ pub async fn run(
     }
     node.stop();
     let stats = node.swarm().map(|s| s.stats()).unwrap_or_default();
-    driver.carry_out(&mut node, sink)?;
+    driver.carry_out(&mut node, sink, now())?;
     Ok(stats)
 }
 
@@ -192,6 +193,7 @@ impl Driver {
         &mut self,
         node: &mut Node,
         sink: &mut dyn Sink,
+        now: Millis,
     ) -> Result<Option<Stats>, NativeError> {
         while let Some(output) = node.poll_output() {
             match output {
@@ -249,8 +251,8 @@ impl Driver {
                     self.links.remove(&link);
                 }
                 NodeOutput::Init { mime, data } => sink.init(&mime, &data)?,
-                NodeOutput::Play { chunk, .. } => {
-                    if sink.play(&chunk)? {
+                NodeOutput::Play { chunk, due } => {
+                    if sink.play(&chunk, Duration::from_millis(due - now))? {
                         node.stop();
                         let stats = node.swarm().map(|s| s.stats()).unwrap_or_default();
                         return Ok(Some(stats));

@@ -3,6 +3,7 @@
 use std::fs::File;
 use std::io::Write;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use protocol::ChunkSeq;
 use serde_json::json;
@@ -10,6 +11,7 @@ use swarm::{Chunk, Stats};
 
 use crate::node::Sink;
 use crate::record::{chunk_file_name, record};
+use crate::timeline::Timeline;
 use crate::NativeError;
 
 pub struct WatchSink {
@@ -22,6 +24,7 @@ pub struct WatchSink {
     first: Option<ChunkSeq>,
     last: Option<ChunkSeq>,
     skipped: Vec<ChunkSeq>,
+    timeline: Option<Timeline>,
 }
 
 impl WatchSink {
@@ -52,7 +55,15 @@ impl WatchSink {
             first: None,
             last: None,
             skipped: Vec::new(),
+            timeline: None,
         })
+    }
+
+    /// Also keep a timeline of what played when (see [`Timeline`]); starts it now.
+    pub fn with_timeline(mut self, mut timeline: Timeline) -> WatchSink {
+        timeline.joined();
+        self.timeline = Some(timeline);
+        self
     }
 
     /// Whether a `--chunks` limit was set and not reached.
@@ -62,8 +73,11 @@ impl WatchSink {
             .map(|limit| (self.played, limit))
     }
 
-    /// One JSON line for scripts and tests.
-    pub fn summary(&self, stats: &Stats) -> String {
+    /// One JSON line for scripts and tests (and the timeline's last).
+    pub fn summary(&mut self, stats: &Stats) -> String {
+        if let Some(timeline) = &mut self.timeline {
+            timeline.ended(stats);
+        }
         json!({
             "chunks_played": self.played,
             "first_seq": self.first.map(|s| s.0),
@@ -96,7 +110,10 @@ impl Sink for WatchSink {
         self.write(data)
     }
 
-    fn play(&mut self, chunk: &Chunk) -> Result<bool, NativeError> {
+    fn play(&mut self, chunk: &Chunk, starts_in: Duration) -> Result<bool, NativeError> {
+        if let Some(timeline) = &mut self.timeline {
+            timeline.played(chunk.seq, starts_in);
+        }
         let data = chunk.data.to_vec();
         record(
             self.record_dir.as_deref(),
@@ -112,6 +129,9 @@ impl Sink for WatchSink {
     }
 
     fn skipped(&mut self, seq: ChunkSeq) {
+        if let Some(timeline) = &mut self.timeline {
+            timeline.skipped(seq);
+        }
         tracing::warn!(%seq, "chunk missed its deadline");
         self.skipped.push(seq);
     }

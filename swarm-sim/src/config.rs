@@ -27,6 +27,10 @@ pub struct SimConfig {
     pub polluters: f64,
     /// Share of viewers that flood their neighbours with requests.
     pub flooders: f64,
+    /// Viewers' uplinks in the classes' exact shares, with a mean of exactly
+    /// `upload_ratio` (see [`SimConfig::exact_uplinks`]), instead of drawn at random: what
+    /// a small real swarm set up to match uses (`scripts/bench-native-swarm`).
+    pub exact_classes: bool,
 }
 
 impl SimConfig {
@@ -45,6 +49,7 @@ impl SimConfig {
             ramp_secs: 10,
             polluters: 0.0,
             flooders: 0.0,
+            exact_classes: false,
         }
     }
 
@@ -110,6 +115,45 @@ impl SimConfig {
     pub fn bitrate_bytes(&self) -> f64 {
         self.bitrate_kbps as f64 * 1000.0 / 8.0
     }
+
+    /// Uplink capacity (bytes/s) of each of the first `peers` viewers, in joining order,
+    /// for `exact_classes`: each class gets its share of the viewers rounded by largest
+    /// remainder, spread evenly over the joining order (so a ramp is not all zero-upload
+    /// viewers first), and the unit is scaled so the mean is exactly `upload_ratio`.
+    /// Later joiners (churn) take the same list round again.
+    pub fn exact_uplinks(&self) -> Vec<f64> {
+        let n = self.peers;
+        let quotas: Vec<f64> = UPLOAD_CLASSES
+            .iter()
+            .map(|(share, _)| share * n as f64)
+            .collect();
+        let mut counts: Vec<usize> = quotas.iter().map(|q| q.floor() as usize).collect();
+        let mut by_remainder: Vec<usize> = (0..counts.len()).collect();
+        by_remainder.sort_by(|&a, &b| {
+            (quotas[b] - quotas[b].floor()).total_cmp(&(quotas[a] - quotas[a].floor()))
+        });
+        let short = n - counts.iter().sum::<usize>();
+        for &class in by_remainder.iter().take(short) {
+            counts[class] += 1;
+        }
+        // Class c's j-th viewer sits at (j + ½) / count along the order.
+        let mut slots: Vec<(f64, usize)> = Vec::with_capacity(n);
+        for (class, &count) in counts.iter().enumerate() {
+            slots.extend((0..count).map(|j| ((j as f64 + 0.5) / count as f64, class)));
+        }
+        slots.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        let weights: Vec<f64> = slots
+            .iter()
+            .map(|&(_, class)| UPLOAD_CLASSES[class].1)
+            .collect();
+        let total: f64 = weights.iter().sum();
+        let unit = if total > 0.0 {
+            self.upload_ratio * self.bitrate_bytes() * n as f64 / total
+        } else {
+            0.0
+        };
+        weights.iter().map(|w| w * unit).collect()
+    }
 }
 
 /// Viewer upload classes: (share of viewers, relative capacity). Home uplinks are
@@ -155,6 +199,26 @@ mod tests {
         assert!("200".parse::<RttRange>().unwrap_err().contains("MIN-MAX"));
         assert!("9-x".parse::<RttRange>().unwrap_err().contains("`x`"));
         assert!("300-200".parse::<RttRange>().is_err());
+    }
+
+    #[test]
+    fn exact_uplinks_keep_the_shares_and_the_mean() {
+        let mut config = SimConfig::new(24, 60);
+        config.bitrate_kbps = 1000;
+        config.upload_ratio = 1.5;
+        let uplinks = config.exact_uplinks();
+        assert_eq!(uplinks.len(), 24);
+        let mean = uplinks.iter().sum::<f64>() / 24.0;
+        assert!((mean - 1.5 * 125_000.0).abs() < 1e-6, "mean {mean}");
+        // 15% of 24 is 3.6: four viewers upload nothing, four upload the most.
+        let zero = uplinks.iter().filter(|&&u| u == 0.0).count();
+        let top = uplinks.iter().cloned().fold(0.0, f64::max);
+        assert_eq!(zero, 4);
+        assert_eq!(uplinks.iter().filter(|&&u| u == top).count(), 4);
+        // Spread over the order: the first eight joiners are not all of one class.
+        let first: std::collections::BTreeSet<u64> =
+            uplinks[..8].iter().map(|u| *u as u64).collect();
+        assert!(first.len() >= 3, "first eight: {:?}", &uplinks[..8]);
     }
 
     #[test]

@@ -12,6 +12,7 @@ mod metrics;
 mod network;
 pub mod plot;
 mod queue;
+pub mod real;
 mod report;
 mod server;
 mod sim;
@@ -19,7 +20,7 @@ mod sim;
 pub use config::{RttRange, SimConfig, UPLOAD_CLASSES};
 pub use metrics::{Report, TimelinePoint};
 pub use report::table;
-pub use sim::Sim;
+pub use sim::{budget, Sim, CONTROL_ONLY_UPLINK};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SimError {
@@ -28,6 +29,8 @@ pub enum SimError {
         option: &'static str,
         reason: String,
     },
+    #[error("{path}: {reason}")]
+    Read { path: String, reason: String },
     #[error("cannot write {path}: {source}")]
     Write {
         path: String,

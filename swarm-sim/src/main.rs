@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use swarm_sim::plot::{svg, Chart, Series};
-use swarm_sim::{run, table, Report, RttRange, SimConfig, SimError};
+use swarm_sim::{budget, run, table, Report, RttRange, SimConfig, SimError, CONTROL_ONLY_UPLINK};
 
 /// Simulate a StreamTorrent channel: one broadcaster and N viewers running the real swarm
 /// core on virtual time, over uplinks of limited capacity with delay and loss.
@@ -56,6 +56,18 @@ struct Cli {
     /// against upload ratio).
     #[arg(long)]
     plot: Option<String>,
+    /// Viewers' uplinks in the classes' exact shares, with a mean of exactly
+    /// --upload-ratio, instead of drawn at random (for small swarms set up to match).
+    #[arg(long)]
+    exact_classes: bool,
+    /// Print each peer's uplink and upload budget for this scenario (`NAME LINK_KBPS
+    /// BUDGET_KBPS` per line, the source first; implies --exact-classes) and exit.
+    #[arg(long)]
+    print_uplinks: bool,
+    /// Measure the real swarm whose timelines are in this folder (written during
+    /// scripts/bench-native-swarm) and print it beside a simulated run of the same scenario.
+    #[arg(long)]
+    real: Option<std::path::PathBuf>,
     /// Run once per upload ratio in this comma-separated list (e.g. 0.9,1.0,1.5,2.0)
     /// instead of --upload-ratio, and report them side by side against the fluid limit.
     #[arg(long, value_delimiter = ',')]
@@ -76,7 +88,12 @@ fn main() -> ExitCode {
     config.ramp_secs = cli.ramp_secs;
     config.polluters = cli.polluters;
     config.flooders = cli.flooders;
-    let result = if cli.sweep.is_empty() {
+    config.exact_classes = cli.exact_classes || cli.print_uplinks;
+    let result = if cli.print_uplinks {
+        config.validate().map(|()| print_uplinks(&config))
+    } else if let Some(dir) = &cli.real {
+        compare(&cli, config, dir)
+    } else if cli.sweep.is_empty() {
         run(config).and_then(|report| output(&cli, &report))
     } else {
         sweep(&cli, config)
@@ -105,6 +122,58 @@ fn output(cli: &Cli, report: &Report) -> Result<(), SimError> {
             source,
         })?;
     }
+    Ok(())
+}
+
+fn print_uplinks(config: &SimConfig) {
+    let source = config.source_upload * config.bitrate_bytes();
+    let kbps = |bytes_per_sec: f64| (bytes_per_sec * 8.0 / 1000.0).round() as u64;
+    println!("source {} {}", kbps(source), budget(source).kbps());
+    for (i, uplink) in config.exact_uplinks().into_iter().enumerate() {
+        if uplink > 0.0 {
+            println!("viewer-{i:02} {} {}", kbps(uplink), budget(uplink).kbps());
+        } else {
+            println!("viewer-{i:02} {} 0", kbps(CONTROL_ONLY_UPLINK));
+        }
+    }
+}
+
+/// One row of the comparison: a figure, formatted, from a report.
+type Figure = fn(&Report) -> String;
+
+/// The real swarm beside the simulated one, figure by figure.
+fn compare(cli: &Cli, config: SimConfig, dir: &std::path::Path) -> Result<(), SimError> {
+    let (real, notes) = swarm_sim::real::measure(&config, dir)?;
+    let sim = run(config)?;
+    if cli.json {
+        let both = serde_json::json!({"real": real, "real_notes": notes, "sim": sim});
+        println!("{both}");
+        return Ok(());
+    }
+    println!("| figure | real | simulated |");
+    println!("|---|---|---|");
+    let rows: [(&str, Figure); 11] = [
+        ("continuity (on time)", |r| format!("{:.4}", r.continuity)),
+        ("continuity, p5 viewer", |r| {
+            format!("{:.4}", r.continuity_p5)
+        }),
+        ("offload", |r| format!("{:.4}", r.offload)),
+        ("cut → complete p50 ms", |r| r.arrival_p50_ms.to_string()),
+        ("cut → complete p95 ms", |r| r.arrival_p95_ms.to_string()),
+        ("behind live p50 ms", |r| r.lag_p50_ms.to_string()),
+        ("behind live p95 ms", |r| r.lag_p95_ms.to_string()),
+        ("start-up p50 ms", |r| r.startup_p50_ms.to_string()),
+        ("start-up p95 ms", |r| r.startup_p95_ms.to_string()),
+        ("longest stall ms", |r| r.max_stall_ms.to_string()),
+        ("uplink use", |r| format!("{:.3}", r.uplink_utilisation)),
+    ];
+    for (name, figure) in rows {
+        println!("| {name} | {} | {} |", figure(&real), figure(&sim));
+    }
+    println!(
+        "\nreal: {} viewers, {} chunks cut, stream {} kbit/s, cuts within {} ms of schedule",
+        notes.viewers, notes.chunks_cut, notes.stream_kbps, notes.cut_jitter_max_ms
+    );
     Ok(())
 }
 

@@ -27,19 +27,12 @@ impl Sim {
     }
 
     pub(crate) fn join(&mut self) {
-        let draw: f64 = self.rng.gen();
-        let mean_weight: f64 = UPLOAD_CLASSES.iter().map(|(s, w)| s * w).sum();
-        let mut cumulative = 0.0;
-        let mut weight = UPLOAD_CLASSES[UPLOAD_CLASSES.len() - 1].1;
-        for (share, w) in UPLOAD_CLASSES {
-            cumulative += share;
-            if draw < cumulative {
-                weight = w;
-                break;
-            }
-        }
-        let capacity =
-            weight / mean_weight * self.config.upload_ratio * self.config.bitrate_bytes();
+        let capacity = if self.exact_uplinks.is_empty() {
+            self.drawn_uplink()
+        } else {
+            let joined = self.metrics.viewers_joined + self.metrics.hostile_joined;
+            self.exact_uplinks[joined as usize % self.exact_uplinks.len()]
+        };
         let (limit, uplink) = if capacity > 0.0 {
             (budget(capacity), capacity)
         } else {
@@ -53,6 +46,22 @@ impl Sim {
             self.metrics.hostile_joined += 1;
         }
         self.live_viewers.push(index);
+    }
+
+    /// An uplink drawn from the classes, scaled so their mean is `upload_ratio`.
+    fn drawn_uplink(&mut self) -> f64 {
+        let draw: f64 = self.rng.gen();
+        let mean_weight: f64 = UPLOAD_CLASSES.iter().map(|(s, w)| s * w).sum();
+        let mut cumulative = 0.0;
+        let mut weight = UPLOAD_CLASSES[UPLOAD_CLASSES.len() - 1].1;
+        for (share, w) in UPLOAD_CLASSES {
+            cumulative += share;
+            if draw < cumulative {
+                weight = w;
+                break;
+            }
+        }
+        weight / mean_weight * self.config.upload_ratio * self.config.bitrate_bytes()
     }
 
     /// The node opens a link: an offer gets a token (standing for the SDP) and an RTT for

@@ -26,7 +26,7 @@ pub(crate) const SOURCE: usize = 0;
 /// driver's `bufferedamountlow` threshold.
 pub(crate) const DRAINED_BELOW: u64 = 16 * 1024;
 /// Upload capacity of a viewer that serves nothing: enough for requests and the like.
-pub(crate) const CONTROL_ONLY_UPLINK: f64 = 32_000.0;
+pub const CONTROL_ONLY_UPLINK: f64 = 32_000.0;
 /// Gathering host and server-reflexive candidates before a description goes out.
 pub(crate) const GATHER_US: Micros = 50_000;
 
@@ -78,6 +78,8 @@ pub struct Sim {
     /// Offers waiting for their answer: the description's token → offerer and RTT.
     pub(crate) offers: BTreeMap<u64, (usize, LinkId, u64)>,
     pub(crate) next_token: u64,
+    /// With `exact_classes`: every viewer's uplink, in joining order (else empty: drawn).
+    pub(crate) exact_uplinks: Vec<f64>,
 }
 
 impl Sim {
@@ -101,6 +103,11 @@ impl Sim {
             server,
             offers: BTreeMap::new(),
             next_token: 0,
+            exact_uplinks: if config.exact_classes {
+                config.exact_uplinks()
+            } else {
+                Vec::new()
+            },
             config,
         };
         let capacity = sim.config.source_upload * sim.config.bitrate_bytes();
@@ -215,7 +222,7 @@ impl Sim {
 
 /// The budget a viewer sets for an uplink of `capacity` bytes/s: the swarm counts message
 /// bytes, the line also carries packet framing.
-pub(crate) fn budget(capacity: f64) -> BytesPerSec {
+pub fn budget(capacity: f64) -> BytesPerSec {
     let share = PACKET_PAYLOAD as f64 / (PACKET_PAYLOAD + PACKET_FRAMING) as f64;
     BytesPerSec((capacity * share) as u64)
 }
