@@ -170,6 +170,22 @@ fn compare(cli: &Cli, config: SimConfig, dir: &std::path::Path) -> Result<(), Si
     for (name, figure) in rows {
         println!("| {name} | {} | {} |", figure(&real), figure(&sim));
     }
+    // Joining is the hardest part of a small run; this shows the swarm once settled.
+    let settled_from = (cli.ramp_secs + 20) as f64;
+    let settled = |r: &Report| {
+        let bins: Vec<f64> = r
+            .timeline
+            .iter()
+            .filter(|p| p.at_s >= settled_from)
+            .filter_map(|p| p.continuity)
+            .collect();
+        format!("{:.4}", bins.iter().sum::<f64>() / bins.len().max(1) as f64)
+    };
+    println!(
+        "| continuity from {settled_from} s | {} | {} |",
+        settled(&real),
+        settled(&sim)
+    );
     println!(
         "\nreal: {} viewers, {} chunks cut, stream {} kbit/s, cuts within {} ms of schedule",
         notes.viewers, notes.chunks_cut, notes.stream_kbps, notes.cut_jitter_max_ms
