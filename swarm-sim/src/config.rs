@@ -23,6 +23,10 @@ pub struct SimConfig {
     pub seed: u64,
     /// Initial viewers join spread evenly over this many seconds.
     pub ramp_secs: u64,
+    /// Time a link's handshakes take beyond their round trips (DTLS, SCTP, the stack's
+    /// own timers): 0 by default; the native stack measured about 400 ms on the 2-core
+    /// VM (`scripts/bench-native-swarm` passes it).
+    pub link_setup_ms: u64,
     /// Share of viewers that serve corrupted pieces (a bit flipped in each).
     pub polluters: f64,
     /// Share of viewers that flood their neighbours with requests.
@@ -47,6 +51,7 @@ impl SimConfig {
             rtt: RttRange { min: 20, max: 200 },
             seed: 1,
             ramp_secs: 10,
+            link_setup_ms: 0,
             polluters: 0.0,
             flooders: 0.0,
             exact_classes: false,

@@ -113,16 +113,17 @@ impl Sim {
     }
 
     /// The offerer applied the answer: the data channel opens on both ends a few round
-    /// trips later.
+    /// trips, plus the handshakes' own time (`--link-setup-ms`), later.
     pub(crate) fn answered(&mut self, index: usize, link: LinkId) {
         let now = self.now;
+        let setup_us = self.config.link_setup_ms * 1000;
         let Some(l) = self.link_mut(index, link) else {
             return;
         };
         let Some((remote, remote_link)) = l.remote else {
             return;
         };
-        let at = now + CONNECT_RTTS * l.end.rtt_ms * 1000;
+        let at = now + CONNECT_RTTS * l.end.rtt_ms * 1000 + setup_us;
         for (node, link) in [(index, link), (remote, remote_link)] {
             let input = NodeInput::LinkOpen(link);
             self.schedule(at, Event::Input { node, input });

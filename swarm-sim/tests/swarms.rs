@@ -128,3 +128,21 @@ fn the_same_seed_gives_the_same_run() {
     check!(a, same.ok() == again.ok(), "identical reports");
     check!(a, a.events > 10_000, "the run did something");
 }
+
+#[test]
+fn link_handshakes_delay_start_up_by_their_time() {
+    let mut config = scenario(12, 20, 2.0, 4.0);
+    config.exact_classes = true;
+    let quick = simulate(&config);
+    config.link_setup_ms = 400;
+    let slow = simulate(&config);
+    // A viewer's first chunk comes over its first link: that link opens 400 ms later.
+    check!(
+        slow,
+        slow.startup_p50_ms >= quick.startup_p50_ms + 300,
+        format!(
+            "start-up p50 {} ms without handshake time",
+            quick.startup_p50_ms
+        )
+    );
+}
