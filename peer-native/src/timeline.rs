@@ -62,9 +62,11 @@ impl Timeline {
     }
 
     /// A benchmark aid: a line that cannot be written is logged and the viewer goes on (its
-    /// playback matters more than its diary).
+    /// playback matters more than its diary). One write per line, so a reader never sees
+    /// half of one.
     fn line(&mut self, value: Value) {
-        if let Err(e) = writeln!(self.file, "{value}") {
+        let line = format!("{value}\n");
+        if let Err(e) = self.file.write_all(line.as_bytes()) {
             tracing::warn!(error = %e, "cannot write the timeline");
         }
     }

@@ -23,9 +23,10 @@ pub struct SimConfig {
     pub seed: u64,
     /// Initial viewers join spread evenly over this many seconds.
     pub ramp_secs: u64,
-    /// Time a link's handshakes take beyond their round trips (DTLS, SCTP, the stack's
-    /// own timers): 0 by default; the native stack measured about 400 ms on the 2-core
-    /// VM (`scripts/bench-native-swarm` passes it).
+    /// Time a link's set-up takes beyond what is modelled (3 round trips and 50 ms of
+    /// gathering): DTLS, SCTP, the stack's own timers. 0 by default; on the 2-core VM the
+    /// native stack took 410-450 ms in all from joining to its first open data channel,
+    /// about 370 ms more (`scripts/bench-native-swarm` passes that).
     pub link_setup_ms: u64,
     /// Share of viewers that serve corrupted pieces (a bit flipped in each).
     pub polluters: f64,

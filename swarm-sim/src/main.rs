@@ -43,8 +43,9 @@ struct Cli {
     /// Initial viewers join spread over this many seconds.
     #[arg(long, default_value_t = 10)]
     ramp_secs: u64,
-    /// Time a link's handshakes take beyond its round trips (DTLS, SCTP); the native
-    /// stack took about 400 ms on the 2-core VM.
+    /// Time a link's set-up takes beyond the modelled 3 round trips and 50 ms of
+    /// gathering (DTLS, SCTP, the stack's timers); the native stack took about 370 ms
+    /// more on the 2-core VM.
     #[arg(long, default_value_t = 0)]
     link_setup_ms: u64,
     /// Share of viewers that serve corrupted pieces (a bit flipped in each), 0..=1.
