@@ -67,6 +67,22 @@ impl Harness {
         h
     }
 
+    /// A broadcaster the server welcomed (its own session named later, by `claimed`).
+    fn welcomed_broadcaster() -> Harness {
+        let mut h = Harness::new(Some(signer()));
+        h.open_signal();
+        h.server(ServerMessage::Welcome {
+            peer_id: ME,
+            channel: "news".parse().unwrap(),
+            channel_key: Some(signer().public()),
+            broadcaster: Some(ME),
+            session: None,
+            ice_servers: vec![],
+        });
+        h.out.clear();
+        h
+    }
+
     fn drain(&mut self) {
         while let Some(output) = self.node.poll_output() {
             if let NodeOutput::Connect(id) = output {
@@ -351,16 +367,7 @@ fn final_refusals_stop_the_node_and_later_ones_are_retried() {
 
     // A broadcaster that was in once is refused on rejoining (its stale session is still
     // held): it retries rather than exits.
-    let mut h = Harness::new(Some(signer()));
-    h.open_signal();
-    h.server(ServerMessage::Welcome {
-        peer_id: ME,
-        channel: "news".parse().unwrap(),
-        channel_key: Some(signer().public()),
-        broadcaster: Some(ME),
-        session: None,
-        ice_servers: vec![],
-    });
+    let mut h = Harness::welcomed_broadcaster();
     let first = h.signal.unwrap();
     h.input(NodeInput::SignalClosed(first));
     h.advance_to(Millis(1_000));
@@ -562,16 +569,7 @@ fn an_unanswered_join_is_given_up_and_a_short_session_keeps_backing_off() {
 
 #[test]
 fn a_broadcaster_replaced_by_a_newer_session_of_its_owner_stops() {
-    let mut h = Harness::new(Some(signer()));
-    h.open_signal();
-    h.server(ServerMessage::Welcome {
-        peer_id: ME,
-        channel: "news".parse().unwrap(),
-        channel_key: Some(signer().public()),
-        broadcaster: Some(ME),
-        session: None,
-        ice_servers: vec![],
-    });
+    let mut h = Harness::welcomed_broadcaster();
     h.server(ServerMessage::Error {
         code: ErrorCode::ChannelTaken,
         message: "replaced by a newer session".into(),
