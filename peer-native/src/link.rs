@@ -25,6 +25,9 @@ pub enum LinkEvent {
     /// The data channel opened; send bytes to the peer through the outbox.
     Open(LinkId, Outbox),
     Message(LinkId, Bytes),
+    /// The data channel took what was queued down to `swarm::LINK_DRAINED_BELOW` bytes
+    /// or fewer: the driver reports the queue to the node, which may send more.
+    Drained(LinkId),
     /// Our description with the candidates gathered, for the peer.
     LocalDescription(LinkId, String),
     /// Reported when the connection or its channel ends (possibly twice: the core
@@ -212,13 +215,19 @@ async fn run_channel(
                 let queued = Arc::new(AtomicU64::new(0));
                 let written = queued.clone();
                 let writer = channel.clone();
+                let drained = events.clone();
                 tokio::spawn(async move {
                     while let Some(bytes) = out_rx.recv().await {
                         let len = bytes.len() as u64;
                         let sent = writer.send(BytesMut::from(&bytes[..])).await;
-                        written.fetch_sub(len, Ordering::Relaxed);
+                        let before = written.fetch_sub(len, Ordering::Relaxed);
                         if sent.is_err() {
                             break;
+                        }
+                        // As a browser's `bufferedamountlow`: once per fall to the mark.
+                        let low = swarm::LINK_DRAINED_BELOW;
+                        if before > low && before - len <= low {
+                            let _ = drained.send(LinkEvent::Drained(peer));
                         }
                     }
                 });

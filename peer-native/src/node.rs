@@ -132,6 +132,10 @@ pub async fn run(
                         NodeInput::LinkOpen(link)
                     }
                     LinkEvent::Message(link, bytes) => NodeInput::LinkData(link, bytes),
+                    LinkEvent::Drained(link) => {
+                        let queued = driver.links.get(&link).and_then(|l| l.data.as_ref()).map(Outbox::queued);
+                        NodeInput::LinkBuffered(link, queued.unwrap_or(0))
+                    }
                     LinkEvent::LocalDescription(link, sdp) => NodeInput::LocalDescription(link, sdp),
                     LinkEvent::Closed(link) => {
                         driver.links.remove(&link);

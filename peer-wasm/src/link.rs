@@ -17,8 +17,9 @@ use web_sys::{
 use crate::event::{emit, Event, Events};
 use crate::WebError;
 
-/// Below this many queued bytes a data channel reports it drained.
-const DRAINED_BELOW: u32 = 16 * 1024;
+/// At this many queued bytes or fewer a data channel reports it drained (every piece
+/// sent is followed by a report: `swarm::LINK_DRAINED_BELOW`).
+const DRAINED_BELOW: u32 = swarm::LINK_DRAINED_BELOW as u32;
 
 pub struct Link {
     pc: RtcPeerConnection,

@@ -24,7 +24,7 @@ use crate::SimConfig;
 pub(crate) const SOURCE: usize = 0;
 /// A link whose queue falls to this many bytes reports it drained, as the browser
 /// driver's `bufferedamountlow` threshold.
-pub(crate) const DRAINED_BELOW: u64 = 16 * 1024;
+pub(crate) const DRAINED_BELOW: u64 = swarm::LINK_DRAINED_BELOW;
 /// Upload capacity of a viewer that serves nothing: enough for requests and the like.
 pub const CONTROL_ONLY_UPLINK: f64 = 32_000.0;
 /// Gathering host and server-reflexive candidates before a description goes out.

@@ -19,6 +19,7 @@ mod schedule;
 mod source;
 mod swarm;
 mod time;
+mod timers;
 mod upload;
 
 pub use chunk_store::{Chunk, ChunkData};
@@ -28,8 +29,9 @@ pub use neighbours::{NeighbourReport, MAX_VIEWER_LINKS, SOURCE_MAX_LINKS, TARGET
 pub use node::{
     LinkId, LinkStart, Node, NodeConfig, NodeEvent, NodeInput, NodeOutput, SignalId,
     GATHER_TIMEOUT_MS, JOIN_TIMEOUT_MS, LINK_CONNECT_TIMEOUT_MS, RECONNECT_FIRST_MS,
-    RECONNECT_MAX_MS, SIGNAL_CONNECT_TIMEOUT_MS, TICK_MS,
+    RECONNECT_MAX_MS, SIGNAL_CONNECT_TIMEOUT_MS,
 };
 pub use rate::BytesPerSec;
 pub use swarm::{Input, Neighbour, Output, Stats, Swarm};
 pub use time::Millis;
+pub use upload::LINK_DRAINED_BELOW;

@@ -59,6 +59,21 @@ impl NeighbourReport {
         out
     }
 
+    /// When `update` would next ask for more peers, given the links and starvation it
+    /// would see then (`None`: it would not ask).
+    pub fn ask_due(&self, links: usize, starving: bool) -> Option<Millis> {
+        let wants = self.role == SwarmRole::Viewer && (links < ASK_BELOW || starving);
+        wants.then(|| self.last_ask.map_or(Millis(0), |at| at + ASK_EVERY_MS))
+    }
+
+    /// Joined (or joined again): everything must be said again, but the join itself asked
+    /// for peers; the introduction that follows it is still on its way, so asking for more
+    /// now would only double it.
+    pub fn joined(&mut self, now: Millis) {
+        self.forget();
+        self.last_ask = Some(now);
+    }
+
     /// After reconnecting to the server, everything must be said again.
     pub fn forget(&mut self) {
         *self = NeighbourReport::new(self.role);
@@ -110,6 +125,31 @@ mod tests {
         assert_eq!(
             report.update(12, false, Millis(42_000)),
             vec![ClientMessage::Status { free_slots: 0 }]
+        );
+    }
+
+    #[test]
+    fn a_join_counts_as_asking_for_peers() {
+        let mut report = NeighbourReport::new(SwarmRole::Viewer);
+        report.joined(Millis(1_000));
+        // Welcomed, the introduction not yet here: no links, and no second request.
+        assert_eq!(
+            report.update(0, false, Millis(1_000)),
+            vec![ClientMessage::Status { free_slots: 8 }]
+        );
+        assert_eq!(report.ask_due(0, false), Some(Millis(11_000)));
+        assert_eq!(
+            report.update(2, false, Millis(11_000)),
+            vec![
+                ClientMessage::Status { free_slots: 6 },
+                ClientMessage::MorePeers {}
+            ],
+            "still short ten seconds on"
+        );
+        assert_eq!(
+            report.ask_due(8, false),
+            None,
+            "enough links: nothing to ask"
         );
     }
 

@@ -62,6 +62,16 @@ impl Clock {
         self.edge.map(|(_, at, _)| at)
     }
 
+    /// The next chunk to play and when it is due, once playback has started.
+    pub fn next_due(&self) -> Option<(ChunkSeq, Millis)> {
+        self.next_due
+    }
+
+    /// The newest chunk heard of, when, and whether it was heard fresh.
+    pub fn edge(&self) -> Option<(ChunkSeq, Millis, bool)> {
+        self.edge
+    }
+
     pub fn chunk_ms(&self) -> u64 {
         self.chunk_ms
     }
@@ -280,4 +290,4 @@ const CATCH_UP_WITH_CHUNKS: u64 = 3;
 
 /// A first chunk still missing this many chunk durations past its due time (and the
 /// grace) is given up on.
-const RESTART_AFTER_CHUNKS: u64 = 3;
+pub(crate) const RESTART_AFTER_CHUNKS: u64 = 3;

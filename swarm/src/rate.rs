@@ -53,6 +53,19 @@ impl TokenBucket {
         self.tokens > 0
     }
 
+    /// When the bucket next allows a send (now, if it does).
+    pub fn ready_at(&self) -> Millis {
+        let last = self.last.unwrap_or_default();
+        if self.tokens > 0 {
+            return last;
+        }
+        // `refill` earns whole bytes per elapsed millisecond: wait until one is earned
+        // beyond the debt.
+        let owed = self.tokens.unsigned_abs().saturating_add(1);
+        let rate = self.rate.0.max(1);
+        last + owed.saturating_mul(1000).div_ceil(rate)
+    }
+
     pub fn take(&mut self, bytes: usize) {
         self.tokens = self
             .tokens
@@ -77,6 +90,25 @@ mod tests {
         }
         // 10 s at 10,000 B/s plus the initial burst, give or take one message.
         assert!((100_000..=101_700).contains(&sent), "sent {sent}");
+    }
+
+    #[test]
+    fn a_bucket_in_debt_is_ready_once_it_earned_the_debt_back() {
+        let mut bucket = TokenBucket::new(BytesPerSec(10_000), 1_000);
+        bucket.refill(Millis(100));
+        assert_eq!(
+            bucket.ready_at(),
+            Millis(100),
+            "a full bucket is ready at once"
+        );
+        bucket.take(1_000 + 16_000);
+        let ready = bucket.ready_at();
+        // 16,000 bytes of debt plus one at 10 bytes per ms.
+        assert_eq!(ready, Millis(100 + 1_601));
+        bucket.refill(Millis(ready.0 - 1));
+        assert!(!bucket.can_send(), "a millisecond early");
+        bucket.refill(ready);
+        assert!(bucket.can_send());
     }
 
     #[test]

@@ -116,7 +116,7 @@ impl Swarm {
     }
 
     /// Chunks a viewer fetches: from the next to play, `lookahead` ahead, up to the newest.
-    fn fetch_window(&self) -> Option<std::ops::RangeInclusive<u64>> {
+    pub(crate) fn fetch_window(&self) -> Option<std::ops::RangeInclusive<u64>> {
         let (start, newest) = (self.next_play?, self.newest_known?);
         let end = newest.0.min(start.0.saturating_add(self.config.lookahead));
         Some(start.0..=end)

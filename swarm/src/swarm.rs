@@ -23,8 +23,6 @@ enum Work {
     PieceArrived(usize),
     /// Playback and requests too.
     Schedule,
-    /// Time-outs as well: on a tick.
-    Full,
 }
 
 /// Chunk durations without news of a new chunk after which a viewer is starving.
@@ -51,8 +49,6 @@ pub enum Input {
     },
     /// Source only: a freshly cut chunk.
     ChunkProduced(Chunk),
-    /// Time passed; lets time-outs, uploads and skips proceed when nothing else happens.
-    Tick,
     /// The signal server names the channel's broadcaster (`None`: it has none now). Only
     /// that peer may say it is the source; drivers report it before links open.
     Broadcaster(Option<PeerId>),
@@ -155,6 +151,10 @@ pub struct Swarm {
     pub(crate) banned: Banned,
     /// The broadcaster, as the signal server names it.
     pub(crate) broadcaster: Option<PeerId>,
+    /// The latest time an input or time-out brought.
+    pub(crate) now: Millis,
+    /// When the last full round (time-outs and scheduling) ran; see `timers.rs`.
+    pub(crate) upkept_at: Option<Millis>,
 }
 
 impl Swarm {
@@ -187,6 +187,8 @@ impl Swarm {
             stats: Stats::default(),
             banned: Banned::default(),
             broadcaster: None,
+            now: Millis(0),
+            upkept_at: None,
         }
     }
 
@@ -245,12 +247,23 @@ impl Swarm {
         now - since > STARVING_AFTER_CHUNKS * self.clock.chunk_ms()
     }
 
+    /// When a viewer hearing of no new chunk starts starving (`None`: the source, or a
+    /// viewer that has had no input yet).
+    pub fn starving_from(&self) -> Option<Millis> {
+        if self.config.role() != SwarmRole::Viewer {
+            return None;
+        }
+        let since = self.clock.edge_heard().or(self.first_input)?;
+        Some(since + (STARVING_AFTER_CHUNKS * self.clock.chunk_ms() + 1))
+    }
+
     pub fn poll_output(&mut self) -> Option<Output> {
         self.outputs.pop_front()
     }
 
     pub fn handle_input(&mut self, now: Millis, input: Input) {
         self.first_input.get_or_insert(now);
+        self.now = self.now.max(now);
         // Most inputs are pieces and requests, which only move uploads along (or finish a
         // block); the full round of scheduling runs when something it depends on changed.
         let work = match input {
@@ -311,17 +324,11 @@ impl Swarm {
                 self.produce(now, chunk);
                 Work::Schedule
             }
-            Input::Tick => Work::Full,
         };
         match work {
             Work::Pump | Work::PieceArrived(_) => {}
             Work::Announced(seq, pieces) => self.schedule_announced(now, seq, pieces),
             Work::Schedule => self.maintain(now),
-            Work::Full => {
-                self.expire_requests(now);
-                self.drop_unservable(now);
-                self.maintain(now);
-            }
         }
         self.pump(now);
     }
@@ -331,7 +338,7 @@ impl Swarm {
         self.config.upload_limit != Some(crate::BytesPerSec(0))
     }
 
-    fn maintain(&mut self, now: Millis) {
+    pub(crate) fn maintain(&mut self, now: Millis) {
         if self.config.role() == SwarmRole::Source {
             self.announce_due(now);
         } else {

@@ -9,6 +9,13 @@ use crate::hostile::{DropCause, FLOOD_REFUSALS, FLOOD_WINDOW_MS};
 use crate::peer::ServeJob;
 use crate::{Millis, Swarm};
 
+/// Drivers report a link's queued bytes (`NodeInput::LinkBuffered`) whenever its queue
+/// drains to this or less, as a browser's `bufferedamountlow` does with this threshold.
+/// It is below one piece, so every piece sent is followed by a report once it has left:
+/// a link the swarm stopped filling at its high-water mark always hears it drained, with
+/// no periodic report needed.
+pub const LINK_DRAINED_BELOW: u64 = 4 * 1024;
+
 /// Deadlines this close together count as equally urgent.
 const DEADLINE_SLACK_MS: u64 = 500;
 
@@ -96,7 +103,7 @@ impl Swarm {
         }
     }
 
-    fn most_urgent_job(&self) -> Option<(PeerId, usize)> {
+    pub(crate) fn most_urgent_job(&self) -> Option<(PeerId, usize)> {
         let mut best: Option<(Rank, PeerId, usize)> = None;
         for (id, state) in &self.peers {
             if state.buffered >= self.config.link_high_water {

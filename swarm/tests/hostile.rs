@@ -88,7 +88,7 @@ fn a_request_flood_is_dropped_and_honest_requests_still_served() {
         },
     );
     source.handle_input(Millis(3), Input::Message(HONEST, request(1)));
-    source.handle_input(Millis(4), Input::Tick);
+    source.handle_timeout(Millis(4));
     let served = drain(&mut source).iter().any(|o| {
         matches!(
             o,
@@ -255,7 +255,7 @@ fn an_init_segment_not_signed_by_the_channel_key_is_never_played() {
     };
     let forged = init(other_signer().sign(&message));
     viewer.handle_input(Millis(1), Input::Message(HOSTILE, forged));
-    viewer.handle_input(Millis(2), Input::Tick);
+    viewer.handle_timeout(Millis(2));
     let outputs = drain(&mut viewer);
     assert!(disconnected(&outputs, HOSTILE).is_some());
     assert!(!outputs.iter().any(|o| matches!(o, Output::Init { .. })));
@@ -263,7 +263,7 @@ fn an_init_segment_not_signed_by_the_channel_key_is_never_played() {
     // The real one, from an honest neighbour, is taken.
     let genuine = init(common::signer().sign(&message));
     viewer.handle_input(Millis(3), Input::Message(HONEST, genuine));
-    viewer.handle_input(Millis(4), Input::Tick);
+    viewer.handle_timeout(Millis(4));
     let outputs = drain(&mut viewer);
     assert!(outputs.iter().any(|o| matches!(o, Output::Init { .. })));
     assert!(disconnected(&outputs, HONEST).is_none());

@@ -84,12 +84,34 @@ impl Mesh {
         self.deliver(VecDeque::from([(at, input)]));
     }
 
+    /// Runs the node's timers if they are due, as a driver's timer does.
+    fn timeout(&mut self, at: PeerId) {
+        let Some(node) = self.nodes.get_mut(&at) else {
+            return;
+        };
+        if node.poll_timeout().is_some_and(|due| due <= self.now) {
+            node.handle_timeout(self.now);
+            let mut queue = VecDeque::new();
+            self.carry_out(at, &mut queue);
+            self.deliver(queue);
+        }
+    }
+
     fn deliver(&mut self, mut queue: VecDeque<(PeerId, Input)>) {
         while let Some((to, input)) = queue.pop_front() {
             let Some(node) = self.nodes.get_mut(&to) else {
                 continue;
             };
             node.handle_input(self.now, input);
+            self.carry_out(to, &mut queue);
+        }
+    }
+
+    fn carry_out(&mut self, to: PeerId, queue: &mut VecDeque<(PeerId, Input)>) {
+        {
+            let Some(node) = self.nodes.get_mut(&to) else {
+                return;
+            };
             let outputs: Vec<Output> = std::iter::from_fn(|| node.poll_output()).collect();
             for output in outputs {
                 match output {
@@ -126,7 +148,8 @@ impl Mesh {
         self.links.contains(&(a, b)) || self.links.contains(&(b, a))
     }
 
-    /// The source cuts one chunk a second; everyone ticks every 100 ms.
+    /// The source cuts one chunk a second; the clock moves in 100 ms steps, running the
+    /// timers that came due in each.
     fn run_chunks(&mut self, from: u64, to: u64) {
         for seq in from..to {
             let data = common::chunk_bytes(seq, 40_000);
@@ -151,7 +174,7 @@ impl Mesh {
                     for peer in neighbours {
                         self.input(id, Input::Buffered { peer, bytes: 0 });
                     }
-                    self.input(id, Input::Tick);
+                    self.timeout(id);
                 }
             }
         }

@@ -45,7 +45,7 @@ fn pieces_stop_at_the_link_high_water_mark_until_the_driver_reports_it_drained()
         first + PIECE_BYTES >= high_water && first < high_water + 2 * PIECE_BYTES,
         "sent {first} bytes into a link with a {high_water}-byte high-water mark"
     );
-    source.handle_input(Millis(20), Input::Tick);
+    source.handle_timeout(Millis(20));
     assert_eq!(
         pieces_out(&mut source),
         0,

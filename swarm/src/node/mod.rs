@@ -29,9 +29,6 @@ use crate::{BytesPerSec, Chunk, Config, Millis, Swarm, SwarmRole};
 use backoff::Backoff;
 use links::LinkTable;
 
-/// How often the swarm's own timers (request time-outs, announcements, skips) and the
-/// neighbour report run: one cadence for every driver.
-pub const TICK_MS: u64 = 250;
 /// A signalling connection that has not opened by then is abandoned and retried.
 pub const SIGNAL_CONNECT_TIMEOUT_MS: u64 = 5_000;
 /// Our description goes to the peer by then, with the candidates gathered so far.
@@ -237,7 +234,8 @@ pub struct Node {
     neighbours: NeighbourReport,
     /// The server knows no broadcaster for the channel, or ours went away.
     source_absent: bool,
-    next_tick: Millis,
+    /// The latest time an input or time-out brought.
+    now: Millis,
     /// Unknown peer-message tags received (a newer peer's additions), ignored.
     unknown_messages: u64,
     outputs: VecDeque<NodeOutput>,
@@ -273,7 +271,7 @@ impl Node {
             links: LinkTable::default(),
             neighbours: NeighbourReport::new(role),
             source_absent: false,
-            next_tick: now,
+            now,
             unknown_messages: 0,
             outputs: VecDeque::new(),
         };
@@ -282,6 +280,12 @@ impl Node {
     }
 
     pub fn handle_input(&mut self, now: Millis, input: NodeInput) {
+        self.now = self.now.max(now);
+        self.on_input(now, input);
+        self.report_neighbours(now);
+    }
+
+    fn on_input(&mut self, now: Millis, input: NodeInput) {
         match input {
             NodeInput::SignalOpen(id) => self.on_signal_open(now, id),
             NodeInput::SignalText(id, text) => self.on_signal_text(now, id, &text),
@@ -325,17 +329,26 @@ impl Node {
             } => Some(describe_by.map_or(connect_by, |at| at.min(connect_by))),
             links::LinkState::Open { .. } => None,
         });
-        links.chain(signal).chain(Some(self.next_tick)).min()
+        let swarm = self.swarm.as_ref().and_then(Swarm::poll_timeout);
+        links
+            .chain(signal)
+            .chain(swarm)
+            .chain(self.report_due())
+            .min()
     }
 
     /// Runs every timer due at `now`.
     pub fn handle_timeout(&mut self, now: Millis) {
+        self.now = self.now.max(now);
         self.signal_timers(now);
         self.link_timers(now);
-        if now >= self.next_tick {
-            self.next_tick = now + TICK_MS;
-            self.tick(now);
+        if let Some(swarm) = &mut self.swarm {
+            if swarm.poll_timeout().is_some_and(|due| due <= now) {
+                swarm.handle_timeout(now);
+                self.carry_swarm_outputs();
+            }
         }
+        self.report_neighbours(now);
     }
 
     /// Ends the session: leaves the channel, closes every link and the signalling
@@ -436,18 +449,30 @@ impl Node {
         swarm
     }
 
-    fn tick(&mut self, now: Millis) {
-        if let Some(swarm) = &self.swarm {
-            if swarm.neighbours().any(|n| n.is_source) {
-                self.source_absent = false;
-            }
+    /// Tells the server what changed about our links (free slots, a need for more
+    /// peers); run after every input and time-out, so it is said as soon as it is true.
+    fn report_neighbours(&mut self, now: Millis) {
+        let Some(swarm) = &self.swarm else {
+            return;
+        };
+        if swarm.neighbours().any(|n| n.is_source) {
+            self.source_absent = false;
         }
-        if self.joined() && self.swarm.is_some() {
-            let starving = self.swarm.as_ref().is_some_and(|s| s.starving(now));
+        if self.joined() {
+            let starving = swarm.starving(now);
             for message in self.neighbours.update(self.links.len(), starving, now) {
                 self.send_signal(&message);
             }
         }
-        self.feed(now, crate::Input::Tick);
+    }
+
+    /// When the neighbour report next has something to say without new input: asking
+    /// for more peers again, or the swarm starting to starve.
+    fn report_due(&self) -> Option<Millis> {
+        let swarm = self.swarm.as_ref().filter(|_| self.joined())?;
+        let starving = swarm.starving(self.now);
+        let ask = self.neighbours.ask_due(self.links.len(), starving);
+        let starve = swarm.starving_from().filter(|_| !starving);
+        ask.into_iter().chain(starve).min()
     }
 }

@@ -187,6 +187,11 @@ impl Node {
             return;
         };
         swarm.handle_input(now, input);
+        self.carry_swarm_outputs();
+    }
+
+    /// Moves the swarm's outputs over to the node's.
+    pub(super) fn carry_swarm_outputs(&mut self) {
         while let Some(output) = self.swarm.as_mut().and_then(|s| s.poll_output()) {
             match output {
                 Output::Send(peer, message) => {

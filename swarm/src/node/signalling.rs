@@ -160,7 +160,7 @@ impl Node {
                 let again = std::mem::replace(&mut self.ever_welcomed, true);
                 self.join_deadline = None;
                 self.welcomed_at = Some(now);
-                self.neighbours.forget();
+                self.neighbours.joined(now);
                 self.peer_id = Some(peer_id);
                 self.ice_servers = ice_servers;
                 self.event(NodeEvent::Joined {
@@ -272,8 +272,6 @@ impl Node {
         self.swarm = Some(swarm);
         self.session = Some(session);
         self.source_absent = false;
-        // Ask for peers of the new broadcast at once, not at the next report.
-        self.next_tick = now;
         if !again.is_empty() {
             self.on_introduce(now, again);
         }
