@@ -43,15 +43,9 @@ fn a_generous_lossless_network_plays_every_chunk_on_time() {
     // The source pushes two copies of every chunk: 10% of what 20 viewers need.
     check!(report, report.offload > 0.85, "viewers fed each other");
     check!(report, report.duplicate < 0.01, "hardly any byte twice");
-    // The design target is 3 s (chunk length + 2 s). Since the simulator runs the
-    // shipped peer core (signalling through the server's rooms, links set up by offer and
-    // answer, the core's 250 ms tick) this scenario measures 3.05 s: within one tick of
-    // it. The swarm-delivery work is to bring it back under (docs/benchmarks.md).
-    check!(
-        report,
-        report.lag_p95_ms <= 3_250,
-        "within a tick of 3 s of live"
-    );
+    // The design target is 3 s (chunk length + 2 s). With the swarm's timers on a 250 ms
+    // tick this scenario measured 3.05 s; on exact deadlines 2.82 s (docs/benchmarks.md).
+    check!(report, report.lag_p95_ms <= 3_000, "within 3 s of live");
     check!(
         report,
         report.peers_banned == 0,
