@@ -131,7 +131,7 @@ pub async fn run(
                         }
                         NodeInput::LinkOpen(link)
                     }
-                    LinkEvent::Message(link, bytes) => NodeInput::LinkData(link, bytes),
+                    LinkEvent::Message(link, bytes) => NodeInput::LinkData(link, bytes.into()),
                     LinkEvent::Drained(link) => {
                         let queued = driver.links.get(&link).and_then(|l| l.data.as_ref()).map(Outbox::queued);
                         NodeInput::LinkBuffered(link, queued.unwrap_or(0))
@@ -239,15 +239,17 @@ impl Driver {
                 }
                 NodeOutput::FlushDescription(link) => self.command(link, LinkCommand::Flush),
                 #[cfg_attr(not(feature = "test-hooks"), allow(unused_mut))]
-                NodeOutput::Send { link, mut bytes } => {
+                NodeOutput::Send { link, mut frame } => {
                     if let Some(data) = self.links.get(&link).and_then(|l| l.data.as_ref()) {
                         #[cfg(feature = "test-hooks")]
-                        if self.corrupt_pieces
-                            && protocol::PeerMessage::peek_piece(&bytes).is_some()
-                        {
-                            *bytes.last_mut().expect("a piece carries data") ^= 1;
+                        if self.corrupt_pieces && frame.peek_piece().is_some() {
+                            frame = frame.with_changed_data(|piece| {
+                                if let Some(last) = piece.last_mut() {
+                                    *last ^= 1;
+                                }
+                            });
                         }
-                        data.send(bytes);
+                        data.send(frame.to_vec());
                     }
                 }
                 // Dropping the command sender ends the link's task.

@@ -154,7 +154,7 @@ impl App {
             }
             Event::ChannelOpen(link) => Some(NodeInput::LinkOpen(link)),
             Event::ChannelMessage(link, bytes) => {
-                Some(NodeInput::LinkData(link, Bytes::from(bytes)))
+                Some(NodeInput::LinkData(link, Bytes::from(bytes).into()))
             }
             Event::ChannelClosed(link) | Event::LinkFailed(link) => {
                 self.links.remove(&link);
@@ -345,9 +345,9 @@ impl App {
                         self.node.handle_input(now, input);
                     }
                 }
-                NodeOutput::Send { link, bytes } => {
+                NodeOutput::Send { link, frame } => {
                     if let Some(l) = self.links.get(&link) {
-                        l.send(&bytes);
+                        l.send(&frame.to_vec());
                     }
                 }
                 NodeOutput::CloseLink(link) => {

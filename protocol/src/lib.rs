@@ -7,6 +7,7 @@ mod content;
 #[cfg(feature = "content-cost")]
 pub mod content_cost;
 mod error;
+mod frame;
 mod identity;
 mod ids;
 mod peer_message;
@@ -16,6 +17,7 @@ pub use content::{
     hash_piece, init_message, Broadcast, ChunkManifest, PieceHash, MAX_MANIFEST_PIECES,
 };
 pub use error::ProtocolError;
+pub use frame::Frame;
 pub use identity::{
     claim_message, ChannelKey, ChannelSigner, ContentSigner, KeySignature, Nonce, NONCE_BYTES,
 };

@@ -207,11 +207,7 @@ impl PeerMessage {
                 total,
                 data,
             } => {
-                out.push(TAG_PIECE);
-                out.extend_from_slice(&req.0.to_be_bytes());
-                out.extend_from_slice(&seq.0.to_be_bytes());
-                out.extend_from_slice(&offset.to_be_bytes());
-                out.extend_from_slice(&total.to_be_bytes());
+                piece_header(&mut out, *req, *seq, *offset, *total);
                 out.extend_from_slice(data);
             }
             PeerMessage::Absent { req, seq } => {
@@ -269,6 +265,19 @@ impl PeerMessage {
     }
 
     pub fn decode(bytes: &[u8]) -> Result<PeerMessage, ProtocolError> {
+        PeerMessage::decode_with(bytes, Bytes::copy_from_slice)
+    }
+
+    /// As [`PeerMessage::decode`], but a piece's data is a slice of `bytes`, not a copy.
+    pub fn decode_shared(bytes: &Bytes) -> Result<PeerMessage, ProtocolError> {
+        PeerMessage::decode_with(bytes, |data| bytes.slice_ref(data))
+    }
+
+    /// Decodes, taking a piece's data from `bytes` with `data` (copied or shared).
+    fn decode_with(
+        bytes: &[u8],
+        data: impl FnOnce(&[u8]) -> Bytes,
+    ) -> Result<PeerMessage, ProtocolError> {
         if bytes.len() > MAX_PEER_MESSAGE_BYTES {
             return Err(ProtocolError::TooLarge {
                 len: bytes.len(),
@@ -356,39 +365,8 @@ impl PeerMessage {
                 }
             }
             TAG_PIECE => {
-                let req = RequestId(r.u32("req")?);
-                let seq = ChunkSeq(r.u64("seq")?);
-                let offset = r.u32("offset")?;
-                let total = r.u32("total")?;
-                let data = Bytes::copy_from_slice(r.rest());
-                if total == 0 || total > MAX_CHUNK_BYTES {
-                    return Err(ProtocolError::Invalid {
-                        field: "total",
-                        reason: format!("{total} not in 1..={MAX_CHUNK_BYTES}"),
-                    });
-                }
-                if data.is_empty() || data.len() > MAX_PIECE_BYTES {
-                    return Err(ProtocolError::Invalid {
-                        field: "data",
-                        reason: format!("{} bytes not in 1..={MAX_PIECE_BYTES}", data.len()),
-                    });
-                }
-                if u64::from(offset) + data.len() as u64 > u64::from(total) {
-                    return Err(ProtocolError::Invalid {
-                        field: "offset",
-                        reason: format!(
-                            "piece {offset}+{} runs past chunk end {total}",
-                            data.len()
-                        ),
-                    });
-                }
-                PeerMessage::Piece {
-                    req,
-                    seq,
-                    offset,
-                    total,
-                    data,
-                }
+                let (req, seq, offset, total) = read_piece_header(&mut r)?;
+                piece(req, seq, offset, total, data(r.rest()))?
             }
             TAG_ABSENT => PeerMessage::Absent {
                 req: RequestId(r.u32("req")?),
@@ -466,6 +444,83 @@ impl PeerMessage {
         }
         Ok(message)
     }
+}
+
+/// Writes a piece's header: everything in front of its data.
+pub(crate) fn piece_header(
+    out: &mut Vec<u8>,
+    req: RequestId,
+    seq: ChunkSeq,
+    offset: u32,
+    total: u32,
+) {
+    out.push(TAG_PIECE);
+    out.extend_from_slice(&req.0.to_be_bytes());
+    out.extend_from_slice(&seq.0.to_be_bytes());
+    out.extend_from_slice(&offset.to_be_bytes());
+    out.extend_from_slice(&total.to_be_bytes());
+}
+
+/// Reads a piece's header after its tag: request, chunk, offset and total.
+fn read_piece_header(r: &mut Reader<'_>) -> Result<(RequestId, ChunkSeq, u32, u32), ProtocolError> {
+    let req = RequestId(r.u32("req")?);
+    let seq = ChunkSeq(r.u64("seq")?);
+    let offset = r.u32("offset")?;
+    let total = r.u32("total")?;
+    Ok((req, seq, offset, total))
+}
+
+/// Reads a piece's header from `head`, which must be exactly the header (tag included).
+pub(crate) fn parse_piece_header(
+    head: &[u8],
+) -> Result<(RequestId, ChunkSeq, u32, u32), ProtocolError> {
+    let mut r = Reader { bytes: head };
+    let tag = r.u8("tag")?;
+    if tag != TAG_PIECE || head.len() != PIECE_HEADER_BYTES {
+        return Err(ProtocolError::Invalid {
+            field: "frame",
+            reason: format!(
+                "a {}-byte head with tag {tag:#04x} is not a piece header",
+                head.len()
+            ),
+        });
+    }
+    read_piece_header(&mut r)
+}
+
+/// A piece, once its fields are checked: every decoder ends here.
+pub(crate) fn piece(
+    req: RequestId,
+    seq: ChunkSeq,
+    offset: u32,
+    total: u32,
+    data: Bytes,
+) -> Result<PeerMessage, ProtocolError> {
+    if total == 0 || total > MAX_CHUNK_BYTES {
+        return Err(ProtocolError::Invalid {
+            field: "total",
+            reason: format!("{total} not in 1..={MAX_CHUNK_BYTES}"),
+        });
+    }
+    if data.is_empty() || data.len() > MAX_PIECE_BYTES {
+        return Err(ProtocolError::Invalid {
+            field: "data",
+            reason: format!("{} bytes not in 1..={MAX_PIECE_BYTES}", data.len()),
+        });
+    }
+    if u64::from(offset) + data.len() as u64 > u64::from(total) {
+        return Err(ProtocolError::Invalid {
+            field: "offset",
+            reason: format!("piece {offset}+{} runs past chunk end {total}", data.len()),
+        });
+    }
+    Ok(PeerMessage::Piece {
+        req,
+        seq,
+        offset,
+        total,
+        data,
+    })
 }
 
 struct Reader<'a> {

@@ -5,8 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use bytes::Bytes;
-use protocol::{ChannelSigner, PeerId, PeerMessage};
+use protocol::{ChannelSigner, Frame, PeerId};
 use rand::Rng;
 use signal_server::Mailbox;
 use swarm::{BytesPerSec, LinkId, Millis, Node, NodeConfig, NodeInput, NodeOutput, SignalId};
@@ -215,7 +214,7 @@ impl Sim {
             NodeOutput::RemoteSignal { link, .. } => self.answered(index, link),
             // Descriptions go out after `GATHER_US`, well within the node's patience.
             NodeOutput::FlushDescription(_) => {}
-            NodeOutput::Send { link, bytes } => self.send(index, link, bytes),
+            NodeOutput::Send { link, frame } => self.send(index, link, frame),
             NodeOutput::CloseLink(link) => {
                 let Some(l) = node.links.remove(&link) else {
                     return;
@@ -251,16 +250,18 @@ impl Sim {
     }
 
     /// One data-channel message onto the sender's uplink, to arrive at the far end.
-    fn send(&mut self, index: usize, link: LinkId, mut bytes: Vec<u8>) {
+    /// Carries a frame as it is: a piece's data stays the sender's buffer (one copy of
+    /// each chunk for the whole simulation), and the receiver decodes the frame.
+    fn send(&mut self, index: usize, link: LinkId, mut frame: Frame) {
         let now = self.now;
         let node = self.nodes[index]
             .as_mut()
             .expect("callers check the node is live");
-        let piece = PeerMessage::peek_piece(&bytes);
+        let piece = frame.peek_piece();
         if piece.is_some() && node.behaviour == Behaviour::Polluter {
-            pollute(&mut bytes);
+            frame = pollute(frame);
         }
-        let len = bytes.len();
+        let len = frame.len();
         self.metrics.message_bytes += len as u64;
         self.metrics.framing_bytes += framing(len) as u64;
         if let Some((_, _, payload)) = piece {
@@ -295,7 +296,7 @@ impl Sim {
         if let Some((seq, offset, payload)) = piece.filter(|_| remote != SOURCE) {
             self.count_received(remote, index, seq.0, offset, payload);
         }
-        let input = NodeInput::LinkData(remote_link, Bytes::from(bytes));
+        let input = NodeInput::LinkData(remote_link, frame);
         self.events.push(
             arrives,
             Event::Input {

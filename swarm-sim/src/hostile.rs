@@ -3,8 +3,7 @@
 //! Both otherwise run the real swarm like everyone else; they are left out of the
 //! playback figures, which measure what honest viewers get.
 
-use bytes::Bytes;
-use protocol::{ChunkSeq, PeerMessage, RequestId, PIECE_HEADER_BYTES};
+use protocol::{ChunkSeq, Frame, PeerMessage, RequestId};
 use rand::Rng;
 use swarm::{LinkId, NodeInput};
 
@@ -68,9 +67,9 @@ impl Sim {
                     count: 1,
                     deadline_ms: 1000,
                 };
-                let bytes = request.encode();
-                self.metrics.message_bytes += bytes.len() as u64;
-                let input = NodeInput::LinkData(link, Bytes::from(bytes));
+                let frame = request.frame();
+                self.metrics.message_bytes += frame.len() as u64;
+                let input = NodeInput::LinkData(link, frame);
                 self.schedule(
                     self.now + rtt_ms * 500,
                     Event::Input {
@@ -83,9 +82,11 @@ impl Sim {
     }
 }
 
-/// A polluter's piece, encoded: one bit of its data flipped, otherwise well formed.
-pub(crate) fn pollute(piece: &mut [u8]) {
-    if let Some(byte) = piece.get_mut(PIECE_HEADER_BYTES) {
-        *byte ^= 0x01;
-    }
+/// A polluter's piece: one bit of its data flipped (in a copy), otherwise well formed.
+pub(crate) fn pollute(piece: Frame) -> Frame {
+    piece.with_changed_data(|data| {
+        if let Some(byte) = data.first_mut() {
+            *byte ^= 0x01;
+        }
+    })
 }

@@ -175,7 +175,7 @@ impl Harness {
             version: PEER_VERSION,
             session,
         };
-        self.input(NodeInput::LinkData(link, Bytes::from(hello.encode())));
+        self.input(NodeInput::LinkData(link, hello.frame()));
     }
 }
 
@@ -300,7 +300,10 @@ fn an_older_peer_is_closed_without_a_ban_and_unknown_messages_are_ignored() {
     let mut h = Harness::welcomed_viewer();
     let link = h.open_link_from(PeerId(5));
     h.out.clear();
-    h.input(NodeInput::LinkData(link, Bytes::from_static(&[0xee, 1, 2])));
+    h.input(NodeInput::LinkData(
+        link,
+        Bytes::from_static(&[0xee, 1, 2]).into(),
+    ));
     assert!(h.closed().is_empty(), "an unknown tag is a newer peer's");
     assert_eq!(h.node.unknown_messages(), 1);
 
@@ -315,7 +318,7 @@ fn an_older_peer_is_closed_without_a_ban_and_unknown_messages_are_ignored() {
     let map = PeerMessage::Cancel {
         req: protocol::RequestId(1),
     };
-    h.input(NodeInput::LinkData(old, Bytes::from(map.encode())));
+    h.input(NodeInput::LinkData(old, map.frame()));
     assert_eq!(h.closed(), vec![old]);
     assert!(matches!(
         h.events()[..],
@@ -334,7 +337,10 @@ fn a_malformed_message_bans_the_sender_for_good() {
     let mut h = Harness::welcomed_viewer();
     let link = h.open_link_from(PeerId(5));
     h.out.clear();
-    h.input(NodeInput::LinkData(link, Bytes::from_static(&[0x06, 1])));
+    h.input(NodeInput::LinkData(
+        link,
+        Bytes::from_static(&[0x06, 1]).into(),
+    ));
     assert_eq!(h.closed(), vec![link]);
     assert!(h.node.swarm().unwrap().is_banned(PeerId(5)));
     h.out.clear();

@@ -15,10 +15,9 @@ mod signalling;
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use protocol::{
-    ChannelKey, ChannelName, ChunkSeq, ContentSigner, ErrorCode, IceServer, PeerId, SessionId,
-    SignalPayload,
+    ChannelKey, ChannelName, ChunkSeq, ContentSigner, ErrorCode, Frame, IceServer, PeerId,
+    SessionId, SignalPayload,
 };
 
 pub use backoff::{RECONNECT_FIRST_MS, RECONNECT_MAX_MS};
@@ -87,8 +86,9 @@ pub enum NodeInput {
     LocalDescription(LinkId, String),
     /// The link's data channel opened.
     LinkOpen(LinkId),
-    /// One data-channel message, as received.
-    LinkData(LinkId, Bytes),
+    /// One data-channel message, as received (`Bytes::into`; a simulator passes the
+    /// sender's frame itself).
+    LinkData(LinkId, Frame),
     /// Bytes still queued on the link (`bufferedAmount`): drivers report it at least
     /// before each `handle_timeout`, and when it drains.
     LinkBuffered(LinkId, u64),
@@ -127,8 +127,8 @@ pub enum NodeOutput {
     RemoteSignal { link: LinkId, signal: SignalPayload },
     /// ICE gathering is taking too long: report the description as it is now.
     FlushDescription(LinkId),
-    /// One data-channel message for this link.
-    Send { link: LinkId, bytes: Vec<u8> },
+    /// One data-channel message for this link (`frame.to_vec()` is its bytes).
+    Send { link: LinkId, frame: Frame },
     /// Close this link; no further events for it are needed.
     CloseLink(LinkId),
     /// Viewer: the init segment; comes before any `Play`.
@@ -292,7 +292,7 @@ impl Node {
             NodeInput::SignalClosed(id) => self.on_signal_closed(now, id),
             NodeInput::LocalDescription(link, sdp) => self.on_local_description(link, sdp),
             NodeInput::LinkOpen(link) => self.on_link_open(now, link),
-            NodeInput::LinkData(link, bytes) => self.on_link_data(now, link, &bytes),
+            NodeInput::LinkData(link, frame) => self.on_link_data(now, link, &frame),
             NodeInput::LinkBuffered(link, bytes) => {
                 if let Some(peer) = self.open_peer(link) {
                     self.feed(now, crate::Input::Buffered { peer, bytes });

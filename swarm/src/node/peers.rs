@@ -2,7 +2,7 @@
 //! closing, and their time-outs.
 
 use protocol::{
-    ClientMessage, PeerId, PeerMessage, ProtocolError, SignalPayload, MIN_PEER_VERSION,
+    ClientMessage, Frame, PeerId, PeerMessage, ProtocolError, SignalPayload, MIN_PEER_VERSION,
     PEER_VERSION,
 };
 
@@ -52,13 +52,13 @@ impl Node {
         };
         self.outputs.push_back(NodeOutput::Send {
             link: id,
-            bytes: hello.encode(),
+            frame: hello.frame(),
         });
         self.event(NodeEvent::LinkUp { peer });
         self.feed(now, Input::PeerConnected(peer));
     }
 
-    pub(super) fn on_link_data(&mut self, now: Millis, id: LinkId, bytes: &[u8]) {
+    pub(super) fn on_link_data(&mut self, now: Millis, id: LinkId, frame: &Frame) {
         let Some(link) = self.links.get_mut(id) else {
             return;
         };
@@ -66,7 +66,7 @@ impl Node {
             return;
         };
         let peer = link.peer;
-        let message = match PeerMessage::decode(bytes) {
+        let message = match PeerMessage::decode_frame(frame) {
             Ok(message) => message,
             // A newer peer's addition: tolerated, so versions can grow.
             Err(ProtocolError::UnknownTag(_)) => {
@@ -197,8 +197,8 @@ impl Node {
                 Output::Send(peer, message) => {
                     let link = self.links.of_peer(peer);
                     if let Some(link) = link.filter(|id| self.open_peer(*id).is_some()) {
-                        let bytes = message.encode();
-                        self.outputs.push_back(NodeOutput::Send { link, bytes });
+                        let frame = message.frame();
+                        self.outputs.push_back(NodeOutput::Send { link, frame });
                     }
                 }
                 Output::Init { mime, data } => {
