@@ -28,6 +28,13 @@ pub struct SimConfig {
     /// native stack took 410-450 ms in all from joining to its first open data channel,
     /// about 370 ms more (`scripts/bench-native-swarm` passes that).
     pub link_setup_ms: u64,
+    /// The uplink's router queue, in milliseconds at its capacity (`None`: unbounded, a
+    /// FIFO that never drops). Packets of a piece that find it full are dropped, and the
+    /// piece arrives only after `drop_recovery_ms`, the transport's recovery (a tail drop
+    /// waits for SCTP's retransmission time-out: at least 1 s in the `webrtc` crate, RFC
+    /// 4960's RTO.min); the retransmission takes its share of the uplink again.
+    pub uplink_queue_ms: Option<u64>,
+    pub drop_recovery_ms: u64,
     /// Share of viewers that serve corrupted pieces (a bit flipped in each).
     pub polluters: f64,
     /// Share of viewers that flood their neighbours with requests.
@@ -53,6 +60,8 @@ impl SimConfig {
             seed: 1,
             ramp_secs: 10,
             link_setup_ms: 0,
+            uplink_queue_ms: None,
+            drop_recovery_ms: 1000,
             polluters: 0.0,
             flooders: 0.0,
             exact_classes: false,

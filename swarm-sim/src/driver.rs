@@ -80,7 +80,12 @@ impl Sim {
         let server_delay_us = self.rng.gen_range(min..=max) * 500;
         self.nodes.push(Some(SimNode {
             node: Node::new(Millis(self.now / 1000), config),
-            uplink: Uplink::new(capacity),
+            uplink: match self.config.uplink_queue_ms {
+                Some(ms) => {
+                    Uplink::with_queue(capacity, ms * 1000, self.config.drop_recovery_ms * 1000)
+                }
+                None => Uplink::new(capacity),
+            },
             links: BTreeMap::new(),
             peer_id: None,
             signal: None,

@@ -48,6 +48,16 @@ struct Cli {
     /// more on the 2-core VM.
     #[arg(long, default_value_t = 0)]
     link_setup_ms: u64,
+    /// Each uplink's router queue in ms at its capacity (unbounded if not given): pieces
+    /// finding it full lose packets and arrive after --drop-recovery-ms (scripts/
+    /// bench-native-swarm's shapers queue 200 ms).
+    #[arg(long)]
+    uplink_queue_ms: Option<u64>,
+    /// How long a piece that lost packets at a full uplink queue waits for the
+    /// transport's recovery (SCTP's retransmission time-out; RTO.min is 1 s in the
+    /// `webrtc` crate).
+    #[arg(long, default_value_t = 1000)]
+    drop_recovery_ms: u64,
     /// Share of viewers that serve corrupted pieces (a bit flipped in each), 0..=1.
     #[arg(long, default_value_t = 0.0)]
     polluters: f64,
@@ -92,6 +102,8 @@ fn main() -> ExitCode {
     config.seed = cli.seed;
     config.ramp_secs = cli.ramp_secs;
     config.link_setup_ms = cli.link_setup_ms;
+    config.uplink_queue_ms = cli.uplink_queue_ms;
+    config.drop_recovery_ms = cli.drop_recovery_ms;
     config.polluters = cli.polluters;
     config.flooders = cli.flooders;
     config.exact_classes = cli.exact_classes || cli.print_uplinks;
@@ -158,7 +170,7 @@ fn compare(cli: &Cli, config: SimConfig, dir: &std::path::Path) -> Result<(), Si
     }
     println!("| figure | real | simulated |");
     println!("|---|---|---|");
-    let rows: [(&str, Figure); 11] = [
+    let rows: [(&str, Figure); 12] = [
         ("continuity (on time)", |r| format!("{:.4}", r.continuity)),
         ("continuity, p5 viewer", |r| {
             format!("{:.4}", r.continuity_p5)
@@ -172,6 +184,7 @@ fn compare(cli: &Cli, config: SimConfig, dir: &std::path::Path) -> Result<(), Si
         ("start-up p95 ms", |r| r.startup_p95_ms.to_string()),
         ("longest stall ms", |r| r.max_stall_ms.to_string()),
         ("uplink use", |r| format!("{:.3}", r.uplink_utilisation)),
+        ("packets dropped at uplinks", |r| r.uplink_drops.to_string()),
     ];
     for (name, figure) in rows {
         println!("| {name} | {} | {} |", figure(&real), figure(&sim));

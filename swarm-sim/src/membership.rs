@@ -177,6 +177,7 @@ impl Sim {
             self.server.forget(peer);
         }
         self.metrics.capacity_bytes += node.uplink.capacity * (end - node.joined) as f64 / 1e6;
+        self.metrics.uplink_drops += node.uplink.dropped_packets;
         if node.behaviour != Behaviour::Honest {
             return;
         }

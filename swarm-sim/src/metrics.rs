@@ -31,6 +31,9 @@ pub struct Metrics {
     pub framing_bytes: u64,
     /// Uplink capacity × time, summed over all peers (bytes).
     pub capacity_bytes: f64,
+    /// Packets dropped at full uplink queues (`--uplink-queue-ms`; the real shapers'
+    /// count for a real swarm).
+    pub uplink_drops: u64,
     pub source_payload_sent: u64,
     /// Payload viewers received, by sender.
     pub from_peers: u64,
@@ -203,6 +206,8 @@ pub struct Report {
     pub duplicate: f64,
     /// Bytes sent ÷ what all uplinks could have sent.
     pub uplink_utilisation: f64,
+    /// Packets dropped at full uplink queues.
+    pub uplink_drops: u64,
     /// Source payload sent ÷ one copy of the stream.
     pub source_copies: f64,
     pub viewers_joined: u64,

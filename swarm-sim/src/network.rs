@@ -80,6 +80,12 @@ pub struct Uplink {
     /// Capacity in bytes per second.
     pub capacity: f64,
     free_at: Micros,
+    /// The router queue's length in time at capacity; `None`: unbounded.
+    queue_limit: Option<Micros>,
+    /// How long a piece that lost packets at the full queue waits to be recovered.
+    recovery: Micros,
+    /// Packets dropped at the full queue.
+    pub dropped_packets: u64,
 }
 
 impl Uplink {
@@ -87,6 +93,19 @@ impl Uplink {
         Uplink {
             capacity: capacity.max(1.0),
             free_at: 0,
+            queue_limit: None,
+            recovery: 0,
+            dropped_packets: 0,
+        }
+    }
+
+    /// An uplink whose router queue holds `limit` of sending at its capacity; a piece
+    /// that loses packets there arrives `recovery` after it was sent, at the earliest.
+    pub fn with_queue(capacity: f64, limit: Micros, recovery: Micros) -> Uplink {
+        Uplink {
+            queue_limit: Some(limit),
+            recovery,
+            ..Uplink::new(capacity)
         }
     }
 
@@ -112,13 +131,30 @@ impl Uplink {
         } else {
             now + serialise
         };
+        // A full router queue drops the packets that find no room (tail drop). The
+        // transport sends them again later, which takes the same share of the uplink, so
+        // the queue's timing stays as if they had waited; the piece waits for recovery.
+        let mut recovered_at = 0;
+        if let Some(limit) = self.queue_limit.filter(|_| bulk) {
+            let backlog = self.free_at.saturating_sub(now);
+            let per_packet = (serialise / packets as u64).max(1);
+            let room = limit.saturating_sub(backlog) / per_packet;
+            let dropped = (packets as u64).saturating_sub(room);
+            if dropped > 0 {
+                self.dropped_packets += dropped;
+                recovered_at = now + self.recovery;
+            }
+        }
+
         self.free_at = self.free_at.max(now) + serialise;
         // Kept in order of departure: a control message leaves before bulk data queued
         // ahead of it, and `buffered` and `drained_at` read the queue front to back.
         let at = link.queued.partition_point(|&(d, _)| d <= departs);
         link.queued.insert(at, (departs, wire));
         link.queued_bytes += wire;
-        let mut arrives = departs + link.rtt_ms * 500;
+        // The sender's queue (`bufferedAmount`) is empty of it once it left; a dropped
+        // packet waits in the transport, which a data channel does not report.
+        let mut arrives = departs.max(recovered_at) + link.rtt_ms * 500;
         if loss > 0.0 {
             let lost = 1.0 - (1.0 - loss).powi(packets as i32);
             if rng.gen_bool(lost) {
@@ -223,6 +259,35 @@ mod tests {
         assert_eq!(
             next, lost,
             "an ordered link does not let the next message overtake"
+        );
+    }
+
+    #[test]
+    fn a_full_router_queue_drops_packets_and_the_piece_waits_for_recovery() {
+        let mut rng = StdRng::seed_from_u64(1);
+        // One full packet per millisecond; the queue holds 5 ms; recovery takes 1 s.
+        let mut uplink = Uplink::with_queue(1_293_000.0, 5_000, 1_000_000);
+        let mut link = LinkEnd::new(2);
+        let fits = uplink.transmit(0, &mut link, 4 * 1200, true, 0.0, &mut rng);
+        assert_eq!(fits, 4_000 + 1_000, "4 packets fit the 5 ms queue");
+        assert_eq!(uplink.dropped_packets, 0);
+        let overflows = uplink.transmit(0, &mut link, 4 * 1200, true, 0.0, &mut rng);
+        assert_eq!(
+            uplink.dropped_packets, 3,
+            "one more packet had room, three did not"
+        );
+        assert_eq!(overflows, 1_000_000 + 1_000, "recovered, then half the RTT");
+        // The queue itself kept its timing: what the sender reports as buffered is gone
+        // once sent, the retransmission is the transport's.
+        assert_eq!(link.buffered(8_000), 0);
+        let mut unbounded = Uplink::new(1_293_000.0);
+        let mut other = LinkEnd::new(2);
+        for _ in 0..10 {
+            unbounded.transmit(0, &mut other, 4 * 1200, true, 0.0, &mut rng);
+        }
+        assert_eq!(
+            unbounded.dropped_packets, 0,
+            "without a limit nothing drops"
         );
     }
 }

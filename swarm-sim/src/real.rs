@@ -133,6 +133,19 @@ pub fn measure(config: &SimConfig, dir: &Path) -> Result<(Report, RealNotes), Si
         cut_jitter_max_ms,
         stream_kbps: bytes * 8 / span_ms,
     };
+    // The uplink shapers' drops, as scripts/bench-native-swarm sums them; a folder
+    // without that file (an older run) reports none.
+    let drops = dir.join("shaper-drops");
+    if drops.exists() {
+        let text = read(&drops)?;
+        metrics.uplink_drops = text
+            .split_whitespace()
+            .find_map(|w| w.parse().ok())
+            .ok_or_else(|| SimError::Read {
+                path: drops.display().to_string(),
+                reason: format!("no packet count in {text:?}"),
+            })?;
+    }
     let mut report = crate::report::summarise(config, metrics, 0, 0);
     report.arrival_p50_ms = percentile(&mut arrivals_ms, 50);
     report.arrival_p95_ms = percentile(&mut arrivals_ms, 95);
@@ -241,6 +254,11 @@ mod tests {
         );
         write(&dir, "source.link", "3000 1000000 0\n");
         write(&dir, "viewer-1.link", "1500 501400 100\n");
+        write(
+            &dir,
+            "shaper-drops",
+            "[bench] uplink shapers dropped 37 packets in all\n",
+        );
         let mut config = SimConfig::new(2, 8);
         config.bitrate_kbps = 1000;
         let (report, notes) = measure(&config, &dir).expect("the timelines parse");
@@ -264,6 +282,7 @@ mod tests {
         // for 8 s and 1,500 kbit/s from viewer 1's joining (virtual 0.5 s) on.
         let expected = 1_500_000.0 / (3_000.0 * 1000.0 / 8.0 * 8.0 + 1_500.0 * 1000.0 / 8.0 * 7.5);
         assert!((report.uplink_utilisation - expected).abs() < 1e-9);
+        assert_eq!(report.uplink_drops, 37, "the shapers' count");
     }
 
     #[test]
