@@ -108,38 +108,35 @@ impl Mesh {
     }
 
     fn carry_out(&mut self, to: PeerId, queue: &mut VecDeque<(PeerId, Input)>) {
-        {
-            let Some(node) = self.nodes.get_mut(&to) else {
-                return;
-            };
-            let outputs: Vec<Output> = std::iter::from_fn(|| node.poll_output()).collect();
-            for output in outputs {
-                match output {
-                    Output::Send(peer, message) => {
-                        if !self.linked(to, peer) {
-                            continue;
-                        }
-                        // Every message crosses the wire format, as in the real drivers.
-                        let mut bytes = message.encode();
-                        if self.polluters.contains(&to)
-                            && matches!(message, PeerMessage::Piece { .. })
-                        {
-                            *bytes.last_mut().expect("pieces carry data") ^= 1;
-                        }
-                        let decoded = PeerMessage::decode(&bytes).expect("own encoding decodes");
-                        queue.push_back((peer, Input::Message(to, decoded)));
+        let Some(node) = self.nodes.get_mut(&to) else {
+            return;
+        };
+        let outputs: Vec<Output> = std::iter::from_fn(|| node.poll_output()).collect();
+        for output in outputs {
+            match output {
+                Output::Send(peer, message) => {
+                    if !self.linked(to, peer) {
+                        continue;
                     }
-                    Output::Play { chunk, .. } => self.played.entry(to).or_default().push(chunk),
-                    Output::Skipped(seq) => self.skipped.entry(to).or_default().push(seq),
-                    Output::Init { .. } => {}
-                    Output::Disconnect { peer, reason } if self.polluters.contains(&peer) => {
-                        self.drops.push((to, peer, reason));
-                        self.links
-                            .retain(|&(a, b)| (a, b) != (to, peer) && (a, b) != (peer, to));
-                        queue.push_back((peer, Input::PeerDisconnected(to)));
+                    // Every message crosses the wire format, as in the real drivers.
+                    let mut bytes = message.encode();
+                    if self.polluters.contains(&to) && matches!(message, PeerMessage::Piece { .. })
+                    {
+                        *bytes.last_mut().expect("pieces carry data") ^= 1;
                     }
-                    Output::Disconnect { peer, reason } => panic!("{to} dropped {peer}: {reason}"),
+                    let decoded = PeerMessage::decode(&bytes).expect("own encoding decodes");
+                    queue.push_back((peer, Input::Message(to, decoded)));
                 }
+                Output::Play { chunk, .. } => self.played.entry(to).or_default().push(chunk),
+                Output::Skipped(seq) => self.skipped.entry(to).or_default().push(seq),
+                Output::Init { .. } => {}
+                Output::Disconnect { peer, reason } if self.polluters.contains(&peer) => {
+                    self.drops.push((to, peer, reason));
+                    self.links
+                        .retain(|&(a, b)| (a, b) != (to, peer) && (a, b) != (peer, to));
+                    queue.push_back((peer, Input::PeerDisconnected(to)));
+                }
+                Output::Disconnect { peer, reason } => panic!("{to} dropped {peer}: {reason}"),
             }
         }
     }
