@@ -88,7 +88,7 @@ fn a_page_fed_a_corrupted_piece_drops_its_sender_and_plays_only_signed_bytes() {
 }
 
 /// Opens the watch page and waits until it caught the polluter and then played
-/// `PLAY_SECONDS` more, with at most one stall and no media error.
+/// `PLAY_SECONDS` more, skipping no chunk, dropping no other peer, with no media error.
 async fn watch_beside_polluter(client: &Client, addr: &str) -> Result<Value, String> {
     let js = |e: fantoccini::error::CmdError| e.to_string();
     client
@@ -104,11 +104,18 @@ async fn watch_beside_polluter(client: &Client, addr: &str) -> Result<Value, Str
         if !probe["error"].is_null() {
             return Err(format!("the video element failed: {probe}"));
         }
-        if probe["waiting"].as_u64().unwrap_or(0) > 1 {
-            return Err(format!("playback stalled more than once: {probe}"));
+        let stats = &probe["stats"];
+        // Nothing is lost to the polluter: every chunk is played, none skipped. Stalls are
+        // not bounded: at a 1.5 s target a chunk refetched from the broadcaster may stall
+        // playback, and how often depends on the machine's load (Chromium, ffmpeg and three
+        // peers on two cores; a CI run stalled twice in its first two seconds).
+        if stats["chunks_missed"].as_u64().unwrap_or(0) > 0 {
+            return Err(format!("the page skipped a chunk: {probe}"));
+        }
+        if stats["peers_dropped"].as_u64().unwrap_or(0) > 1 {
+            return Err(format!("the page dropped an honest peer too: {probe}"));
         }
         let time = probe["time"].as_f64().unwrap_or(0.0);
-        let stats = &probe["stats"];
         // Measured on the video's clock once playing: before, it reads 0 and then jumps to
         // the first chunk's timestamp (seconds into the channel), which would pass for
         // seconds played (a flaky pass with one chunk played, found on review).
