@@ -101,6 +101,7 @@ pub async fn run(
             signer,
             upload_limit: options.upload_limit,
             target_buffer_ms: None,
+            substreams: None,
             seed: rand::random(),
         },
     );

@@ -77,6 +77,7 @@ impl App {
                 signer: None,
                 upload_limit: options.max_upload,
                 target_buffer_ms: Some(u64::from(options.target_latency_ms)),
+                substreams: None,
                 // Spreads this viewer's choices among equally good neighbours differently
                 // from every other viewer's.
                 seed: (js_sys::Math::random() * u64::MAX as f64) as u64,

@@ -24,8 +24,8 @@ pub use identity::{
 pub use ids::{ChannelName, ChunkSeq, PeerId, RequestId, SessionId};
 pub use peer_message::{
     BufferMapEntry, PeerMessage, EDGE_AGE_UNKNOWN, MAX_BUFFER_MAP_ENTRIES, MAX_CHUNK_BYTES,
-    MAX_PEER_MESSAGE_BYTES, MAX_PIECE_BYTES, MIN_PEER_VERSION, PEER_VERSION, PIECE_BYTES,
-    PIECE_HEADER_BYTES,
+    MAX_PEER_MESSAGE_BYTES, MAX_PIECE_BYTES, MAX_SUBSTREAMS, MIN_PEER_VERSION, PEER_VERSION,
+    PIECE_BYTES, PIECE_HEADER_BYTES,
 };
 pub use signal::{
     ChannelSummary, ClientMessage, ErrorCode, IceServer, Role, ServerMessage, SignalPayload,

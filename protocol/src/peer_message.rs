@@ -37,11 +37,14 @@ const TAG_CANCEL: u8 = 0x06;
 const TAG_INIT: u8 = 0x07;
 const TAG_MANIFEST: u8 = 0x08;
 const TAG_HELLO: u8 = 0x09;
+const TAG_SUBSCRIBE: u8 = 0x0a;
+const TAG_SUBSCRIBED: u8 = 0x0b;
 
 /// The peer protocol's version, sent in `Hello`, the first message on every link.
-pub const PEER_VERSION: u16 = 2;
+pub const PEER_VERSION: u16 = 3;
 /// The oldest peer version this build links with; an older peer's link is closed (it is
-/// out of date, not hostile), never banned.
+/// out of date, not hostile), never banned. Version 3 added `Subscribe`/`Subscribed`,
+/// which a version-2 peer ignores (it never pushes, so it is never kept as a parent).
 pub const MIN_PEER_VERSION: u16 = 2;
 
 const FLAG_KEYFRAME: u8 = 0x01;
@@ -123,7 +126,20 @@ pub enum PeerMessage {
     /// before any piece or announcement of the chunk, so every piece is checked before it
     /// is stored, forwarded or played. One hash per piece, exactly.
     Manifest(ChunkManifest),
+    /// Push along substreams: the sender asks to be sent every block of the substreams in
+    /// `mask` as they arrive here, unasked. Block `b` of chunk `seq` is in substream
+    /// `(seq + b) % count`; `count` is the sender's number of substreams (1 to
+    /// [`MAX_SUBSTREAMS`]), and `mask` has no bit at or above it. Replaces the sender's
+    /// last subscription; answered with `Subscribed`.
+    Subscribe { count: u8, mask: u16 },
+    /// The substreams of the last `Subscribe` the sender pushes; the rest it refused (no
+    /// upload to spare).
+    Subscribed { count: u8, mask: u16 },
 }
+
+/// The most substreams a chunk's blocks are striped over (the width of a subscription's
+/// mask).
+pub const MAX_SUBSTREAMS: u8 = 16;
 
 impl PeerMessage {
     /// Length of [`PeerMessage::encode`]'s output, without encoding (a simulator counts
@@ -139,6 +155,7 @@ impl PeerMessage {
             PeerMessage::Piece { data, .. } => PIECE_HEADER_BYTES + data.len(),
             PeerMessage::Absent { .. } => 13,
             PeerMessage::Cancel { .. } => 5,
+            PeerMessage::Subscribe { .. } | PeerMessage::Subscribed { .. } => 4,
             PeerMessage::Init { mime, data, .. } => 3 + mime.len() + data.len() + 64,
             PeerMessage::Manifest(manifest) => MANIFEST_FIXED_BYTES + 32 * manifest.hashes.len(),
         }
@@ -218,6 +235,15 @@ impl PeerMessage {
             PeerMessage::Cancel { req } => {
                 out.push(TAG_CANCEL);
                 out.extend_from_slice(&req.0.to_be_bytes());
+            }
+            PeerMessage::Subscribe { count, mask } | PeerMessage::Subscribed { count, mask } => {
+                let tag = match self {
+                    PeerMessage::Subscribe { .. } => TAG_SUBSCRIBE,
+                    _ => TAG_SUBSCRIBED,
+                };
+                out.push(tag);
+                out.push(*count);
+                out.extend_from_slice(&mask.to_be_bytes());
             }
             PeerMessage::Init {
                 mime,
@@ -433,6 +459,27 @@ impl PeerMessage {
                     mime,
                     data,
                     signature,
+                }
+            }
+            tag @ (TAG_SUBSCRIBE | TAG_SUBSCRIBED) => {
+                let count = r.u8("substream count")?;
+                let mask = r.u16("substream mask")?;
+                if count == 0 || count > MAX_SUBSTREAMS {
+                    return Err(ProtocolError::Invalid {
+                        field: "substream count",
+                        reason: format!("{count}, not 1 to {MAX_SUBSTREAMS}"),
+                    });
+                }
+                if u32::from(mask) >> count != 0 {
+                    return Err(ProtocolError::Invalid {
+                        field: "substream mask",
+                        reason: format!("{mask:#06x} names a substream past {count}"),
+                    });
+                }
+                if tag == TAG_SUBSCRIBE {
+                    PeerMessage::Subscribe { count, mask }
+                } else {
+                    PeerMessage::Subscribed { count, mask }
                 }
             }
             tag => return Err(ProtocolError::UnknownTag(tag)),
@@ -682,7 +729,37 @@ mod tests {
                 data: vec![0; 700],
                 signature: KeySignature::from_bytes(&[5; 64]),
             },
+            PeerMessage::Subscribe {
+                count: 16,
+                mask: 0x8001,
+            },
+            PeerMessage::Subscribed { count: 4, mask: 0 },
         ]
+    }
+
+    #[test]
+    fn a_subscription_names_only_substreams_that_exist() {
+        let encode = |tag: u8, count: u8, mask: u16| {
+            let mut bytes = vec![tag, count];
+            bytes.extend_from_slice(&mask.to_be_bytes());
+            bytes
+        };
+        for tag in [TAG_SUBSCRIBE, TAG_SUBSCRIBED] {
+            assert!(PeerMessage::decode(&encode(tag, 4, 0b1111)).is_ok());
+            for (count, mask, field) in [
+                (0, 0, "substream count"),
+                (MAX_SUBSTREAMS + 1, 1, "substream count"),
+                (4, 0b1_0000, "substream mask"),
+            ] {
+                assert!(
+                    matches!(
+                        PeerMessage::decode(&encode(tag, count, mask)),
+                        Err(ProtocolError::Invalid { field: f, .. }) if f == field
+                    ),
+                    "count {count} mask {mask:#x}"
+                );
+            }
+        }
     }
 
     #[test]

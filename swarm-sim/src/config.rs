@@ -35,6 +35,9 @@ pub struct SimConfig {
     /// 4960's RTO.min); the retransmission takes its share of the uplink again.
     pub uplink_queue_ms: Option<u64>,
     pub drop_recovery_ms: u64,
+    /// Substreams every peer pushes along (`swarm::Config::substreams`); `None` keeps
+    /// the peers' default.
+    pub substreams: Option<usize>,
     /// Share of viewers that serve corrupted pieces (a bit flipped in each).
     pub polluters: f64,
     /// Share of viewers that flood their neighbours with requests.
@@ -62,6 +65,7 @@ impl SimConfig {
             link_setup_ms: 0,
             uplink_queue_ms: None,
             drop_recovery_ms: 1000,
+            substreams: None,
             polluters: 0.0,
             flooders: 0.0,
             exact_classes: false,
@@ -101,6 +105,15 @@ impl SimConfig {
         }
         if self.source_upload <= 0.0 {
             return bad("--source-upload", "the source must upload something".into());
+        }
+        if self
+            .substreams
+            .is_some_and(|k| k > usize::from(protocol::MAX_SUBSTREAMS))
+        {
+            return bad(
+                "--substreams",
+                format!("at most {}", protocol::MAX_SUBSTREAMS),
+            );
         }
         if !(0.0..0.5).contains(&self.loss) {
             return bad("--loss", format!("{} not in 0..0.5", self.loss));

@@ -69,6 +69,7 @@ impl Sim {
             signer: signer.map(|s| Arc::new(s) as _),
             upload_limit,
             target_buffer_ms: None,
+            substreams: self.config.substreams,
             seed: self.rng.gen(),
         };
         let (tx, inbox) = mpsc::channel(MAILBOX_SLOTS);

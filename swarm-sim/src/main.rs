@@ -58,6 +58,10 @@ struct Cli {
     /// `webrtc` crate).
     #[arg(long, default_value_t = 1000)]
     drop_recovery_ms: u64,
+    /// Substreams for pushing between viewers (0: pull only; not given: the peers'
+    /// default), at most 16.
+    #[arg(long)]
+    substreams: Option<usize>,
     /// Share of viewers that serve corrupted pieces (a bit flipped in each), 0..=1.
     #[arg(long, default_value_t = 0.0)]
     polluters: f64,
@@ -104,6 +108,7 @@ fn main() -> ExitCode {
     config.link_setup_ms = cli.link_setup_ms;
     config.uplink_queue_ms = cli.uplink_queue_ms;
     config.drop_recovery_ms = cli.drop_recovery_ms;
+    config.substreams = cli.substreams;
     config.polluters = cli.polluters;
     config.flooders = cli.flooders;
     config.exact_classes = cli.exact_classes || cli.print_uplinks;

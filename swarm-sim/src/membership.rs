@@ -192,6 +192,7 @@ impl Sim {
         self.metrics.drops_flooding += d.flooding;
         self.metrics.bytes_rejected += stats.bytes_rejected;
         self.metrics.requests_refused += stats.requests_refused;
+        self.metrics.pushed += stats.bytes_pushed;
     }
 
     /// A piece on its way to viewer `to`: payload by sender, and copies of a piece it

@@ -64,6 +64,8 @@ pub struct Metrics {
     /// Payload that failed its signed hash and was thrown away.
     pub bytes_rejected: u64,
     pub requests_refused: u64,
+    /// Payload parents pushed along substreams (viewers' own count, new pieces only).
+    pub pushed: u64,
     pub viewers_joined: u64,
     pub hostile_joined: u64,
     pub bins: Vec<Bin>,
@@ -189,6 +191,8 @@ pub struct Report {
     pub continuity_p5: f64,
     /// Share of payload viewers received from other viewers.
     pub offload: f64,
+    /// Share of payload viewers received that parents pushed along substreams.
+    pub pushed: f64,
     pub startup_p50_ms: u64,
     pub startup_p95_ms: u64,
     /// Delay behind the live edge (the moment the chunk's first frame was captured) when

@@ -34,6 +34,7 @@ pub fn summarise(config: &SimConfig, mut m: Metrics, events: u64, sim_wall_ms: u
         continuity: ratio(m.on_time, m.due),
         continuity_p5,
         offload: ratio(m.from_peers, received),
+        pushed: ratio(m.pushed, received),
         startup_p50_ms: percentile(&mut m.startups_ms, 50),
         startup_p95_ms: percentile(&mut m.startups_ms, 95),
         lag_p50_ms: percentile(&mut m.lags_ms, 50),
@@ -67,13 +68,14 @@ pub fn summarise(config: &SimConfig, mut m: Metrics, events: u64, sim_wall_ms: u
 
 /// The report as a two-column table.
 pub fn table(report: &Report) -> String {
-    let rows: [(&str, String); 32] = [
+    let rows: [(&str, String); 33] = [
         ("peers", report.peers.to_string()),
         ("seconds", report.seconds.to_string()),
         ("seed", report.seed.to_string()),
         ("continuity", format!("{:.4}", report.continuity)),
         ("continuity_p5", format!("{:.4}", report.continuity_p5)),
         ("offload", format!("{:.4}", report.offload)),
+        ("pushed", format!("{:.4}", report.pushed)),
         ("startup_p50_ms", report.startup_p50_ms.to_string()),
         ("startup_p95_ms", report.startup_p95_ms.to_string()),
         ("lag_p50_ms", report.lag_p50_ms.to_string()),

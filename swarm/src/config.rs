@@ -76,6 +76,10 @@ pub struct Config {
     /// Source: when the remaining viewers hear of a chunk, as a fallback for those the
     /// first copies do not reach through the mesh.
     pub source_announce_delay_ms: u64,
+    /// Substreams a chunk's blocks are striped over for pushing (`substreams.rs`): a
+    /// viewer subscribes to a parent per substream, which forwards its blocks unasked.
+    /// 0: no pushing between viewers, everything is pulled (the source still pushes).
+    pub substreams: usize,
 }
 
 impl Config {
@@ -123,6 +127,7 @@ impl Config {
             source_fanout: 2,
             source_announce_delay_ms: 400,
             seed: 0,
+            substreams: 0,
         }
     }
 }

@@ -47,7 +47,9 @@ impl Swarm {
             .downloads
             .get(&key)
             .is_some_and(|d| d.from == peer && d.req == req);
-        let pushed = req == RequestId::PUSH && from_source;
+        // Pushed unasked: by the source, or by a viewer we subscribed to (one we just left
+        // may still be sending what it had begun; a piece not held is kept all the same).
+        let pushed = req == RequestId::PUSH;
         if !(requested || pushed) {
             // A late piece of a cancelled or finished request.
             self.stats.bytes_duplicate += data.len() as u64;
@@ -94,6 +96,9 @@ impl Swarm {
             self.stats.bytes_from_source += len;
         } else {
             self.stats.bytes_from_peers += len;
+            if req == RequestId::PUSH {
+                self.stats.bytes_pushed += len;
+            }
         }
         let block = self.config.block_pieces.max(1);
         let block_start = index / block * block;
@@ -104,10 +109,17 @@ impl Swarm {
             .count()
             == 1;
         let rest_coming = self.downloads.contains_key(&key);
-        if self.serves() && (block_done || (block_started && rest_coming)) {
-            // Announce a block as its first piece arrives with the rest on its way: it is
-            // forwarded a hop further piece by piece, while it still arrives here.
-            self.announce(seq, block_start..block_end);
+        if self.serves() && block_started && (block_done || rest_coming) {
+            // Children subscribed to the block's substream get it pushed, piece by piece
+            // as it arrives here.
+            let pushed_to = self.push_to_children(now, peer, seq, key.1);
+            // Everyone else hears of it as its first piece arrives with the rest on its
+            // way: it is forwarded a hop further piece by piece, while it still arrives.
+            self.announce(seq, block_start..block_end, &pushed_to);
+        } else if self.serves() && block_done {
+            self.announce(seq, block_start..block_end, &[]);
+        } else if block_done {
+            self.tell_parent(seq, block_start..block_end);
         }
         let Some(download) = self.downloads.get_mut(&key) else {
             return;
@@ -146,8 +158,8 @@ impl Swarm {
         }
     }
 
-    /// The source announced pieces it is pushing to us: every block of them not already on
-    /// its way is expected from it, so nobody else is asked for them.
+    /// The source or a parent announced pieces it is pushing to us: every block of them not
+    /// already on its way is expected from it, so nobody else is asked for them.
     pub(crate) fn expect_push(
         &mut self,
         now: Millis,
@@ -160,10 +172,18 @@ impl Swarm {
         };
         let pieces = piece_count(announced.total).min(pushed.end);
         let block = self.config.block_pieces.max(1);
+        let from_parent = !self.peers[&source].is_source;
         for first in (pushed.start..pieces).step_by(block) {
             let key = (seq, first / block);
-            if self.downloads.contains_key(&key) {
-                continue;
+            if let Some(asked) = self.downloads.get(&key).copied() {
+                // A parent's push is under way, piece by piece: a request elsewhere that
+                // has delivered nothing yet is dropped for it rather than doubled.
+                let idle = asked.first_piece.is_none() && asked.req != RequestId::PUSH;
+                if !(from_parent && idle) {
+                    continue;
+                }
+                self.downloads.remove(&key);
+                self.abandon(asked);
             }
             let end = (first + block).min(pieces);
             let download = Download::new(source, RequestId::PUSH, first..end, now);
@@ -212,8 +232,14 @@ impl Swarm {
         }
     }
 
-    /// Tell neighbours that do not hold them yet that we can serve these pieces.
-    pub(crate) fn announce(&mut self, seq: ChunkSeq, pieces: std::ops::Range<usize>) {
+    /// Tell neighbours that do not hold them yet (and are not in `except`: they were told
+    /// with a push) that we can serve these pieces.
+    pub(crate) fn announce(
+        &mut self,
+        seq: ChunkSeq,
+        pieces: std::ops::Range<usize>,
+        except: &[PeerId],
+    ) {
         let Some(held) = self.store.chunks.get(&seq) else {
             return;
         };
@@ -221,10 +247,11 @@ impl Swarm {
         let to: Vec<PeerId> = self
             .peers
             .iter()
-            .filter(|(_, p)| {
-                p.has
-                    .get(&seq)
-                    .is_none_or(|a| !a.pieces.contains_all(pieces.clone()))
+            .filter(|(id, p)| {
+                !except.contains(id)
+                    && p.has
+                        .get(&seq)
+                        .is_none_or(|a| !a.pieces.contains_all(pieces.clone()))
             })
             .map(|(id, _)| *id)
             .collect();

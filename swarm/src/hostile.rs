@@ -120,6 +120,7 @@ impl Swarm {
     pub(crate) fn drop_peer(&mut self, peer: PeerId, cause: DropCause, reason: String) {
         self.peers.remove(&peer);
         self.downloads.retain(|_, d| d.from != peer);
+        self.parents.lost(peer);
         self.stats.peers_dropped += 1;
         self.stats.drops.count(cause);
         if cause.is_hostile() {

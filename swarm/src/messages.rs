@@ -9,6 +9,7 @@ use crate::content::SignedInit;
 use crate::hostile::DropCause;
 use crate::peer::{Announced, PeerState};
 use crate::piece_set::PieceSet;
+use crate::substreams::substream_of;
 use crate::{BytesPerSec, Millis, Output, Swarm};
 
 impl Swarm {
@@ -136,6 +137,7 @@ impl Swarm {
                 if !self.announcement_usable(peer, seq, keyframe, total) {
                     return;
                 }
+                let block = self.config.block_pieces.max(1);
                 let state = self.peer_mut(peer);
                 let total = total as usize;
                 let announced = state.has.entry(seq).or_insert_with(|| Announced {
@@ -144,10 +146,29 @@ impl Swarm {
                     pieces: PieceSet::empty(piece_count(total)),
                 });
                 let (first, count) = (usize::from(first), usize::from(count));
+                // Blocks whose start this neighbour announces for the first time.
+                let fresh: Vec<usize> = (first.div_ceil(block) * block..first + count)
+                    .step_by(block)
+                    .filter(|&i| !announced.pieces.contains_all(i..i + 1))
+                    .map(|i| i / block)
+                    .collect();
                 announced.pieces.insert(first..first + count);
-                if pushed && state.is_source {
+                let is_source = state.is_source;
+                let substreams = self.parents.count();
+                let from_parent = count > 0
+                    && (first / block..(first + count).div_ceil(block))
+                        .all(|b| self.parents.pushes(peer, substream_of(substreams, seq, b)));
+                if pushed && is_source {
+                    for b in first / block..(first + count).div_ceil(block) {
+                        self.parents
+                            .fed_by_source(substream_of(substreams, seq, b), now);
+                    }
+                }
+                if pushed && (is_source || from_parent) {
                     self.expect_push(now, peer, seq, first..first + count);
                 }
+                self.note_announcement(now, peer, seq, &fresh);
+                self.drop_pushes_held(peer, seq, first, first + count);
                 if self.newest_known.is_none_or(|newest| seq > newest) {
                     self.clock.observe_edge(now, seq, true);
                     self.newest_known = Some(seq);
@@ -186,6 +207,8 @@ impl Swarm {
             PeerMessage::Manifest(manifest) => self.on_manifest(peer, manifest),
             // The node checks versions before a link reaches the swarm.
             PeerMessage::Hello { .. } => {}
+            PeerMessage::Subscribe { count, mask } => self.on_subscribe(peer, count, mask),
+            PeerMessage::Subscribed { count, mask } => self.on_subscribed(now, peer, count, mask),
         }
     }
 }

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use protocol::{ChunkSeq, PeerId, RequestId};
 
 use crate::hostile::RefusalWindow;
+use crate::parents::AsParent;
 use crate::piece_set::PieceSet;
 use crate::{BytesPerSec, Millis};
 
@@ -50,6 +51,10 @@ pub(crate) struct PeerState {
     pub refusals: RefusalWindow,
     /// Chunks whose signed manifest it has: sent by us or by it.
     pub manifests_known: BTreeSet<ChunkSeq>,
+    /// The substreams we push to it (its substream count and our accepted mask).
+    pub children: Option<(u8, u16)>,
+    /// How it would do as our parent, substream by substream.
+    pub as_parent: AsParent,
 }
 
 impl PeerState {

@@ -11,6 +11,7 @@ use protocol::{ChunkSeq, PeerId, PeerMessage};
 use crate::chunk_store::piece_count;
 use crate::peer::{Download, PeerState};
 use crate::piece_set::PieceSet;
+use crate::substreams::substream_of;
 use crate::{Millis, Swarm};
 
 /// Added to the source's estimated delivery time: viewers are asked first when they are
@@ -153,6 +154,11 @@ impl Swarm {
         // without it, and waiting for a viewer to hold it only delays the first frame.
         let first_to_play = !self.clock.started() && self.next_play == Some(seq);
         let urgent = first_to_play || due.is_none_or(|due| due - now <= self.config.urgent_ms);
+        let substream = substream_of(self.parents.count(), seq, first / block);
+        if !urgent && self.parents.covered(substream) {
+            // Its parent pushes it; pulled only if that has not begun once it is urgent.
+            return None;
+        }
         let rarity = if urgent { 0 } else { holding };
         Some((!urgent, rarity, seq, missing, block_end))
     }
@@ -180,7 +186,7 @@ impl Swarm {
         let tried = self.tried.get(&seq).map(Vec::as_slice).unwrap_or_default();
         self.peers
             .iter()
-            .filter(|(_, p)| holds(p, seq, pieces.clone()))
+            .filter(|(_, p)| holds(p, seq, pieces.clone()) && p.forwards() > 0)
             .filter(|(_, p)| p.inflight < self.config.max_requests_per_peer)
             .filter(|(_, p)| p.busy_until <= now)
             .filter(|(_, p)| urgent || !p.is_source)

@@ -5,6 +5,7 @@ use protocol::{PeerId, RequestId};
 
 use crate::chunk_store::Held;
 use crate::peer::ServeJob;
+use crate::substreams::substream_of;
 use crate::{BytesPerSec, Chunk, Millis, Swarm};
 
 /// The stream's rate is measured over this many recent chunks.
@@ -39,7 +40,13 @@ impl Swarm {
         }
         // Never two copies of a block to the same viewer.
         let fanout = self.push_fanout().min(candidates.len());
-        let pushes = pieces.div_ceil(self.config.block_pieces.max(1)) * fanout;
+        let substreams = self.config.substreams;
+        let pushes = match substreams {
+            0 => pieces.div_ceil(self.config.block_pieces.max(1)) * fanout,
+            // Each substream always to the same viewers: the roots its subscriptions
+            // grow from.
+            k => k * fanout,
+        };
         let candidates: Vec<PeerId> = candidates
             .into_iter()
             .take(pushes.max(1))
@@ -51,9 +58,15 @@ impl Swarm {
         if !candidates.is_empty() {
             for first in (0..pieces).step_by(block) {
                 let end = (first + block).min(pieces);
-                for _ in 0..fanout {
-                    let peer = candidates[self.fanout_cursor % candidates.len()];
-                    self.fanout_cursor = (self.fanout_cursor + 1) % candidates.len();
+                for copy in 0..fanout {
+                    let peer = if substreams == 0 {
+                        let peer = candidates[self.fanout_cursor % candidates.len()];
+                        self.fanout_cursor = (self.fanout_cursor + 1) % candidates.len();
+                        peer
+                    } else {
+                        let j = substream_of(substreams, seq, first / block);
+                        candidates[(j * fanout + copy) % candidates.len()]
+                    };
                     let have = self.store.chunks[&seq].have(seq, first..end, true);
                     self.send(peer, have);
                     self.serve_order += 1;

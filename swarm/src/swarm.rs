@@ -7,6 +7,7 @@ use crate::config::{Config, SwarmRole};
 use crate::content::SignedInit;
 use crate::download::BlockKey;
 use crate::hostile::{Banned, DropCause, Drops};
+use crate::parents::Parents;
 use crate::peer::{Download, PeerState};
 use crate::playback::Clock;
 use crate::rate::TokenBucket;
@@ -89,6 +90,8 @@ pub struct Stats {
     /// Chunk payload received from viewers, counted once per byte held.
     pub bytes_from_peers: u64,
     pub bytes_from_source: u64,
+    /// Of `bytes_from_peers`, what parents pushed along substreams, unasked.
+    pub bytes_pushed: u64,
     /// Payload received that was already held (overlaps, late pieces).
     pub bytes_duplicate: u64,
     /// Payload received that did not match its chunk's signed manifest: thrown away
@@ -155,6 +158,8 @@ pub struct Swarm {
     pub(crate) now: Millis,
     /// When the last full round (time-outs and scheduling) ran; see `timers.rs`.
     pub(crate) upkept_at: Option<Millis>,
+    /// Viewer: its parent for each substream (`substreams.rs`).
+    pub(crate) parents: Parents,
 }
 
 impl Swarm {
@@ -164,6 +169,10 @@ impl Swarm {
             .upload_limit
             .map(|rate| TokenBucket::new(rate, burst));
         let clock = Clock::new(config.chunk_ms_hint);
+        let parents = match config.role() {
+            SwarmRole::Viewer => Parents::new(config.substreams),
+            SwarmRole::Source => Parents::new(0),
+        };
         Swarm {
             config,
             peers: BTreeMap::new(),
@@ -189,6 +198,7 @@ impl Swarm {
             broadcaster: None,
             now: Millis(0),
             upkept_at: None,
+            parents,
         }
     }
 
@@ -287,6 +297,7 @@ impl Swarm {
             Input::PeerDisconnected(peer) => {
                 self.peers.remove(&peer);
                 self.downloads.retain(|_, d| d.from != peer);
+                self.parents.lost(peer);
                 Work::Schedule
             }
             Input::Message(peer, message) if self.peers.contains_key(&peer) => {
@@ -344,6 +355,7 @@ impl Swarm {
         } else {
             self.choose_start();
             self.deliver(now);
+            self.review_parents(now);
             self.schedule(now);
         }
         self.evict(now);

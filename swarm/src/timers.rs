@@ -57,6 +57,7 @@ impl Swarm {
             .flat_map(|p| p.serving.iter())
             .map(|job| job.deadline + 1);
         let busy = self.peers.values().map(|p| p.busy_until);
+        let parents = self.parents.next_review();
         let role = match self.config.role() {
             SwarmRole::Source => self.announcement_due(),
             SwarmRole::Viewer => self.playback_due().min(self.urgency_due()),
@@ -64,6 +65,7 @@ impl Swarm {
         requests
             .chain(jobs)
             .chain(busy)
+            .chain(parents)
             .chain(role)
             .filter(after)
             .min()

@@ -12,7 +12,11 @@ const SOURCE: PeerId = PeerId(0);
 
 /// A viewer told, as the signal server would, which peer is the broadcaster.
 fn viewer() -> Swarm {
-    let mut swarm = Swarm::new(common::viewer_config());
+    viewer_with(common::viewer_config())
+}
+
+fn viewer_with(config: swarm::Config) -> Swarm {
+    let mut swarm = Swarm::new(config);
     swarm.handle_input(Millis(0), Input::Broadcaster(Some(SOURCE)));
     swarm
 }
@@ -32,10 +36,24 @@ struct Mesh {
 
 impl Mesh {
     fn new(viewers: u64) -> Mesh {
+        Mesh::pushing(viewers, 0)
+    }
+
+    /// Every peer striping chunks over `substreams` substreams (0: pull only).
+    fn pushing(viewers: u64, substreams: usize) -> Mesh {
         let mut nodes = BTreeMap::new();
-        nodes.insert(SOURCE, Swarm::new(common::source_config()));
+        let mut source = common::source_config();
+        source.substreams = substreams;
+        if substreams > 0 {
+            // One copy of each block from the source: the rest must spread between
+            // viewers.
+            source.source_fanout = 1;
+        }
+        nodes.insert(SOURCE, Swarm::new(source));
         for v in 1..=viewers {
-            nodes.insert(PeerId(v), viewer());
+            let mut config = common::viewer_config();
+            config.substreams = substreams;
+            nodes.insert(PeerId(v), viewer_with(config));
         }
         let mut mesh = Mesh {
             nodes,
@@ -287,4 +305,62 @@ fn a_polluter_is_dropped_by_whoever_it_serves_and_nobody_plays_its_bytes() {
         assert!(stats.bytes_rejected > 0);
         assert!(mesh.nodes[by].is_banned(polluter));
     }
+}
+
+#[test]
+fn with_substreams_parents_push_blocks_unasked_and_everyone_plays_every_chunk() {
+    let mut mesh = Mesh::pushing(6, 4);
+    mesh.run_chunks(0, 30);
+    let mut pushed = 0;
+    let mut from_peers = 0;
+    for v in 1..=6 {
+        let who = PeerId(v);
+        let played = &mesh.played[&who];
+        assert_contiguous(played, who);
+        assert_genuine(played, who);
+        assert_eq!(
+            played.last().unwrap().seq,
+            ChunkSeq(29),
+            "{who} fell behind"
+        );
+        assert!(!mesh.skipped.contains_key(&who), "{who} skipped chunks");
+        let stats = mesh.nodes[&who].stats();
+        pushed += stats.bytes_pushed;
+        from_peers += stats.bytes_from_peers;
+    }
+    // Once the parents are chosen (a few seconds), blocks move by push: most of what
+    // viewers get from each other came unasked.
+    assert!(
+        pushed * 2 > from_peers,
+        "only {pushed} of {from_peers} bytes from peers were pushed"
+    );
+}
+
+#[test]
+fn with_substreams_a_departed_parent_is_replaced_and_nobody_skips() {
+    let mut mesh = Mesh::pushing(5, 4);
+    mesh.run_chunks(0, 10);
+    // The viewer that pushes the most is the one whose loss hurts.
+    let parent = (1..=5)
+        .map(PeerId)
+        .max_by_key(|p| mesh.nodes[p].stats().bytes_uploaded)
+        .expect("five viewers");
+    mesh.remove(parent);
+    let pushed_before: u64 = mesh.nodes.values().map(|n| n.stats().bytes_pushed).sum();
+    mesh.run_chunks(10, 25);
+    let pushed_after: u64 = mesh.nodes.values().map(|n| n.stats().bytes_pushed).sum();
+    for who in (1..=5).map(PeerId).filter(|p| *p != parent) {
+        let played = &mesh.played[&who];
+        assert_contiguous(played, who);
+        assert_eq!(
+            played.last().unwrap().seq,
+            ChunkSeq(24),
+            "{who} fell behind"
+        );
+        assert!(!mesh.skipped.contains_key(&who), "{who} skipped chunks");
+    }
+    assert!(
+        pushed_after > pushed_before,
+        "nobody pushed after {parent} left"
+    );
 }

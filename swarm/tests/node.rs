@@ -35,6 +35,7 @@ impl Harness {
             signer: signer.map(|s| Arc::new(s) as _),
             upload_limit: None,
             target_buffer_ms: None,
+            substreams: None,
             seed: 42,
         };
         let mut h = Harness {

@@ -53,6 +53,9 @@ pub struct NodeConfig {
     pub upload_limit: Option<BytesPerSec>,
     /// A viewer's playout delay behind the cut; `None` keeps the swarm's default.
     pub target_buffer_ms: Option<u64>,
+    /// Substreams for pushing between viewers (`Config::substreams`); `None` keeps the
+    /// swarm's default.
+    pub substreams: Option<usize>,
     /// Seeds the swarm's tie-breaking and the reconnect jitter; drivers pass something
     /// random, tests a fixed value.
     pub seed: u64,
@@ -320,6 +323,9 @@ impl Node {
         swarm.upload_limit = config.upload_limit;
         if let Some(ms) = config.target_buffer_ms {
             swarm.target_buffer_ms = ms;
+        }
+        if let Some(count) = config.substreams {
+            swarm.substreams = count.min(usize::from(protocol::MAX_SUBSTREAMS));
         }
         swarm
     }
