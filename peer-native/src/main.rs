@@ -35,6 +35,10 @@ struct Target {
     /// when not given.
     #[arg(long)]
     max_upload_kbps: Option<u64>,
+    /// Experimental: substreams for pushing between viewers (0 to 16; the swarm's
+    /// default, off, when not given). Every peer of a channel should use the same.
+    #[arg(long, hide = true, value_parser = clap::value_parser!(u8).range(0..=16))]
+    substreams: Option<u8>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -124,6 +128,7 @@ async fn run(cli: Cli) -> Result<(), NativeError> {
                     server,
                     channel,
                     max_upload_kbps,
+                    substreams,
                 },
             input,
             record_dir,
@@ -139,6 +144,7 @@ async fn run(cli: Cli) -> Result<(), NativeError> {
                 channel,
                 role: Role::Broadcaster,
                 upload_limit: max_upload_kbps.map(BytesPerSec::from_kbps),
+                substreams: substreams.map(usize::from),
                 key: Some(key),
                 #[cfg(feature = "test-hooks")]
                 corrupt_pieces: false,
@@ -152,6 +158,7 @@ async fn run(cli: Cli) -> Result<(), NativeError> {
                     server,
                     channel,
                     max_upload_kbps,
+                    substreams,
                 },
             output,
             record_dir,
@@ -170,6 +177,7 @@ async fn run(cli: Cli) -> Result<(), NativeError> {
                 channel,
                 role: Role::Viewer,
                 upload_limit: max_upload_kbps.map(BytesPerSec::from_kbps),
+                substreams: substreams.map(usize::from),
                 key: None,
                 #[cfg(feature = "test-hooks")]
                 corrupt_pieces: test_corrupt_pieces,

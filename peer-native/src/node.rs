@@ -29,6 +29,8 @@ pub struct NodeOptions {
     pub role: Role,
     /// Upload budget for serving chunks; `None` is unlimited.
     pub upload_limit: Option<swarm::BytesPerSec>,
+    /// Substreams for pushing between viewers; `None` keeps the swarm's default.
+    pub substreams: Option<usize>,
     /// The channel's key: a broadcaster proves it to the signal server and signs the
     /// channel's content with it.
     pub key: Option<ChannelSecret>,
@@ -101,7 +103,7 @@ pub async fn run(
             signer,
             upload_limit: options.upload_limit,
             target_buffer_ms: None,
-            substreams: None,
+            substreams: options.substreams,
             seed: rand::random(),
         },
     );
