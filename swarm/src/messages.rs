@@ -155,11 +155,13 @@ impl Swarm {
                 announced.pieces.insert(first..first + count);
                 let is_source = state.is_source;
                 let substreams = self.parents.count();
-                let from_parent = count > 0
-                    && (first / block..(first + count).div_ceil(block))
+                let blocks = first / block..(first + count).div_ceil(block);
+                let from_parent = !blocks.is_empty()
+                    && blocks
+                        .clone()
                         .all(|b| self.parents.pushes(peer, substream_of(substreams, seq, b)));
                 if pushed && is_source {
-                    for b in first / block..(first + count).div_ceil(block) {
+                    for b in blocks {
                         self.parents
                             .fed_by_source(substream_of(substreams, seq, b), now);
                     }

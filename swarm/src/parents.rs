@@ -156,9 +156,8 @@ impl AsParent {
 }
 
 impl Swarm {
-    /// A neighbour announced pieces `first..end` of `seq` (`fresh_from`: the first piece
-    /// of it not announced before): each block it announces for the first time is a
-    /// sample of how soon it hears of that block's substream.
+    /// A neighbour announced blocks `fresh` of `seq` for the first time: each is a sample of
+    /// how soon it hears of that block's substream.
     pub(crate) fn note_announcement(
         &mut self,
         now: Millis,

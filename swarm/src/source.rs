@@ -1,10 +1,9 @@
 //! The broadcaster's side: pushing each fresh chunk to a few rotating viewers, so that
 //! viewers fetch most copies from each other rather than from the source.
 
-use protocol::{PeerId, RequestId};
+use protocol::PeerId;
 
 use crate::chunk_store::Held;
-use crate::peer::ServeJob;
 use crate::substreams::substream_of;
 use crate::{BytesPerSec, Chunk, Millis, Swarm};
 
@@ -67,18 +66,8 @@ impl Swarm {
                         let j = substream_of(substreams, seq, first / block);
                         candidates[(j * fanout + copy) % candidates.len()]
                     };
-                    let have = self.store.chunks[&seq].have(seq, first..end, true);
-                    self.send(peer, have);
-                    self.serve_order += 1;
-                    let job = ServeJob {
-                        req: RequestId::PUSH,
-                        seq,
-                        next: first,
-                        end,
-                        deadline: now + self.config.target_buffer_ms,
-                        order: self.serve_order,
-                    };
-                    self.peer_mut(peer).serving.push_back(job);
+                    let deadline = now + self.config.target_buffer_ms;
+                    self.queue_push(peer, seq, first..end, deadline);
                 }
             }
         }

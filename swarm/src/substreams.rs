@@ -14,7 +14,6 @@
 use protocol::{ChunkSeq, PeerId, PeerMessage, RequestId};
 
 use crate::config::SwarmRole;
-use crate::peer::ServeJob;
 use crate::{BytesPerSec, Millis, Swarm};
 
 /// A parent commits at most this share of its upload budget to pushes; the rest serves
@@ -117,7 +116,6 @@ impl Swarm {
         let size = self.config.block_pieces.max(1);
         let first = block * size;
         let end = (first + size).min(held.piece_count());
-        let have = held.have(seq, first..end, true);
         let deadline = self
             .clock
             .expected(seq, self.config.target_buffer_ms, now)
@@ -147,17 +145,7 @@ impl Swarm {
             .map(|(id, _)| *id)
             .collect();
         for &child in &children {
-            self.send(child, have.clone());
-            self.serve_order += 1;
-            let job = ServeJob {
-                req: RequestId::PUSH,
-                seq,
-                next: first,
-                end,
-                deadline,
-                order: self.serve_order,
-            };
-            self.peer_mut(child).serving.push_back(job);
+            self.queue_push(child, seq, first..end, deadline);
         }
         children
     }

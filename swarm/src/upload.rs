@@ -74,6 +74,32 @@ impl Swarm {
         self.peer_mut(peer).serving.push_back(job);
     }
 
+    /// Pushes pieces `pieces` of `seq` to `peer` unasked: announced as pushed (so it asks
+    /// nobody else for them), then sent piece by piece as they are here, before requests.
+    pub(crate) fn queue_push(
+        &mut self,
+        peer: PeerId,
+        seq: ChunkSeq,
+        pieces: std::ops::Range<usize>,
+        deadline: Millis,
+    ) {
+        let Some(held) = self.store.chunks.get(&seq) else {
+            return;
+        };
+        let have = held.have(seq, pieces.clone(), true);
+        self.send(peer, have);
+        self.serve_order += 1;
+        let job = ServeJob {
+            req: RequestId::PUSH,
+            seq,
+            next: pieces.start,
+            end: pieces.end,
+            deadline,
+            order: self.serve_order,
+        };
+        self.peer_mut(peer).serving.push_back(job);
+    }
+
     /// More queued upload than the budget moves in `serve_backlog_ms`: a new request
     /// would be served too late to help.
     fn backlog_full(&self) -> bool {
