@@ -34,6 +34,6 @@ pub use node::{
     RECONNECT_MAX_MS, SIGNAL_CONNECT_TIMEOUT_MS,
 };
 pub use rate::BytesPerSec;
-pub use swarm::{Input, Neighbour, Output, Stats, Swarm};
+pub use swarm::{Input, Neighbour, Output, Stats, Swarm, CONTROL_PACKET_FRAMING};
 pub use time::Millis;
 pub use upload::LINK_DRAINED_BELOW;

@@ -10,7 +10,7 @@ use crate::hostile::DropCause;
 use crate::peer::{Announced, PeerState};
 use crate::piece_set::PieceSet;
 use crate::substreams::substream_of;
-use crate::{BytesPerSec, Millis, Output, Swarm};
+use crate::{BytesPerSec, Millis, Swarm};
 
 impl Swarm {
     pub(crate) fn on_connect(&mut self, now: Millis, peer: PeerId) {
@@ -34,18 +34,21 @@ impl Swarm {
         self.send(peer, map);
         if self.serves() {
             // Whole blocks of chunks still arriving, which the buffer map leaves out.
+            let block = self.config.block_pieces.max(1);
+            let mut haves = Vec::new();
             for (seq, held) in &self.store.chunks {
                 if held.is_complete() {
                     continue;
                 }
-                let block = self.config.block_pieces.max(1);
                 for first in (0..held.piece_count()).step_by(block) {
                     let end = (first + block).min(held.piece_count());
                     if held.first_missing(first..end).is_none() {
-                        let have = held.have(*seq, first..end, false);
-                        self.outputs.push_back(Output::Send(peer, have));
+                        haves.push(held.have(*seq, first..end, false));
                     }
                 }
+            }
+            for have in haves {
+                self.send(peer, have);
             }
         }
         self.offer_init(peer);

@@ -26,6 +26,12 @@ enum Work {
     Schedule,
 }
 
+/// What a message alone in its packet adds on the wire: SCTP common header and DATA chunk
+/// (28 bytes), a DTLS 1.2 record with AES-GCM (37), UDP and IPv4 (28). Pieces fill their
+/// packets, and an upload budget set below the link's rate leaves room for their framing;
+/// a small control message pays this whole.
+pub const CONTROL_PACKET_FRAMING: usize = 93;
+
 /// Chunk durations without news of a new chunk after which a viewer is starving.
 const STARVING_AFTER_CHUNKS: u64 = 3;
 
@@ -426,7 +432,20 @@ impl Swarm {
         }
     }
 
+    /// Every message to a neighbour leaves through here. Pieces are charged to the upload
+    /// budget by `send_piece`, which the budget paces; everything else is charged as it
+    /// goes. Control messages are small but many (a `Have` to each neighbour per block, a
+    /// manifest per chunk, requests, refusals), about 8% of the stream's rate on a busy
+    /// uploader, and each travels in a packet of its own: left out of the budget, they
+    /// overran the uplink it is set to fit, and every piece queued behind them for
+    /// seconds (measured in the simulator: requests timed out and honest links were
+    /// dropped).
     pub(crate) fn send(&mut self, peer: PeerId, message: PeerMessage) {
+        if !matches!(message, PeerMessage::Piece { .. }) {
+            if let Some(bucket) = &mut self.bucket {
+                bucket.take(message.encoded_len() + CONTROL_PACKET_FRAMING);
+            }
+        }
         self.outputs.push_back(Output::Send(peer, message));
     }
 }

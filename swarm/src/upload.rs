@@ -19,8 +19,9 @@ pub const LINK_DRAINED_BELOW: u64 = 4 * 1024;
 /// Deadlines this close together count as equally urgent.
 const DEADLINE_SLACK_MS: u64 = 500;
 
-/// Push or not, deadline bucket, forwarding capacity, arrival order.
-type Rank = (bool, u64, Reverse<u64>, u64);
+/// Push or not, spreading or not, then for urgent jobs the deadline bucket and for
+/// spreading ones the newest chunk first, forwarding capacity, arrival order.
+type Rank = (bool, bool, u64, Reverse<u64>, u64);
 
 impl Swarm {
     #[allow(clippy::too_many_arguments)]
@@ -142,17 +143,22 @@ impl Swarm {
                     .get(&job.seq)
                     .is_some_and(|h| h.piece(job.next).is_some());
                 // The source's pushes come first and take turns piece by piece, so every
-                // pushed viewer starts relaying at once. Requests go by deadline (coarsely),
-                // then to whoever forwards most (fresh pieces reach the fast uploaders
-                // first and fan out from there), then in order of arrival.
+                // pushed viewer starts relaying at once. Requests due soon go by deadline
+                // (coarsely). The rest are spreading the stream: the newest chunk first,
+                // as it is the rarest, and a fresh chunk held back behind older ones
+                // reaches the swarm only once it is urgent everywhere (Bonald et al.'s
+                // "latest useful chunk"; measured in docs/benchmarks.md). Then to whoever
+                // forwards most (fresh pieces reach the fast uploaders first and fan out
+                // from there), then in order of arrival.
                 let push = job.req == RequestId::PUSH;
                 let order = if push { job.next as u64 } else { job.order };
-                let rank = (
-                    !push,
-                    job.deadline.0 / DEADLINE_SLACK_MS,
-                    Reverse(state.forwards()),
-                    order,
-                );
+                let spreading = job.deadline > self.now + self.config.urgent_ms;
+                let when = if spreading {
+                    u64::MAX - job.seq.0
+                } else {
+                    job.deadline.0 / DEADLINE_SLACK_MS
+                };
+                let rank = (!push, spreading, when, Reverse(state.forwards()), order);
                 if ready && best.is_none_or(|(r, _, _)| rank < r) {
                     best = Some((rank, *id, index));
                 }

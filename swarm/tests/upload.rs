@@ -182,3 +182,130 @@ fn a_source_pushes_only_the_copies_its_budget_carries() {
         );
     }
 }
+
+/// Bytes this message takes of an upload budget: pieces their encoded size (their packets'
+/// framing is what the budget leaves below the link's rate), anything else its size plus
+/// a packet's framing, as it travels alone.
+fn budget_bytes(message: &PeerMessage) -> usize {
+    match message {
+        PeerMessage::Piece { .. } => message.encoded_len(),
+        _ => message.encoded_len() + swarm::CONTROL_PACKET_FRAMING,
+    }
+}
+
+/// A source announcing to many viewers sends a manifest and `Have`s to each for every
+/// chunk. Those count against the budget too: left out, they overran the uplink the
+/// budget is set to fit, and pieces queued behind them.
+#[test]
+fn control_messages_count_against_the_upload_budget() {
+    let mut config = common::source_config();
+    let budget = BytesPerSec(100_000);
+    config.upload_limit = Some(budget);
+    let burst = config.link_high_water as usize;
+    let viewers: Vec<PeerId> = (1..=16).map(PeerId).collect();
+    let mut source = Swarm::new(config);
+    let (mut pieces, mut control) = (0, 0);
+    for tick in 0..100u64 {
+        let now = Millis(tick * 100);
+        if tick == 0 {
+            for viewer in &viewers {
+                source.handle_input(now, Input::PeerConnected(*viewer));
+            }
+        }
+        if tick % 10 == 0 {
+            source.handle_input(now, Input::ChunkProduced(chunk(tick / 10, 250_000)));
+        }
+        for viewer in &viewers {
+            let drained = Input::Buffered {
+                peer: *viewer,
+                bytes: 0,
+            };
+            source.handle_input(now, drained);
+        }
+        source.handle_timeout(now);
+        while let Some(output) = source.poll_output() {
+            if let Output::Send(_, message) = output {
+                match message {
+                    PeerMessage::Piece { .. } => pieces += budget_bytes(&message),
+                    _ => control += budget_bytes(&message),
+                }
+            }
+        }
+    }
+    assert!(
+        control > 30_000,
+        "the scenario must send real control traffic: {control} bytes"
+    );
+    // 10 s at 100,000 B/s, plus the initial burst and one message of debt.
+    let allowed = 1_000_000 + burst + PIECE_BYTES;
+    assert!(
+        pieces + control <= allowed,
+        "sent {pieces} bytes of pieces and {control} of control messages, budget allows {allowed}"
+    );
+    assert!(
+        pieces + control >= 900_000,
+        "sent only {} bytes of a 1,000,000-byte budget",
+        pieces + control
+    );
+}
+
+/// A source holding chunks 5 and 9, whose budget is spent for now, with requests for one
+/// piece of each queued (5 first, from `OLDER`; then 9, from `NEWER`). Which chunk's piece
+/// goes out once the budget allows one?
+fn first_served(deadline_of_5: u16) -> ChunkSeq {
+    const OLDER: PeerId = PeerId(1);
+    const NEWER: PeerId = PeerId(2);
+    let mut config = common::source_config();
+    config.upload_limit = Some(BytesPerSec(100_000));
+    // One piece at a time: a bucket of one byte, and each link stops after a piece.
+    config.link_high_water = 1;
+    let mut source = Swarm::new(config);
+    source.handle_input(Millis(0), Input::ChunkProduced(chunk(5, 100_000)));
+    source.handle_input(Millis(0), Input::ChunkProduced(chunk(9, 100_000)));
+    source.handle_input(Millis(0), Input::PeerConnected(OLDER));
+    source.handle_input(Millis(0), Input::PeerConnected(NEWER));
+    for (peer, seq, deadline_ms) in [(OLDER, 5, deadline_of_5), (NEWER, 9, 5_000)] {
+        let request = PeerMessage::Request {
+            req: protocol::RequestId(1),
+            seq: ChunkSeq(seq),
+            first: 0,
+            count: 1,
+            deadline_ms,
+        };
+        source.handle_input(Millis(0), Input::Message(peer, request));
+    }
+    let early = std::iter::from_fn(|| source.poll_output())
+        .filter(|o| matches!(o, Output::Send(_, PeerMessage::Piece { .. })))
+        .count();
+    assert_eq!(
+        early, 0,
+        "the announcements to both viewers spent the budget"
+    );
+    // Enough time to repay the debt; the bucket then holds one byte: one piece.
+    source.handle_timeout(Millis(1_000));
+    let pieces: Vec<ChunkSeq> = std::iter::from_fn(|| source.poll_output())
+        .filter_map(|o| match o {
+            Output::Send(_, PeerMessage::Piece { seq, .. }) => Some(seq),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(pieces.len(), 1, "one piece fits the budget: {pieces:?}");
+    pieces[0]
+}
+
+/// Requests not due soon are spreading the stream: the newest chunk, the rarest in the
+/// swarm, goes first, whatever the order the requests came in. A request due soon still
+/// goes before them.
+#[test]
+fn spare_upload_serves_the_newest_chunk_first_and_urgent_requests_before_it() {
+    assert_eq!(
+        first_served(5_000),
+        ChunkSeq(9),
+        "both spreading: newest first"
+    );
+    assert_eq!(
+        first_served(1_500),
+        ChunkSeq(5),
+        "chunk 5 due soon: it goes first"
+    );
+}
