@@ -48,6 +48,7 @@ pub const PEER_VERSION: u16 = 3;
 pub const MIN_PEER_VERSION: u16 = 2;
 
 const FLAG_KEYFRAME: u8 = 0x01;
+const HELLO_HEARD: u8 = 0x01;
 const FLAG_PUSHED: u8 = 0x02;
 
 /// `BufferMap::edge_age_ms` when the sender does not know when its newest chunk was cut.
@@ -67,9 +68,16 @@ pub struct BufferMapEntry {
 pub enum PeerMessage {
     /// The first message on a link, both ways: the sender's [`PEER_VERSION`] and the
     /// broadcast it carries (a link between peers of different broadcasts is closed, so
-    /// all content on a link is of one broadcast). Bytes after these are a newer peer's
-    /// additions, ignored.
-    Hello { version: u16, session: SessionId },
+    /// all content on a link is of one broadcast). `heard`: the sender already has the
+    /// receiver's `Hello`. A browser can lose the first messages sent on a channel that
+    /// just opened, so a peer that has not heard ours says so, and is answered with
+    /// another (see the peer core's links). Bytes after these are a newer peer's
+    /// additions, ignored; a version-3 peer's `Hello` ends before `heard`.
+    Hello {
+        version: u16,
+        session: SessionId,
+        heard: bool,
+    },
     /// Sent once when a link opens: which chunks the sender holds.
     BufferMap {
         is_source: bool,
@@ -146,7 +154,7 @@ impl PeerMessage {
     /// wire bytes for millions of messages).
     pub fn encoded_len(&self) -> usize {
         match self {
-            PeerMessage::Hello { .. } => 11,
+            PeerMessage::Hello { .. } => 12,
             PeerMessage::BufferMap { entries, .. } => {
                 10 + 13 * entries.len().min(MAX_BUFFER_MAP_ENTRIES)
             }
@@ -164,10 +172,15 @@ impl PeerMessage {
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.encoded_len());
         match self {
-            PeerMessage::Hello { version, session } => {
+            PeerMessage::Hello {
+                version,
+                session,
+                heard,
+            } => {
                 out.push(TAG_HELLO);
                 out.extend_from_slice(&version.to_be_bytes());
                 out.extend_from_slice(&session.0.to_be_bytes());
+                out.push(if *heard { HELLO_HEARD } else { 0 });
             }
             PeerMessage::BufferMap {
                 is_source,
@@ -315,8 +328,13 @@ impl PeerMessage {
             TAG_HELLO => {
                 let version = r.u16("version")?;
                 let session = SessionId(r.u64("session")?);
-                r.rest();
-                PeerMessage::Hello { version, session }
+                // Absent from a version-3 peer; other bits are a newer peer's.
+                let flags = r.rest().first().copied().unwrap_or(0);
+                PeerMessage::Hello {
+                    version,
+                    session,
+                    heard: flags & HELLO_HEARD != 0,
+                }
             }
             TAG_BUFFER_MAP => {
                 let is_source = r.flag("is_source")?;
@@ -658,6 +676,7 @@ mod tests {
             PeerMessage::Hello {
                 version: PEER_VERSION,
                 session: SessionId(u64::MAX - 1),
+                heard: true,
             },
             PeerMessage::Manifest(ChunkManifest {
                 seq: ChunkSeq(12),
@@ -813,10 +832,30 @@ mod tests {
         let hello = PeerMessage::Hello {
             version: 7,
             session: SessionId(3),
+            heard: true,
         };
         let mut bytes = hello.encode();
+        bytes[11] |= 0x80;
         bytes.extend_from_slice(&[1, 2, 3]);
         assert_eq!(PeerMessage::decode(&bytes), Ok(hello));
+    }
+
+    #[test]
+    fn a_version_3_hello_has_not_heard() {
+        let hello = PeerMessage::Hello {
+            version: 3,
+            session: SessionId(3),
+            heard: true,
+        };
+        let bytes = hello.encode();
+        assert_eq!(
+            PeerMessage::decode(&bytes[..11]),
+            Ok(PeerMessage::Hello {
+                version: 3,
+                session: SessionId(3),
+                heard: false
+            })
+        );
     }
 
     #[test]

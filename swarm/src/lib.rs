@@ -30,8 +30,8 @@ pub use hostile::{DropCause, Drops};
 pub use neighbours::{NeighbourReport, MAX_VIEWER_LINKS, SOURCE_MAX_LINKS, TARGET_LINKS};
 pub use node::{
     LinkId, LinkStart, Node, NodeConfig, NodeEvent, NodeInput, NodeOutput, SignalId,
-    GATHER_TIMEOUT_MS, JOIN_TIMEOUT_MS, LINK_CONNECT_TIMEOUT_MS, RECONNECT_FIRST_MS,
-    RECONNECT_MAX_MS, SIGNAL_CONNECT_TIMEOUT_MS,
+    GATHER_TIMEOUT_MS, HELLO_TIMEOUT_MS, JOIN_TIMEOUT_MS, LINK_CONNECT_TIMEOUT_MS,
+    RECONNECT_FIRST_MS, RECONNECT_MAX_MS, SIGNAL_CONNECT_TIMEOUT_MS,
 };
 pub use rate::BytesPerSec;
 pub use swarm::{Input, Neighbour, Output, Stats, Swarm, CONTROL_PACKET_FRAMING};

@@ -10,7 +10,8 @@ use protocol::{
 };
 use swarm::{
     LinkId, LinkStart, Millis, Node, NodeConfig, NodeEvent, NodeInput, NodeOutput, SignalId,
-    GATHER_TIMEOUT_MS, LINK_CONNECT_TIMEOUT_MS, MAX_VIEWER_LINKS, SIGNAL_CONNECT_TIMEOUT_MS,
+    GATHER_TIMEOUT_MS, HELLO_TIMEOUT_MS, LINK_CONNECT_TIMEOUT_MS, MAX_VIEWER_LINKS,
+    SIGNAL_CONNECT_TIMEOUT_MS,
 };
 
 const ME: PeerId = PeerId(1_000);
@@ -172,11 +173,45 @@ impl Harness {
     }
 
     fn hello(&mut self, link: LinkId, session: SessionId) {
+        self.hello_heard(link, session, true);
+    }
+
+    fn hello_heard(&mut self, link: LinkId, session: SessionId, heard: bool) {
         let hello = PeerMessage::Hello {
             version: PEER_VERSION,
             session,
+            heard,
         };
         self.input(NodeInput::LinkData(link, hello.frame()));
+    }
+
+    fn absents_sent(&self, link: LinkId) -> usize {
+        self.out
+            .iter()
+            .filter(|o| match o {
+                NodeOutput::Send { link: l, frame } if *l == link => matches!(
+                    PeerMessage::decode_frame(frame),
+                    Ok(PeerMessage::Absent { .. })
+                ),
+                _ => false,
+            })
+            .count()
+    }
+
+    /// The `Hello`s sent on `link`, as their `heard` flags.
+    fn hellos_sent(&self, link: LinkId) -> Vec<bool> {
+        self.out
+            .iter()
+            .filter_map(|o| match o {
+                NodeOutput::Send { link: l, frame } if *l == link => {
+                    match PeerMessage::decode_frame(frame) {
+                        Ok(PeerMessage::Hello { heard, .. }) => Some(heard),
+                        _ => None,
+                    }
+                }
+                _ => None,
+            })
+            .collect()
     }
 }
 
@@ -308,18 +343,27 @@ fn an_older_peer_is_closed_without_a_ban_and_unknown_messages_are_ignored() {
     assert!(h.closed().is_empty(), "an unknown tag is a newer peer's");
     assert_eq!(h.node.unknown_messages(), 1);
 
-    // A peer whose first message is not a Hello predates versions.
+    // A peer whose first message is not a Hello predates versions, or its Hello was
+    // lost: nothing it sends is taken, ours is said again (not once per message), and
+    // without its Hello the link is closed, without a ban.
     h.server(ServerMessage::Signal {
         from: PeerId(6),
         signal: SignalPayload::Offer { sdp: "o".into() },
     });
     let (old, _, _) = *h.opened().last().unwrap();
     h.input(NodeInput::LinkOpen(old));
+    let opened_at = h.now;
     h.out.clear();
     let map = PeerMessage::Cancel {
         req: protocol::RequestId(1),
     };
     h.input(NodeInput::LinkData(old, map.frame()));
+    h.input(NodeInput::LinkData(old, map.frame()));
+    assert!(h.closed().is_empty(), "it may still say Hello");
+    assert_eq!(h.hellos_sent(old), vec![false], "said again, once");
+    h.advance_to(opened_at + (HELLO_TIMEOUT_MS - 1));
+    assert!(h.closed().is_empty());
+    h.advance_to(opened_at + HELLO_TIMEOUT_MS);
     assert_eq!(h.closed(), vec![old]);
     assert!(matches!(
         h.events()[..],
@@ -331,6 +375,73 @@ fn an_older_peer_is_closed_without_a_ban_and_unknown_messages_are_ignored() {
         peers: vec![PeerId(6)],
     });
     assert_eq!(h.opened().len(), 1, "it may link again once updated");
+}
+
+/// Seen in Chromium: the first messages sent on a channel that had just opened never
+/// arrived (the browser logged "Send failed INVALID_STATE"), so the peer's first message
+/// here was not a `Hello`. It used to be taken for an out-of-date peer and closed, and two
+/// viewers that needed each other stayed apart. Now each side says whether it heard the
+/// other's `Hello`, and a lost one is said again.
+#[test]
+fn a_lost_hello_is_said_again_and_the_link_lives() {
+    let mut h = Harness::welcomed_viewer();
+    h.server(ServerMessage::Signal {
+        from: PeerId(5),
+        signal: SignalPayload::Offer { sdp: "o".into() },
+    });
+    let (link, _, _) = *h.opened().last().unwrap();
+    h.input(NodeInput::LinkOpen(link));
+    assert_eq!(h.hellos_sent(link), vec![false], "ours, on opening");
+
+    // Its Hello was lost; a request arrives first, is not taken (no `Absent` for it),
+    // and is answered with our Hello again.
+    h.out.clear();
+    let request = PeerMessage::Request {
+        req: protocol::RequestId(1),
+        seq: protocol::ChunkSeq(3),
+        first: 0,
+        count: 1,
+        deadline_ms: 1_000,
+    };
+    h.input(NodeInput::LinkData(link, request.frame()));
+    assert_eq!(h.hellos_sent(link), vec![false]);
+    assert_eq!(h.absents_sent(link), 0);
+
+    // Our repeat makes it say its own (it had heard ours: no answer needed); from then on
+    // its messages count, and the link stays up past the Hello time-out.
+    h.out.clear();
+    h.hello_heard(link, SESSION, true);
+    assert!(h.hellos_sent(link).is_empty());
+    h.input(NodeInput::LinkData(link, request.frame()));
+    assert_eq!(h.absents_sent(link), 1, "taken now");
+    h.advance_to(h.now + HELLO_TIMEOUT_MS + 1_000);
+    assert!(h.closed().is_empty());
+
+    // The other way: ours was lost, so the peer's Hello says it has not heard it; a
+    // Hello that has heard ours goes back, at most once per half second however often
+    // it asks.
+    let mut h = Harness::welcomed_viewer();
+    h.server(ServerMessage::Signal {
+        from: PeerId(6),
+        signal: SignalPayload::Offer { sdp: "o".into() },
+    });
+    let (link, _, _) = *h.opened().last().unwrap();
+    h.input(NodeInput::LinkOpen(link));
+    h.out.clear();
+    h.hello_heard(link, SESSION, false);
+    assert_eq!(h.hellos_sent(link), vec![true], "answered at once");
+    h.out.clear();
+    h.hello_heard(link, SESSION, false);
+    assert_eq!(h.hellos_sent(link), vec![true], "asked again: said again");
+    h.hello_heard(link, SESSION, false);
+    assert_eq!(
+        h.hellos_sent(link),
+        vec![true],
+        "but not more than twice a second"
+    );
+    h.advance_to(h.now + 500);
+    h.hello_heard(link, SESSION, false);
+    assert_eq!(h.hellos_sent(link), vec![true, true]);
 }
 
 #[test]

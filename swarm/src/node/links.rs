@@ -38,8 +38,15 @@ pub(crate) enum LinkState {
         describe_by: Option<Millis>,
         connect_by: Millis,
     },
-    /// The data channel is open, and we sent our `Hello`; `hello` once the peer's came.
-    Open { hello: bool },
+    /// The data channel is open, and we sent our `Hello`.
+    Open {
+        /// The peer's `Hello` came.
+        hello: bool,
+        /// Closed without blame if the peer's `Hello` has not come by then.
+        hello_by: Millis,
+        /// When we last said our `Hello` again (at most once per `HELLO_REPEAT_MS`).
+        repeated_at: Option<Millis>,
+    },
 }
 
 #[derive(Debug, Clone)]

@@ -33,6 +33,10 @@ pub const SIGNAL_CONNECT_TIMEOUT_MS: u64 = 5_000;
 pub const GATHER_TIMEOUT_MS: u64 = 5_000;
 /// A link whose data channel has not opened by then is closed, freeing its slot.
 pub const LINK_CONNECT_TIMEOUT_MS: u64 = 15_000;
+/// An open link whose peer's `Hello` has not come by then is closed (without blame).
+pub const HELLO_TIMEOUT_MS: u64 = 5_000;
+/// Least time between two repeats of our `Hello` on one link.
+const HELLO_REPEAT_MS: u64 = 500;
 /// A join not welcomed by then (no answer, or one that does not end it) is given up and
 /// retried on a new connection.
 pub const JOIN_TIMEOUT_MS: u64 = 15_000;
@@ -205,6 +209,11 @@ impl Node {
                 describe_by,
                 connect_by,
             } => Some(describe_by.map_or(connect_by, |at| at.min(connect_by))),
+            links::LinkState::Open {
+                hello: false,
+                hello_by,
+                ..
+            } => Some(hello_by),
             links::LinkState::Open { .. } => None,
         });
         let swarm = self.swarm.as_ref().and_then(Swarm::poll_timeout);

@@ -7,7 +7,7 @@ use protocol::{
 };
 
 use super::links::LinkState;
-use super::{LinkId, Node, NodeEvent, NodeOutput};
+use super::{LinkId, Node, NodeEvent, NodeOutput, HELLO_REPEAT_MS, HELLO_TIMEOUT_MS};
 use crate::{Input, Millis, Output};
 
 impl Node {
@@ -42,18 +42,13 @@ impl Node {
         if link.is_open() {
             return;
         }
-        link.state = LinkState::Open { hello: false };
-        let peer = link.peer;
-        let hello = PeerMessage::Hello {
-            version: PEER_VERSION,
-            session: self
-                .session
-                .expect("links open only once the swarm, and so the session, exists"),
+        link.state = LinkState::Open {
+            hello: false,
+            hello_by: now + HELLO_TIMEOUT_MS,
+            repeated_at: None,
         };
-        self.outputs.push_back(NodeOutput::Send {
-            link: id,
-            frame: hello.frame(),
-        });
+        let peer = link.peer;
+        self.send_hello(id, false);
         self.event(NodeEvent::LinkUp { peer });
         self.feed(now, Input::PeerConnected(peer));
     }
@@ -62,7 +57,7 @@ impl Node {
         let Some(link) = self.links.get_mut(id) else {
             return;
         };
-        let LinkState::Open { hello } = link.state else {
+        let LinkState::Open { hello, .. } = link.state else {
             return;
         };
         let peer = link.peer;
@@ -91,11 +86,23 @@ impl Node {
                 let reason = format!("the peer carries another broadcast ({session})");
                 self.refuse(now, id, reason);
             }
-            (false, PeerMessage::Hello { .. }) => {
-                link.state = LinkState::Open { hello: true };
+            (false, PeerMessage::Hello { heard, .. }) => {
+                if let Some(LinkState::Open { hello, .. }) =
+                    self.links.get_mut(id).map(|l| &mut l.state)
+                {
+                    *hello = true;
+                }
+                if !heard {
+                    self.send_hello(id, true);
+                }
             }
-            // A peer from before versions: out of date, not hostile.
-            (false, _) => self.refuse(now, id, "peer sent no version (too old)".into()),
+            // Its `Hello` was lost (a browser can drop what is sent the moment a channel
+            // opens), or it predates versions. Until it comes nothing is taken, and ours
+            // is said again so that the peer answers with its own; `hello_by` ends the
+            // wait.
+            (false, _) => self.repeat_hello(now, id, false),
+            // The peer says it has not heard ours: lost, so said again.
+            (true, PeerMessage::Hello { heard: false, .. }) => self.repeat_hello(now, id, true),
             (true, PeerMessage::Hello { .. }) => {}
             (true, message) => self.feed(now, Input::Message(peer, message)),
         }
@@ -143,17 +150,25 @@ impl Node {
     pub(super) fn link_timers(&mut self, now: Millis) {
         let mut flush = Vec::new();
         let mut expired = Vec::new();
+        let mut silent = Vec::new();
         for (id, link) in self.links.iter() {
-            if let LinkState::Connecting {
-                describe_by,
-                connect_by,
-            } = link.state
-            {
-                if now >= connect_by {
-                    expired.push(id);
-                } else if describe_by.is_some_and(|at| now >= at) {
-                    flush.push(id);
+            match link.state {
+                LinkState::Connecting {
+                    describe_by,
+                    connect_by,
+                } => {
+                    if now >= connect_by {
+                        expired.push(id);
+                    } else if describe_by.is_some_and(|at| now >= at) {
+                        flush.push(id);
+                    }
                 }
+                LinkState::Open {
+                    hello: false,
+                    hello_by,
+                    ..
+                } if now >= hello_by => silent.push(id),
+                LinkState::Open { .. } => {}
             }
         }
         for id in flush {
@@ -171,6 +186,42 @@ impl Node {
         for id in expired {
             self.refuse(now, id, "the link did not open in time".into());
         }
+        for id in silent {
+            let reason = format!(
+                "no Hello within {} s (an out-of-date peer)",
+                HELLO_TIMEOUT_MS / 1000
+            );
+            self.refuse(now, id, reason);
+        }
+    }
+
+    fn send_hello(&mut self, id: LinkId, heard: bool) {
+        let hello = PeerMessage::Hello {
+            version: PEER_VERSION,
+            session: self
+                .session
+                .expect("links open only once the swarm, and so the session, exists"),
+            heard,
+        };
+        self.outputs.push_back(NodeOutput::Send {
+            link: id,
+            frame: hello.frame(),
+        });
+    }
+
+    /// Says our `Hello` again, at most once per `HELLO_REPEAT_MS` on a link: a peer that
+    /// keeps sending before its own `Hello` gets a few bytes back, not one per message.
+    fn repeat_hello(&mut self, now: Millis, id: LinkId, heard: bool) {
+        let Some(LinkState::Open { repeated_at, .. }) =
+            self.links.get_mut(id).map(|l| &mut l.state)
+        else {
+            return;
+        };
+        if repeated_at.is_some_and(|at| now - at < HELLO_REPEAT_MS) {
+            return;
+        }
+        *repeated_at = Some(now);
+        self.send_hello(id, heard);
     }
 
     /// The peer of an open link, if `id` still names one.
