@@ -284,7 +284,8 @@ impl Rooms {
     }
 
     /// More peers for `peer`: ones it was not yet introduced to or with, preferring those
-    /// with free slots. Empty when it has not joined.
+    /// with free slots, then (too few of those) ones it met before. Empty when it has not
+    /// joined.
     pub fn more_peers(&mut self, peer: PeerId) -> Vec<PeerId> {
         let Some(member) = self.members.get(&peer) else {
             return Vec::new();
@@ -292,18 +293,32 @@ impl Rooms {
         let Some(room) = self.channels.get(&member.channel) else {
             return Vec::new();
         };
-        let mut exclude: Vec<PeerId> = member.contacts.iter().copied().collect();
-        exclude.push(peer);
         // As at a join: a broadcaster without free slots is not handed out.
         let full = |b: &PeerId| self.members.get(b).is_some_and(|m| m.free_slots == 0);
-        exclude.extend(room.broadcaster.filter(full));
-        let found = sample(
+        let full_broadcaster = room.broadcaster.filter(full);
+        let mut exclude: Vec<PeerId> = member.contacts.iter().copied().collect();
+        exclude.push(peer);
+        exclude.extend(full_broadcaster);
+        let mut found = sample(
             room,
             &self.members,
             &exclude,
             self.limits.introduce,
             &mut self.rng,
         );
+        // Too few it has not met: those it met again, the longest ago first. A link
+        // between two of them may have failed, and in a small channel nobody new comes,
+        // so without this they would stay apart for good; the asker skips those it is
+        // still linked with.
+        let wanted = self.limits.introduce.saturating_sub(found.len());
+        let again: Vec<PeerId> = member
+            .contacts
+            .iter()
+            .copied()
+            .filter(|c| self.members.contains_key(c) && Some(*c) != full_broadcaster)
+            .take(wanted)
+            .collect();
+        found.extend(again);
         self.link_contacts(peer, &found);
         found
     }
@@ -313,6 +328,8 @@ impl Rooms {
         for other in others {
             for (a, b) in [(*other, peer), (peer, *other)] {
                 if let Some(m) = self.members.get_mut(&a) {
+                    // Met again: it moves to the back, once.
+                    m.contacts.retain(|c| *c != b);
                     if m.contacts.len() == MAX_CONTACTS {
                         m.contacts.pop_front();
                     }
@@ -526,6 +543,47 @@ mod tests {
         assert!(received(&mut b_rx)
             .iter()
             .all(|m| matches!(m, ServerMessage::Signal { .. })));
+    }
+
+    /// Two viewers whose link failed must be able to meet again: in a small channel
+    /// nobody new comes to fill the gap.
+    #[test]
+    fn asking_for_more_meets_new_peers_first_then_earlier_ones_again() {
+        let mut rooms = rooms();
+        let join = |rooms: &mut Rooms| rooms.join(news(), Role::Viewer, mailbox().0, None).unwrap();
+        let (a, _) = join(&mut rooms);
+        let (b, intro) = join(&mut rooms);
+        assert_eq!(intro, vec![a]);
+        assert_eq!(rooms.more_peers(a), vec![b], "only b is here: met again");
+        let (c, _) = join(&mut rooms);
+        // c met a and b at its join; a asks: nobody new, so both again.
+        let more = rooms.more_peers(a);
+        assert!(
+            more.len() == 2 && more.contains(&b) && more.contains(&c),
+            "{more:?}"
+        );
+        // Someone new comes first; a peer that left is never handed out.
+        let (e, _) = join(&mut rooms);
+        rooms.leave(c);
+        let (d, intro) = join(&mut rooms);
+        let stranger = [a, b, e]
+            .into_iter()
+            .find(|p| !intro.contains(p))
+            .expect("d met two of three");
+        let more = rooms.more_peers(stranger);
+        assert_eq!(more.len(), 2, "{more:?}");
+        assert_eq!(more[0], d, "{more:?}");
+        assert!(!more.contains(&c), "{more:?}");
+        // Contacts are kept once each, however often met again.
+        for _ in 0..5 {
+            rooms.more_peers(a);
+        }
+        let mut contacts: Vec<PeerId> = rooms.members[&a].contacts.iter().copied().collect();
+        let before = contacts.len();
+        contacts.dedup();
+        contacts.sort();
+        contacts.dedup();
+        assert_eq!(contacts.len(), before, "{contacts:?}");
     }
 
     #[test]
