@@ -423,6 +423,18 @@ impl App {
 }
 
 fn log(event: &NodeEvent) {
+    // Why a link went away, so a swarm that split can be read from the console.
+    let info = match event {
+        NodeEvent::LinkDown { peer } => Some(format!("link to {peer} closed")),
+        NodeEvent::LinkRefused { peer, reason } => {
+            Some(format!("link to {peer} refused: {reason}"))
+        }
+        _ => None,
+    };
+    if let Some(line) = info {
+        web_sys::console::info_1(&line.into());
+        return;
+    }
     let line = match event {
         NodeEvent::Dropped { peer, reason } => format!("dropping {peer}: {reason}"),
         NodeEvent::KeyChanged => {

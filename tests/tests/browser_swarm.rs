@@ -103,25 +103,23 @@ async fn watch_all(viewers: &[Client]) -> Result<Vec<Value>, String> {
             );
         }
         for (i, probe) in probes.iter().enumerate() {
+            // The whole swarm goes with a failure: one viewer's trouble is often another's
+            // link (each page's console, with why links closed, is in its profile's
+            // chrome_debug.log).
             if !probe["error"].is_null() {
-                return Err(format!("viewer {i}'s video failed: {probe}"));
+                let all = swarm_lines(&probes);
+                return Err(format!("viewer {i}'s video failed: {probe}\n{all}"));
             }
             if probe["stats"]["stalls"].as_u64().unwrap_or(0) > MAX_STALLS {
+                let all = swarm_lines(&probes);
                 return Err(format!(
-                    "viewer {i} stalled more than {MAX_STALLS} times: {probe}"
+                    "viewer {i} stalled more than {MAX_STALLS} times: {probe}\n{all}"
                 ));
             }
         }
         // STREAMTORRENT_TRACE=1: every viewer's figures each second, to see a swarm go wrong.
         if std::env::var_os("STREAMTORRENT_TRACE").is_some() {
-            for (i, p) in probes.iter().enumerate() {
-                let s = &p["stats"];
-                println!(
-                    "trace viewer {i}: played {:.1} state {} peers {} dup {} refused {} dropped {} from_peers {} from_source {} up {} stalls {} missed {} lag {} buffer {}",
-                    p["played"].as_f64().unwrap_or(0.0), s["state"], s["peers"], s["bytes_duplicate"], s["requests_refused"], s["peers_dropped"], s["bytes_from_peers"],
-                    s["bytes_from_source"], s["bytes_uploaded"], s["stalls"], s["chunks_missed"], s["lag_ms"], s["buffer_ms"]
-                );
-            }
+            println!("{}", swarm_lines(&probes));
         }
         let done = probes
             .iter()
@@ -131,11 +129,30 @@ async fn watch_all(viewers: &[Client]) -> Result<Vec<Value>, String> {
         }
         if Instant::now() > deadline {
             return Err(format!(
-                "not every viewer played {PLAY_SECONDS} s within 150 s: {probes:?}"
+                "not every viewer played {PLAY_SECONDS} s within 150 s:\n{}",
+                swarm_lines(&probes)
             ));
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
+}
+
+/// One line per viewer: what it played, its links, where its bytes came from, its drops.
+fn swarm_lines(probes: &[Value]) -> String {
+    let mut out = Vec::new();
+    for (i, p) in probes.iter().enumerate() {
+        let s = &p["stats"];
+        let neighbours: Vec<String> = s["neighbours"]
+            .as_array()
+            .map(|ns| ns.iter().map(|n| n["peer"].to_string()).collect())
+            .unwrap_or_default();
+        out.push(format!(
+            "viewer {i}: played {:.1} state {} peers {} {:?} dup {} refused {} dropped {} drops {} from_peers {} from_source {} up {} stalls {} missed {} lag {} buffer {}",
+            p["played"].as_f64().unwrap_or(0.0), s["state"], s["peers"], neighbours, s["bytes_duplicate"], s["requests_refused"], s["peers_dropped"], s["drops"], s["bytes_from_peers"],
+            s["bytes_from_source"], s["bytes_uploaded"], s["stalls"], s["chunks_missed"], s["lag_ms"], s["buffer_ms"]
+        ));
+    }
+    out.join("\n")
 }
 
 fn check_swarm(probes: &[Value], record: &Path) {
