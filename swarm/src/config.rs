@@ -67,6 +67,12 @@ pub struct Config {
     /// Pieces stop going to a link whose driver reports this many bytes still queued, so
     /// an urgent piece never waits behind seconds of data (back-pressure).
     pub link_high_water: u64,
+    /// The upload budget saves up at most this much of its rate while idle, then sends
+    /// it at once. Uplinks queue little (a home router's or a shaper's 100-200 ms at a
+    /// rate not much above the budget), and what a burst overruns them by is dropped,
+    /// which SCTP recovers only after a second on an ordered channel: so pieces go out
+    /// paced, one at a time (a send may still take the budget into debt by one message).
+    pub upload_burst_ms: u64,
     /// Source: how many viewers get each block of a fresh chunk pushed (rotating, a
     /// different viewer for every block), so most viewers fetch it from each other.
     pub source_fanout: usize,
@@ -124,6 +130,7 @@ impl Config {
             upload_limit: None,
             serve_backlog_ms: 400,
             link_high_water: 64 * 1024,
+            upload_burst_ms: 20,
             source_fanout: 2,
             source_announce_delay_ms: 400,
             seed: 0,

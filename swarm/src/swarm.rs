@@ -170,10 +170,10 @@ pub struct Swarm {
 
 impl Swarm {
     pub fn new(config: Config) -> Swarm {
-        let burst = config.link_high_water;
         let bucket = config
             .upload_limit
-            .map(|rate| TokenBucket::new(rate, burst));
+            // At least a byte: a bucket that can never hold one never sends.
+            .map(|rate| TokenBucket::new(rate, rate.bytes_in(config.upload_burst_ms).max(1)));
         let clock = Clock::new(config.chunk_ms_hint);
         let parents = match config.role() {
             SwarmRole::Viewer => Parents::new(config.substreams),

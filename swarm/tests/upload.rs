@@ -69,13 +69,14 @@ fn uploads_keep_within_the_budget() {
     let mut config = common::source_config();
     let budget = BytesPerSec(100_000);
     config.upload_limit = Some(budget);
-    let burst = config.link_high_water as usize;
+    let burst = budget.bytes_in(config.upload_burst_ms) as usize;
     let mut source = source_with_viewer(config);
     let mut sent = 0;
-    for tick in 0..100u64 {
-        let now = Millis(tick * 100);
-        if tick % 10 == 0 {
-            source.handle_input(now, Input::ChunkProduced(chunk(tick / 10, 250_000)));
+    // Every 10 ms, as often as the paced budget lets a piece go.
+    for tick in 0..1_000u64 {
+        let now = Millis(tick * 10);
+        if tick % 100 == 0 {
+            source.handle_input(now, Input::ChunkProduced(chunk(tick / 100, 250_000)));
         }
         // The link itself never holds anything back: only the budget limits.
         source.handle_input(
@@ -201,19 +202,19 @@ fn control_messages_count_against_the_upload_budget() {
     let mut config = common::source_config();
     let budget = BytesPerSec(100_000);
     config.upload_limit = Some(budget);
-    let burst = config.link_high_water as usize;
+    let burst = budget.bytes_in(config.upload_burst_ms) as usize;
     let viewers: Vec<PeerId> = (1..=16).map(PeerId).collect();
     let mut source = Swarm::new(config);
     let (mut pieces, mut control) = (0, 0);
-    for tick in 0..100u64 {
-        let now = Millis(tick * 100);
+    for tick in 0..1_000u64 {
+        let now = Millis(tick * 10);
         if tick == 0 {
             for viewer in &viewers {
                 source.handle_input(now, Input::PeerConnected(*viewer));
             }
         }
-        if tick % 10 == 0 {
-            source.handle_input(now, Input::ChunkProduced(chunk(tick / 10, 250_000)));
+        if tick % 100 == 0 {
+            source.handle_input(now, Input::ChunkProduced(chunk(tick / 100, 250_000)));
         }
         for viewer in &viewers {
             let drained = Input::Buffered {
@@ -258,6 +259,7 @@ fn first_served(deadline_of_5: u16) -> ChunkSeq {
     let mut config = common::source_config();
     config.upload_limit = Some(BytesPerSec(100_000));
     // One piece at a time: a bucket of one byte, and each link stops after a piece.
+    config.upload_burst_ms = 0;
     config.link_high_water = 1;
     let mut source = Swarm::new(config);
     source.handle_input(Millis(0), Input::ChunkProduced(chunk(5, 100_000)));
