@@ -41,10 +41,11 @@ const TAG_SUBSCRIBE: u8 = 0x0a;
 const TAG_SUBSCRIBED: u8 = 0x0b;
 
 /// The peer protocol's version, sent in `Hello`, the first message on every link.
-pub const PEER_VERSION: u16 = 3;
+pub const PEER_VERSION: u16 = 4;
 /// The oldest peer version this build links with; an older peer's link is closed (it is
 /// out of date, not hostile), never banned. Version 3 added `Subscribe`/`Subscribed`,
-/// which a version-2 peer ignores (it never pushes, so it is never kept as a parent).
+/// which a version-2 peer ignores (it never pushes, so it is never kept as a parent);
+/// version 4 added `Hello`'s `heard` flag, which older peers do not send or read.
 pub const MIN_PEER_VERSION: u16 = 2;
 
 const FLAG_KEYFRAME: u8 = 0x01;
@@ -72,7 +73,7 @@ pub enum PeerMessage {
     /// receiver's `Hello`. A browser can lose the first messages sent on a channel that
     /// just opened, so a peer that has not heard ours says so, and is answered with
     /// another (see the peer core's links). Bytes after these are a newer peer's
-    /// additions, ignored; a version-3 peer's `Hello` ends before `heard`.
+    /// additions, ignored; a version-2 or 3 peer's `Hello` ends before `heard`.
     Hello {
         version: u16,
         session: SessionId,
@@ -328,7 +329,7 @@ impl PeerMessage {
             TAG_HELLO => {
                 let version = r.u16("version")?;
                 let session = SessionId(r.u64("session")?);
-                // Absent from a version-3 peer; other bits are a newer peer's.
+                // Absent from a version-2 or 3 peer; other bits are a newer peer's.
                 let flags = r.rest().first().copied().unwrap_or(0);
                 PeerMessage::Hello {
                     version,

@@ -295,6 +295,7 @@ fn a_stale_close_after_a_link_replacement_leaves_the_new_link_alone() {
     let (new, _, _) = h.opened()[0];
     assert_ne!(old, new);
     h.input(NodeInput::LinkOpen(new));
+    h.hello(new, SESSION);
     h.out.clear();
     // The old link's task reports its end, twice, after the new one opened.
     h.input(NodeInput::LinkClosed(old));
@@ -358,11 +359,16 @@ fn an_older_peer_is_closed_without_a_ban_and_unknown_messages_are_ignored() {
         req: protocol::RequestId(1),
     };
     h.input(NodeInput::LinkData(old, map.frame()));
+    assert!(h.hellos_sent(old).is_empty(), "ours went just now");
+    h.advance_to(opened_at + 600);
+    h.input(NodeInput::LinkData(old, map.frame()));
     h.input(NodeInput::LinkData(old, map.frame()));
     assert!(h.closed().is_empty(), "it may still say Hello");
     assert_eq!(h.hellos_sent(old), vec![false], "said again, once");
     h.advance_to(opened_at + (HELLO_TIMEOUT_MS - 1));
     assert!(h.closed().is_empty());
+    let said = h.hellos_sent(old).len();
+    assert_eq!(said, 9, "every half second, not once per message");
     h.advance_to(opened_at + HELLO_TIMEOUT_MS);
     assert_eq!(h.closed(), vec![old]);
     assert!(matches!(
@@ -393,8 +399,15 @@ fn a_lost_hello_is_said_again_and_the_link_lives() {
     h.input(NodeInput::LinkOpen(link));
     assert_eq!(h.hellos_sent(link), vec![false], "ours, on opening");
 
-    // Its Hello was lost; a request arrives first, is not taken (no `Absent` for it),
-    // and is answered with our Hello again.
+    assert_eq!(
+        h.node.swarm().unwrap().peer_count(),
+        0,
+        "the swarm meets it once its Hello came"
+    );
+
+    // Its Hello was lost; a request arrives first and is not taken (no `Absent` for
+    // it). Half a second after ours, without its own, ours is said again.
+    let opened_at = h.now;
     h.out.clear();
     let request = PeerMessage::Request {
         req: protocol::RequestId(1),
@@ -404,14 +417,16 @@ fn a_lost_hello_is_said_again_and_the_link_lives() {
         deadline_ms: 1_000,
     };
     h.input(NodeInput::LinkData(link, request.frame()));
-    assert_eq!(h.hellos_sent(link), vec![false]);
     assert_eq!(h.absents_sent(link), 0);
+    h.advance_to(opened_at + 500);
+    assert_eq!(h.hellos_sent(link), vec![false]);
 
     // Our repeat makes it say its own (it had heard ours: no answer needed); from then on
     // its messages count, and the link stays up past the Hello time-out.
     h.out.clear();
     h.hello_heard(link, SESSION, true);
     assert!(h.hellos_sent(link).is_empty());
+    assert_eq!(h.node.swarm().unwrap().peer_count(), 1);
     h.input(NodeInput::LinkData(link, request.frame()));
     assert_eq!(h.absents_sent(link), 1, "taken now");
     h.advance_to(h.now + HELLO_TIMEOUT_MS + 1_000);
@@ -431,6 +446,7 @@ fn a_lost_hello_is_said_again_and_the_link_lives() {
     h.hello_heard(link, SESSION, false);
     assert_eq!(h.hellos_sent(link), vec![true], "answered at once");
     h.out.clear();
+    h.advance_to(h.now + 500);
     h.hello_heard(link, SESSION, false);
     assert_eq!(h.hellos_sent(link), vec![true], "asked again: said again");
     h.hello_heard(link, SESSION, false);

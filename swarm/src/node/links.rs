@@ -44,8 +44,9 @@ pub(crate) enum LinkState {
         hello: bool,
         /// Closed without blame if the peer's `Hello` has not come by then.
         hello_by: Millis,
-        /// When we last said our `Hello` again (at most once per `HELLO_REPEAT_MS`).
-        repeated_at: Option<Millis>,
+        /// When we last said our `Hello`: said again `HELLO_REPEAT_MS` later while the
+        /// peer's has not come, and no sooner.
+        said_at: Millis,
     },
 }
 

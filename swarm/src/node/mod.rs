@@ -212,8 +212,8 @@ impl Node {
             links::LinkState::Open {
                 hello: false,
                 hello_by,
-                ..
-            } => Some(hello_by),
+                said_at,
+            } => Some(hello_by.min(said_at + HELLO_REPEAT_MS)),
             links::LinkState::Open { .. } => None,
         });
         let swarm = self.swarm.as_ref().and_then(Swarm::poll_timeout);

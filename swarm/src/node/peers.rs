@@ -45,12 +45,13 @@ impl Node {
         link.state = LinkState::Open {
             hello: false,
             hello_by: now + HELLO_TIMEOUT_MS,
-            repeated_at: None,
+            said_at: now,
         };
         let peer = link.peer;
         self.send_hello(id, false);
         self.event(NodeEvent::LinkUp { peer });
-        self.feed(now, Input::PeerConnected(peer));
+        // The swarm meets the peer once its `Hello` came: what it sends first (buffer
+        // map, init) would otherwise go unread if either `Hello` was lost.
     }
 
     pub(super) fn on_link_data(&mut self, now: Millis, id: LinkId, frame: &Frame) {
@@ -95,11 +96,12 @@ impl Node {
                 if !heard {
                     self.send_hello(id, true);
                 }
+                self.feed(now, Input::PeerConnected(peer));
             }
             // Its `Hello` was lost (a browser can drop what is sent the moment a channel
-            // opens), or it predates versions. Until it comes nothing is taken, and ours
-            // is said again so that the peer answers with its own; `hello_by` ends the
-            // wait.
+            // opens), or it predates versions. Until it comes nothing is taken; ours is
+            // said again (here, and every `HELLO_REPEAT_MS` from `link_timers`) so that
+            // the peer answers with its own; `hello_by` ends the wait.
             (false, _) => self.repeat_hello(now, id, false),
             // The peer says it has not heard ours: lost, so said again.
             (true, PeerMessage::Hello { heard: false, .. }) => self.repeat_hello(now, id, true),
@@ -151,6 +153,7 @@ impl Node {
         let mut flush = Vec::new();
         let mut expired = Vec::new();
         let mut silent = Vec::new();
+        let mut unheard = Vec::new();
         for (id, link) in self.links.iter() {
             match link.state {
                 LinkState::Connecting {
@@ -166,8 +169,14 @@ impl Node {
                 LinkState::Open {
                     hello: false,
                     hello_by,
-                    ..
-                } if now >= hello_by => silent.push(id),
+                    said_at,
+                } => {
+                    if now >= hello_by {
+                        silent.push(id);
+                    } else if now >= said_at + HELLO_REPEAT_MS {
+                        unheard.push(id);
+                    }
+                }
                 LinkState::Open { .. } => {}
             }
         }
@@ -185,6 +194,9 @@ impl Node {
         }
         for id in expired {
             self.refuse(now, id, "the link did not open in time".into());
+        }
+        for id in unheard {
+            self.repeat_hello(now, id, false);
         }
         for id in silent {
             let reason = format!(
@@ -212,15 +224,14 @@ impl Node {
     /// Says our `Hello` again, at most once per `HELLO_REPEAT_MS` on a link: a peer that
     /// keeps sending before its own `Hello` gets a few bytes back, not one per message.
     fn repeat_hello(&mut self, now: Millis, id: LinkId, heard: bool) {
-        let Some(LinkState::Open { repeated_at, .. }) =
-            self.links.get_mut(id).map(|l| &mut l.state)
+        let Some(LinkState::Open { said_at, .. }) = self.links.get_mut(id).map(|l| &mut l.state)
         else {
             return;
         };
-        if repeated_at.is_some_and(|at| now - at < HELLO_REPEAT_MS) {
+        if now - *said_at < HELLO_REPEAT_MS {
             return;
         }
-        *repeated_at = Some(now);
+        *said_at = now;
         self.send_hello(id, heard);
     }
 
