@@ -310,15 +310,16 @@ impl Rooms {
         // between two of them may have failed, and in a small channel nobody new comes,
         // so without this they would stay apart for good; the asker skips those it is
         // still linked with.
+        // Those with free slots first (the others would decline), as `sample` does.
         let wanted = self.limits.introduce.saturating_sub(found.len());
-        let again: Vec<PeerId> = member
+        let mut again: Vec<PeerId> = member
             .contacts
             .iter()
             .copied()
             .filter(|c| self.members.contains_key(c) && Some(*c) != full_broadcaster)
-            .take(wanted)
             .collect();
-        found.extend(again);
+        again.sort_by_key(|p| self.members.get(p).is_none_or(|m| m.free_slots == 0));
+        found.extend(again.into_iter().take(wanted));
         self.link_contacts(peer, &found);
         found
     }

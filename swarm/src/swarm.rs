@@ -443,6 +443,9 @@ impl Swarm {
     pub(crate) fn send(&mut self, peer: PeerId, message: PeerMessage) {
         if !matches!(message, PeerMessage::Piece { .. }) {
             if let Some(bucket) = &mut self.bucket {
+                // Earned up to now first: taken from a stale balance, the next refill's cap
+                // at the burst would forgive the charge.
+                bucket.refill(self.now);
                 bucket.take(message.encoded_len() + CONTROL_PACKET_FRAMING);
             }
         }

@@ -52,12 +52,18 @@ fn the_upload_budget_wakes_the_swarm_when_it_allows_the_next_piece() {
         data: vec![7; 900_000].into(),
     };
     source.handle_input(Millis(0), Input::ChunkProduced(chunk));
-    // A full bucket after an idle start: what it saved up (20 ms of budget) and a
-    // piece of debt at most go at once, not a burst an uplink's queue would drop.
+    // A full bucket after an idle start: what it saved up (20 ms of budget, less the
+    // announcements charged to it) and a piece of debt at most go at once, not a burst
+    // an uplink's queue would drop; and the first piece is not kept waiting.
     let at_once = piece_bytes(&drain(&mut source));
     assert!(
         at_once <= protocol::PIECE_BYTES,
         "{at_once} bytes at once: pieces are paced"
+    );
+    let first_wake = source.poll_timeout().expect("a wake-up for the pieces");
+    assert!(
+        at_once > 0 || first_wake.0 <= 50,
+        "the first piece waits until {first_wake:?}"
     );
     // The link drained (as its driver reports): only the budget holds the rest back.
     source.handle_input(Millis(0), Input::Buffered { peer: A, bytes: 0 });

@@ -283,9 +283,14 @@ fn first_served(deadline_of_5: u16) -> ChunkSeq {
         early, 0,
         "the announcements to both viewers spent the budget"
     );
-    // Enough time to repay the debt; the bucket then holds one byte: one piece.
+    // Enough time to repay the debt; the bucket then holds one byte: one piece (after
+    // the announcements due at 400 ms, charged to the budget too, are repaid).
     source.handle_timeout(Millis(1_000));
-    let pieces: Vec<ChunkSeq> = std::iter::from_fn(|| source.poll_output())
+    let mut outputs: Vec<Output> = std::iter::from_fn(|| source.poll_output()).collect();
+    source.handle_timeout(Millis(1_010));
+    outputs.extend(std::iter::from_fn(|| source.poll_output()));
+    let pieces: Vec<ChunkSeq> = outputs
+        .into_iter()
         .filter_map(|o| match o {
             Output::Send(_, PeerMessage::Piece { seq, .. }) => Some(seq),
             _ => None,
