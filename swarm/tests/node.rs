@@ -460,6 +460,32 @@ fn a_lost_hello_is_said_again_and_the_link_lives() {
     assert_eq!(h.hellos_sent(link), vec![true, true]);
 }
 
+/// The two ends of a link learn that its channel opened at different times, and each
+/// says `Hello` at once: a message before the driver's word is the proof, not noise.
+#[test]
+fn a_message_before_the_drivers_open_opens_the_link() {
+    let mut h = Harness::welcomed_viewer();
+    h.server(ServerMessage::Signal {
+        from: PeerId(5),
+        signal: SignalPayload::Offer { sdp: "o".into() },
+    });
+    let (link, _, _) = *h.opened().last().unwrap();
+    h.out.clear();
+    h.hello_heard(link, SESSION, false);
+    assert_eq!(
+        h.hellos_sent(link),
+        vec![false, true],
+        "ours, then heard theirs"
+    );
+    assert_eq!(h.node.swarm().unwrap().peer_count(), 1);
+    h.input(NodeInput::LinkOpen(link));
+    assert_eq!(
+        h.hellos_sent(link),
+        vec![false, true],
+        "the late open changes nothing"
+    );
+}
+
 #[test]
 fn a_malformed_message_bans_the_sender_for_good() {
     let mut h = Harness::welcomed_viewer();
