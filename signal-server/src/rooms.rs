@@ -306,11 +306,10 @@ impl Rooms {
             self.limits.introduce,
             &mut self.rng,
         );
-        // Too few it has not met: those it met again, the longest ago first. A link
-        // between two of them may have failed, and in a small channel nobody new comes,
-        // so without this they would stay apart for good; the asker skips those it is
-        // still linked with.
-        // Those with free slots first (the others would decline), as `sample` does.
+        // Too few it has not met: those it met again, with free slots first (the others
+        // would decline, as in `sample`), then the longest ago. A link between two of
+        // them may have failed, and in a small channel nobody new comes, so without this
+        // they would stay apart for good; the asker skips those it is still linked with.
         let wanted = self.limits.introduce.saturating_sub(found.len());
         let mut again: Vec<PeerId> = member
             .contacts
@@ -581,7 +580,6 @@ mod tests {
         }
         let mut contacts: Vec<PeerId> = rooms.members[&a].contacts.iter().copied().collect();
         let before = contacts.len();
-        contacts.dedup();
         contacts.sort();
         contacts.dedup();
         assert_eq!(contacts.len(), before, "{contacts:?}");

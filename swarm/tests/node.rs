@@ -160,13 +160,18 @@ impl Harness {
             .collect()
     }
 
-    /// An open link to `peer`, set up by its offer, with its `Hello` received.
-    fn open_link_from(&mut self, peer: PeerId) -> LinkId {
+    /// A link to `peer`, set up by its offer, not open yet.
+    fn offered_by(&mut self, peer: PeerId) -> LinkId {
         self.server(ServerMessage::Signal {
             from: peer,
             signal: SignalPayload::Offer { sdp: "o".into() },
         });
-        let (link, _, _) = *self.opened().last().expect("the offer was taken");
+        self.opened().last().expect("the offer was taken").0
+    }
+
+    /// An open link to `peer`, set up by its offer, with its `Hello` received.
+    fn open_link_from(&mut self, peer: PeerId) -> LinkId {
+        let link = self.offered_by(peer);
         self.input(NodeInput::LinkOpen(link));
         self.hello(link, SESSION);
         link
@@ -347,11 +352,7 @@ fn an_older_peer_is_closed_without_a_ban_and_unknown_messages_are_ignored() {
     // A peer whose first message is not a Hello predates versions, or its Hello was
     // lost: nothing it sends is taken, ours is said again (not once per message), and
     // without its Hello the link is closed, without a ban.
-    h.server(ServerMessage::Signal {
-        from: PeerId(6),
-        signal: SignalPayload::Offer { sdp: "o".into() },
-    });
-    let (old, _, _) = *h.opened().last().unwrap();
+    let old = h.offered_by(PeerId(6));
     h.input(NodeInput::LinkOpen(old));
     let opened_at = h.now;
     h.out.clear();
@@ -391,11 +392,7 @@ fn an_older_peer_is_closed_without_a_ban_and_unknown_messages_are_ignored() {
 #[test]
 fn a_lost_hello_is_said_again_and_the_link_lives() {
     let mut h = Harness::welcomed_viewer();
-    h.server(ServerMessage::Signal {
-        from: PeerId(5),
-        signal: SignalPayload::Offer { sdp: "o".into() },
-    });
-    let (link, _, _) = *h.opened().last().unwrap();
+    let link = h.offered_by(PeerId(5));
     h.input(NodeInput::LinkOpen(link));
     assert_eq!(h.hellos_sent(link), vec![false], "ours, on opening");
 
@@ -436,11 +433,7 @@ fn a_lost_hello_is_said_again_and_the_link_lives() {
     // Hello that has heard ours goes back, at most once per half second however often
     // it asks.
     let mut h = Harness::welcomed_viewer();
-    h.server(ServerMessage::Signal {
-        from: PeerId(6),
-        signal: SignalPayload::Offer { sdp: "o".into() },
-    });
-    let (link, _, _) = *h.opened().last().unwrap();
+    let link = h.offered_by(PeerId(6));
     h.input(NodeInput::LinkOpen(link));
     h.out.clear();
     h.hello_heard(link, SESSION, false);
@@ -465,11 +458,7 @@ fn a_lost_hello_is_said_again_and_the_link_lives() {
 #[test]
 fn a_message_before_the_drivers_open_opens_the_link() {
     let mut h = Harness::welcomed_viewer();
-    h.server(ServerMessage::Signal {
-        from: PeerId(5),
-        signal: SignalPayload::Offer { sdp: "o".into() },
-    });
-    let (link, _, _) = *h.opened().last().unwrap();
+    let link = h.offered_by(PeerId(5));
     h.out.clear();
     h.hello_heard(link, SESSION, false);
     assert_eq!(

@@ -57,14 +57,9 @@ impl Node {
     pub(super) fn on_link_data(&mut self, now: Millis, id: LinkId, frame: &Frame) {
         // A message proves the channel open, though the driver's word may come after it
         // (the two ends learn it at different times, and the peer's `Hello` goes at
-        // once): dropped, it would leave the link waiting for a repeat.
-        if self
-            .links
-            .get(id)
-            .is_some_and(|l| matches!(l.state, LinkState::Connecting { .. }))
-        {
-            self.on_link_open(now, id);
-        }
+        // once): dropped, it would leave the link waiting for a repeat. Once open, this
+        // does nothing.
+        self.on_link_open(now, id);
         let Some(link) = self.links.get_mut(id) else {
             return;
         };
