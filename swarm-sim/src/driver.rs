@@ -242,7 +242,7 @@ impl Sim {
             NodeOutput::Play { .. } | NodeOutput::Skipped(_)
                 if node.behaviour != Behaviour::Honest => {}
             NodeOutput::Play { chunk, due } => {
-                let bad = bad_bytes(&chunk);
+                let bad = bad_bytes(&chunk, self.cut.get(&chunk.seq.0));
                 if bad > 0 {
                     self.metrics.corrupt_chunks += 1;
                     self.metrics.bad_bytes_played += bad;

@@ -53,6 +53,13 @@ impl Swarm {
             let Some(total) = self.chunk_total(seq) else {
                 continue;
             };
+            // Most rounds find every block of a chunk here or asked for: then nobody's
+            // announcements need reading (that lookup was most of a large run's rounds).
+            let pieces = piece_count(total);
+            let mut blocks = (0..pieces).step_by(block);
+            if !blocks.any(|first| self.block_needed(seq, first, pieces)) {
+                continue;
+            }
             // Who announced anything of this chunk, looked up once for all its blocks.
             holders.clear();
             holders.extend(
@@ -93,13 +100,8 @@ impl Swarm {
         let first_block = pieces.start / block * block;
         let end = pieces.end.min(piece_count(total));
         // Most announcements are of blocks already here or on their way.
-        let held = self.store.chunks.get(&seq);
-        let needed = (first_block..end).step_by(block).any(|first| {
-            let block_end = (first + block).min(end);
-            !self.downloads.contains_key(&(seq, first / block))
-                && held.is_none_or(|h| h.first_missing(first..block_end).is_some())
-        });
-        if !needed {
+        let mut blocks = (first_block..end).step_by(block);
+        if !blocks.any(|first| self.block_needed(seq, first, end)) {
             return;
         }
         let wanted: Vec<Wanted> = {
@@ -121,6 +123,19 @@ impl Swarm {
         let (start, newest) = (self.next_play?, self.newest_known?);
         let end = newest.0.min(start.0.saturating_add(self.config.lookahead));
         Some(start.0..=end)
+    }
+
+    /// Whether the block starting at piece `first` (ending at `end` at the latest) is
+    /// neither asked for nor all here.
+    fn block_needed(&self, seq: ChunkSeq, first: usize, end: usize) -> bool {
+        let block = self.config.block_pieces.max(1);
+        let block_end = (first + block).min(end);
+        !self.downloads.contains_key(&(seq, first / block))
+            && self
+                .store
+                .chunks
+                .get(&seq)
+                .is_none_or(|h| h.first_missing(first..block_end).is_some())
     }
 
     /// The block starting at piece `first`, if some of it is still needed, nobody is asked

@@ -128,7 +128,6 @@ impl Swarm {
         if bucket.can_send() {
             return None; // `pump` sent everything it could; new input brings more.
         }
-        self.most_urgent_job()?;
-        Some(bucket.ready_at())
+        self.any_job_ready().then(|| bucket.ready_at())
     }
 }

@@ -137,11 +137,6 @@ impl Swarm {
                 continue;
             }
             for (index, job) in state.serving.iter().enumerate() {
-                let ready = self
-                    .store
-                    .chunks
-                    .get(&job.seq)
-                    .is_some_and(|h| h.piece(job.next).is_some());
                 // The source's pushes come first and take turns piece by piece, so every
                 // pushed viewer starts relaying at once. Requests due soon go by deadline
                 // (coarsely). The rest are spreading the stream: the newest chunk first,
@@ -159,12 +154,29 @@ impl Swarm {
                     job.deadline.0 / DEADLINE_SLACK_MS
                 };
                 let rank = (!push, spreading, when, Reverse(state.forwards()), order);
-                if ready && best.is_none_or(|(r, _, _)| rank < r) {
+                // The rank first: it is cheap, and most jobs lose on it.
+                if best.is_none_or(|(r, _, _)| rank < r) && self.job_ready(job) {
                     best = Some((rank, *id, index));
                 }
             }
         }
         best.map(|(_, peer, index)| (peer, index))
+    }
+
+    /// Whether some link with room has a job whose next piece is here: what
+    /// [`Swarm::most_urgent_job`] would find something among, without ranking them.
+    pub(crate) fn any_job_ready(&self) -> bool {
+        self.peers
+            .values()
+            .filter(|state| state.buffered < self.config.link_high_water)
+            .any(|state| state.serving.iter().any(|job| self.job_ready(job)))
+    }
+
+    fn job_ready(&self, job: &ServeJob) -> bool {
+        self.store
+            .chunks
+            .get(&job.seq)
+            .is_some_and(|h| h.piece(job.next).is_some())
     }
 
     fn send_piece(&mut self, peer: PeerId, index: usize) {

@@ -139,6 +139,12 @@ impl LinkTable {
             .values()
             .filter_map(|id| Some((*id, self.get(*id)?)))
     }
+
+    /// Every link, in no stated order: for questions whose answer does not depend on it
+    /// (the earliest deadline), asked after every input, where walking the peer map cost.
+    pub(crate) fn unordered(&self) -> impl Iterator<Item = &Link> + '_ {
+        self.slots.iter().filter_map(|slot| slot.link.as_ref())
+    }
 }
 
 #[cfg(test)]

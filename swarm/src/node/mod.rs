@@ -204,7 +204,7 @@ impl Node {
             Signal::Stopped if self.swarm.is_none() => return None,
             Signal::Stopped => None,
         };
-        let links = self.links.iter().filter_map(|(_, link)| match link.state {
+        let links = self.links.unordered().filter_map(|link| match link.state {
             links::LinkState::Connecting {
                 describe_by,
                 connect_by,
