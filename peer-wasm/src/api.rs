@@ -1,5 +1,7 @@
 //! The JavaScript API: `new Player(videoElement, options)`, `player.stats()`,
-//! `player.state()`, `state` and `stats` events, `player.destroy()`. The ES module
+//! `player.state()`, `state` and `stats` events, the playback commands (`play()`,
+//! `pause()`, `mute()`, `unmute()`, `setVolume()`, `goLive()`, `setLatency()`),
+//! `player.destroy()`. The ES module
 //! `streamtorrent.js` re-exports this class once the wasm is loaded (docs/embed.md).
 
 use std::cell::RefCell;
@@ -9,7 +11,9 @@ use wasm_bindgen::prelude::*;
 use web_sys::{EventTarget, HtmlVideoElement};
 
 use crate::app::App;
+use crate::controls::Command;
 use crate::event::{emit, Event, Events};
+use crate::latency::LatencyPreset;
 use crate::options::{PlayerOptions, RawOptions};
 use crate::page::PageUi;
 use crate::report::{to_js, Reporter};
@@ -25,7 +29,8 @@ pub struct JsPlayer {
 
 #[wasm_bindgen(js_class = Player)]
 impl JsPlayer {
-    /// `options`: `{ channel, server?, muted?, maxUploadKbps?, targetLatencyMs? }`.
+    /// `options`: `{ channel, server?, muted?, autoplay?, maxUploadKbps?, latency?,
+    /// targetLatencyMs?, audit? }`.
     /// Throws on bad options or a browser without WebRTC or Media Source Extensions.
     #[wasm_bindgen(constructor)]
     pub fn new(video: HtmlVideoElement, options: JsValue) -> Result<JsPlayer, JsError> {
@@ -40,10 +45,56 @@ impl JsPlayer {
         to_js(&*self.shared.borrow())
     }
 
-    /// `connecting`, `buffering`, `playing`, `offline`, `unsupported`,
+    /// `connecting`, `buffering`, `playing`, `paused`, `offline`, `unsupported`,
     /// `codec_unsupported` or `stopped`.
     pub fn state(&self) -> JsValue {
         to_js(&self.shared.borrow().state)
+    }
+
+    /// Resumes where playback paused (or starts, with `autoplay: false`).
+    pub fn play(&self) {
+        self.command(Command::Play);
+    }
+
+    /// Pauses; the player keeps receiving and forwarding, so `goLive()` is instant.
+    pub fn pause(&self) {
+        self.command(Command::Pause);
+    }
+
+    pub fn mute(&self) {
+        self.command(Command::Mute);
+    }
+
+    pub fn unmute(&self) {
+        self.command(Command::Unmute);
+    }
+
+    /// `volume` from 0 to 1; above 0 also unmutes.
+    #[wasm_bindgen(js_name = setVolume)]
+    pub fn set_volume(&self, volume: f64) -> Result<(), JsError> {
+        if !(0.0..=1.0).contains(&volume) {
+            return Err(JsError::new(&format!(
+                "setVolume(volume): volume must be from 0 to 1, got {volume}"
+            )));
+        }
+        self.command(Command::Volume(volume));
+        Ok(())
+    }
+
+    /// Back to the live edge, at the target delay.
+    #[wasm_bindgen(js_name = goLive)]
+    pub fn go_live(&self) {
+        self.command(Command::GoLive);
+    }
+
+    /// `"low"`, `"normal"` or `"high"`: how far behind live to play (docs/embed.md).
+    #[wasm_bindgen(js_name = setLatency)]
+    pub fn set_latency(&self, preset: &str) -> Result<(), JsError> {
+        let preset: LatencyPreset = preset
+            .parse()
+            .map_err(|e| JsError::new(&format!("setLatency: {e}")))?;
+        self.command(Command::Latency(preset));
+        Ok(())
     }
 
     /// `state` events carry `{state, message}`; `stats` events (once a second) the stats.
@@ -66,17 +117,26 @@ impl JsPlayer {
 }
 
 impl JsPlayer {
+    fn command(&self, command: Command) {
+        emit(&self.events, Event::Command(command));
+    }
+}
+
+impl JsPlayer {
     /// Starts the app; the watch and embed pages pass their page UI.
     pub(crate) fn start(
         video: HtmlVideoElement,
         options: PlayerOptions,
-        page: Option<PageUi>,
+        mut page: Option<PageUi>,
     ) -> Result<JsPlayer, crate::WebError> {
         let shared = Rc::new(RefCell::new(Snapshot::default()));
         let target = EventTarget::new()?;
+        let (events, inbox) = futures::channel::mpsc::unbounded::<Event>();
+        if let Some(page) = &mut page {
+            page.connect(&events);
+        }
         let reporter = Reporter::new(shared.clone(), target.clone(), page);
-        let (app, inbox) = App::new(video, options, reporter)?;
-        let events = app.events();
+        let app = App::new(video, options, reporter, events.clone())?;
         wasm_bindgen_futures::spawn_local(app.run(inbox));
         Ok(JsPlayer {
             shared,
@@ -103,7 +163,9 @@ fn read_options(options: &JsValue) -> Result<RawOptions, JsError> {
         channel: optional(options, "channel", "a string", JsValue::as_string)?,
         server: optional(options, "server", "a string", JsValue::as_string)?,
         muted: optional(options, "muted", "true or false", JsValue::as_bool)?,
+        autoplay: optional(options, "autoplay", "true or false", JsValue::as_bool)?,
         max_upload_kbps: optional(options, "maxUploadKbps", "a number", JsValue::as_f64)?,
+        latency: optional(options, "latency", "a string", JsValue::as_string)?,
         target_latency_ms: optional(options, "targetLatencyMs", "a number", JsValue::as_f64)?,
         audit: optional(options, "audit", "true or false", JsValue::as_bool)?,
     })

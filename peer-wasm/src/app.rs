@@ -13,9 +13,11 @@ use protocol::{ErrorCode, SignalPayload};
 use swarm::{LinkId, LinkStart, Millis, Node, NodeConfig, NodeEvent, NodeInput, NodeOutput};
 use web_sys::HtmlVideoElement;
 
+use crate::controls::Command;
 use crate::event::{emit, Event, Events};
+use crate::latency::{media_limits, LatencyPreset};
 use crate::link::Link;
-use crate::media::{MediaLimits, MediaPlayer};
+use crate::media::MediaPlayer;
 use crate::options::PlayerOptions;
 use crate::report::Reporter;
 use crate::signalling::Signalling;
@@ -51,15 +53,20 @@ pub struct App {
     reporter: Reporter,
     /// The last chunks handed to the media player (for `stats().appended`).
     appended: std::collections::VecDeque<AppendedChunk>,
+    /// A latency change moved the schedule: jump to the new delay on the next tick, once
+    /// the chunks it released are appended.
+    go_live_due: bool,
 }
 
 impl App {
     /// Sets everything up; fails at once when the browser lacks what the player needs.
+    /// `events` is the sending end of the app's inbox.
     pub fn new(
         video: HtmlVideoElement,
         options: PlayerOptions,
         reporter: Reporter,
-    ) -> Result<(App, mpsc::UnboundedReceiver<Event>), WebError> {
+        events: Events,
+    ) -> Result<App, WebError> {
         let window = web_sys::window().ok_or(WebError::Unsupported("window"))?;
         if !js_sys::Reflect::has(&window, &"RTCPeerConnection".into()).unwrap_or(false) {
             return Err(WebError::Unsupported("WebRTC"));
@@ -68,8 +75,12 @@ impl App {
             return Err(WebError::Unsupported("Media Source Extensions"));
         }
         video.set_muted(options.muted);
-        let (events, inbox) = mpsc::unbounded::<Event>();
-        let media = MediaPlayer::new(video, &events, MediaLimits::default())?;
+        let media = MediaPlayer::new(
+            video,
+            &events,
+            media_limits(options.target_latency_ms),
+            options.autoplay,
+        )?;
         let node = Node::new(
             now(),
             NodeConfig {
@@ -103,13 +114,9 @@ impl App {
             rates: RateMeter::new(RATE_INTERVAL_MS),
             reporter,
             appended: Default::default(),
+            go_live_due: false,
         };
-        Ok((app, inbox))
-    }
-
-    /// Where to send events for this app (e.g. `Event::Stop`).
-    pub fn events(&self) -> Events {
-        self.events.clone()
+        Ok(app)
     }
 
     /// Handles events until `destroy()` or a fatal error.
@@ -180,13 +187,45 @@ impl App {
                 self.media.pump()?;
                 // The first media may have landed after its start time.
                 if !self.media.started() {
-                    self.media.tick(now.0 as f64);
+                    self.media.tick(now.0 as f64, &self.events);
                 }
                 None
             }
             Event::StartDue => {
                 self.start_timer = None;
-                self.media.tick(now.0 as f64);
+                self.media.tick(now.0 as f64, &self.events);
+                None
+            }
+            Event::VideoPaused => {
+                self.media.on_pause();
+                self.refresh_controls();
+                None
+            }
+            Event::VideoPlay => {
+                self.media.on_play();
+                self.refresh_controls();
+                None
+            }
+            Event::VideoChanged => {
+                self.refresh_controls();
+                None
+            }
+            Event::PlayRefused(name) => {
+                let video = self.media.video();
+                if name == "NotAllowedError" && !video.muted() {
+                    // Autoplay with sound needs a click first; muted it may start now,
+                    // and the "Click for sound" button unmutes.
+                    video.set_muted(true);
+                    self.media.play(&self.events);
+                } else {
+                    web_sys::console::warn_1(&format!("play() refused: {name}").into());
+                }
+                self.refresh_controls();
+                None
+            }
+            Event::Command(command) => {
+                self.command(now, command);
+                self.refresh_controls();
                 None
             }
             Event::VideoPlaying => {
@@ -246,8 +285,82 @@ impl App {
         }
     }
 
+    /// Carries out a viewer's (or the host page's) command.
+    fn command(&mut self, now: Millis, command: Command) {
+        let video = self.media.video().clone();
+        match command {
+            Command::Play => self.play(now),
+            Command::Pause => self.media.pause(),
+            Command::TogglePlay if self.media.viewer_paused() => self.play(now),
+            Command::TogglePlay => self.media.pause(),
+            Command::Mute => video.set_muted(true),
+            Command::Unmute => video.set_muted(false),
+            Command::ToggleMute => video.set_muted(!video.muted()),
+            Command::Volume(v) => set_volume(&video, v),
+            Command::VolumeBy(dv) => set_volume(&video, video.volume() + dv),
+            Command::GoLive => self.go_live(now),
+            Command::Latency(preset) => self.set_latency(preset),
+            Command::ToggleFullscreen => {
+                let target = self.reporter.fullscreen_target();
+                crate::page::toggle_fullscreen(target.as_ref().unwrap_or(&video));
+            }
+            Command::TogglePictureInPicture => crate::page::toggle_picture_in_picture(&video),
+            Command::ToggleStats => self.reporter.toggle_stats(),
+        }
+    }
+
+    /// Play pressed: resumes where it paused; before the planned start (no autoplay),
+    /// the start plays as planned.
+    fn play(&mut self, now: Millis) {
+        if self.media.started() {
+            self.media.on_play();
+            self.media.play(&self.events);
+        } else {
+            self.media.on_play();
+            self.media.tick(now.0 as f64, &self.events);
+        }
+    }
+
+    /// To the live edge at the target delay: the newest media handed over was cut at
+    /// `cut`, so playing `behind` seconds before its end is `now - cut + behind` late.
+    fn go_live(&mut self, now: Millis) {
+        let since_cut = self
+            .last_played
+            .and_then(|seq| self.node.swarm()?.cut_at(seq))
+            .map_or(0, |cut| now - cut);
+        let target = u64::from(self.options.target_latency_ms);
+        let behind_s = (target.saturating_sub(since_cut) as f64 / 1000.0).max(MIN_BEHIND_NEWEST_S);
+        self.media.go_live(behind_s, &self.events);
+    }
+
+    fn set_latency(&mut self, preset: LatencyPreset) {
+        let target_ms = preset.target_ms();
+        self.options.latency = preset;
+        self.options.target_latency_ms = target_ms;
+        self.node.set_target_buffer(u64::from(target_ms));
+        self.media.set_limits(media_limits(target_ms));
+        self.go_live_due = true;
+    }
+
+    /// Shows a command's effect at once, not at the next tick.
+    fn refresh_controls(&mut self) {
+        let video = self.media.video();
+        let (paused, muted, volume) = (self.media.viewer_paused(), video.muted(), video.volume());
+        let (latency, target) = (self.options.latency, self.options.target_latency_ms);
+        self.reporter.update_controls(|s| {
+            s.paused = paused;
+            s.muted = muted;
+            s.volume = volume;
+            s.latency = latency;
+            s.target_latency_ms = u64::from(target);
+        });
+    }
+
     fn tick(&mut self, now: Millis) {
-        self.media.tick(now.0 as f64);
+        self.media.tick(now.0 as f64, &self.events);
+        if std::mem::take(&mut self.go_live_due) {
+            self.go_live(now);
+        }
         let swarm = self.node.swarm();
         let starving = swarm.is_some_and(|s| s.starving(now));
         let (stats, peers) = swarm.map_or_else(Default::default, |s| (s.stats(), s.peer_count()));
@@ -256,8 +369,10 @@ impl App {
         if let Some(swarm) = swarm {
             self.rates.sample(now.0 as f64, &stats, swarm.neighbours());
         }
+        let paused = self.media.viewer_paused();
         let state = state_of(&Situation {
             started: self.reporter.snapshot().startup_ms.is_some(),
+            paused,
             buffer_s,
             source_linked,
             source_absent: self.node.source_absent(),
@@ -273,7 +388,15 @@ impl App {
             .map(|cut| (now - cut) + (buffer_s * 1000.0) as u64);
         let (stalls, joined, rates) = (self.stalls, self.node.joined(), self.rates.rates.clone());
         let appended = self.appended.iter().cloned().collect();
+        let video = self.media.video();
+        let (muted, volume) = (video.muted(), video.volume());
+        let (latency, target) = (self.options.latency, self.options.target_latency_ms);
         self.reporter.update(state, |s| {
+            s.paused = paused;
+            s.muted = muted;
+            s.volume = volume;
+            s.latency = latency;
+            s.target_latency_ms = u64::from(target);
             s.appended = appended;
             s.set_counters(&stats, peers);
             s.stalls = stalls;
@@ -395,7 +518,12 @@ impl App {
                     // segment, so the player does too (without a reload).
                     web_sys::console::log_1(&format!("a new broadcast began ({session})").into());
                     let video = self.media.video().clone();
-                    self.media = MediaPlayer::new(video, &self.events, MediaLimits::default())?;
+                    self.media = MediaPlayer::new(
+                        video,
+                        &self.events,
+                        self.media.limits(),
+                        !self.media.viewer_paused(),
+                    )?;
                     self.start_timer = None;
                     self.last_played = None;
                     self.appended.clear();
@@ -444,6 +572,18 @@ fn log(event: &NodeEvent) {
         _ => return,
     };
     web_sys::console::warn_1(&line.into());
+}
+
+/// Go live never lands closer than this to the newest buffered media: a little margin
+/// for the next chunk's append.
+const MIN_BEHIND_NEWEST_S: f64 = 0.3;
+
+fn set_volume(video: &HtmlVideoElement, volume: f64) {
+    let volume = volume.clamp(0.0, 1.0);
+    video.set_volume(volume);
+    if volume > 0.0 {
+        video.set_muted(false);
+    }
 }
 
 /// Milliseconds on the page's monotonic clock.

@@ -3,6 +3,8 @@
 use futures::channel::mpsc;
 use swarm::{LinkId, SignalId};
 
+use crate::controls::Command;
+
 #[derive(Debug)]
 pub enum Event {
     SocketOpen(SignalId),
@@ -28,6 +30,15 @@ pub enum Event {
     VideoPlaying,
     /// The video element ran out of media.
     VideoWaiting,
+    VideoPaused,
+    VideoPlay,
+    /// Volume or mute changed.
+    VideoChanged,
+    /// `play()` was refused (the `DOMException`'s name: `NotAllowedError` for autoplay
+    /// with sound before any click).
+    PlayRefused(String),
+    /// From the controls, the keyboard, the JS API or the embedding page.
+    Command(Command),
     /// The player's and the stats panel's own cadence.
     Tick,
     /// `destroy()`: end the app, closing every link.

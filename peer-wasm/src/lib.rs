@@ -9,13 +9,17 @@
 
 mod api;
 mod app;
+pub mod controls;
+mod embed_bridge;
 mod error;
 mod event;
 pub use event::Event;
+pub mod latency;
 pub mod link;
 pub mod media;
 pub mod options;
 mod page;
+pub mod page_params;
 mod report;
 pub mod signalling;
 pub mod snapshot;
@@ -55,19 +59,23 @@ pub fn start() {
 }
 
 fn watch(window: &web_sys::Window, channel: &str, embed: bool) -> Result<(), String> {
-    // `?audit=1` on the watch and embed pages turns on `stats().appended`.
     let search = window.location().search().unwrap_or_default();
-    let audit = search
-        .trim_start_matches('?')
-        .split('&')
-        .any(|pair| pair == "audit=1");
+    let query = web_sys::UrlSearchParams::new_with_str(&search)
+        .map_err(|_| "cannot read the page's URL parameters".to_owned())?;
+    let params = page_params::PageParams::parse(|name| query.get(name));
+    for warning in &params.warnings {
+        web_sys::console::warn_1(&warning.into());
+    }
     let raw = options::RawOptions {
         channel: Some(channel.to_owned()),
-        audit: Some(audit),
+        audit: Some(params.audit),
+        autoplay: Some(params.autoplay),
+        muted: Some(params.muted),
+        latency: params.latency.map(|p| p.as_str().to_owned()),
         ..options::RawOptions::default()
     };
     let options = options::PlayerOptions::parse(raw, &api::page_origin())?;
-    let ui = page::PageUi::new(&options.channel, &options.origin, embed);
+    let ui = page::PageUi::new(&options.channel, &options.origin, embed, params);
     let video = window
         .document()
         .and_then(|d| d.get_element_by_id("video"))

@@ -110,6 +110,12 @@ pub struct MediaPlayer {
     /// chunk. The page starts playback itself, not `autoplay`, so it waits for that.
     start_at: Option<f64>,
     started: bool,
+    /// The viewer paused (or has not pressed play, without autoplay): the planned start
+    /// does not play, and nothing resumes until the viewer does.
+    viewer_paused: bool,
+    /// The viewer chose to be behind live (paused, then resumed): the catch-up backstop
+    /// leaves playback where it is until Go live.
+    behind_by_choice: bool,
     slow_start: Option<SlowStart>,
     /// Appends refused for lack of room and retried after an eviction.
     pub quota_recoveries: u32,
@@ -117,10 +123,12 @@ pub struct MediaPlayer {
 }
 
 impl MediaPlayer {
+    /// `autoplay`: start when the first chunk is due; otherwise wait for [`play`](Self::play).
     pub fn new(
         video: HtmlVideoElement,
         events: &Events,
         limits: MediaLimits,
+        autoplay: bool,
     ) -> Result<MediaPlayer, WebError> {
         let media_source =
             MediaSource::new().map_err(|_| WebError::Unsupported("Media Source Extensions"))?;
@@ -133,6 +141,10 @@ impl MediaPlayer {
             forward(&media_source, "sourceopen", || Event::SourceOpen),
             forward(&video, "playing", || Event::VideoPlaying),
             forward(&video, "waiting", || Event::VideoWaiting),
+            // Also from the browser's own UI (the picture-in-picture window, media keys).
+            forward(&video, "pause", || Event::VideoPaused),
+            forward(&video, "play", || Event::VideoPlay),
+            forward(&video, "volumechange", || Event::VideoChanged),
         ];
         video.set_src(&object_url);
         Ok(MediaPlayer {
@@ -145,6 +157,8 @@ impl MediaPlayer {
             limits,
             start_at: None,
             started: false,
+            viewer_paused: !autoplay,
+            behind_by_choice: false,
             slow_start: None,
             quota_recoveries: 0,
             listeners,
@@ -223,9 +237,70 @@ impl MediaPlayer {
         self.started
     }
 
+    /// The viewer paused (or, without autoplay, has not pressed play yet).
+    pub fn viewer_paused(&self) -> bool {
+        self.viewer_paused
+    }
+
+    pub fn limits(&self) -> MediaLimits {
+        self.limits
+    }
+
+    pub fn set_limits(&mut self, limits: MediaLimits) {
+        self.limits = limits;
+    }
+
+    /// The viewer pressed play: resume where playback was (still behind live, if paused
+    /// long), or start now if the planned start already passed.
+    pub fn play(&self, events: &Events) {
+        if self.started {
+            play(&self.video, events);
+        }
+    }
+
+    pub fn pause(&mut self) {
+        let _ = self.video.pause();
+        self.on_pause();
+    }
+
+    /// The video paused, by our controls or the browser's.
+    pub fn on_pause(&mut self) {
+        self.viewer_paused = true;
+        self.behind_by_choice = true;
+        self.slow_start = None;
+        self.video.set_playback_rate(1.0);
+    }
+
+    /// The video plays again, by our controls or the browser's.
+    pub fn on_play(&mut self) {
+        self.viewer_paused = false;
+    }
+
+    /// Jumps to `behind_s` behind the newest buffered media and plays from there.
+    pub fn go_live(&mut self, behind_s: f64, events: &Events) {
+        self.behind_by_choice = false;
+        self.viewer_paused = false;
+        if let Some((_, newest)) = self.buffered_span() {
+            self.video.set_current_time((newest - behind_s).max(0.0));
+        }
+        self.play(events);
+    }
+
+    /// The oldest and newest buffered media, in seconds of the video's clock.
+    pub fn buffered_span(&self) -> Option<(f64, f64)> {
+        let ranges = self.video.buffered();
+        let n = ranges.length();
+        (n > 0).then(|| {
+            (
+                ranges.start(0).unwrap_or(0.0),
+                ranges.end(n - 1).unwrap_or(0.0),
+            )
+        })
+    }
+
     /// Keeps playback inside buffered media and near the live edge, starts it when due,
     /// and evicts old media. `now` is the page clock in ms.
-    pub fn tick(&mut self, now: f64) {
+    pub fn tick(&mut self, now: f64, events: &Events) {
         let ranges = self.video.buffered();
         let count = ranges.length();
         if count == 0 {
@@ -246,7 +321,12 @@ impl MediaPlayer {
             if let Some(next) = starts.iter().find(|s| **s > position - 0.05) {
                 self.video.set_current_time(*next + 0.01);
             }
-        } else if newest - position > self.limits.catch_up_after_s {
+        } else if self.viewer_paused && newest - position > self.limits.keep_behind_s {
+            // Paused for long: the swarm keeps filling the buffer, which must stay
+            // bounded, so the paused position moves up behind the newest media.
+            self.video
+                .set_current_time(newest - self.limits.keep_behind_s / 2.0);
+        } else if !self.behind_by_choice && newest - position > self.limits.catch_up_after_s {
             self.video
                 .set_current_time(newest - self.limits.target_behind_s);
         } else {
@@ -270,11 +350,8 @@ impl MediaPlayer {
                     planned,
                 });
             }
-            if let Ok(promise) = self.video.play() {
-                // Autoplay may be refused until the viewer clicks; that is not an error.
-                wasm_bindgen_futures::spawn_local(async move {
-                    let _ = wasm_bindgen_futures::JsFuture::from(promise).await;
-                });
+            if !self.viewer_paused {
+                play(&self.video, events);
             }
         }
         if let Some(buffer) = &self.buffer {
@@ -312,6 +389,24 @@ impl Drop for MediaPlayer {
         self.listeners.clear();
         let _ = Url::revoke_object_url(&self.object_url);
     }
+}
+
+/// Plays `video`; a refusal (autoplay with sound before any click) comes back as
+/// `PlayRefused`, for the app to retry muted.
+fn play(video: &HtmlVideoElement, events: &Events) {
+    let Ok(promise) = video.play() else {
+        return;
+    };
+    let events = events.clone();
+    wasm_bindgen_futures::spawn_local(async move {
+        if let Err(e) = wasm_bindgen_futures::JsFuture::from(promise).await {
+            let name = e
+                .dyn_ref::<web_sys::DomException>()
+                .map(|e| e.name())
+                .unwrap_or_default();
+            emit(&events, Event::PlayRefused(name));
+        }
+    });
 }
 
 fn is_quota_exceeded(error: &wasm_bindgen::JsValue) -> bool {

@@ -4,6 +4,8 @@
 use protocol::ChannelName;
 use swarm::BytesPerSec;
 
+use crate::latency::LatencyPreset;
+
 /// Delay behind live the player may be asked to aim for: below half a second a 1 s chunk
 /// cannot arrive in time; above 30 s it would outlive the swarm's window.
 pub const TARGET_LATENCY_MS: std::ops::RangeInclusive<u32> = 500..=30_000;
@@ -19,7 +21,12 @@ pub struct PlayerOptions {
     /// The server's `http(s)://host[:port]`, for the embed snippet and links.
     pub origin: String,
     pub muted: bool,
+    /// Start playing as soon as the first chunk is due; otherwise wait for `play()`.
+    pub autoplay: bool,
     pub max_upload: Option<BytesPerSec>,
+    /// The preset shown in the menu: the one asked for, or the nearest to an explicit
+    /// `targetLatencyMs`.
+    pub latency: LatencyPreset,
     pub target_latency_ms: u32,
     /// List the SHA-256 of the last chunks appended in `stats().appended`, so what played
     /// can be checked against the broadcaster's recording. Off by default: it copies and
@@ -33,7 +40,9 @@ pub struct RawOptions {
     pub channel: Option<String>,
     pub server: Option<String>,
     pub muted: Option<bool>,
+    pub autoplay: Option<bool>,
     pub max_upload_kbps: Option<f64>,
+    pub latency: Option<String>,
     pub target_latency_ms: Option<f64>,
     pub audit: Option<bool>,
 }
@@ -64,8 +73,15 @@ impl PlayerOptions {
                 ))
             }
         };
+        let preset = match raw.latency.as_deref() {
+            None => None,
+            Some(name) => Some(
+                name.parse::<LatencyPreset>()
+                    .map_err(|e| format!("options.{e}"))?,
+            ),
+        };
         let target_latency_ms = match raw.target_latency_ms {
-            None => DEFAULT_TARGET_LATENCY_MS,
+            None => preset.unwrap_or_default().target_ms(),
             Some(ms) if ms.is_finite() && TARGET_LATENCY_MS.contains(&(ms as u32)) => ms as u32,
             Some(ms) => {
                 return Err(format!(
@@ -80,7 +96,9 @@ impl PlayerOptions {
             signal_url,
             origin,
             muted: raw.muted.unwrap_or(true),
+            autoplay: raw.autoplay.unwrap_or(true),
             max_upload,
+            latency: preset.unwrap_or(LatencyPreset::nearest(target_latency_ms)),
             target_latency_ms,
             audit: raw.audit.unwrap_or(false),
         })
@@ -183,5 +201,46 @@ mod tests {
             ..raw("demo")
         };
         assert!(error(latency).contains("targetLatencyMs must be from 500 to 30000"));
+        let preset = RawOptions {
+            latency: Some("fast".into()),
+            ..raw("demo")
+        };
+        assert!(error(preset).starts_with("options.latency must be"));
+    }
+
+    #[test]
+    fn a_preset_sets_the_delay_unless_one_is_given() {
+        let page = "http://h";
+        let high = PlayerOptions::parse(
+            RawOptions {
+                latency: Some("high".into()),
+                ..raw("demo")
+            },
+            page,
+        )
+        .unwrap();
+        assert_eq!(high.latency, LatencyPreset::High);
+        assert_eq!(high.target_latency_ms, LatencyPreset::High.target_ms());
+        assert!(high.autoplay);
+        let explicit = PlayerOptions::parse(
+            RawOptions {
+                latency: Some("low".into()),
+                target_latency_ms: Some(2_000.0),
+                ..raw("demo")
+            },
+            page,
+        )
+        .unwrap();
+        assert_eq!(explicit.target_latency_ms, 2_000);
+        assert_eq!(explicit.latency, LatencyPreset::Low);
+        let nearest = PlayerOptions::parse(
+            RawOptions {
+                target_latency_ms: Some(5_000.0),
+                ..raw("demo")
+            },
+            page,
+        )
+        .unwrap();
+        assert_eq!(nearest.latency, LatencyPreset::High);
     }
 }

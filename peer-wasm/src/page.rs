@@ -1,6 +1,7 @@
 //! The pages around the player: the channel list at `/`, and on `/watch/<channel>` the
-//! status line, the stats panel with its live chart, and the Embed button. `/embed/` shows
-//! the player alone, with its state over the video.
+//! controls, the status line, the stats panel with its live chart, and the Embed button.
+//! `/embed/` shows the player and its controls alone, with its state over the video, and
+//! speaks to its parent page through the iframe API.
 
 use std::collections::VecDeque;
 
@@ -10,6 +11,10 @@ use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{Document, HtmlElement};
 
+use crate::controls::Controls;
+use crate::embed_bridge::EmbedBridge;
+use crate::event::Events;
+use crate::page_params::PageParams;
 use crate::snapshot::{PlayerState, Rates, Snapshot};
 
 /// Seconds of history in the chart (one point per second).
@@ -21,7 +26,7 @@ fn document() -> Option<Document> {
     web_sys::window()?.document()
 }
 
-fn element(id: &str) -> Option<HtmlElement> {
+pub(crate) fn element(id: &str) -> Option<HtmlElement> {
     document()?
         .get_element_by_id(id)?
         .dyn_into::<HtmlElement>()
@@ -37,17 +42,21 @@ pub fn show(section: &str) {
 
 /// Shows a message where the state goes, for errors before a player exists.
 pub fn show_error(message: &str) {
-    for id in ["status", "overlay"] {
-        if let Some(el) = element(id) {
-            el.set_text_content(Some(message));
-            el.set_hidden(false);
-        }
+    set_text("status", message);
+    set_text("overlay-text", message);
+    if let Some(overlay) = element("overlay") {
+        overlay.set_hidden(false);
     }
 }
 
 /// The watch (or embed) page's own elements, updated from the app's snapshot.
 pub struct PageUi {
     embed: bool,
+    params: PageParams,
+    controls: Option<Controls>,
+    bridge: Option<EmbedBridge>,
+    /// Video has played: "offline" then means the broadcast ended.
+    started: bool,
     /// Rates from peers and from the broadcaster, one point a second, newest last.
     history: VecDeque<(f64, f64)>,
     last_chart_point: Option<Rates>,
@@ -55,38 +64,62 @@ pub struct PageUi {
 }
 
 impl PageUi {
-    pub fn new(channel: &ChannelName, origin: &str, embed: bool) -> PageUi {
+    pub fn new(channel: &ChannelName, origin: &str, embed: bool, params: PageParams) -> PageUi {
         show("player");
         if let Some(body) = document().and_then(|d| d.body()) {
             body.set_class_name(if embed { "embed" } else { "" });
         }
-        if let Some(title) = element("channel-title") {
-            title.set_text_content(Some(channel.as_str()));
-        }
+        set_text("channel-title", channel.as_str());
+        set_text("slate-channel", channel.as_str());
         if let Some(snippet) = element("embed-snippet") {
             snippet.set_text_content(Some(&embed_snippet(origin, channel)));
         }
         let mut listeners = Vec::new();
-        // Muted autoplay is allowed everywhere; sound needs one click.
-        if let (Some(button), Some(video)) = (element("unmute"), element("video")) {
-            let button_ref = button.clone();
-            listeners.push(EventListener::new(&button, "click", move |_| {
-                if let Some(video) = video.dyn_ref::<web_sys::HtmlMediaElement>() {
-                    video.set_muted(false);
-                }
-                button_ref.set_hidden(true);
-            }));
-        }
         if let (Some(button), Some(panel)) = (element("embed-button"), element("embed-panel")) {
+            let toggle = button.clone();
             listeners.push(EventListener::new(&button, "click", move |_| {
                 panel.set_hidden(!panel.hidden());
+                let _ = toggle.set_attribute("aria-expanded", &(!panel.hidden()).to_string());
+            }));
+        }
+        if let Some(snippet) = element("embed-snippet") {
+            // Select all on focus, so one copy takes the whole snippet.
+            let textarea = snippet.clone();
+            listeners.push(EventListener::new(&snippet, "focus", move |_| {
+                if let Some(t) = textarea.dyn_ref::<web_sys::HtmlTextAreaElement>() {
+                    t.select();
+                }
             }));
         }
         PageUi {
             embed,
+            params,
+            controls: None,
+            bridge: None,
+            started: false,
             history: VecDeque::with_capacity(CHART_POINTS),
             last_chart_point: None,
             _listeners: listeners,
+        }
+    }
+
+    /// Wires the controls (and on the embed page, the iframe API) to the app's inbox.
+    pub fn connect(&mut self, events: &Events) {
+        self.controls = Controls::new(events, self.params.controls);
+        if self.embed {
+            self.bridge = EmbedBridge::new(events, self.params.parent_origin.clone());
+        }
+    }
+
+    /// What fullscreen shows: the video with its controls.
+    pub fn fullscreen_target(&self) -> Option<web_sys::Element> {
+        element("stage").map(Into::into)
+    }
+
+    pub fn toggle_stats(&mut self) {
+        if let (Some(panel), Some(button)) = (element("stats-panel"), element("stats-toggle")) {
+            panel.set_hidden(!panel.hidden());
+            let _ = button.set_attribute("aria-expanded", &(!panel.hidden()).to_string());
         }
     }
 
@@ -98,22 +131,44 @@ impl PageUi {
             }
             _ => state.describe().to_owned(),
         };
-        set_state_text(state, &text);
+        set_text("status", &text);
+        self.show_overlay(state);
+        if let Some(bridge) = &self.bridge {
+            bridge.post_state(state, message.unwrap_or(state.describe()));
+        }
+    }
+
+    /// Once a second, with the `stats` event.
+    pub fn post_stats(&self, snapshot: &Snapshot) {
+        if let Some(bridge) = &self.bridge {
+            bridge.post_stats(snapshot);
+        }
+    }
+
+    /// The controls only (after a command), without the stats panel.
+    pub fn render_controls(&mut self, snapshot: &Snapshot) {
+        if let Some(controls) = &mut self.controls {
+            controls.render(snapshot);
+        }
     }
 
     pub fn render(&mut self, snapshot: &Snapshot, rates: &Rates, retry_in_ms: Option<f64>) {
-        let mut text = snapshot.state.describe().to_owned();
-        if !snapshot.signal_connected {
+        self.started |= snapshot.startup_ms.is_some();
+        self.render_controls(snapshot);
+        self.show_overlay(snapshot.state);
+        // The live region says the state alone: a countdown in it would be read out
+        // every tick.
+        set_text("status", snapshot.state.describe());
+        let note = match (snapshot.signal_connected, retry_in_ms) {
             // Peer links keep the video going; say so while the server is away.
-            match retry_in_ms {
-                Some(ms) => text.push_str(&format!(
-                    " · signal server unreachable, reconnecting in {:.1} s",
-                    ms / 1000.0
-                )),
-                None => text.push_str(" · reaching the signal server…"),
-            }
-        }
-        set_state_text(snapshot.state, &text);
+            (true, _) => String::new(),
+            (false, Some(ms)) => format!(
+                "Signal server unreachable, reconnecting in {:.1} s",
+                ms / 1000.0
+            ),
+            (false, None) => "Reaching the signal server…".to_owned(),
+        };
+        set_text("signal-note", &note);
         if self.embed {
             return;
         }
@@ -137,21 +192,89 @@ impl PageUi {
     }
 }
 
-fn set_state_text(state: PlayerState, text: &str) {
-    if let Some(status) = element("status") {
-        status.set_text_content(Some(text));
+impl PageUi {
+    /// Over the video, only what needs the viewer's attention; offline, a slate with the
+    /// channel's name.
+    fn show_overlay(&self, state: PlayerState) {
+        let Some(overlay) = element("overlay") else {
+            return;
+        };
+        let text = match state {
+            PlayerState::Offline if self.started => "The broadcast has ended.",
+            PlayerState::Offline => "Not live right now: waiting for the broadcaster…",
+            other => other.describe(),
+        };
+        set_text("overlay-text", text);
+        let slate = matches!(state, PlayerState::Offline | PlayerState::Stopped) || !self.started;
+        let class = if slate { "slate" } else { "" };
+        if overlay.class_name() != class {
+            overlay.set_class_name(class);
+        }
+        let hidden = matches!(state, PlayerState::Playing | PlayerState::Paused);
+        if overlay.hidden() != hidden {
+            overlay.set_hidden(hidden);
+        }
     }
-    // Over the video, only what needs the viewer's attention.
-    if let Some(overlay) = element("overlay") {
-        overlay.set_text_content(Some(state.describe()));
-        overlay.set_hidden(state == PlayerState::Playing);
+}
+
+/// Sets an element's text only when it changes, so a live region speaks only then and
+/// nothing is re-laid out for nothing.
+fn set_text(id: &str, text: &str) {
+    if let Some(el) = element(id) {
+        if el.text_content().as_deref() != Some(text) {
+            el.set_text_content(Some(text));
+        }
+    }
+}
+
+/// Fullscreen on `target`, or back out of it.
+pub fn toggle_fullscreen(target: &web_sys::Element) {
+    let Some(document) = document() else {
+        return;
+    };
+    if document.fullscreen_element().is_some() {
+        document.exit_fullscreen();
+    } else if let Err(e) = target.request_fullscreen() {
+        web_sys::console::warn_2(&"fullscreen refused:".into(), &e);
+    }
+}
+
+/// Picture-in-picture for `video`, or back out of it. (Through `Reflect`: web-sys marks
+/// the API unstable.)
+pub fn toggle_picture_in_picture(video: &web_sys::HtmlVideoElement) {
+    let Some(document) = document() else {
+        return;
+    };
+    let current =
+        js_sys::Reflect::get(&document, &"pictureInPictureElement".into()).unwrap_or_default();
+    let (target, method): (&wasm_bindgen::JsValue, &str) = if current.is_object() {
+        (document.as_ref(), "exitPictureInPicture")
+    } else {
+        (video.as_ref(), "requestPictureInPicture")
+    };
+    let call = js_sys::Reflect::get(target, &method.into())
+        .ok()
+        .and_then(|f| f.dyn_into::<js_sys::Function>().ok());
+    let Some(call) = call else {
+        web_sys::console::warn_1(&"picture-in-picture is not available in this browser".into());
+        return;
+    };
+    if let Ok(promise) = call
+        .call0(target)
+        .and_then(|p| p.dyn_into::<js_sys::Promise>())
+    {
+        wasm_bindgen_futures::spawn_local(async move {
+            if let Err(e) = JsFuture::from(promise).await {
+                web_sys::console::warn_2(&"picture-in-picture refused:".into(), &e);
+            }
+        });
     }
 }
 
 /// The `<iframe>` a site owner pastes.
 pub fn embed_snippet(origin: &str, channel: &ChannelName) -> String {
     format!(
-        r#"<iframe src="{origin}/embed/{channel}" width="640" height="360" allow="autoplay; fullscreen" allowfullscreen style="border:0"></iframe>"#
+        r#"<iframe src="{origin}/embed/{channel}" title="{channel} (live, StreamTorrent)" width="640" height="360" allow="autoplay; fullscreen; picture-in-picture" allowfullscreen style="border:0"></iframe>"#
     )
 }
 
@@ -236,31 +359,74 @@ pub async fn channel_list() {
     let Some(list) = element("channel-list") else {
         return;
     };
+    let mut shown: Option<Vec<String>> = None;
     loop {
         match fetch_channels().await {
-            Ok(channels) if channels.is_empty() => list.set_inner_html(
-                "<p class=empty>No channel is live right now. This list updates by itself; \
-                 to start one, run <code>scripts/demo</code> or \
-                 <code>streamtorrent broadcast</code> (see the README).</p>",
-            ),
-            Ok(channels) => {
-                let items: String = channels
-                    .iter()
-                    .map(|c| {
-                        let who = if c.viewers == 1 { "viewer" } else { "viewers" };
-                        format!(
-                            r#"<li><a href="/watch/{0}">{0}</a> <span class="viewers">{1} {who}</span></li>"#,
-                            c.name, c.viewers
-                        )
-                    })
-                    .collect();
-                list.set_inner_html(&format!("<ul>{items}</ul>"));
+            Ok(channels) if channels.is_empty() => {
+                if shown.as_ref().is_none_or(|names| !names.is_empty()) {
+                    list.set_inner_html(
+                        "<p class=empty>No channel is live right now. This list updates by itself; \
+                         to start one, run <code>scripts/demo</code> or \
+                         <code>streamtorrent broadcast</code> (see the README).</p>",
+                    );
+                }
+                shown = Some(Vec::new());
             }
-            Err(e) => list.set_text_content(Some(&format!(
-                "Could not load the channel list ({e}); trying again…"
-            ))),
+            Ok(channels) => {
+                let names: Vec<String> = channels.iter().map(|c| c.name.to_string()).collect();
+                if shown.as_ref() != Some(&names) {
+                    rebuild_channel_list(&list, &channels);
+                    shown = Some(names);
+                }
+                // The same channels: only the audience figures change, in place, so
+                // keyboard focus on a link stays where it is.
+                for c in &channels {
+                    set_text(&format!("viewers-{}", c.name), &audience(c.viewers));
+                }
+            }
+            Err(e) => {
+                list.set_text_content(Some(&format!(
+                    "Could not load the channel list ({e}); trying again…"
+                )));
+                shown = None;
+            }
         }
         gloo_timers::future::TimeoutFuture::new(CHANNEL_LIST_EVERY_MS).await;
+    }
+}
+
+fn audience(viewers: usize) -> String {
+    let who = if viewers == 1 { "viewer" } else { "viewers" };
+    format!("{viewers} {who}")
+}
+
+/// Channels came or went: the list is drawn again, and a link that had the focus gets
+/// it back.
+fn rebuild_channel_list(list: &HtmlElement, channels: &[ChannelSummary]) {
+    let focused = document()
+        .and_then(|d| d.active_element())
+        .and_then(|el| el.get_attribute("data-channel"));
+    let items: String = channels
+        .iter()
+        .map(|c| {
+            format!(
+                r#"<li><a href="/watch/{0}" data-channel="{0}">{0}</a> <span class="viewers" id="viewers-{0}">{1}</span></li>"#,
+                c.name,
+                audience(c.viewers)
+            )
+        })
+        .collect();
+    list.set_inner_html(&format!(r#"<ul aria-label="Live channels">{items}</ul>"#));
+    if let Some(name) = focused {
+        let link = document()
+            .and_then(|d| {
+                d.query_selector(&format!(r#"a[data-channel="{name}"]"#))
+                    .ok()?
+            })
+            .and_then(|el| el.dyn_into::<HtmlElement>().ok());
+        if let Some(link) = link {
+            let _ = link.focus();
+        }
     }
 }
 
@@ -288,7 +454,8 @@ mod tests {
         let channel: ChannelName = "news".parse().unwrap();
         let snippet = embed_snippet("https://tv.example", &channel);
         assert!(snippet.starts_with(r#"<iframe src="https://tv.example/embed/news""#));
-        assert!(snippet.contains(r#"allow="autoplay; fullscreen""#));
+        assert!(snippet.contains(r#"allow="autoplay; fullscreen; picture-in-picture""#));
+        assert!(snippet.contains(r#"title="news (live, StreamTorrent)""#));
     }
 
     #[test]

@@ -46,6 +46,26 @@ impl Reporter {
         }
     }
 
+    /// Changes what the controls show, and shows it now.
+    pub fn update_controls(&mut self, change: impl FnOnce(&mut Snapshot)) {
+        change(&mut self.shared.borrow_mut());
+        let snapshot = self.shared.borrow();
+        if let Some(page) = &mut self.page {
+            page.render_controls(&snapshot);
+        }
+    }
+
+    /// What fullscreen should show, on the pages; `None` for the JS API (the video).
+    pub fn fullscreen_target(&self) -> Option<web_sys::Element> {
+        self.page.as_ref()?.fullscreen_target()
+    }
+
+    pub fn toggle_stats(&mut self) {
+        if let Some(page) = &mut self.page {
+            page.toggle_stats();
+        }
+    }
+
     pub fn first_frame(&mut self, startup_ms: u64) {
         self.shared.borrow_mut().startup_ms = Some(startup_ms);
         self.update(PlayerState::Playing, |_| {});
@@ -66,6 +86,9 @@ impl Reporter {
         self.ticks += 1;
         if self.ticks.is_multiple_of(STATS_EVERY_TICKS) {
             self.dispatch("stats", &to_js(&snapshot));
+            if let Some(page) = &self.page {
+                page.post_stats(&snapshot);
+            }
         }
     }
 

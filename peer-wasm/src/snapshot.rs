@@ -9,6 +9,8 @@ use protocol::PeerId;
 use serde::Serialize;
 use swarm::{Neighbour, Stats};
 
+use crate::latency::LatencyPreset;
+
 /// What the viewer is looking at, in plain terms.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -19,6 +21,8 @@ pub enum PlayerState {
     /// Waiting for video: before the first frame, or the buffer ran dry.
     Buffering,
     Playing,
+    /// The viewer paused (the swarm keeps fetching, so Go live is instant).
+    Paused,
     /// No broadcaster: the channel is not live, or the broadcast ended.
     Offline,
     /// This browser lacks WebRTC or Media Source Extensions.
@@ -36,6 +40,7 @@ impl PlayerState {
             PlayerState::Connecting => "Connecting…",
             PlayerState::Buffering => "Buffering…",
             PlayerState::Playing => "Playing",
+            PlayerState::Paused => "Paused",
             PlayerState::Offline => "Channel offline: waiting for the broadcaster…",
             PlayerState::Unsupported => {
                 "This browser lacks WebRTC or Media Source Extensions, which StreamTorrent needs."
@@ -53,6 +58,8 @@ impl PlayerState {
 pub struct Situation {
     /// Video has played at least once.
     pub started: bool,
+    /// The viewer paused the video.
+    pub paused: bool,
     /// Seconds of media buffered ahead of the play position.
     pub buffer_s: f64,
     /// A data channel to the broadcaster is open.
@@ -71,7 +78,9 @@ pub fn state_of(s: &Situation) -> PlayerState {
     if nothing_coming && s.buffer_s < 0.1 {
         return PlayerState::Offline;
     }
-    if s.started {
+    if s.paused {
+        PlayerState::Paused
+    } else if s.started {
         if s.buffer_s < 0.1 {
             PlayerState::Buffering
         } else {
@@ -126,6 +135,16 @@ pub struct Snapshot {
     /// Share of received payload that came from other viewers, 0..1.
     pub peer_share: f64,
     pub signal_connected: bool,
+    /// The viewer paused playback (`state` is then `paused`).
+    pub paused: bool,
+    pub muted: bool,
+    /// The video element's volume, 0..1.
+    pub volume: f64,
+    /// The latency preset in use: `low`, `normal` or `high`.
+    pub latency: LatencyPreset,
+    /// The delay behind each chunk's cut the player aims for (the preset's, or
+    /// `targetLatencyMs`).
+    pub target_latency_ms: u64,
     pub neighbours: Vec<NeighbourRate>,
     /// The last chunks handed to the video element, with the SHA-256 of their bytes, so
     /// what played can be checked against the broadcaster's recording.
@@ -367,6 +386,21 @@ mod tests {
             }),
             PlayerState::Buffering
         );
+        // Paused by the viewer, whatever the buffer; offline still wins.
+        assert_eq!(
+            state_of(&Situation {
+                paused: true,
+                ..playing
+            }),
+            PlayerState::Paused
+        );
+        assert_eq!(
+            state_of(&Situation {
+                paused: true,
+                ..ended
+            }),
+            PlayerState::Offline
+        );
     }
 
     #[test]
@@ -384,6 +418,11 @@ mod tests {
             "lag_ms",
             "startup_ms",
             "bytes_rejected",
+            "paused",
+            "muted",
+            "volume",
+            "latency",
+            "target_latency_ms",
         ] {
             assert!(json.get(field).is_some(), "stats() lacks {field}: {json}");
         }

@@ -63,7 +63,7 @@ async fn buffered_player(
 ) -> (MediaPlayer, mpsc::UnboundedReceiver<peer_wasm::Event>) {
     let (events, mut inbox) = mpsc::unbounded();
     let mut player =
-        MediaPlayer::new(video(), &events, limits).expect("MSE is available in Chromium");
+        MediaPlayer::new(video(), &events, limits, true).expect("MSE is available in Chromium");
     let (init, fragments) = segments(fixture);
     assert_eq!(fragments.len(), 3);
     // Media queued before the source opens must wait, not fail.
@@ -100,7 +100,7 @@ async fn player_buffers_vp9_opus_in_order() {
 #[wasm_bindgen_test]
 async fn unsupported_codec_is_reported_not_appended() {
     let (events, _inbox) = mpsc::unbounded();
-    let mut player = MediaPlayer::new(video(), &events, MediaLimits::default()).unwrap();
+    let mut player = MediaPlayer::new(video(), &events, MediaLimits::default(), true).unwrap();
     let error = player
         .set_init(r#"video/mp4; codecs="nope.1""#, vec![0; 8], &events)
         .unwrap_err();
@@ -149,7 +149,7 @@ async fn played_media_is_evicted_and_what_is_ahead_kept() {
         limits,
     )
     .await;
-    player.tick(page_now());
+    player.tick(page_now(), &mpsc::unbounded().0);
     let before = player.video().buffered();
     assert_eq!(
         before.start(0).unwrap(),
@@ -158,7 +158,7 @@ async fn played_media_is_evicted_and_what_is_ahead_kept() {
     );
     // 2.5 s played, more than `keep_behind_s`: media before 1.5 s goes.
     player.video().set_current_time(2.5);
-    player.tick(page_now());
+    player.tick(page_now(), &mpsc::unbounded().0);
     next_matching(&mut inbox, |e| {
         matches!(e, peer_wasm::Event::UpdateEnd).then_some(())
     })

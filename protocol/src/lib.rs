@@ -29,5 +29,5 @@ pub use peer_message::{
 };
 pub use signal::{
     ChannelSummary, ClientMessage, ErrorCode, IceServer, Role, ServerMessage, SignalPayload,
-    MAX_SIGNAL_MESSAGE_BYTES, MIN_SIGNAL_VERSION, SIGNAL_VERSION,
+    ViewerReport, MAX_SIGNAL_MESSAGE_BYTES, MIN_SIGNAL_VERSION, SIGNAL_VERSION,
 };

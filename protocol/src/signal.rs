@@ -88,8 +88,35 @@ pub enum ClientMessage {
     Status { free_slots: u16 },
     /// Ask for more peers of the channel (answered with `Introduce`), e.g. after losing some.
     MorePeers {},
+    /// A viewer's summary of what it experienced since its previous report on this
+    /// connection (or since `Welcome`), sent every `report_every_ms` when the server asks
+    /// for reports. The server adds it to its channel's totals, never per peer.
+    Report(ViewerReport),
     /// Leave the channel; the connection may then be closed.
     Leave {},
+}
+
+/// What one viewer played and carried over one reporting interval (`Report`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ViewerReport {
+    /// Video payload received from other viewers in the interval.
+    #[serde(default)]
+    pub bytes_from_peers: u64,
+    /// Video payload received from the broadcaster in the interval.
+    #[serde(default)]
+    pub bytes_from_source: u64,
+    /// Video payload sent to other viewers in the interval.
+    #[serde(default)]
+    pub bytes_uploaded: u64,
+    /// Times playback ran dry in the interval.
+    #[serde(default)]
+    pub stalls: u32,
+    /// From start to the first frame: in the first report after it, and only there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub startup_ms: Option<u32>,
+    /// Delay behind live now, once playing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay_ms: Option<u32>,
 }
 
 /// Machine-readable reason in an `Error` message.
@@ -111,6 +138,9 @@ pub enum ErrorCode {
     NotChallenged,
     /// The client speaks an older protocol than the server serves: reload to update.
     UpgradeRequired,
+    /// A `Report` the server refused (too soon, implausible figures, not a viewer); it
+    /// counted nothing of it.
+    BadReport,
     /// A code this build does not know (a newer server's): shown, never fatal by itself.
     #[serde(other)]
     Unknown,
@@ -138,6 +168,9 @@ pub enum ServerMessage {
         session: Option<SessionId>,
         #[serde(default)]
         ice_servers: Vec<IceServer>,
+        /// How often a viewer should send `Report`; absent: the server takes none.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        report_every_ms: Option<u32>,
     },
     /// To a joining broadcaster: sign `claim_message(channel, nonce)` with the channel key
     /// and answer with `Prove`; nothing else is accepted until then.
@@ -273,6 +306,15 @@ mod tests {
             ClientMessage::Status { free_slots: 3 },
             ClientMessage::MorePeers {},
             ClientMessage::Leave {},
+            ClientMessage::Report(ViewerReport {
+                bytes_from_peers: 1_000_000,
+                bytes_from_source: 20_000,
+                bytes_uploaded: 900_000,
+                stalls: 1,
+                startup_ms: Some(1_800),
+                delay_ms: Some(2_400),
+            }),
+            ClientMessage::Report(ViewerReport::default()),
         ];
         for message in messages {
             let json = message.to_json();
@@ -290,6 +332,7 @@ mod tests {
                 broadcaster: None,
                 session: None,
                 ice_servers: vec![],
+                report_every_ms: None,
             },
             ServerMessage::Challenge {
                 nonce: Nonce([9; 32]),
@@ -312,6 +355,7 @@ mod tests {
                         credential: Some("c".into()),
                     },
                 ],
+                report_every_ms: Some(10_000),
             },
             ServerMessage::Introduce {
                 peers: vec![PeerId(2), PeerId(3)],
@@ -351,6 +395,19 @@ mod tests {
             }),
             "a join without a version is from before versions: version 1"
         );
+    }
+
+    #[test]
+    fn a_report_reads_with_fields_missing_or_added() {
+        let json = r#"{"type":"report","bytes_from_peers":5,"future":[1]}"#;
+        assert_eq!(
+            ClientMessage::from_json(json),
+            Ok(ClientMessage::Report(ViewerReport {
+                bytes_from_peers: 5,
+                ..ViewerReport::default()
+            }))
+        );
+        assert!(ClientMessage::from_json(r#"{"type":"report","stalls":-1}"#).is_err());
     }
 
     #[test]

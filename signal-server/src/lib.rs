@@ -4,6 +4,7 @@
 mod claims;
 mod config;
 mod connection;
+mod csp;
 mod error;
 mod ice;
 mod metrics;
@@ -66,7 +67,9 @@ fn router(state: AppState) -> Router {
         .route("/", get(web::app_page))
         .route("/watch/{channel}", get(web::app_page))
         .route("/embed/{channel}", get(web::app_page))
+        .route("/favicon.ico", get(web::favicon))
         .fallback_service(web::static_files(&state.config.web_dir))
+        .layer(axum::middleware::from_fn(csp::content_security_policy))
         .layer(axum::middleware::from_fn(web::cache_control))
         .with_state(state)
 }

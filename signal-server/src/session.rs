@@ -149,6 +149,13 @@ pub(crate) fn handle(
             let peers = state.rooms().more_peers(id);
             mailbox.post(&ServerMessage::Introduce { peers });
         }
+        // Viewer reports are not aggregated yet: `welcome` asks for none, so only a
+        // client ignoring that sends one, and it is told so.
+        ClientMessage::Report(_) => reply_error(
+            mailbox,
+            ErrorCode::BadReport,
+            "this server takes no viewer reports (its welcome asked for none)".into(),
+        ),
         ClientMessage::Leave {} => {
             if let Some(id) = session.peer.take() {
                 state.rooms().leave(id);
@@ -188,6 +195,7 @@ fn enter(
                 broadcaster,
                 session: broadcast,
                 ice_servers,
+                report_every_ms: None,
             });
             mailbox.post(&ServerMessage::Introduce { peers: introduced });
             true

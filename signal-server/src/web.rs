@@ -90,6 +90,11 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> impl IntoResponse 
     )
 }
 
+/// Browsers ask for `/favicon.ico` on pages that name no icon (the JSON API, errors).
+pub(crate) async fn favicon() -> axum::response::Redirect {
+    axum::response::Redirect::permanent("/favicon.svg")
+}
+
 pub(crate) async fn healthz() -> &'static str {
     "ok\n"
 }

@@ -86,6 +86,7 @@ impl Sim {
                     broadcaster,
                     session: broadcast,
                     ice_servers: Vec::new(),
+                    report_every_ms: None,
                 });
                 mailbox.post(&ServerMessage::Introduce { peers: introduced });
                 if role == Role::Broadcaster {
@@ -123,7 +124,11 @@ impl Sim {
                 server.rooms.leave(id);
                 Posted::Everyone
             }
-            (ClientMessage::Join { .. } | ClientMessage::Prove { .. }, Some(_)) => return,
+            // The simulated server asks for no viewer reports, as the real one does not yet.
+            (
+                ClientMessage::Join { .. } | ClientMessage::Prove { .. } | ClientMessage::Report(_),
+                Some(_),
+            ) => return,
         };
         match posted {
             Posted::Sender => self.deliver_posted(from),

@@ -104,6 +104,19 @@ impl Clock {
         }
     }
 
+    /// The playout delay changed from `old_ms` to `new_ms`: every chunk not yet played is
+    /// due that much later (or sooner).
+    pub fn shift_schedule(&mut self, old_ms: u64, new_ms: u64) {
+        if let Some((seq, at)) = self.next_due {
+            let at = if new_ms >= old_ms {
+                at + (new_ms - old_ms)
+            } else {
+                Millis(at.0.saturating_sub(old_ms - new_ms))
+            };
+            self.next_due = Some((seq, at));
+        }
+    }
+
     /// When `seq` plays on the schedule (or would, if playback started now).
     pub fn due(&self, seq: ChunkSeq, target_buffer_ms: u64) -> Option<Millis> {
         match self.next_due {
@@ -117,6 +130,13 @@ impl Clock {
 }
 
 impl Swarm {
+    /// A viewer chose another playout delay (a latency preset): the chunks not yet played
+    /// are fetched for, and handed over at, the new delay.
+    pub fn set_target_buffer(&mut self, ms: u64) {
+        let old = std::mem::replace(&mut self.config.target_buffer_ms, ms);
+        self.clock.shift_schedule(old, ms);
+    }
+
     /// A joining viewer starts at the newest chunk that begins with a keyframe.
     pub(crate) fn choose_start(&mut self) {
         if self.next_play.is_some() || self.init.is_none() {
@@ -291,3 +311,21 @@ const CATCH_UP_WITH_CHUNKS: u64 = 3;
 /// A first chunk still missing this many chunk durations past its due time (and the
 /// grace) is given up on.
 pub(crate) const RESTART_AFTER_CHUNKS: u64 = 3;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_delay_moves_the_schedule_by_the_difference() {
+        let mut clock = Clock::new(1_000);
+        clock.shift_schedule(1_500, 4_000);
+        assert_eq!(clock.next_due(), None, "nothing planned, nothing moves");
+        clock.next_due = Some((ChunkSeq(7), Millis(10_000)));
+        clock.shift_schedule(1_500, 4_000);
+        assert_eq!(clock.next_due(), Some((ChunkSeq(7), Millis(12_500))));
+        clock.shift_schedule(4_000, 1_000);
+        assert_eq!(clock.next_due(), Some((ChunkSeq(7), Millis(9_500))));
+        assert_eq!(clock.due(ChunkSeq(9), 1_000), Some(Millis(11_500)));
+    }
+}

@@ -64,6 +64,7 @@ impl Harness {
                 username: None,
                 credential: None,
             }],
+            report_every_ms: None,
         });
         h.out.clear();
         h
@@ -80,6 +81,7 @@ impl Harness {
             broadcaster: Some(ME),
             session: None,
             ice_servers: vec![],
+            report_every_ms: None,
         });
         h.out.clear();
         h
@@ -651,6 +653,7 @@ fn peers_introduced_before_the_channel_key_are_offered_to_once_it_comes() {
         broadcaster: None,
         session: None,
         ice_servers: vec![],
+        report_every_ms: None,
     });
     h.server(ServerMessage::Introduce {
         peers: vec![PeerId(5), PeerId(6)],
@@ -703,6 +706,7 @@ fn an_unanswered_join_is_given_up_and_a_short_session_keeps_backing_off() {
         broadcaster: Some(PeerId(1)),
         session: Some(SESSION),
         ice_servers: vec![],
+        report_every_ms: None,
     });
     let id = h.signal.unwrap();
     h.input(NodeInput::SignalClosed(id));

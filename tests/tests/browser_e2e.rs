@@ -33,7 +33,7 @@ v.addEventListener('waiting', () => { if (window.__st.started) window.__st.waiti
 const PROBE: &str = r#"
 const v = document.getElementById('video');
 return { time: v.currentTime, first: window.__st.first, first_frame_ms: window.__st.firstFrameMs, started: window.__st.started,
-         waiting: window.__st.waiting, status: document.getElementById('status').textContent,
+         waiting: window.__st.waiting, status: document.getElementById('status').textContent + ' · ' + document.getElementById('signal-note').textContent,
          stats: document.getElementById('stats').textContent, error: v.error && v.error.message,
          log: window.__st.log };
 "#;
@@ -214,7 +214,7 @@ async fn survive_restart(
             .execute(PROBE, vec![])
             .await
             .map_err(|e| e.to_string())?;
-        let rejoined = channels.contains("\"viewers\":1") && probe["status"] == "Playing";
+        let rejoined = channels.contains("\"viewers\":1") && probe["status"] == "Playing · ";
         if rejoined {
             if probe["waiting"].as_u64().unwrap_or(0) > MAX_WAITING_AFTER_START {
                 return Err(format!("playback stalled during the restart: {probe}"));
@@ -274,7 +274,7 @@ async fn embed_and_api(client: &Client, addr: &str, dir: &std::path::Path) -> Re
             && seen[1]
                 .as_str()
                 .unwrap_or_default()
-                .contains("Channel offline")
+                .contains("nobody-hereNot live right now")
         {
             break;
         }

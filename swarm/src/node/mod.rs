@@ -258,6 +258,15 @@ impl Node {
         }
     }
 
+    /// A viewer's new playout delay (a latency preset), for its swarm now and any swarm
+    /// it starts later (a new broadcast).
+    pub fn set_target_buffer(&mut self, ms: u64) {
+        self.config.target_buffer_ms = Some(ms);
+        if let Some(swarm) = &mut self.swarm {
+            swarm.set_target_buffer(ms);
+        }
+    }
+
     /// The swarm, once it exists (its stats, neighbours, clock).
     pub fn swarm(&self) -> Option<&Swarm> {
         self.swarm.as_ref()
