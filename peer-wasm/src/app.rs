@@ -312,11 +312,10 @@ impl App {
     /// Play pressed: resumes where it paused; before the planned start (no autoplay),
     /// the start plays as planned.
     fn play(&mut self, now: Millis) {
+        self.media.on_play();
         if self.media.started() {
-            self.media.on_play();
             self.media.play(&self.events);
         } else {
-            self.media.on_play();
             self.media.tick(now.0 as f64, &self.events);
         }
     }
