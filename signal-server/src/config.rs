@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use clap::Parser;
 use protocol::MAX_SIGNAL_MESSAGE_BYTES;
 
+use crate::viewer_reports::ReportPolicy;
+
 /// StreamTorrent signal server: introduces the viewers of a live channel to each other,
 /// relays their WebRTC set-up, and serves the watch page. It never carries video.
 #[derive(Parser, Debug, Clone)]
@@ -84,6 +86,15 @@ pub struct ServerConfig {
     /// restarts. Without it, ownership lasts while the server runs.
     #[arg(long, env = "STREAMTORRENT_OWNERS_FILE")]
     pub owners_file: Option<PathBuf>,
+    /// Seconds between viewers' experience reports (bytes from peers and broadcaster,
+    /// stalls, start-up, delay), summed per channel in `/metrics`. 0 asks for none.
+    #[arg(long, env = "STREAMTORRENT_VIEWER_REPORT_SECS", default_value_t = 10)]
+    pub viewer_report_secs: u64,
+    /// The most one viewer can receive (and, separately, upload) in kbit/s: a report
+    /// claiming more is refused, so no client can inflate its channel's figures beyond
+    /// one viewer's share.
+    #[arg(long, env = "STREAMTORRENT_MAX_VIEWER_KBPS", default_value_t = 20_000)]
+    pub max_viewer_kbps: u64,
 }
 
 fn parse_message_limit(text: &str) -> Result<usize, String> {
@@ -109,6 +120,11 @@ impl ServerConfig {
             return Err("--idle-timeout-secs must exceed --ping-interval-secs, or idle clients are dropped before they can answer a ping".into());
         }
         Ok(())
+    }
+
+    /// What viewers are asked to report, and what is believed of them.
+    pub fn report_policy(&self) -> ReportPolicy {
+        ReportPolicy::new(self.viewer_report_secs, self.max_viewer_kbps)
     }
 
     /// Defaults, serving `web_dir`; for tests and embedding.

@@ -12,6 +12,7 @@ mod owners;
 mod rate_limit;
 mod rooms;
 mod session;
+mod viewer_reports;
 mod web;
 
 use std::net::SocketAddr;
@@ -31,6 +32,7 @@ pub use error::ServerError;
 pub use ice::{ice_servers, turn_credentials};
 pub use metrics::{Metrics, Rejection};
 pub use rooms::{JoinError, Limits, Mailbox, Rooms};
+pub use viewer_reports::{Experience, ReportPolicy};
 
 /// How long shutdown waits for clients to receive their close frames.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);

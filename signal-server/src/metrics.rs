@@ -3,6 +3,8 @@
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::viewer_reports::Experience;
+
 /// Why the server refused something; each is counted and labelled in `/metrics`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rejection {
@@ -22,10 +24,12 @@ pub enum Rejection {
     ChallengeTimeout,
     /// A client older than the server serves (`upgrade_required`).
     Outdated,
+    /// A viewer report the server does not believe (too soon, too large, not a viewer).
+    BadReport,
 }
 
 impl Rejection {
-    const ALL: [Rejection; 15] = [
+    const ALL: [Rejection; 16] = [
         Rejection::TooLarge,
         Rejection::Malformed,
         Rejection::RateLimited,
@@ -41,6 +45,7 @@ impl Rejection {
         Rejection::BadSignature,
         Rejection::ChallengeTimeout,
         Rejection::Outdated,
+        Rejection::BadReport,
     ];
 
     pub fn label(self) -> &'static str {
@@ -60,6 +65,7 @@ impl Rejection {
             Rejection::BadSignature => "bad_signature",
             Rejection::ChallengeTimeout => "challenge_timeout",
             Rejection::Outdated => "outdated",
+            Rejection::BadReport => "bad_report",
         }
     }
 }
@@ -81,8 +87,13 @@ impl Metrics {
         self.rejections[why as usize].load(Ordering::Relaxed)
     }
 
-    /// `channels` is (name, peers) for every channel.
-    pub fn render(&self, channels: &[(String, usize)]) -> String {
+    /// `channels` is (name, peers) for every channel, `experience` what its viewers
+    /// reported.
+    pub fn render(
+        &self,
+        channels: &[(String, usize)],
+        experience: &[(String, Experience)],
+    ) -> String {
         let mut out = String::new();
         let gauge = |out: &mut String, name: &str, help: &str| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
@@ -130,6 +141,7 @@ impl Metrics {
                 self.rejections(why)
             );
         }
+        crate::viewer_reports::render(&mut out, experience);
         out
     }
 }

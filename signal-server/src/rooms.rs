@@ -14,6 +14,7 @@ use rand::{Rng, SeedableRng};
 use tokio::sync::{mpsc, Notify};
 
 use crate::metrics::Rejection;
+use crate::viewer_reports::Experience;
 
 /// Contacts remembered per peer; see `Member::contacts`.
 const MAX_CONTACTS: usize = 64;
@@ -112,6 +113,9 @@ struct Channel {
     /// The broadcaster's broadcast, while it is here.
     session: Option<SessionId>,
     members: Vec<PeerId>,
+    /// What its viewers reported; gone with the channel, so the totals stay bounded by
+    /// the live channels.
+    experience: Experience,
 }
 
 impl Mailbox {
@@ -439,6 +443,27 @@ impl Rooms {
             .collect();
         live.sort_by(|a, b| a.name.cmp(&b.name));
         live
+    }
+
+    /// Adds an admitted viewer report to its channel's totals.
+    pub fn record_report(&mut self, peer: PeerId, report: &protocol::ViewerReport) {
+        let Some(member) = self.members.get(&peer) else {
+            return;
+        };
+        if let Some(room) = self.channels.get_mut(&member.channel) {
+            room.experience.add(report);
+        }
+    }
+
+    /// Every channel with its viewers' reported experience, for metrics.
+    pub fn channel_experience(&self) -> Vec<(String, Experience)> {
+        let mut all: Vec<(String, Experience)> = self
+            .channels
+            .iter()
+            .map(|(n, r)| (n.to_string(), r.experience.clone()))
+            .collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
     }
 
     /// Every channel with its number of peers, for metrics.

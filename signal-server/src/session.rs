@@ -13,6 +13,7 @@ use crate::claims::{self, PendingClaim};
 use crate::connection::{Close, CLOSE_POLICY};
 use crate::metrics::Rejection;
 use crate::rooms::Mailbox;
+use crate::viewer_reports::ReportGate;
 use crate::AppState;
 
 /// What one connection is in the channel.
@@ -21,6 +22,8 @@ pub(crate) struct Session {
     pub peer: Option<PeerId>,
     /// A broadcaster's join waiting for its signature.
     pub claim: Option<PendingClaim>,
+    /// A joined viewer's experience reports; broadcasters report none.
+    pub reports: Option<ReportGate>,
 }
 
 /// Sleeps until `deadline`, or forever without one.
@@ -149,14 +152,24 @@ pub(crate) fn handle(
             let peers = state.rooms().more_peers(id);
             mailbox.post(&ServerMessage::Introduce { peers });
         }
-        // Viewer reports are not aggregated yet: `welcome` asks for none, so only a
-        // client ignoring that sends one, and it is told so.
-        ClientMessage::Report(_) => reply_error(
-            mailbox,
-            ErrorCode::BadReport,
-            "this server takes no viewer reports (its welcome asked for none)".into(),
-        ),
+        ClientMessage::Report(report) => {
+            let admitted = match (session.peer, &mut session.reports) {
+                (Some(peer), Some(gate)) => gate
+                    .admit(Instant::now(), &report, &state.config.report_policy())
+                    .map(|()| peer),
+                (Some(_), None) => Err("only viewers report their experience".into()),
+                (None, _) => Err("join a channel as a viewer first".into()),
+            };
+            match admitted {
+                Ok(peer) => state.rooms().record_report(peer, &report),
+                Err(why) => {
+                    state.metrics.reject(Rejection::BadReport);
+                    reply_error(mailbox, ErrorCode::BadReport, why);
+                }
+            }
+        }
         ClientMessage::Leave {} => {
+            session.reports = None;
             if let Some(id) = session.peer.take() {
                 state.rooms().leave(id);
             }
@@ -182,6 +195,7 @@ fn enter(
         Ok((id, introduced)) => {
             tracing::info!(peer = %id, %channel, ?role, introduced = introduced.len(), "peer joined");
             session.peer = Some(id);
+            session.reports = (role == Role::Viewer).then(|| ReportGate::new(Instant::now()));
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs());
@@ -195,7 +209,9 @@ fn enter(
                 broadcaster,
                 session: broadcast,
                 ice_servers,
-                report_every_ms: None,
+                report_every_ms: session
+                    .reports
+                    .and_then(|_| state.config.report_policy().every_ms()),
             });
             mailbox.post(&ServerMessage::Introduce { peers: introduced });
             true

@@ -83,10 +83,13 @@ fn is_content_hashed(path: &str) -> bool {
 
 /// Prometheus text format.
 pub(crate) async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    let sizes = state.rooms().channel_sizes();
+    let (sizes, experience) = {
+        let rooms = state.rooms();
+        (rooms.channel_sizes(), rooms.channel_experience())
+    };
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(&sizes),
+        state.metrics.render(&sizes, &experience),
     )
 }
 
