@@ -10,7 +10,9 @@ use futures::channel::mpsc;
 use futures::StreamExt;
 use gloo_timers::callback::{Interval, Timeout};
 use protocol::{ErrorCode, SignalPayload};
-use swarm::{LinkId, LinkStart, Millis, Node, NodeConfig, NodeEvent, NodeInput, NodeOutput};
+use swarm::{
+    LinkId, LinkStart, Millis, Node, NodeConfig, NodeEvent, NodeInput, NodeOutput, Playback,
+};
 use web_sys::HtmlVideoElement;
 
 use crate::controls::Command;
@@ -386,6 +388,12 @@ impl App {
             .and_then(|seq| self.node.swarm()?.cut_at(seq))
             .map(|cut| (now - cut) + (buffer_s * 1000.0) as u64);
         let (stalls, joined, rates) = (self.stalls, self.node.joined(), self.rates.rates.clone());
+        // The viewer's experience reports tell what the <video> saw, not the swarm's model.
+        self.node.set_playback(Playback {
+            stalls,
+            startup_ms: self.reporter.snapshot().startup_ms,
+            delay_ms: lag_ms,
+        });
         let appended = self.appended.iter().cloned().collect();
         let video = self.media.video();
         let (muted, volume) = (video.muted(), video.volume());

@@ -29,7 +29,7 @@ pub use config::{Config, SwarmRole, Trust};
 pub use hostile::{DropCause, Drops};
 pub use neighbours::{NeighbourReport, MAX_VIEWER_LINKS, SOURCE_MAX_LINKS, TARGET_LINKS};
 pub use node::{
-    LinkId, LinkStart, Node, NodeConfig, NodeEvent, NodeInput, NodeOutput, SignalId,
+    LinkId, LinkStart, Node, NodeConfig, NodeEvent, NodeInput, NodeOutput, Playback, SignalId,
     GATHER_TIMEOUT_MS, HELLO_TIMEOUT_MS, JOIN_TIMEOUT_MS, LINK_CONNECT_TIMEOUT_MS,
     RECONNECT_FIRST_MS, RECONNECT_MAX_MS, SIGNAL_CONNECT_TIMEOUT_MS,
 };

@@ -241,6 +241,16 @@ impl Swarm {
         self.clock.cut_at(seq)
     }
 
+    /// How far behind live playback is at `now`: the time since the chunk playing now was
+    /// cut, on the playout plan. `None` before playback starts.
+    pub fn delay_behind_live(&self, now: Millis) -> Option<u64> {
+        if !self.clock.started() {
+            return None;
+        }
+        let playing = self.next_play?.0.checked_sub(1)?;
+        Some(now - self.clock.cut_at(ChunkSeq(playing))?)
+    }
+
     /// Chunks held whole or in part; bounded by the window (a test checks memory with it).
     pub fn chunks_held(&self) -> usize {
         self.store.chunks.len()

@@ -6,11 +6,11 @@ use std::sync::Arc;
 use bytes::Bytes;
 use protocol::{
     ChannelSigner, ClientMessage, ErrorCode, IceServer, PeerId, PeerMessage, ServerMessage,
-    SessionId, SignalPayload, PEER_VERSION, SIGNAL_VERSION,
+    SessionId, SignalPayload, ViewerReport, PEER_VERSION, SIGNAL_VERSION,
 };
 use swarm::{
-    LinkId, LinkStart, Millis, Node, NodeConfig, NodeEvent, NodeInput, NodeOutput, SignalId,
-    GATHER_TIMEOUT_MS, HELLO_TIMEOUT_MS, LINK_CONNECT_TIMEOUT_MS, MAX_VIEWER_LINKS,
+    LinkId, LinkStart, Millis, Node, NodeConfig, NodeEvent, NodeInput, NodeOutput, Playback,
+    SignalId, GATHER_TIMEOUT_MS, HELLO_TIMEOUT_MS, LINK_CONNECT_TIMEOUT_MS, MAX_VIEWER_LINKS,
     SIGNAL_CONNECT_TIMEOUT_MS,
 };
 
@@ -51,6 +51,11 @@ impl Harness {
 
     /// A viewer connected and welcomed into a claimed channel.
     fn welcomed_viewer() -> Harness {
+        Harness::welcomed_viewer_reporting(None)
+    }
+
+    /// A viewer welcomed by a server that asks for experience reports this often.
+    fn welcomed_viewer_reporting(report_every_ms: Option<u32>) -> Harness {
         let mut h = Harness::new(None);
         h.open_signal();
         h.server(ServerMessage::Welcome {
@@ -64,7 +69,7 @@ impl Harness {
                 username: None,
                 credential: None,
             }],
-            report_every_ms: None,
+            report_every_ms,
         });
         h.out.clear();
         h
@@ -72,6 +77,10 @@ impl Harness {
 
     /// A broadcaster the server welcomed (its own session named later, by `claimed`).
     fn welcomed_broadcaster() -> Harness {
+        Harness::welcomed_broadcaster_reporting(None)
+    }
+
+    fn welcomed_broadcaster_reporting(report_every_ms: Option<u32>) -> Harness {
         let mut h = Harness::new(Some(signer()));
         h.open_signal();
         h.server(ServerMessage::Welcome {
@@ -81,7 +90,7 @@ impl Harness {
             broadcaster: Some(ME),
             session: None,
             ice_servers: vec![],
-            report_every_ms: None,
+            report_every_ms,
         });
         h.out.clear();
         h
@@ -746,4 +755,60 @@ fn a_broadcaster_names_a_fresh_broadcast_in_its_join() {
     assert!(sessions[0].is_some());
     // Same seed in this harness, same session: drivers seed from a random source.
     assert_eq!(sessions[0], sessions[1]);
+}
+
+fn reports(h: &Harness) -> Vec<ViewerReport> {
+    h.sent()
+        .into_iter()
+        .filter_map(|m| match m {
+            ClientMessage::Report(report) => Some(report),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_viewer_reports_its_experience_as_often_as_the_server_asks() {
+    let mut h = Harness::welcomed_viewer_reporting(Some(10_000));
+    h.advance_to(Millis(9_999));
+    assert!(reports(&h).is_empty(), "not before the interval");
+    h.node.set_playback(Playback {
+        stalls: 2,
+        startup_ms: Some(800),
+        delay_ms: Some(1_500),
+    });
+    h.advance_to(Millis(10_000));
+    let first = ViewerReport {
+        stalls: 2,
+        startup_ms: Some(800),
+        delay_ms: Some(1_500),
+        ..ViewerReport::default()
+    };
+    assert_eq!(reports(&h), vec![first]);
+    h.node.set_playback(Playback {
+        stalls: 3,
+        startup_ms: Some(800),
+        delay_ms: Some(1_700),
+    });
+    h.advance_to(Millis(20_000));
+    let second = ViewerReport {
+        stalls: 1,
+        delay_ms: Some(1_700),
+        ..ViewerReport::default()
+    };
+    assert_eq!(
+        reports(&h)[1..],
+        [second],
+        "the change since, start-up once"
+    );
+}
+
+#[test]
+fn nobody_reports_to_a_server_that_asks_for_none_and_broadcasters_never_do() {
+    let mut viewer = Harness::welcomed_viewer();
+    viewer.advance_to(Millis(120_000));
+    assert!(reports(&viewer).is_empty());
+    let mut broadcaster = Harness::welcomed_broadcaster_reporting(Some(1_000));
+    broadcaster.advance_to(Millis(10_000));
+    assert!(reports(&broadcaster).is_empty());
 }

@@ -55,10 +55,21 @@ pub fn signal_server(web_dir: &std::path::Path) -> (Guard, String) {
 
 /// Starts signal-server on `listen`; returns it and the address it bound.
 pub fn signal_server_on(listen: &str, web_dir: &std::path::Path) -> (Guard, String) {
+    signal_server_with(listen, web_dir, &[])
+}
+
+/// Starts signal-server on `listen` with `extra` flags; returns it and the address it
+/// bound.
+pub fn signal_server_with(
+    listen: &str,
+    web_dir: &std::path::Path,
+    extra: &[&str],
+) -> (Guard, String) {
     let mut guard = Guard(
         Command::new(binary("signal-server"))
             .args(["--listen", listen, "--web-dir"])
             .arg(web_dir)
+            .args(extra)
             .stdout(Stdio::piped())
             .spawn()
             .expect("signal-server starts"),

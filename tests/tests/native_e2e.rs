@@ -1,6 +1,6 @@
 //! signal-server + a broadcaster fed by ffmpeg + three headless viewers, over real WebRTC:
 //! every viewer plays a contiguous run of chunks, each byte-identical to what the
-//! broadcaster cut.
+//! broadcaster cut, and what they report of it reaches the server's `/metrics`.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -9,18 +9,18 @@ use std::time::Duration;
 use tests::netns;
 use tests::process::{
     binary, free_port, go_live, polluter, scratch, signal_server, signal_server_on,
-    wait_for_channel, watcher, BroadcastOptions,
+    signal_server_with, wait_for_channel, watcher, BroadcastOptions,
 };
 
 const CHUNKS: u64 = 6;
 
 #[test]
-fn three_viewers_receive_every_chunk_byte_identical() {
-    if !netns::enter("three_viewers_receive_every_chunk_byte_identical") {
+fn three_viewers_receive_every_chunk_byte_identical_and_report_it() {
+    if !netns::enter("three_viewers_receive_every_chunk_byte_identical_and_report_it") {
         return;
     }
     let dir = scratch("native-e2e");
-    let (_server, addr) = signal_server(&dir);
+    let (_server, addr) = signal_server_with("127.0.0.1:0", &dir, &["--viewer-report-secs", "1"]);
     let (_ffmpeg, _broadcaster) = go_live(&addr, "e2e", &dir, BroadcastOptions::default());
 
     let mut viewers = Vec::new();
@@ -36,12 +36,14 @@ fn three_viewers_receive_every_chunk_byte_identical() {
         // Staggered, so later viewers find chunks at earlier ones.
         std::thread::sleep(Duration::from_millis(700));
     }
-    let mut from_peers = 0;
+    let (mut from_peers, mut from_source) = (0, 0);
     for (name, child) in viewers {
         let summary = check_viewer(&dir, &name, child);
         from_peers += summary["bytes_from_peers"].as_u64().unwrap_or(0);
+        from_source += summary["bytes_from_source"].as_u64().unwrap_or(0);
     }
-    println!("bytes viewers received from other viewers: {from_peers}");
+    println!("bytes viewers received from other viewers: {from_peers}, from the broadcaster: {from_source}");
+    check_reported(&addr, "e2e", from_peers, from_source);
     // The broadcaster pushes each block of a chunk to two viewers only: the third gets it
     // from them, so viewers must have carried some of the stream.
     assert!(
@@ -266,6 +268,43 @@ fn an_open_viewer_follows_a_restarted_broadcaster() {
         "chunks played before the restart: {played_before}, after: {}",
         WANTED - played_before
     );
+}
+
+/// The viewers' experience reports in `/metrics` tell the truth: never more than they
+/// received, and all of it but what came after each viewer's last report (one interval
+/// of a few).
+fn check_reported(addr: &str, channel: &str, from_peers: u64, from_source: u64) {
+    let metrics = tests::process::http_get(addr, "/metrics");
+    let value = |line: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(line)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {line:?} in\n{metrics}"))
+    };
+    let label = |from: &str| {
+        format!("streamtorrent_viewer_bytes_total{{channel=\"{channel}\",from=\"{from}\"}}")
+    };
+    let (peers, source) = (value(&label("peers")), value(&label("broadcaster")));
+    println!("reported: {peers} from peers, {source} from the broadcaster");
+    assert!(
+        peers <= from_peers && source <= from_source,
+        "reports claim more than the viewers received"
+    );
+    let (reported, received) = (peers + source, from_peers + from_source);
+    assert!(
+        reported * 2 >= received,
+        "reports carry {reported} of the {received} bytes received"
+    );
+    let startups = value(&format!(
+        "streamtorrent_viewer_startup_seconds_count{{channel=\"{channel}\"}}"
+    ));
+    assert_eq!(startups, 3, "each viewer tells its start-up once");
+    let delays = value(&format!(
+        "streamtorrent_viewer_delay_seconds_count{{channel=\"{channel}\"}}"
+    ));
+    assert!(delays >= 3, "{delays} delay observations");
+    let refused = value("streamtorrent_rejections_total{reason=\"bad_report\"}");
+    assert_eq!(refused, 0, "an honest viewer's report was refused");
 }
 
 /// Chunks a viewer recorded so far (`--record-dir`).

@@ -8,6 +8,7 @@
 //! [`Node::handle_timeout`] then (or later).
 
 mod backoff;
+mod experience;
 mod io;
 mod links;
 mod peers;
@@ -19,12 +20,14 @@ use std::sync::Arc;
 use protocol::{ChannelName, ContentSigner, IceServer, PeerId, SessionId};
 
 pub use backoff::{RECONNECT_FIRST_MS, RECONNECT_MAX_MS};
+pub use experience::Playback;
 pub use io::{LinkStart, NodeEvent, NodeInput, NodeOutput, SignalId};
 pub use links::LinkId;
 
 use crate::neighbours::{NeighbourReport, MAX_VIEWER_LINKS, SOURCE_MAX_LINKS};
 use crate::{BytesPerSec, Config, Millis, Swarm, SwarmRole};
 use backoff::Backoff;
+use experience::{ExperienceReports, Totals};
 use links::LinkTable;
 
 /// A signalling connection that has not opened by then is abandoned and retried.
@@ -120,6 +123,10 @@ pub struct Node {
     now: Millis,
     /// Unknown peer-message tags received (a newer peer's additions), ignored.
     unknown_messages: u64,
+    /// A viewer's experience reports to the server, when it asks for them.
+    experience: ExperienceReports,
+    /// Playback as the driver last told it; `None`: the swarm's playout model stands in.
+    playback: Option<Playback>,
     outputs: VecDeque<NodeOutput>,
 }
 
@@ -155,6 +162,8 @@ impl Node {
             source_absent: false,
             now,
             unknown_messages: 0,
+            experience: ExperienceReports::default(),
+            playback: None,
             outputs: VecDeque::new(),
         };
         node.connect(now);
@@ -221,6 +230,7 @@ impl Node {
             .chain(signal)
             .chain(swarm)
             .chain(self.report_due())
+            .chain(self.experience.due().filter(|_| self.joined()))
             .min()
     }
 
@@ -236,6 +246,7 @@ impl Node {
             }
         }
         self.report_neighbours(now);
+        self.report_experience(now);
     }
 
     /// Ends the session: leaves the channel, closes every link and the signalling
@@ -265,6 +276,12 @@ impl Node {
         if let Some(swarm) = &mut self.swarm {
             swarm.set_target_buffer(ms);
         }
+    }
+
+    /// What the viewer's player knows of playback (stalls, first frame, delay), for its
+    /// experience reports; a driver that never tells is reported by the swarm's model.
+    pub fn set_playback(&mut self, playback: Playback) {
+        self.playback = Some(playback);
     }
 
     /// The swarm, once it exists (its stats, neighbours, clock).
@@ -362,6 +379,28 @@ impl Node {
             for message in self.neighbours.update(self.links.len(), starving, now) {
                 self.send_signal(&message);
             }
+        }
+    }
+
+    /// The running totals experience reports are differences of.
+    fn experience_totals(&self) -> Totals {
+        let stats = self.swarm.as_ref().map(Swarm::stats).unwrap_or_default();
+        Totals::of(&stats, self.playback.as_ref())
+    }
+
+    /// Sends the experience report due at `now`, if one is and we are joined.
+    fn report_experience(&mut self, now: Millis) {
+        if !self.joined() || self.experience.due().is_none_or(|due| now < due) {
+            return;
+        }
+        let totals = self.experience_totals();
+        let (startup_ms, delay_ms) = match (&self.playback, &self.swarm) {
+            (Some(p), _) => (p.startup_ms, p.delay_ms),
+            (None, Some(swarm)) => (swarm.stats().startup_ms, swarm.delay_behind_live(now)),
+            (None, None) => (None, None),
+        };
+        if let Some(report) = self.experience.take_due(now, totals, startup_ms, delay_ms) {
+            self.send_signal(&protocol::ClientMessage::Report(report));
         }
     }
 

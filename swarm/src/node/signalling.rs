@@ -11,7 +11,7 @@ use super::{
     LinkStart, Node, NodeEvent, NodeOutput, Signal, SignalId, GATHER_TIMEOUT_MS, JOIN_TIMEOUT_MS,
     LINK_CONNECT_TIMEOUT_MS, MAX_MET_EARLY, SIGNAL_CONNECT_TIMEOUT_MS, STABLE_SESSION_MS,
 };
-use crate::{Config, Input, Millis, Swarm};
+use crate::{Config, Input, Millis, Swarm, SwarmRole};
 
 /// What an `Error` from the server does to the session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -152,8 +152,12 @@ impl Node {
                 channel_key,
                 broadcaster,
                 session,
+                report_every_ms,
                 ..
             } => {
+                let every = report_every_ms.filter(|_| self.config.role() == SwarmRole::Viewer);
+                let totals = self.experience_totals();
+                self.experience.welcomed(now, every, totals);
                 if let Signal::Open { id, .. } = self.signal {
                     self.signal = Signal::Open { id, welcomed: true };
                 }
