@@ -145,3 +145,36 @@ async fn with_reports_off_the_welcome_asks_for_none_and_refuses_them() {
         .await
         .contains("no viewer reports"));
 }
+
+/// The operator's Grafana dashboard asks only for series this server exports.
+#[tokio::test]
+async fn the_dashboard_queries_only_metrics_the_server_exports() {
+    let dashboard = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../deploy/grafana/streamtorrent.json"
+    ))
+    .expect("deploy/grafana/streamtorrent.json exists");
+    serde_json::from_str::<serde_json::Value>(&dashboard).expect("the dashboard is JSON");
+    let addr = start_reporting().await;
+    let metrics = http_get(&addr, "/metrics").await;
+    let mut names: Vec<&str> = dashboard
+        .match_indices("streamtorrent_")
+        .map(|(at, _)| {
+            let rest = &dashboard[at..];
+            let end = rest
+                .find(|c: char| !(c.is_ascii_lowercase() || c == '_'))
+                .unwrap_or(rest.len());
+            &rest[..end]
+        })
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    assert!(names.len() >= 6, "the dashboard names {names:?}");
+    for name in names {
+        let family = name.strip_suffix("_bucket").unwrap_or(name);
+        assert!(
+            metrics.contains(&format!("# TYPE {family} ")),
+            "the dashboard asks for {name}, which /metrics does not export"
+        );
+    }
+}
