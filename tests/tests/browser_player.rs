@@ -1,0 +1,416 @@
+//! The player as people use it, in real headless Chromium on a live channel: its controls
+//! by mouse and keyboard on the watch page, its URL parameters on the embed page, and its
+//! iframe API driven by a site owner's page on another origin (the repository's
+//! `web/iframe-example.html`, served by a plain HTTP server of the test's own).
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::time::{Duration, Instant};
+
+use fantoccini::actions::{InputSource, KeyAction, KeyActions};
+use fantoccini::key::Key;
+use fantoccini::{Client, Locator};
+use serde_json::Value;
+use tests::browser::Chromedriver;
+use tests::netns;
+use tests::process::{broadcaster, scratch, signal_server, wait_for_channel, workspace_root};
+
+/// The normal preset's target delay behind live (`peer-wasm/src/latency.rs`).
+const NORMAL_TARGET_MS: f64 = 1_500.0;
+/// What the high preset's target is.
+const HIGH_TARGET_MS: u64 = 4_000;
+
+/// Counts fullscreen and picture-in-picture requests (then makes them as asked), and
+/// reads the player's state from the page.
+const INSTRUMENT: &str = r#"
+window.__requests = { fullscreen: 0, pip: 0 };
+const fs = Element.prototype.requestFullscreen;
+Element.prototype.requestFullscreen = function (...a) { window.__requests.fullscreen++; return fs.apply(this, a); };
+const pip = HTMLVideoElement.prototype.requestPictureInPicture;
+HTMLVideoElement.prototype.requestPictureInPicture = function (...a) {
+  window.__requests.pip++;
+  return pip ? pip.apply(this, a) : Promise.reject(new Error('no picture-in-picture here'));
+};
+"#;
+
+const PROBE: &str = r#"
+const v = document.getElementById('video');
+const stats = document.getElementById('stats').textContent;
+const lag = /Behind live([0-9.]+) s/.exec(stats);
+return { time: v.currentTime, paused: v.paused, muted: v.muted, volume: v.volume,
+         lag_ms: lag ? 1000 * parseFloat(lag[1]) : null,
+         status: document.getElementById('status').textContent,
+         live: document.getElementById('live').textContent,
+         controls_hidden: document.getElementById('controls').hidden,
+         latency: document.getElementById('latency').value,
+         stats_hidden: document.getElementById('stats-panel').hidden,
+         buffered: v.buffered.length ? v.buffered.end(v.buffered.length - 1) : 0,
+         requests: window.__requests || null };
+"#;
+
+#[test]
+fn the_player_obeys_its_controls_its_url_and_a_host_page() {
+    if !netns::enter("the_player_obeys_its_controls_its_url_and_a_host_page") {
+        return;
+    }
+    let web_dir = workspace_root().join("web").join("dist");
+    assert!(
+        web_dir.join("index.html").exists(),
+        "{} missing: run `scripts/build` (scripts/test does)",
+        web_dir.display()
+    );
+    let dir = scratch("browser-player");
+    let (_server, addr) = signal_server(&web_dir);
+    let _live = broadcaster(
+        &addr,
+        "demo",
+        &dir.join("broadcaster"),
+        &dir.join("broadcaster.log"),
+    );
+    wait_for_channel(&addr, "demo", Duration::from_secs(20));
+    let host = host_site(&web_dir.join("iframe-example.html"));
+    let driver = Chromedriver::start();
+    let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
+    let result = runtime.block_on(async {
+        let client = driver.open(&dir.join("chromium-profile")).await;
+        let mut outcome = controls(&client, &addr).await;
+        if outcome.is_ok() {
+            outcome = url_parameters(&client, &addr).await;
+        }
+        if outcome.is_ok() {
+            outcome = host_page(&client, &addr, &host).await;
+        }
+        let _ = client.close().await;
+        outcome
+    });
+    result.unwrap_or_else(|e| panic!("{e}; logs in {}", dir.display()));
+}
+
+/// Pause, play, Go live, mute, volume, stats, fullscreen and picture-in-picture, by
+/// clicks and keys, on `/watch/demo`.
+async fn controls(client: &Client, addr: &str) -> Result<(), String> {
+    goto(client, &format!("http://{addr}/watch/demo")).await?;
+    script(client, INSTRUMENT).await?;
+    let playing = until(client, "playing", 30, |p| {
+        p["status"] == "Playing" && p["paused"] == false && p["lag_ms"].is_number()
+    })
+    .await?;
+    println!("playing: {playing}");
+
+    // A click pauses, and the video stops where it is.
+    click(client, "play").await?;
+    let paused = until(client, "paused, and the status says so", 5, |p| {
+        p["paused"] == true && p["status"] == "Paused"
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let still = probe(client).await?;
+    if still["time"] != paused["time"] {
+        return Err(format!(
+            "currentTime moved while paused: {paused} then {still}"
+        ));
+    }
+    // `k` plays again from where it stopped: now well behind live, and the badge says so.
+    press(client, 'k').await?;
+    let behind = until(client, "behind live after the pause", 10, |p| {
+        p["paused"] == false && p["live"].as_str().unwrap_or_default().contains("behind")
+    })
+    .await?;
+    println!("after the pause: {behind}");
+    // Go live by mouse: back within the target delay (and a tick of the stats).
+    click(client, "live").await?;
+    let live = until(client, "back at the live edge", 10, |p| {
+        p["lag_ms"]
+            .as_f64()
+            .is_some_and(|lag| lag <= NORMAL_TARGET_MS + 1_000.0)
+            && p["live"].as_str().unwrap_or_default().contains("LIVE")
+    })
+    .await?;
+    println!("after Go live: {live}");
+
+    // The page starts muted; `m` unmutes, ArrowDown lowers the volume.
+    if live["muted"] != true {
+        return Err(format!("the page did not start muted: {live}"));
+    }
+    press(client, 'm').await?;
+    until(client, "unmuted by m", 5, |p| p["muted"] == false).await?;
+    press(client, Key::Down.into()).await?;
+    until(client, "volume lowered by ArrowDown", 5, |p| {
+        p["volume"].as_f64().is_some_and(|v| v < 1.0)
+    })
+    .await?;
+
+    click(client, "stats-toggle").await?;
+    until(client, "stats collapsed", 5, |p| p["stats_hidden"] == true).await?;
+    // Each by key, then (once whatever it opened is closed again) by mouse.
+    const LEAVE: &str = "if (document.fullscreenElement) await document.exitFullscreen(); \
+                         if (document.pictureInPictureElement) await document.exitPictureInPicture();";
+    press(client, 'f').await?;
+    press(client, 'i').await?;
+    until(
+        client,
+        "fullscreen and picture-in-picture requested by key",
+        5,
+        |p| p["requests"]["fullscreen"] == 1 && p["requests"]["pip"] == 1,
+    )
+    .await?;
+    leave(client, LEAVE).await?;
+    click(client, "fullscreen").await?;
+    click(client, "pip").await?;
+    let requested = until(client, "and by mouse", 5, |p| {
+        p["requests"]["fullscreen"] == 2 && p["requests"]["pip"] == 2
+    })
+    .await?;
+    println!("requested: {}", requested["requests"]);
+    leave(client, LEAVE).await?;
+    Ok(())
+}
+
+/// `/embed/demo?autoplay=0&controls=0&latency=high`: no controls, nothing plays until
+/// asked, the high preset chosen.
+async fn url_parameters(client: &Client, addr: &str) -> Result<(), String> {
+    goto(
+        client,
+        &format!("http://{addr}/embed/demo?autoplay=0&controls=0&latency=high"),
+    )
+    .await?;
+    // Wait until video is there to play: only then does not playing it mean anything.
+    let ready = until(client, "media buffered, not played", 30, |p| {
+        p["buffered"].as_f64() > Some(1.0)
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let later = probe(client).await?;
+    if later["time"] != ready["time"] {
+        return Err(format!("autoplay=0 played anyway: {ready} then {later}"));
+    }
+    for p in [&ready, &later] {
+        if p["paused"] != true {
+            return Err(format!("autoplay=0 played anyway: {p}"));
+        }
+        if p["controls_hidden"] != true {
+            return Err(format!("controls=0 shows the controls: {p}"));
+        }
+        if p["latency"] != "high" {
+            return Err(format!("latency=high not chosen: {p}"));
+        }
+    }
+    // controls=0 takes no shortcuts either.
+    press(client, 'k').await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after_key = probe(client).await?;
+    if after_key["paused"] != true {
+        return Err(format!("controls=0 obeyed a shortcut: {after_key}"));
+    }
+    Ok(())
+}
+
+/// The site owner's page (another origin) drives the embed through `EmbeddedPlayer`.
+async fn host_page(client: &Client, addr: &str, host: &str) -> Result<(), String> {
+    goto(
+        client,
+        &format!("http://{host}/iframe-example.html?channel=demo&server=http://{addr}"),
+    )
+    .await?;
+    const HOST_PROBE: &str = r#"
+        const p = window.player;
+        return p ? { ready: p.ready, state: p.state, stats: p.stats,
+                     shown: document.getElementById('state').textContent,
+                     messages: window.__messages || null } : null;
+    "#;
+    let host_until = |what: &'static str, secs: u64, ok: fn(&Value) -> bool| async move {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let p = script(client, HOST_PROBE).await?;
+            if !p.is_null() && ok(&p) {
+                return Ok::<Value, String>(p);
+            }
+            if Instant::now() > deadline {
+                return Err(format!("host page: {what} not within {secs} s: {p}"));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    let playing = host_until("ready and playing", 30, |p| {
+        p["ready"] == true
+            && p["state"] == "playing"
+            && p["shown"] == "playing"
+            && p["stats"]["peer_share"].is_number()
+    })
+    .await?;
+    println!("host page: {playing}");
+    // Stats about once a second.
+    script(
+        client,
+        "window.__messages = 0; window.player.addEventListener('stats', () => window.__messages++);",
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let counted = script(client, "return window.__messages;").await?;
+    if !counted.as_u64().is_some_and(|n| (2..=8).contains(&n)) {
+        return Err(format!("{counted} stats messages in 4 s"));
+    }
+
+    // The host's own Pause button, then the API.
+    client
+        .find(Locator::Css("button[data-command=pause]"))
+        .await
+        .map_err(|e| e.to_string())?
+        .click()
+        .await
+        .map_err(|e| e.to_string())?;
+    host_until("paused by the host", 10, |p| {
+        p["state"] == "paused" && p["stats"]["paused"] == true
+    })
+    .await?;
+    script(
+        client,
+        "player.play(); player.setVolume(0.5); player.setLatency('high');",
+    )
+    .await?;
+    host_until("playing at volume 0.5 on the high preset", 10, |p| {
+        p["state"] == "playing"
+            && p["stats"]["volume"] == 0.5
+            && p["stats"]["latency"] == "high"
+            && p["stats"]["target_latency_ms"] == HIGH_TARGET_MS
+    })
+    .await?;
+    // Bad commands are ignored (with a console warning) and change nothing.
+    script(
+        client,
+        r#"const w = document.getElementById('tv').contentWindow;
+           w.postMessage({ type: 'streamtorrent:command', command: 'explode' }, '*');
+           w.postMessage({ type: 'streamtorrent:command', command: 'volume', value: 7 }, '*');
+           w.postMessage({ type: 'streamtorrent:command', command: 'latency', value: 'instant' }, '*');
+           w.postMessage('streamtorrent:command', '*');"#,
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    host_until("unchanged by bad commands", 5, |p| {
+        p["state"] == "playing" && p["stats"]["volume"] == 0.5 && p["stats"]["latency"] == "high"
+    })
+    .await?;
+    // An embed told to obey another origin neither obeys nor tells this page anything.
+    script(
+        client,
+        &format!(
+            r#"window.__foreign = 0;
+               const f = document.createElement('iframe');
+               f.src = 'http://{addr}/embed/demo?controls=0&origin=https%3A%2F%2Felsewhere.example';
+               f.title = 'Foreign';
+               document.body.append(f);
+               window.addEventListener('message', (e) => {{ if (e.source === f.contentWindow) window.__foreign++; }});"#
+        ),
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let foreign = script(client, "return window.__foreign;").await?;
+    if foreign != 0 {
+        return Err(format!(
+            "an embed restricted to another origin posted {foreign} messages here"
+        ));
+    }
+    Ok(())
+}
+
+/// A site owner's web server: serves `page` at `/iframe-example.html` from its own port
+/// (so its own origin), with no policy of ours.
+fn host_site(page: &std::path::Path) -> String {
+    let html = std::fs::read(page).expect("web/dist has iframe-example.html");
+    let listener = TcpListener::bind("127.0.0.1:0").expect("can bind 127.0.0.1:0");
+    let addr = listener.local_addr().expect("bound").to_string();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(&stream);
+            let mut request = String::new();
+            let _ = reader.read_line(&mut request);
+            // Headers up to the blank line.
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                line.clear();
+            }
+            let mut stream = &stream;
+            let (status, body): (&str, &[u8]) = if request.starts_with("GET /iframe-example.html") {
+                ("200 OK", &html)
+            } else {
+                ("404 Not Found", b"not here")
+            };
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status}\r\nContent-Type: text/html; charset=utf-8\r\n\
+                 Content-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(body);
+        }
+    });
+    addr
+}
+
+async fn goto(client: &Client, url: &str) -> Result<(), String> {
+    client.goto(url).await.map_err(|e| format!("{url}: {e}"))
+}
+
+async fn script(client: &Client, code: &str) -> Result<Value, String> {
+    client
+        .execute(code, vec![])
+        .await
+        .map_err(|e| format!("script failed: {e}"))
+}
+
+/// Runs `code` as the body of an async function and waits for it.
+async fn leave(client: &Client, code: &str) -> Result<(), String> {
+    let wrapped = format!(
+        "const done = arguments[0]; (async () => {{ {code} }})().then(() => done(), () => done());"
+    );
+    client
+        .execute_async(&wrapped, vec![])
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("script failed: {e}"))
+}
+
+async fn probe(client: &Client) -> Result<Value, String> {
+    script(client, PROBE).await
+}
+
+/// Probes until `ok`, for at most `secs`.
+async fn until(
+    client: &Client,
+    what: &str,
+    secs: u64,
+    ok: impl Fn(&Value) -> bool,
+) -> Result<Value, String> {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let p = probe(client).await?;
+        if ok(&p) {
+            return Ok(p);
+        }
+        if Instant::now() > deadline {
+            return Err(format!("{what}: not within {secs} s: {p}"));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn click(client: &Client, id: &str) -> Result<(), String> {
+    client
+        .find(Locator::Id(id))
+        .await
+        .map_err(|e| format!("#{id}: {e}"))?
+        .click()
+        .await
+        .map_err(|e| format!("click #{id}: {e}"))
+}
+
+/// One key pressed and released, as a person types it, to whatever has focus.
+async fn press(client: &Client, key: char) -> Result<(), String> {
+    let keys = KeyActions::new("keyboard".into())
+        .then(KeyAction::Down { value: key })
+        .then(KeyAction::Up { value: key });
+    client
+        .perform_actions(keys)
+        .await
+        .map_err(|e| format!("key {key:?}: {e}"))
+}
