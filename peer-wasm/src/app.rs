@@ -73,7 +73,8 @@ impl App {
         if !js_sys::Reflect::has(&window, &"RTCPeerConnection".into()).unwrap_or(false) {
             return Err(WebError::Unsupported("WebRTC"));
         }
-        if !js_sys::Reflect::has(&window, &"MediaSource".into()).unwrap_or(false) {
+        // `MediaSource`, or Safari's `ManagedMediaSource` on iPhone and iPad.
+        if crate::media_source::SourceKind::detect().is_none() {
             return Err(WebError::Unsupported("Media Source Extensions"));
         }
         video.set_muted(options.muted);
@@ -183,6 +184,10 @@ impl App {
             }
             Event::SourceOpen => {
                 self.media.on_source_open(&self.events)?;
+                None
+            }
+            Event::Streaming(streaming) => {
+                self.media.set_streaming(streaming)?;
                 None
             }
             Event::UpdateEnd => {

@@ -23,6 +23,8 @@ pub enum Event {
     /// The peer core's next timer is due.
     NodeTimer,
     SourceOpen,
+    /// A `ManagedMediaSource` wants media (`startstreaming`) or not (`endstreaming`).
+    Streaming(bool),
     UpdateEnd,
     /// The first chunk's planned start time came.
     StartDue,

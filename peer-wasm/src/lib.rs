@@ -17,6 +17,7 @@ pub use event::Event;
 pub mod latency;
 pub mod link;
 pub mod media;
+mod media_source;
 pub mod options;
 mod page;
 pub mod page_params;

@@ -9,6 +9,7 @@ use wasm_bindgen::JsCast;
 use web_sys::{HtmlVideoElement, MediaSource, MediaSourceReadyState, SourceBuffer, Url};
 
 use crate::event::{emit, Event, Events};
+use crate::media_source::SourceKind;
 use crate::WebError;
 
 /// How far the player lets buffered media grow around the play position.
@@ -89,7 +90,21 @@ impl AppendQueue {
     pub fn is_empty(&self) -> bool {
         self.items.is_empty()
     }
+
+    /// Drops the oldest appends beyond `max` (never the first when `keep_first`: the
+    /// init segment, not yet appended); returns how many went.
+    pub fn trim_to(&mut self, max: usize, keep_first: bool) -> usize {
+        let keep = usize::from(keep_first && !self.items.is_empty());
+        let excess = self.items.len().saturating_sub(max.max(keep));
+        self.items.drain(keep..keep + excess);
+        excess
+    }
 }
+
+/// Appends held while a `ManagedMediaSource` does not want media (between `endstreaming`
+/// and `startstreaming`): about half a minute of 1 s chunks. Older ones are dropped, as
+/// they would be too late to play; the player then jumps the gap.
+pub const MAX_HELD_APPENDS: usize = 30;
 
 /// The range of played media to remove, if the oldest buffered media lies more than
 /// `keep_behind` behind the play position. Removes down to half of it, so eviction runs
@@ -101,6 +116,14 @@ pub fn eviction(oldest: f64, position: f64, keep_behind: f64) -> Option<(f64, f6
 pub struct MediaPlayer {
     video: HtmlVideoElement,
     media_source: MediaSource,
+    kind: SourceKind,
+    /// The source wants media: always for the standard one; for a managed one, between
+    /// `startstreaming` and `endstreaming`.
+    streaming: bool,
+    /// An append succeeded: the init segment is in.
+    appended_any: bool,
+    /// Media dropped while a managed source held appends past `MAX_HELD_APPENDS`.
+    pub held_dropped: usize,
     object_url: String,
     buffer: Option<SourceBuffer>,
     mime: Option<String>,
@@ -130,14 +153,14 @@ impl MediaPlayer {
         limits: MediaLimits,
         autoplay: bool,
     ) -> Result<MediaPlayer, WebError> {
-        let media_source =
-            MediaSource::new().map_err(|_| WebError::Unsupported("Media Source Extensions"))?;
+        let kind = SourceKind::detect().ok_or(WebError::Unsupported("Media Source Extensions"))?;
+        let media_source = kind.create(&video)?;
         let object_url = Url::create_object_url_with_source(&media_source)?;
         let forward = |target: &web_sys::EventTarget, name: &'static str, event: fn() -> Event| {
             let events = events.clone();
             EventListener::new(target, name, move |_| emit(&events, event()))
         };
-        let listeners = vec![
+        let mut listeners = vec![
             forward(&media_source, "sourceopen", || Event::SourceOpen),
             forward(&video, "playing", || Event::VideoPlaying),
             forward(&video, "waiting", || Event::VideoWaiting),
@@ -146,10 +169,23 @@ impl MediaPlayer {
             forward(&video, "play", || Event::VideoPlay),
             forward(&video, "volumechange", || Event::VideoChanged),
         ];
+        if kind == SourceKind::Managed {
+            listeners.push(forward(&media_source, "startstreaming", || {
+                Event::Streaming(true)
+            }));
+            listeners.push(forward(&media_source, "endstreaming", || {
+                Event::Streaming(false)
+            }));
+        }
         video.set_src(&object_url);
+        let streaming = kind.streaming(&media_source);
         Ok(MediaPlayer {
             video,
             media_source,
+            kind,
+            streaming,
+            appended_any: false,
+            held_dropped: 0,
             object_url,
             buffer: None,
             mime: None,
@@ -171,7 +207,7 @@ impl MediaPlayer {
 
     /// The stream's type and init segment; must come before any media.
     pub fn set_init(&mut self, mime: &str, init: Vec<u8>, events: &Events) -> Result<(), WebError> {
-        if !MediaSource::is_type_supported(mime) {
+        if !self.kind.is_type_supported(mime) {
             return Err(WebError::CodecUnsupported(mime.to_owned()));
         }
         self.mime = Some(mime.to_owned());
@@ -185,6 +221,16 @@ impl MediaPlayer {
 
     pub fn append(&mut self, media: Vec<u8>) -> Result<(), WebError> {
         self.queue.push(media);
+        if !self.streaming {
+            self.held_dropped += self.queue.trim_to(MAX_HELD_APPENDS, !self.appended_any);
+        }
+        self.pump()
+    }
+
+    /// A managed source asked for media again (`startstreaming`), or to hold it
+    /// (`endstreaming`).
+    pub fn set_streaming(&mut self, streaming: bool) -> Result<(), WebError> {
+        self.streaming = streaming;
         self.pump()
     }
 
@@ -195,14 +241,17 @@ impl MediaPlayer {
 
     /// Appends the next queued media if the buffer is idle; call after each `updateend`.
     pub fn pump(&mut self) -> Result<(), WebError> {
-        let Some(buffer) = &self.buffer else {
+        let Some(buffer) = self.buffer.as_ref().filter(|_| self.streaming) else {
             return Ok(());
         };
         let Some(mut data) = self.queue.next(buffer.updating()) else {
             return Ok(());
         };
         match buffer.append_buffer_with_u8_array(&mut data) {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                self.appended_any = true;
+                Ok(())
+            }
             Err(e) if is_quota_exceeded(&e) => {
                 // Full: free played media now and try this append again after it (the
                 // `updateend` of the removal pumps again).
@@ -430,6 +479,29 @@ mod tests {
         assert_eq!(queue.next(false), Some(vec![1]));
         assert_eq!(queue.next(false), Some(vec![2]));
         assert!(queue.is_empty());
+    }
+
+    #[test]
+    fn held_appends_keep_the_newest_and_an_unappended_init() {
+        let mut queue = AppendQueue::default();
+        for i in 0..5 {
+            queue.push(vec![i]);
+        }
+        assert_eq!(queue.trim_to(3, true), 2);
+        let order: Vec<u8> = std::iter::from_fn(|| queue.next(false))
+            .map(|d| d[0])
+            .collect();
+        assert_eq!(
+            order,
+            [0, 3, 4],
+            "the init (first) stays, the oldest media go"
+        );
+        for i in 0..5 {
+            queue.push(vec![i]);
+        }
+        assert_eq!(queue.trim_to(3, false), 2);
+        assert_eq!(queue.next(false), Some(vec![2]));
+        assert_eq!(queue.trim_to(10, true), 0);
     }
 
     #[test]

@@ -4,8 +4,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use fantoccini::wd::WebDriverCompatibleCommand;
 use fantoccini::{Client, ClientBuilder};
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::process::{free_port, Guard};
 
@@ -64,5 +65,43 @@ impl Chromedriver {
                 Err(e) => panic!("cannot start Chromium through chromedriver: {e}"),
             }
         }
+    }
+}
+
+/// Runs `source` in every document the client opens from now on, before the page's own
+/// scripts (Chrome DevTools' `Page.addScriptToEvaluateOnNewDocument`, through
+/// chromedriver): how a test stands in for an API this Chromium lacks.
+pub async fn before_every_page(client: &Client, source: &str) -> Result<(), String> {
+    let command = Cdp {
+        cmd: "Page.addScriptToEvaluateOnNewDocument",
+        params: json!({ "source": source }),
+    };
+    client
+        .issue_cmd(command)
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("Page.addScriptToEvaluateOnNewDocument failed: {e}"))
+}
+
+/// A Chrome DevTools command sent through chromedriver's `goog/cdp/execute`.
+#[derive(Debug)]
+struct Cdp {
+    cmd: &'static str,
+    params: Value,
+}
+
+impl WebDriverCompatibleCommand for Cdp {
+    fn endpoint(
+        &self,
+        base_url: &url::Url,
+        session_id: Option<&str>,
+    ) -> Result<url::Url, url::ParseError> {
+        let session = session_id.unwrap_or_default();
+        base_url.join(&format!("session/{session}/goog/cdp/execute"))
+    }
+
+    fn method_and_body(&self, _url: &url::Url) -> (http::Method, Option<String>) {
+        let body = json!({ "cmd": self.cmd, "params": self.params });
+        (http::Method::POST, Some(body.to_string()))
     }
 }

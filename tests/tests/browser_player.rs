@@ -1,7 +1,8 @@
 //! The player as people use it, in real headless Chromium on a live channel: its controls
-//! by mouse and keyboard on the watch page, its URL parameters on the embed page, and its
+//! by mouse and keyboard on the watch page, its URL parameters on the embed page, its
 //! iframe API driven by a site owner's page on another origin (the repository's
-//! `web/iframe-example.html`, served by a plain HTTP server of the test's own).
+//! `web/iframe-example.html`, served by a plain HTTP server of the test's own), and the
+//! iPhone's `ManagedMediaSource` path, with a stand-in for it (Safari cannot run here).
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
@@ -11,7 +12,7 @@ use fantoccini::actions::{InputSource, KeyAction, KeyActions};
 use fantoccini::key::Key;
 use fantoccini::{Client, Locator};
 use serde_json::Value;
-use tests::browser::Chromedriver;
+use tests::browser::{before_every_page, Chromedriver};
 use tests::netns;
 use tests::process::{broadcaster, scratch, signal_server, wait_for_channel, workspace_root};
 
@@ -49,8 +50,10 @@ return { time: v.currentTime, paused: v.paused, muted: v.muted, volume: v.volume
 "#;
 
 #[test]
-fn the_player_obeys_its_controls_its_url_and_a_host_page() {
-    if !netns::enter("the_player_obeys_its_controls_its_url_and_a_host_page") {
+fn the_player_obeys_its_controls_its_url_and_a_host_page_and_plays_on_managed_media_source() {
+    if !netns::enter(
+        "the_player_obeys_its_controls_its_url_and_a_host_page_and_plays_on_managed_media_source",
+    ) {
         return;
     }
     let web_dir = workspace_root().join("web").join("dist");
@@ -79,6 +82,10 @@ fn the_player_obeys_its_controls_its_url_and_a_host_page() {
         }
         if outcome.is_ok() {
             outcome = host_page(&client, &addr, &host).await;
+        }
+        // Last: the shim stays in this browser for every page it opens from now on.
+        if outcome.is_ok() {
+            outcome = managed_media_source(&client, &addr).await;
         }
         let _ = client.close().await;
         outcome
@@ -311,6 +318,61 @@ async fn host_page(client: &Client, addr: &str, host: &str) -> Result<(), String
         ));
     }
     Ok(())
+}
+
+/// iPhone and iPad Safari have `ManagedMediaSource` and no `MediaSource`: with a faithful
+/// stand-in (`tests/js/managed-media-source-shim.js`) the watch page plays through it,
+/// sets `disableRemotePlayback`, and appends only while the source asks for media.
+async fn managed_media_source(client: &Client, addr: &str) -> Result<(), String> {
+    let shim = std::fs::read_to_string(
+        workspace_root()
+            .join("tests")
+            .join("js")
+            .join("managed-media-source-shim.js"),
+    )
+    .map_err(|e| format!("the shim: {e}"))?;
+    before_every_page(client, &shim).await?;
+    goto(client, &format!("http://{addr}/watch/demo")).await?;
+    const MMS: &str = r#"
+        const v = document.getElementById('video');
+        return { mms: window.__mms || null, standard_hidden: typeof MediaSource === 'undefined',
+                 disable_remote: v.disableRemotePlayback, time: v.currentTime, paused: v.paused,
+                 status: document.getElementById('status').textContent };
+    "#;
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let mut first_time = None;
+    loop {
+        let p = script(client, MMS).await?;
+        if p["mms"].is_null() || p["standard_hidden"] != true {
+            return Err(format!("the shim did not take: {p}"));
+        }
+        let time = p["time"].as_f64().unwrap_or(0.0);
+        if p["status"] == "Playing" && first_time.is_none() {
+            first_time = Some(time);
+        }
+        let played = first_time.map_or(0.0, |t| time - t);
+        // Through at least two holds, playing on after each.
+        if played > 8.0 && p["mms"]["holds"].as_u64() >= Some(2) {
+            println!("managed media source: {p}");
+            let mms = &p["mms"];
+            if mms["created"] != 1 || p["disable_remote"] != true {
+                return Err(format!("not played through one managed source: {p}"));
+            }
+            if mms["refused_without_disable"] != 0 || mms["appends_while_held"] != 0 {
+                return Err(format!("fed the managed source when it said not to: {p}"));
+            }
+            if mms["appends_after_resume"].as_u64() < Some(2) {
+                return Err(format!("appends did not resume after a hold: {p}"));
+            }
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "the managed media source path did not play 8 s through two holds in 40 s: {p}"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
 }
 
 /// A site owner's web server: serves `page` at `/iframe-example.html` from its own port
