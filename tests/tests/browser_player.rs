@@ -76,7 +76,10 @@ fn the_player_obeys_its_controls_its_url_and_a_host_page_and_plays_on_managed_me
     let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
     let result = runtime.block_on(async {
         let client = driver.open(&dir.join("chromium-profile")).await;
-        let mut outcome = controls(&client, &addr).await;
+        let mut outcome = channel_list(&client, &addr).await;
+        if outcome.is_ok() {
+            outcome = controls(&client, &addr).await;
+        }
         if outcome.is_ok() {
             outcome = url_parameters(&client, &addr).await;
         }
@@ -93,6 +96,27 @@ fn the_player_obeys_its_controls_its_url_and_a_host_page_and_plays_on_managed_me
     result.unwrap_or_else(|e| panic!("{e}; logs in {}", dir.display()));
 }
 
+/// `/` lists the live channel and passes the accessibility check.
+async fn channel_list(client: &Client, addr: &str) -> Result<(), String> {
+    goto(client, &format!("http://{addr}/")).await?;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let list = script(
+            client,
+            "return document.getElementById('channel-list').textContent;",
+        )
+        .await?;
+        if list.as_str().unwrap_or_default().contains("demo") {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(format!("/ never listed the live channel: {list}"));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    accessible(client, "/").await
+}
+
 /// Pause, play, Go live, mute, volume, stats, fullscreen and picture-in-picture, by
 /// clicks and keys, on `/watch/demo`.
 async fn controls(client: &Client, addr: &str) -> Result<(), String> {
@@ -103,6 +127,7 @@ async fn controls(client: &Client, addr: &str) -> Result<(), String> {
     })
     .await?;
     println!("playing: {playing}");
+    accessible(client, "the watch page").await?;
 
     // A click pauses, and the video stops where it is.
     click(client, "play").await?;
@@ -202,6 +227,7 @@ async fn url_parameters(client: &Client, addr: &str) -> Result<(), String> {
             return Err(format!("latency=high not chosen: {p}"));
         }
     }
+    accessible(client, "the embed page").await?;
     // controls=0 takes no shortcuts either.
     press(client, 'k').await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -418,6 +444,37 @@ async fn script(client: &Client, code: &str) -> Result<Value, String> {
         .execute(code, vec![])
         .await
         .map_err(|e| format!("script failed: {e}"))
+}
+
+/// axe-core (installed by `scripts/setup`) finds no serious or critical accessibility
+/// violation in the page as it is now; lesser findings are printed.
+async fn accessible(client: &Client, page: &str) -> Result<(), String> {
+    let axe = workspace_root().join(".tools/axe/node_modules/axe-core/axe.min.js");
+    let engine = std::fs::read_to_string(&axe)
+        .map_err(|e| format!("{}: {e} (scripts/setup installs axe-core)", axe.display()))?;
+    script(client, &engine).await?;
+    let run = r#"const done = arguments[0];
+        axe.run(document, { resultTypes: ['violations'] })
+          .then(r => done(r.violations.map(v => ({ id: v.id, impact: v.impact, help: v.help,
+                 nodes: v.nodes.map(n => n.target.join(' ')) }))),
+                e => done([{ id: 'axe-failed', impact: 'critical', help: String(e), nodes: [] }]));"#;
+    let violations = client
+        .execute_async(run, vec![])
+        .await
+        .map_err(|e| format!("axe on {page}: {e}"))?;
+    let violations = violations.as_array().cloned().unwrap_or_default();
+    let (grave, lesser): (Vec<Value>, Vec<Value>) = violations
+        .into_iter()
+        .partition(|v| v["impact"] == "serious" || v["impact"] == "critical");
+    for v in &lesser {
+        println!("axe on {page} ({}): {} {}", v["impact"], v["id"], v["help"]);
+    }
+    if grave.is_empty() {
+        println!("axe on {page}: no serious or critical violations");
+        Ok(())
+    } else {
+        Err(format!("axe on {page}: {}", Value::Array(grave)))
+    }
 }
 
 /// Runs `code` as the body of an async function and waits for it.
