@@ -36,17 +36,30 @@ impl Chromedriver {
     /// A new Chromium with its own empty profile in `profile`: nothing (cache, storage,
     /// connections) is shared with any other.
     pub async fn open(&self, profile: &Path) -> Client {
+        self.open_with(profile, &[]).await
+    }
+
+    /// As [`Chromedriver::open`], with more Chromium flags.
+    pub async fn open_with(&self, profile: &Path, extra: &[&str]) -> Client {
+        let mut args = vec![
+            "--headless=new".to_owned(),
+            "--no-sandbox".into(),
+            "--disable-gpu".into(),
+            "--disable-dev-shm-usage".into(),
+            "--disable-background-networking".into(),
+            "--disable-component-update".into(),
+            "--disable-sync".into(),
+            "--no-first-run".into(),
+            "--disable-quic".into(),
+            "--autoplay-policy=no-user-gesture-required".into(),
+            "--window-size=1100,1250".into(),
+            format!("--user-data-dir={}", profile.display()),
+        ];
+        args.extend(extra.iter().map(|a| (*a).to_owned()));
         let capabilities = json!({
             "goog:chromeOptions": {
                 "binary": "/usr/bin/chromium",
-                "args": [
-                    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                    "--disable-background-networking", "--disable-component-update",
-                    "--disable-sync", "--no-first-run", "--disable-quic",
-                    "--autoplay-policy=no-user-gesture-required",
-                    "--window-size=1100,1250",
-                    format!("--user-data-dir={}", profile.display()),
-                ]
+                "args": args,
             }
         });
         let capabilities = capabilities.as_object().expect("a JSON object").clone();
