@@ -13,8 +13,8 @@ use tokio::sync::{mpsc, Notify};
 use webrtc::data_channel::{DataChannel, DataChannelEvent};
 use webrtc::peer_connection::{
     PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder,
-    RTCIceCandidateInit, RTCIceGatheringState, RTCIceServer, RTCPeerConnectionState,
-    RTCSessionDescription, SettingEngineBuilder,
+    RTCIceCandidateInit, RTCIceGatheringState, RTCIceServer, RTCIceTransportPolicy,
+    RTCPeerConnectionState, RTCSessionDescription, SettingEngineBuilder,
 };
 
 use crate::NativeError;
@@ -64,14 +64,36 @@ pub enum LinkCommand {
 }
 
 /// Runs a link until the driver drops its command sender or the connection fails.
+/// The candidate types in an SDP, in order, e.g. `host,srflx,relay`.
+pub fn candidate_types(sdp: &str) -> String {
+    let types: Vec<&str> = sdp
+        .lines()
+        .filter(|line| line.starts_with("a=candidate:"))
+        .filter_map(|line| {
+            let mut words = line.split_whitespace();
+            words.find(|w| *w == "typ")?;
+            words.next()
+        })
+        .collect();
+    types.join(",")
+}
+
+/// How a link finds its way to the peer.
+#[derive(Debug, Clone)]
+pub struct IceConfig {
+    pub servers: Vec<IceServer>,
+    /// TURN relay candidates only (privacy mode).
+    pub relay_only: bool,
+}
+
 pub async fn run(
     peer: LinkId,
     start: LinkStart,
-    ice_servers: Vec<IceServer>,
+    ice: IceConfig,
     mut commands: mpsc::UnboundedReceiver<LinkCommand>,
     events: mpsc::UnboundedSender<LinkEvent>,
 ) {
-    if let Err(e) = drive(peer, start, ice_servers, &mut commands, &events).await {
+    if let Err(e) = drive(peer, start, ice, &mut commands, &events).await {
         tracing::warn!(%peer, error = %e, "link failed");
     }
     let _ = events.send(LinkEvent::Closed(peer));
@@ -80,7 +102,7 @@ pub async fn run(
 async fn drive(
     peer: LinkId,
     start: LinkStart,
-    ice_servers: Vec<IceServer>,
+    ice: IceConfig,
     commands: &mut mpsc::UnboundedReceiver<LinkCommand>,
     events: &mpsc::UnboundedSender<LinkEvent>,
 ) -> Result<(), NativeError> {
@@ -100,7 +122,12 @@ async fn drive(
     let pc = PeerConnectionBuilder::new()
         .with_configuration(
             RTCConfigurationBuilder::new()
-                .with_ice_servers(ice_servers.into_iter().map(rtc_ice_server).collect())
+                .with_ice_servers(ice.servers.into_iter().map(rtc_ice_server).collect())
+                .with_ice_transport_policy(if ice.relay_only {
+                    RTCIceTransportPolicy::Relay
+                } else {
+                    RTCIceTransportPolicy::All
+                })
                 .build(),
         )
         .with_setting_engine(settings)
@@ -139,6 +166,8 @@ async fn drive(
     };
     // Candidates go inside the SDP (gathering finished first), so the remote side never
     // sees a candidate before the description it belongs to.
+    // Which kinds of address we offer the peer: privacy mode must offer relays only.
+    tracing::info!(%peer, candidates = %candidate_types(&local), "local description ready");
     let _ = events.send(LinkEvent::LocalDescription(peer, local));
     loop {
         tokio::select! {
@@ -271,5 +300,19 @@ impl PeerConnectionEventHandler for Handler {
 
     async fn on_data_channel(&self, channel: Arc<dyn DataChannel>) {
         tokio::spawn(run_channel(self.peer, channel, self.events.clone()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn candidate_types_are_read_from_the_sdp_in_order() {
+        let sdp = "v=0\r\na=candidate:1 1 udp 2130706431 10.0.0.2 5000 typ host\r\n\
+                   a=candidate:2 1 udp 16777215 10.0.0.9 6000 typ relay raddr 0.0.0.0 rport 0\r\n\
+                   a=ice-ufrag:x\r\n";
+        assert_eq!(candidate_types(sdp), "host,relay");
+        assert_eq!(candidate_types("v=0\r\n"), "");
     }
 }

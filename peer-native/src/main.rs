@@ -88,6 +88,11 @@ enum Command {
         /// Give up after this many seconds.
         #[arg(long)]
         timeout_secs: Option<u64>,
+        /// Privacy mode: reach other peers only through the TURN relays the signal server
+        /// hands out, so no peer learns this viewer's address (the relay carries all of
+        /// its traffic).
+        #[arg(long)]
+        relay_only: bool,
         /// Test only: play a polluter, flipping a bit in every piece served to others.
         /// Only in builds with the `test-hooks` feature (scripts/test builds one).
         #[cfg(feature = "test-hooks")]
@@ -146,6 +151,7 @@ async fn run(cli: Cli) -> Result<(), NativeError> {
                 upload_limit: max_upload_kbps.map(BytesPerSec::from_kbps),
                 substreams: substreams.map(usize::from),
                 key: Some(key),
+                relay_only: false,
                 #[cfg(feature = "test-hooks")]
                 corrupt_pieces: false,
             };
@@ -165,6 +171,7 @@ async fn run(cli: Cli) -> Result<(), NativeError> {
             timeline,
             chunks,
             timeout_secs,
+            relay_only,
             #[cfg(feature = "test-hooks")]
             test_corrupt_pieces,
         } => {
@@ -179,6 +186,7 @@ async fn run(cli: Cli) -> Result<(), NativeError> {
                 upload_limit: max_upload_kbps.map(BytesPerSec::from_kbps),
                 substreams: substreams.map(usize::from),
                 key: None,
+                relay_only,
                 #[cfg(feature = "test-hooks")]
                 corrupt_pieces: test_corrupt_pieces,
             };

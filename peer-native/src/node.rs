@@ -34,6 +34,8 @@ pub struct NodeOptions {
     /// The channel's key: a broadcaster proves it to the signal server and signs the
     /// channel's content with it.
     pub key: Option<ChannelSecret>,
+    /// Privacy mode: TURN relay candidates only, so no peer learns this one's address.
+    pub relay_only: bool,
     /// Test only: flip a bit in every piece this peer serves, to play a polluter.
     #[cfg(feature = "test-hooks")]
     pub corrupt_pieces: bool,
@@ -105,6 +107,7 @@ pub async fn run(
             target_buffer_ms: None,
             substreams: options.substreams,
             seed: rand::random(),
+            relay_only: options.relay_only,
         },
     );
     let mut driver = Driver {
@@ -219,13 +222,17 @@ impl Driver {
                     peer,
                     start,
                     ice_servers,
+                    relay_only,
                 } => {
                     tracing::debug!(%peer, %link, "opening a link");
                     let (commands, commands_rx) = mpsc::unbounded_channel();
                     tokio::spawn(link::run(
                         link,
                         start,
-                        ice_servers,
+                        link::IceConfig {
+                            servers: ice_servers,
+                            relay_only,
+                        },
                         commands_rx,
                         self.events.0.clone(),
                     ));
@@ -312,6 +319,10 @@ fn log(event: &NodeEvent) {
         NodeEvent::KeyChanged => {
             tracing::error!("the channel's key changed: content signed with the new key is refused")
         }
+        NodeEvent::NoRelay => tracing::error!(
+            "relay-only, but the signal server offers no TURN server: no peer link can open \
+             (the server needs --turn and --turn-secret)"
+        ),
         NodeEvent::LinkUp { peer } => tracing::info!(%peer, "data channel open"),
         NodeEvent::LinkDown { peer } => tracing::info!(%peer, "link closed"),
         NodeEvent::LinkRefused { peer, reason } => tracing::info!(%peer, %reason, "link refused"),

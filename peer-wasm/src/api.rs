@@ -168,6 +168,7 @@ fn read_options(options: &JsValue) -> Result<RawOptions, JsError> {
         latency: optional(options, "latency", "a string", JsValue::as_string)?,
         target_latency_ms: optional(options, "targetLatencyMs", "a number", JsValue::as_f64)?,
         audit: optional(options, "audit", "true or false", JsValue::as_bool)?,
+        relay_only: optional(options, "relayOnly", "true or false", JsValue::as_bool)?,
     })
 }
 

@@ -95,6 +95,7 @@ impl App {
                 // Spreads this viewer's choices among equally good neighbours differently
                 // from every other viewer's.
                 seed: (js_sys::Math::random() * u64::MAX as f64) as u64,
+                relay_only: options.relay_only,
             },
         );
         let ticker = {
@@ -448,9 +449,10 @@ impl App {
                     link,
                     start,
                     ice_servers,
+                    relay_only,
                     ..
                 } => {
-                    if let Err(e) = self.open_link(link, start, &ice_servers).await {
+                    if let Err(e) = self.open_link(link, start, &ice_servers, relay_only).await {
                         web_sys::console::warn_1(&format!("link set-up failed: {e}").into());
                         self.links.remove(&link);
                         self.node.handle_input(now, NodeInput::LinkClosed(link));
@@ -551,8 +553,9 @@ impl App {
         link: LinkId,
         start: LinkStart,
         ice_servers: &[protocol::IceServer],
+        relay_only: bool,
     ) -> Result<(), WebError> {
-        let mut l = Link::new(link, ice_servers, &self.events)?;
+        let mut l = Link::new(link, ice_servers, relay_only, &self.events)?;
         match start {
             LinkStart::Offer => l.offer(link, &self.events).await?,
             LinkStart::Answer { sdp } => l.answer(link, &sdp, &self.events).await?,
@@ -581,6 +584,9 @@ fn log(event: &NodeEvent) {
             "the channel's key changed: content signed with the new key is refused".into()
         }
         NodeEvent::ServerError { message, .. } => format!("signal server: {message}"),
+        NodeEvent::NoRelay => "relay-only, but the signal server offers no TURN server: \
+                               no peer link can open"
+            .into(),
         _ => return,
     };
     web_sys::console::warn_1(&line.into());

@@ -73,6 +73,7 @@ fn watch(window: &web_sys::Window, channel: &str, embed: bool) -> Result<(), Str
         autoplay: Some(params.autoplay),
         muted: Some(params.muted),
         latency: params.latency.map(|p| p.as_str().to_owned()),
+        relay_only: Some(params.relay_only),
         ..options::RawOptions::default()
     };
     let options = options::PlayerOptions::parse(raw, &api::page_origin())?;

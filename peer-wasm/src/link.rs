@@ -10,8 +10,8 @@ use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{
     MessageEvent, RtcConfiguration, RtcDataChannel, RtcDataChannelEvent, RtcDataChannelType,
-    RtcIceCandidateInit, RtcIceGatheringState, RtcPeerConnection, RtcPeerConnectionState,
-    RtcSdpType, RtcSessionDescriptionInit,
+    RtcIceCandidateInit, RtcIceGatheringState, RtcIceTransportPolicy, RtcPeerConnection,
+    RtcPeerConnectionState, RtcSdpType, RtcSessionDescriptionInit,
 };
 
 use crate::event::{emit, Event, Events};
@@ -39,9 +39,18 @@ struct Channel {
 }
 
 impl Link {
-    pub fn new(peer: LinkId, ice_servers: &[IceServer], events: &Events) -> Result<Link, WebError> {
+    /// `relay_only`: TURN relay candidates only (privacy mode).
+    pub fn new(
+        peer: LinkId,
+        ice_servers: &[IceServer],
+        relay_only: bool,
+        events: &Events,
+    ) -> Result<Link, WebError> {
         let config = RtcConfiguration::new();
         config.set_ice_servers(&ice_servers_js(ice_servers)?.into());
+        if relay_only {
+            config.set_ice_transport_policy(RtcIceTransportPolicy::Relay);
+        }
         let pc = RtcPeerConnection::new_with_configuration(&config)?;
         let channel = Rc::new(RefCell::new(None));
         let on_channel = {

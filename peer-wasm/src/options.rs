@@ -32,6 +32,9 @@ pub struct PlayerOptions {
     /// can be checked against the broadcaster's recording. Off by default: it copies and
     /// hashes every chunk (about 1 ms each in Chromium), which a viewer does not need.
     pub audit: bool,
+    /// Privacy mode: peer links through TURN relays only, so no other viewer learns
+    /// this one's address.
+    pub relay_only: bool,
 }
 
 /// Options as they came from JavaScript, before checking.
@@ -45,6 +48,7 @@ pub struct RawOptions {
     pub latency: Option<String>,
     pub target_latency_ms: Option<f64>,
     pub audit: Option<bool>,
+    pub relay_only: Option<bool>,
 }
 
 impl PlayerOptions {
@@ -101,6 +105,7 @@ impl PlayerOptions {
             latency: preset.unwrap_or(LatencyPreset::nearest(target_latency_ms)),
             target_latency_ms,
             audit: raw.audit.unwrap_or(false),
+            relay_only: raw.relay_only.unwrap_or(false),
         })
     }
 }

@@ -20,6 +20,8 @@ pub struct PageParams {
     pub parent_origin: Option<String>,
     /// `audit=1`: `stats().appended` (docs/embed.md).
     pub audit: bool,
+    /// `relay=1`: privacy mode, TURN relays only (docs/security.md).
+    pub relay_only: bool,
     /// What was wrong, one line each.
     pub warnings: Vec<String>,
 }
@@ -44,6 +46,7 @@ impl PageParams {
         let muted = flag("muted", true);
         let controls = flag("controls", true);
         let audit = flag("audit", false);
+        let relay_only = flag("relay", false);
         let latency = get("latency").and_then(|name| match name.parse() {
             Ok(preset) => Some(preset),
             Err(e) => {
@@ -70,6 +73,7 @@ impl PageParams {
             latency,
             parent_origin,
             audit,
+            relay_only,
             warnings,
         }
     }

@@ -184,8 +184,8 @@ async fn data_channel_back_pressure_reports_a_full_queue_then_drained() {
     let (events, mut inbox) = mpsc::unbounded();
     // Two real peer connections in this page: `a` is our link to `b`, `b` to `a`.
     let (to_b, to_a) = (LinkId::new(0, 1), LinkId::new(1, 1));
-    let mut a = Link::new(to_b, &[], &events).unwrap();
-    let mut b = Link::new(to_a, &[], &events).unwrap();
+    let mut a = Link::new(to_b, &[], false, &events).unwrap();
+    let mut b = Link::new(to_a, &[], false, &events).unwrap();
     a.offer(to_b, &events).await.unwrap();
     next_matching(&mut inbox, |e| {
         matches!(e, Event::GatheringComplete(p) if p == to_b).then_some(())

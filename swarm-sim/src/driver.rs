@@ -71,6 +71,7 @@ impl Sim {
             target_buffer_ms: None,
             substreams: self.config.substreams,
             seed: self.rng.gen(),
+            relay_only: false,
         };
         let (tx, inbox) = mpsc::channel(MAILBOX_SLOTS);
         let mailbox = Mailbox {

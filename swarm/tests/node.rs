@@ -31,6 +31,10 @@ struct Harness {
 
 impl Harness {
     fn new(signer: Option<ChannelSigner>) -> Harness {
+        Harness::configured(signer, false)
+    }
+
+    fn configured(signer: Option<ChannelSigner>, relay_only: bool) -> Harness {
         let config = NodeConfig {
             channel: "news".parse().unwrap(),
             signer: signer.map(|s| Arc::new(s) as _),
@@ -38,6 +42,7 @@ impl Harness {
             target_buffer_ms: None,
             substreams: None,
             seed: 42,
+            relay_only,
         };
         let mut h = Harness {
             node: Node::new(Millis(0), config),
@@ -811,4 +816,46 @@ fn nobody_reports_to_a_server_that_asks_for_none_and_broadcasters_never_do() {
     let mut broadcaster = Harness::welcomed_broadcaster_reporting(Some(1_000));
     broadcaster.advance_to(Millis(10_000));
     assert!(reports(&broadcaster).is_empty());
+}
+
+#[test]
+fn a_relay_only_viewer_asks_for_relay_links_and_says_when_no_relay_is_offered() {
+    let welcome = |turn: bool| ServerMessage::Welcome {
+        peer_id: ME,
+        channel: "news".parse().unwrap(),
+        channel_key: Some(signer().public()),
+        broadcaster: Some(PeerId(1)),
+        session: Some(SESSION),
+        ice_servers: vec![IceServer {
+            urls: vec![if turn {
+                "turn:relay.example:3478"
+            } else {
+                "stun:example"
+            }
+            .into()],
+            username: None,
+            credential: None,
+        }],
+        report_every_ms: None,
+    };
+    let mut without = Harness::configured(None, true);
+    without.open_signal();
+    without.server(welcome(false));
+    assert!(without.events().contains(&NodeEvent::NoRelay));
+
+    let mut with = Harness::configured(None, true);
+    with.open_signal();
+    with.server(welcome(true));
+    with.server(ServerMessage::Introduce {
+        peers: vec![PeerId(1)],
+    });
+    assert!(!with.events().contains(&NodeEvent::NoRelay));
+    let relay_only = with.out.iter().any(
+        |o| matches!(o, NodeOutput::OpenLink { peer, relay_only: true, .. } if *peer == PeerId(1)),
+    );
+    assert!(
+        relay_only,
+        "the link to the broadcaster is relay-only: {:?}",
+        with.out
+    );
 }

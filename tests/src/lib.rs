@@ -4,3 +4,4 @@
 pub mod browser;
 pub mod netns;
 pub mod process;
+pub mod turn;

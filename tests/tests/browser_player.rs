@@ -14,7 +14,9 @@ use fantoccini::{Client, Locator};
 use serde_json::Value;
 use tests::browser::{before_every_page, Chromedriver};
 use tests::netns;
-use tests::process::{broadcaster, scratch, signal_server, wait_for_channel, workspace_root};
+use tests::process::{
+    broadcaster, http_get, scratch, signal_server_with, wait_for_channel, workspace_root,
+};
 
 /// The normal preset's target delay behind live (`peer-wasm/src/latency.rs`).
 const NORMAL_TARGET_MS: f64 = 1_500.0;
@@ -63,7 +65,9 @@ fn the_player_obeys_its_controls_its_url_and_a_host_page_and_plays_on_managed_me
         web_dir.display()
     );
     let dir = scratch("browser-player");
-    let (_server, addr) = signal_server(&web_dir);
+    // Viewers report every second, so each page's reports reach /metrics while it plays.
+    let (_server, addr) =
+        signal_server_with("127.0.0.1:0", &web_dir, &["--viewer-report-secs", "1"]);
     let _live = broadcaster(
         &addr,
         "demo",
@@ -94,6 +98,33 @@ fn the_player_obeys_its_controls_its_url_and_a_host_page_and_plays_on_managed_me
         outcome
     });
     result.unwrap_or_else(|e| panic!("{e}; logs in {}", dir.display()));
+    pages_reported(&addr);
+}
+
+/// Every page that played told the server: its start-up once, bytes and delays, and none
+/// of its reports was refused.
+fn pages_reported(addr: &str) {
+    let metrics = http_get(addr, "/metrics");
+    let value = |series: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("no {series} in\n{metrics}")) as u64
+    };
+    let from_broadcaster =
+        value("streamtorrent_viewer_bytes_total{channel=\"demo\",from=\"broadcaster\"}");
+    let startups = value("streamtorrent_viewer_startup_seconds_count{channel=\"demo\"}");
+    let delays = value("streamtorrent_viewer_delay_seconds_count{channel=\"demo\"}");
+    let refused = value("streamtorrent_rejections_total{reason=\"bad_report\"}");
+    println!("pages reported: {from_broadcaster} bytes from the broadcaster, {startups} start-ups, {delays} delays");
+    assert!(
+        from_broadcaster > 100_000,
+        "the pages reported {from_broadcaster} bytes"
+    );
+    // The watch page (twice), the embed with autoplay=0 never started, the host's embed.
+    assert!(startups >= 3, "{startups} start-ups reported");
+    assert!(delays >= 10, "{delays} delays reported");
+    assert_eq!(refused, 0, "a page's report was refused");
 }
 
 /// `/` lists the live channel and passes the accessibility check.

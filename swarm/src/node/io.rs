@@ -62,6 +62,8 @@ pub enum NodeOutput {
         peer: PeerId,
         start: LinkStart,
         ice_servers: Vec<IceServer>,
+        /// Gather and use relay candidates only (`iceTransportPolicy: "relay"`).
+        relay_only: bool,
     },
     /// Apply the peer's answer or candidate to this link.
     RemoteSignal { link: LinkId, signal: SignalPayload },
@@ -112,6 +114,8 @@ pub enum NodeEvent {
     },
     /// The server names another channel key than the one this swarm trusts.
     KeyChanged,
+    /// Relay-only, but the server offers no TURN server: no link can open.
+    NoRelay,
     /// The channel's key is known: content is checked against it from now on.
     Trusting(ChannelKey),
     LinkUp {

@@ -66,6 +66,9 @@ pub struct NodeConfig {
     /// Seeds the swarm's tie-breaking and the reconnect jitter; drivers pass something
     /// random, tests a fixed value.
     pub seed: u64,
+    /// Privacy mode: links use TURN relay candidates only, so no other peer learns this
+    /// peer's address (at the cost of a relay carrying its video both ways).
+    pub relay_only: bool,
 }
 
 impl NodeConfig {

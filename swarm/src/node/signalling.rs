@@ -166,6 +166,13 @@ impl Node {
                 self.welcomed_at = Some(now);
                 self.neighbours.joined(now);
                 self.peer_id = Some(peer_id);
+                let relays = ice_servers
+                    .iter()
+                    .flat_map(|server| &server.urls)
+                    .any(|url| url.starts_with("turn:") || url.starts_with("turns:"));
+                if self.config.relay_only && !relays {
+                    self.event(NodeEvent::NoRelay);
+                }
                 self.ice_servers = ice_servers;
                 self.event(NodeEvent::Joined {
                     peer: peer_id,
@@ -397,6 +404,7 @@ impl Node {
             peer,
             start,
             ice_servers: self.ice_servers.clone(),
+            relay_only: self.config.relay_only,
         });
     }
 }
