@@ -335,9 +335,18 @@ impl App {
             .last_played
             .and_then(|seq| self.node.swarm()?.cut_at(seq))
             .map_or(0, |cut| now - cut);
-        let target = u64::from(self.options.target_latency_ms);
-        let behind_s = (target.saturating_sub(since_cut) as f64 / 1000.0).max(MIN_BEHIND_NEWEST_S);
+        let planned = self.planned_delay_ms();
+        let behind_s = (planned.saturating_sub(since_cut) as f64 / 1000.0).max(MIN_BEHIND_NEWEST_S);
         self.media.go_live(behind_s, &self.events);
+    }
+
+    /// The delay behind live the playout plan gives: each chunk starts playing the target
+    /// delay after it was cut, and its first frame was captured a chunk before that. Go
+    /// live lands here and live sync holds playback here: a chunk's margin against a
+    /// late one.
+    fn planned_delay_ms(&self) -> u64 {
+        let chunk_ms = self.node.swarm().map_or(1_000, |s| s.chunk_ms());
+        u64::from(self.options.target_latency_ms) + chunk_ms
     }
 
     fn set_latency(&mut self, preset: LatencyPreset) {
@@ -393,6 +402,10 @@ impl App {
             .filter(|_| self.media.started())
             .and_then(|seq| self.node.swarm()?.cut_at(seq))
             .map(|cut| (now - cut) + (buffer_s * 1000.0) as u64);
+        if let Some(lag) = lag_ms {
+            let planned = self.planned_delay_ms();
+            self.media.sync_to_live(lag as f64, planned as f64);
+        }
         let (stalls, joined, rates) = (self.stalls, self.node.joined(), self.rates.rates.clone());
         // The viewer's experience reports tell what the <video> saw, not the swarm's model.
         self.node.set_playback(Playback {

@@ -16,6 +16,7 @@ mod event;
 pub use event::Event;
 pub mod latency;
 pub mod link;
+pub mod live_sync;
 pub mod media;
 mod media_source;
 pub mod options;

@@ -124,6 +124,8 @@ pub struct MediaPlayer {
     appended_any: bool,
     /// Media dropped while a managed source held appends past `MAX_HELD_APPENDS`.
     pub held_dropped: usize,
+    /// The live-sync nudge now (`live_sync.rs`): 1.0, or a few percent off.
+    sync_rate: f64,
     object_url: String,
     buffer: Option<SourceBuffer>,
     mime: Option<String>,
@@ -186,6 +188,7 @@ impl MediaPlayer {
             streaming,
             appended_any: false,
             held_dropped: 0,
+            sync_rate: 1.0,
             object_url,
             buffer: None,
             mime: None,
@@ -333,6 +336,26 @@ impl MediaPlayer {
             self.video.set_current_time((newest - behind_s).max(0.0));
         }
         self.play(events);
+    }
+
+    /// Nudges the playback rate so the delay behind live (`lag_ms`) stays at the target;
+    /// not while paused, behind by the viewer's choice, or absorbing an early start.
+    pub fn sync_to_live(&mut self, lag_ms: f64, target_ms: f64) {
+        let free = self.started
+            && !self.viewer_paused
+            && !self.behind_by_choice
+            && self.slow_start.is_none()
+            && !self.video.paused();
+        let rate = if free {
+            crate::live_sync::live_sync_rate(lag_ms, target_ms, self.sync_rate)
+        } else {
+            1.0
+        };
+        // An early start's slow-down owns the rate until it ends.
+        if rate != self.sync_rate && self.slow_start.is_none() {
+            self.sync_rate = rate;
+            self.video.set_playback_rate(rate);
+        }
     }
 
     /// The oldest and newest buffered media, in seconds of the video's clock.

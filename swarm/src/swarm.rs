@@ -241,6 +241,11 @@ impl Swarm {
         self.clock.cut_at(seq)
     }
 
+    /// The stream's chunk duration, as observed (the configured hint until then).
+    pub fn chunk_ms(&self) -> u64 {
+        self.clock.chunk_ms()
+    }
+
     /// How far behind live playback is at `now`: the time since the chunk playing now was
     /// cut, on the playout plan. `None` before playback starts.
     pub fn delay_behind_live(&self, now: Millis) -> Option<u64> {
