@@ -1,7 +1,8 @@
 //! Holding a viewer at its target delay over hours. The video element plays by its own
 //! clock (usually the audio device's), which runs slightly off the wall clock the
-//! broadcaster cuts by: in a 30-minute soak here, headless Chromium fell 2.4 s further
-//! behind live (0.13%), and nothing but the 6 s catch-up jump would have brought it back.
+//! broadcaster cuts by: in a 30-minute soak here (`docs/benchmarks.md`), headless
+//! Chromium's delay crept from 2.7 to 3.5 s in 20 minutes and stepped to 5.1 s by the
+//! end, and nothing but the 6 s catch-up jump would have brought it back.
 //! Like dash.js's live catch-up, the player nudges the playback rate — a few percent,
 //! with the pitch kept — while the delay strays from the target, with hysteresis so it
 //! does not flap.
