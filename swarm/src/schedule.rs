@@ -4,11 +4,12 @@
 //! source; chunks further ahead go rarest first, from viewers only, so the source's upload
 //! is spent where only it can help.
 
-use std::ops::Range;
+use std::ops::{Range, RangeInclusive};
 
-use protocol::{ChunkSeq, PeerId, PeerMessage};
+use protocol::{ChunkSeq, PeerId, PeerMessage, RequestId};
 
 use crate::chunk_store::piece_count;
+use crate::download::BlockKey;
 use crate::peer::{Download, PeerState};
 use crate::piece_set::PieceSet;
 use crate::substreams::substream_of;
@@ -43,6 +44,7 @@ impl Swarm {
         let Some(window) = self.fetch_window() else {
             return;
         };
+        self.move_overdue_from_source(now, window.clone());
         let block = self.config.block_pieces.max(1);
         let mut wanted: Vec<Wanted> = Vec::new();
         let mut holders: Vec<&PieceSet> = Vec::new();
@@ -87,8 +89,9 @@ impl Swarm {
         }
     }
 
-    /// A neighbour announced `pieces` of `seq`: request them if wanted. Announcements are
-    /// the most frequent message, so this looks at their blocks only.
+    /// A neighbour announced `pieces` of `seq`: request them if wanted, and move overdue
+    /// pulls of the chunk from the source to it. Announcements are the most frequent
+    /// message, so this looks at their blocks only.
     pub(crate) fn schedule_announced(&mut self, now: Millis, seq: ChunkSeq, pieces: Range<usize>) {
         if !self.fetch_window().is_some_and(|w| w.contains(&seq.0)) {
             return;
@@ -99,6 +102,7 @@ impl Swarm {
         let block = self.config.block_pieces.max(1);
         let first_block = pieces.start / block * block;
         let end = pieces.end.min(piece_count(total));
+        self.move_overdue_from_source(now, seq.0..=seq.0);
         // Most announcements are of blocks already here or on their way.
         let mut blocks = (first_block..end).step_by(block);
         if !blocks.any(|first| self.block_needed(seq, first, end)) {
@@ -116,6 +120,63 @@ impl Swarm {
                 .collect()
         };
         self.request_each(now, wanted);
+    }
+
+    /// When a pull of `seq` from the source counts as overdue: a round trip after its
+    /// remaining pieces were expected at the latency and rate measured from the source.
+    /// `None` for pushes and pulls from viewers.
+    pub(crate) fn source_overdue_at(&self, seq: ChunkSeq, asked: &Download) -> Option<Millis> {
+        let source = self.peers.get(&asked.from).filter(|p| p.is_source)?;
+        if asked.req == RequestId::PUSH {
+            return None;
+        }
+        let missing = self.first_missing(seq, asked)?;
+        let bytes = ((asked.end - missing) * protocol::PIECE_BYTES) as u64;
+        let moving = match asked.first_piece {
+            Some(_) => asked.last_progress,
+            None => asked.started + source.latency(),
+        };
+        Some(moving + bytes * 1000 / source.rate() + source.latency())
+    }
+
+    /// The first piece of a download not here yet, if any.
+    fn first_missing(&self, seq: ChunkSeq, asked: &Download) -> Option<usize> {
+        match self.store.chunks.get(&seq) {
+            Some(held) => held.first_missing(asked.first..asked.end),
+            None => Some(asked.first),
+        }
+    }
+
+    /// Pulls from the source of chunks in `seqs` that are overdue move to a viewer that
+    /// holds what is missing, if one can take it. The source is asked only for blocks no
+    /// viewer held when they turned urgent; asked for repairs, it is the most loaded peer
+    /// of all, and a viewer once missed a chunk waiting on it while two neighbours held
+    /// the block (`native_e2e`'s polluter test). Only overdue pulls: one on time is
+    /// usually faster from the source than from a loaded viewer (moving every pull was
+    /// no better in the simulator; docs/benchmarks.md).
+    pub(crate) fn move_overdue_from_source(&mut self, now: Millis, seqs: RangeInclusive<u64>) {
+        if seqs.is_empty() {
+            return; // The next to play is past the newest known (a range would panic).
+        }
+        let overdue: Vec<(BlockKey, Download)> = self
+            .downloads
+            .range((ChunkSeq(*seqs.start()), 0)..=(ChunkSeq(*seqs.end()), usize::MAX))
+            .filter(|((seq, _), d)| self.source_overdue_at(*seq, d).is_some_and(|at| at <= now))
+            .map(|(key, d)| (*key, *d))
+            .collect();
+        for ((seq, block), asked) in overdue {
+            let Some(missing) = self.first_missing(seq, &asked) else {
+                continue;
+            };
+            // Not urgent: viewers only.
+            let Some(viewer) = self.best_holder(now, seq, missing..asked.end, false) else {
+                continue;
+            };
+            self.downloads.remove(&(seq, block));
+            self.abandon(asked);
+            self.stats.pulls_moved_from_source += 1;
+            self.request(now, viewer, seq, missing, asked.end);
+        }
     }
 
     /// Chunks a viewer fetches: from the next to play, `lookahead` ahead, up to the newest.

@@ -110,6 +110,8 @@ pub struct Stats {
     pub stalls: u64,
     /// Requests answered `Absent` because the chunk was missing or the upload busy.
     pub requests_refused: u64,
+    /// Pulls from the source that turned overdue and moved to a viewer holding the block.
+    pub pulls_moved_from_source: u64,
     /// Neighbours dropped for timing out or breaking the protocol…
     pub peers_dropped: u64,
     /// …by cause.

@@ -2,9 +2,9 @@
 //! it exactly then ([`Swarm::poll_timeout`], [`Swarm::handle_timeout`]) rather than on a
 //! fixed tick that runs every timer up to a tick late.
 //!
-//! Two kinds of deadline. Upkeep (request time-outs, serve jobs past their deadline, the
-//! source's announcements, skips, a block turning urgent, a busy neighbour's back-off
-//! ending) runs the full round of scheduling; the upload budget refilling only moves
+//! Two kinds of deadline. Upkeep (request time-outs, pulls from the source turning
+//! overdue, serve jobs past their deadline, the source's announcements, skips, a block
+//! turning urgent, a busy neighbour's back-off ending) runs the full round of scheduling; the upload budget refilling only moves
 //! uploads along. An upkeep deadline is named only while it lies after the last upkeep
 //! round, so one whose round changes nothing (a skip with nothing later to play) is not
 //! named again and cannot keep a driver spinning.
@@ -56,6 +56,11 @@ impl Swarm {
             .values()
             .flat_map(|p| p.serving.iter())
             .map(|job| job.deadline + 1);
+        // A pull from the source turning overdue may move to a viewer.
+        let overdue = self
+            .downloads
+            .iter()
+            .filter_map(|((seq, _), d)| self.source_overdue_at(*seq, d));
         let busy = self.peers.values().map(|p| p.busy_until);
         let parents = self.parents.next_review();
         let role = match self.config.role() {
@@ -64,6 +69,7 @@ impl Swarm {
         };
         requests
             .chain(jobs)
+            .chain(overdue)
             .chain(busy)
             .chain(parents)
             .chain(role)

@@ -39,3 +39,15 @@ pub fn manifest(seq: u64, total: usize) -> protocol::ChunkManifest {
     )
     .expect("test chunks are small enough to sign")
 }
+
+/// The channel key's init segment message (a test MIME type and 100 bytes).
+pub fn init() -> protocol::PeerMessage {
+    let (mime, data) = ("video/mp4".to_owned(), vec![1u8; 100]);
+    let message = protocol::init_message(&protocol::Broadcast::default(), &mime, &data);
+    let signature = signer().sign(&message);
+    protocol::PeerMessage::Init {
+        mime,
+        data,
+        signature,
+    }
+}
