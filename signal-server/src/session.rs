@@ -2,6 +2,7 @@
 //! joining (a broadcaster through the key challenge), relaying set-up, leaving.
 
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use protocol::{
     ChannelName, ClientMessage, ErrorCode, PeerId, Role, ServerMessage, SessionId,
@@ -24,7 +25,15 @@ pub(crate) struct Session {
     pub claim: Option<PendingClaim>,
     /// A joined viewer's experience reports; broadcasters report none.
     pub reports: Option<ReportGate>,
+    /// When this connection last got peers for `more_peers`.
+    pub more_peers_at: Option<Instant>,
 }
+
+/// A connection gets more peers at most this often. Each answer introduces viewers it has
+/// not met, so without a limit one client could meet, and learn the address of, every
+/// viewer of a channel in minutes. Honest peers ask at most every 10 s
+/// (`swarm::neighbours`), so they never meet the limit.
+pub(crate) const MORE_PEERS_EVERY: Duration = Duration::from_secs(5);
 
 /// Sleeps until `deadline`, or forever without one.
 pub(crate) async fn until(deadline: Option<Instant>) {
@@ -149,6 +158,22 @@ pub(crate) fn handle(
                 reply_error(mailbox, ErrorCode::NotJoined, "join a channel first".into());
                 return None;
             };
+            let now = Instant::now();
+            if let Some(wait) = session
+                .more_peers_at
+                .map(|at| (at + MORE_PEERS_EVERY).saturating_duration_since(now))
+                .filter(|wait| !wait.is_zero())
+            {
+                let message = format!(
+                    "more peers at most every {} s; ask again in {} ms",
+                    MORE_PEERS_EVERY.as_secs(),
+                    wait.as_millis()
+                );
+                state.metrics.reject(Rejection::RateLimited);
+                reply_error(mailbox, ErrorCode::RateLimited, message);
+                return None;
+            }
+            session.more_peers_at = Some(now);
             let peers = state.rooms().more_peers(id);
             mailbox.post(&ServerMessage::Introduce { peers });
         }

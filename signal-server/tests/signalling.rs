@@ -806,3 +806,39 @@ async fn hashed_assets_are_immutable_and_everything_else_revalidates() {
         assert_eq!(cache_control(response), "no-cache", "{path}");
     }
 }
+
+#[tokio::test]
+async fn more_peers_come_at_most_every_five_seconds_per_connection() {
+    let addr = start().await;
+    let mut broadcaster = connect(&addr).await;
+    join(&mut broadcaster, "news", Role::Broadcaster).await;
+    let mut asker = connect(&addr).await;
+    join(&mut asker, "news", Role::Viewer).await;
+    let mut other = connect(&addr).await;
+    join(&mut other, "news", Role::Viewer).await;
+    let introduced = |message| matches!(message, ServerMessage::Introduce { .. });
+
+    send(&mut asker, ClientMessage::MorePeers {}).await;
+    assert!(
+        introduced(recv(&mut asker).await),
+        "the first ask is answered"
+    );
+    // Asking again at once: refused, with when to ask, and nobody introduced.
+    send(&mut asker, ClientMessage::MorePeers {}).await;
+    match recv(&mut asker).await {
+        ServerMessage::Error { code, message } => {
+            assert_eq!(code, ErrorCode::RateLimited, "{message}");
+            assert!(message.contains("ask again in"), "{message}");
+        }
+        other => panic!("expected a rate-limit error, got {other:?}"),
+    }
+    // The limit is per connection: another viewer still gets its peers, and the asker
+    // stays joined.
+    send(&mut other, ClientMessage::MorePeers {}).await;
+    loop {
+        if introduced(recv(&mut other).await) {
+            break;
+        }
+    }
+    barrier(&mut asker).await;
+}
