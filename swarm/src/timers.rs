@@ -4,10 +4,10 @@
 //!
 //! Two kinds of deadline. Upkeep (request time-outs, pulls from the source turning
 //! overdue, serve jobs past their deadline, the source's announcements, skips, a block
-//! turning urgent, a busy neighbour's back-off ending) runs the full round of scheduling; the upload budget refilling only moves
-//! uploads along. An upkeep deadline is named only while it lies after the last upkeep
-//! round, so one whose round changes nothing (a skip with nothing later to play) is not
-//! named again and cannot keep a driver spinning.
+//! turning urgent, a busy neighbour's back-off ending) runs the full round of scheduling;
+//! the upload budget refilling only moves uploads along. An upkeep deadline is named only
+//! while it lies after the last upkeep round, so one whose round changes nothing (a skip
+//! with nothing later to play) is not named again and cannot keep a driver spinning.
 
 use crate::config::SwarmRole;
 use crate::{Millis, Swarm};
