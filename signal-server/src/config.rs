@@ -41,6 +41,15 @@ pub struct ServerConfig {
         default_value_t = 32
     )]
     pub max_connections_per_ip: usize,
+    /// New connections one IP address may open per second, after a burst of
+    /// `--max-connections-per-ip`. Each connection is introduced to peers afresh, so this
+    /// bounds how fast one address meets a channel by reconnecting.
+    #[arg(
+        long,
+        env = "STREAMTORRENT_OPENS_PER_SEC_PER_IP",
+        default_value_t = 1.0
+    )]
+    pub opens_per_sec_per_ip: f64,
     /// Take the client's IP from the `X-Forwarded-For` header a reverse proxy sets (its
     /// last address) instead of the TCP peer. Set this only behind a proxy you run:
     /// otherwise clients could claim any address and dodge the per-IP limit.

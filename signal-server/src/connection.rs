@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures::{SinkExt, StreamExt};
 use protocol::{ClientMessage, ErrorCode};
@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
 
 use crate::claims::CHALLENGE_TIMEOUT;
+use crate::ip_limits::IpRefusal;
 use crate::metrics::Rejection;
 use crate::rate_limit::TokenBucket;
 use crate::rooms::Mailbox;
@@ -61,12 +62,23 @@ pub(crate) async fn upgrade(
     } else {
         addr
     };
-    if !state.rooms().open_connection(addr.ip()) {
+    if let Err(refusal) = state.rooms().open_connection(addr.ip(), Instant::now()) {
         state.metrics.reject(Rejection::PerIpLimit);
-        let limit = state.config.max_connections_per_ip;
+        let message = match refusal {
+            IpRefusal::TooMany => format!(
+                "at most {} connections per IP address",
+                state.config.max_connections_per_ip
+            ),
+            IpRefusal::TooFast => format!(
+                "connections opened too fast: at most {} a second per IP address after a \
+                 burst of {}; try again later",
+                state.config.opens_per_sec_per_ip, state.config.max_connections_per_ip
+            ),
+        };
         return (
             StatusCode::TOO_MANY_REQUESTS,
-            format!("at most {limit} connections per IP address"),
+            [(header::RETRY_AFTER, "1")],
+            message,
         )
             .into_response();
     }

@@ -7,6 +7,7 @@ mod connection;
 mod csp;
 mod error;
 mod ice;
+mod ip_limits;
 mod metrics;
 mod owners;
 mod rate_limit;
@@ -30,6 +31,7 @@ use owners::Owners;
 pub use config::ServerConfig;
 pub use error::ServerError;
 pub use ice::{ice_servers, turn_credentials};
+pub use ip_limits::IpRefusal;
 pub use metrics::{Metrics, Rejection};
 pub use rooms::{JoinError, Limits, Mailbox, Rooms};
 pub use viewer_reports::{Experience, ReportPolicy};
@@ -87,6 +89,7 @@ pub async fn serve(
         max_channels: config.max_channels,
         max_peers_per_channel: config.max_peers_per_channel,
         max_connections_per_ip: config.max_connections_per_ip,
+        opens_per_sec_per_ip: config.opens_per_sec_per_ip,
     };
     let owners = Owners::load(config.owners_file.as_deref()).map_err(ServerError::Config)?;
     let (stop_tx, stop_rx) = watch::channel(false);

@@ -33,6 +33,12 @@ impl TokenBucket {
             false
         }
     }
+
+    /// Whether idle time has refilled it: it then remembers nothing of past use.
+    pub fn is_full(&self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.updated).as_secs_f64();
+        self.tokens + elapsed * self.per_sec >= self.capacity
+    }
 }
 
 #[cfg(test)]

@@ -12,7 +12,9 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use tokio::sync::{mpsc, Notify};
+use tokio::time::Instant;
 
+use crate::ip_limits::{IpLimits, IpRefusal};
 use crate::metrics::Rejection;
 use crate::viewer_reports::Experience;
 
@@ -130,6 +132,7 @@ pub struct Limits {
     pub max_channels: usize,
     pub max_peers_per_channel: usize,
     pub max_connections_per_ip: usize,
+    pub opens_per_sec_per_ip: f64,
 }
 
 pub struct Rooms {
@@ -139,7 +142,7 @@ pub struct Rooms {
     rng: StdRng,
     channels: HashMap<ChannelName, Channel>,
     members: HashMap<PeerId, Member>,
-    connections_per_ip: HashMap<IpAddr, usize>,
+    ips: IpLimits,
 }
 
 impl Rooms {
@@ -154,31 +157,21 @@ impl Rooms {
 
     fn with_rng(limits: Limits, rng: StdRng) -> Rooms {
         Rooms {
+            ips: IpLimits::new(limits.max_connections_per_ip, limits.opens_per_sec_per_ip),
             limits,
             rng,
             channels: HashMap::new(),
             members: HashMap::new(),
-            connections_per_ip: HashMap::new(),
         }
     }
 
-    /// Counts a new connection from `ip`; false when that IP is at its limit.
-    pub fn open_connection(&mut self, ip: IpAddr) -> bool {
-        let count = self.connections_per_ip.entry(ip).or_default();
-        if *count >= self.limits.max_connections_per_ip {
-            return false;
-        }
-        *count += 1;
-        true
+    /// Counts a new connection from `ip`, or says why it is refused.
+    pub fn open_connection(&mut self, ip: IpAddr, now: Instant) -> Result<(), IpRefusal> {
+        self.ips.open(ip, now)
     }
 
     pub fn close_connection(&mut self, ip: IpAddr) {
-        if let Some(count) = self.connections_per_ip.get_mut(&ip) {
-            *count -= 1;
-            if *count == 0 {
-                self.connections_per_ip.remove(&ip);
-            }
-        }
+        self.ips.close(ip);
     }
 
     /// Adds a peer to a channel. Returns its id and the peers it should connect to: the
@@ -498,6 +491,7 @@ mod tests {
             max_channels: 4,
             max_peers_per_channel: 100,
             max_connections_per_ip: 4,
+            opens_per_sec_per_ip: 1.0,
         };
         Rooms::seeded(limits, 7)
     }
@@ -669,6 +663,7 @@ mod tests {
                     max_channels: 4,
                     max_peers_per_channel: 1000,
                     max_connections_per_ip: 4,
+                    opens_per_sec_per_ip: 1.0,
                 },
                 seed,
             );

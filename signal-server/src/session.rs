@@ -27,6 +27,8 @@ pub(crate) struct Session {
     pub reports: Option<ReportGate>,
     /// When this connection last got peers for `more_peers`.
     pub more_peers_at: Option<Instant>,
+    /// When this connection last joined a channel.
+    pub joined_at: Option<Instant>,
 }
 
 /// A connection gets more peers at most this often. Each answer introduces viewers it has
@@ -34,6 +36,18 @@ pub(crate) struct Session {
 /// viewer of a channel in minutes. Honest peers ask at most every 10 s
 /// (`swarm::neighbours`), so they never meet the limit.
 pub(crate) const MORE_PEERS_EVERY: Duration = Duration::from_secs(5);
+
+/// A connection joins at most this often. Every join introduces a fresh set of peers, so
+/// leaving and joining again would otherwise bypass [`MORE_PEERS_EVERY`]. The drivers
+/// open a new connection for another channel, so no honest client meets this; a client
+/// flipping channels on one connection is slowed, not refused for good.
+pub(crate) const JOIN_EVERY: Duration = Duration::from_secs(5);
+
+/// How long until `every` has passed since `last`, if it has not yet.
+fn too_soon(last: Option<Instant>, every: Duration, now: Instant) -> Option<Duration> {
+    last.map(|at| (at + every).saturating_duration_since(now))
+        .filter(|wait| !wait.is_zero())
+}
 
 /// Sleeps until `deadline`, or forever without one.
 pub(crate) async fn until(deadline: Option<Instant>) {
@@ -86,6 +100,18 @@ pub(crate) fn handle(
                 );
                 return None;
             }
+            let now = Instant::now();
+            if let Some(wait) = too_soon(session.joined_at, JOIN_EVERY, now) {
+                let message = format!(
+                    "a connection joins at most every {} s; join again in {} ms",
+                    JOIN_EVERY.as_secs(),
+                    wait.as_millis()
+                );
+                state.metrics.reject(Rejection::RateLimited);
+                reply_error(mailbox, ErrorCode::RateLimited, message);
+                return None;
+            }
+            session.joined_at = Some(now);
             if role == Role::Broadcaster {
                 match claims::challenge(state, mailbox, channel, key, broadcast) {
                     Ok(claim) => session.claim = Some(claim),
@@ -159,11 +185,7 @@ pub(crate) fn handle(
                 return None;
             };
             let now = Instant::now();
-            if let Some(wait) = session
-                .more_peers_at
-                .map(|at| (at + MORE_PEERS_EVERY).saturating_duration_since(now))
-                .filter(|wait| !wait.is_zero())
-            {
+            if let Some(wait) = too_soon(session.more_peers_at, MORE_PEERS_EVERY, now) {
                 let message = format!(
                     "more peers at most every {} s; ask again in {} ms",
                     MORE_PEERS_EVERY.as_secs(),

@@ -430,6 +430,40 @@ async fn too_many_connections_from_one_ip_are_refused_at_the_handshake() {
     }
 }
 
+/// Each connection joins afresh and is introduced afresh: closing and reopening
+/// connections is paced per address, or it would bypass the per-connection limits.
+#[tokio::test]
+async fn reconnecting_in_a_loop_is_refused_at_the_handshake() {
+    // A slow refill, so no token comes back while the test runs.
+    let (addr, _stop) = start_with(|c| {
+        c.max_connections_per_ip = 2;
+        c.opens_per_sec_per_ip = 0.001;
+    })
+    .await;
+    drop(connect(&addr).await);
+    drop(connect(&addr).await);
+    // Once the server saw both end, the address has no connection open but has spent
+    // its burst: until then a refusal says "at most 2 connections".
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match tokio_tungstenite::connect_async(format!("ws://{addr}/ws")).await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                assert_eq!(response.status(), 429);
+                assert!(response.headers().contains_key("retry-after"));
+                let body = String::from_utf8_lossy(response.body().as_deref().unwrap_or_default())
+                    .into_owned();
+                if body.contains("too fast") {
+                    break;
+                }
+                assert!(body.contains("at most 2 connections"), "{body}");
+            }
+            other => panic!("expected HTTP 429, got {other:?}"),
+        }
+        assert!(std::time::Instant::now() < deadline, "closes never seen");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test]
 async fn a_page_from_another_origin_is_refused_at_the_handshake() {
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -616,6 +650,7 @@ fn introductions_are_bounded_and_random() {
         max_channels: 10,
         max_peers_per_channel: 100_000,
         max_connections_per_ip: 1,
+        opens_per_sec_per_ip: 1.0,
     };
     let mut rooms = Rooms::new(limits);
     let mailbox = || {
@@ -841,4 +876,48 @@ async fn more_peers_come_at_most_every_five_seconds_per_connection() {
         }
     }
     barrier(&mut asker).await;
+}
+
+/// Leaving and joining again would hand a connection a fresh introduction each time,
+/// around the `more_peers` limit: a connection joins at most every 5 s.
+#[tokio::test]
+async fn a_connection_joins_at_most_every_five_seconds() {
+    let addr = start().await;
+    let mut broadcaster = connect(&addr).await;
+    join(&mut broadcaster, "news", Role::Broadcaster).await;
+    let mut cycler = connect(&addr).await;
+    join(&mut cycler, "news", Role::Viewer).await;
+    send(&mut cycler, ClientMessage::Leave {}).await;
+    send(
+        &mut cycler,
+        ClientMessage::Join {
+            channel: "news".parse().unwrap(),
+            role: Role::Viewer,
+            key: None,
+            session: None,
+            version: protocol::SIGNAL_VERSION,
+        },
+    )
+    .await;
+    loop {
+        match recv(&mut cycler).await {
+            ServerMessage::Error { code, message } => {
+                assert_eq!(code, ErrorCode::RateLimited, "{message}");
+                assert!(message.contains("join again in"), "{message}");
+                break;
+            }
+            ServerMessage::Welcome { .. } | ServerMessage::Introduce { .. } => {
+                panic!("joined again at once: introduced afresh")
+            }
+            _ => {}
+        }
+    }
+    // Refused, not joined: it is not in the channel, and others still join.
+    send(&mut cycler, ClientMessage::MorePeers {}).await;
+    match recv(&mut cycler).await {
+        ServerMessage::Error { code, .. } => assert_eq!(code, ErrorCode::NotJoined),
+        other => panic!("expected not_joined, got {other:?}"),
+    }
+    let mut other = connect(&addr).await;
+    join(&mut other, "news", Role::Viewer).await;
 }

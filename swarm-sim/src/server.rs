@@ -28,6 +28,7 @@ impl Server {
             max_channels: 1,
             max_peers_per_channel: usize::MAX,
             max_connections_per_ip: usize::MAX,
+            opens_per_sec_per_ip: f64::INFINITY,
         };
         Server {
             rooms: Rooms::seeded(limits, seed),
