@@ -86,6 +86,9 @@ async fn honest_reports_are_summed_per_channel_and_forged_ones_refused() {
         .await
         .contains("only viewers"));
 
+    // Not a wait for the server: the report interval under test must pass, and it passes
+    // only in real time (tokio's paused clock moves while loopback I/O is in flight, so
+    // the test's own time-outs fire). A longer pause than the interval cannot flake.
     tokio::time::sleep(Duration::from_millis(1_100)).await;
     send(&mut viewer, ClientMessage::Report(honest())).await;
     // One viewer claiming the bytes of a thousand.
@@ -121,6 +124,7 @@ async fn a_channel_that_ends_takes_its_figures_with_it() {
     let addr = start_reporting().await;
     let mut viewer = connect(&addr).await;
     join_viewer(&mut viewer, "brief").await;
+    // The report interval must pass first (see above).
     tokio::time::sleep(Duration::from_millis(1_100)).await;
     send(&mut viewer, ClientMessage::Report(honest())).await;
     barrier(&mut viewer).await;
