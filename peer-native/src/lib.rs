@@ -11,5 +11,7 @@ mod error;
 mod link;
 mod record;
 mod signalling;
+#[cfg(feature = "test-hooks")]
+pub mod test_hooks;
 
 pub use error::NativeError;

@@ -98,6 +98,11 @@ enum Command {
         #[cfg(feature = "test-hooks")]
         #[arg(long, hide = true)]
         test_corrupt_pieces: bool,
+        /// Test only: keep the first broadcast's signed manifests and send them to new
+        /// neighbours once the broadcaster restarted (a replay of old content).
+        #[cfg(feature = "test-hooks")]
+        #[arg(long, hide = true)]
+        test_replay_manifests: bool,
     },
 }
 
@@ -153,7 +158,7 @@ async fn run(cli: Cli) -> Result<(), NativeError> {
                 key: Some(key),
                 relay_only: false,
                 #[cfg(feature = "test-hooks")]
-                corrupt_pieces: false,
+                hooks: Default::default(),
             };
             node::run(options, Some(feed), &mut sink, ctrl_c()).await?;
             Ok(())
@@ -174,6 +179,8 @@ async fn run(cli: Cli) -> Result<(), NativeError> {
             relay_only,
             #[cfg(feature = "test-hooks")]
             test_corrupt_pieces,
+            #[cfg(feature = "test-hooks")]
+            test_replay_manifests,
         } => {
             let mut sink = WatchSink::new(output, record_dir, chunks)?;
             if let Some(path) = timeline {
@@ -188,7 +195,10 @@ async fn run(cli: Cli) -> Result<(), NativeError> {
                 key: None,
                 relay_only,
                 #[cfg(feature = "test-hooks")]
-                corrupt_pieces: test_corrupt_pieces,
+                hooks: peer_native::test_hooks::TestHooks {
+                    corrupt_pieces: test_corrupt_pieces,
+                    replay_manifests: test_replay_manifests,
+                },
             };
             let timeout = async move {
                 match timeout_secs {

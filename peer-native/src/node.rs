@@ -36,9 +36,9 @@ pub struct NodeOptions {
     pub key: Option<ChannelSecret>,
     /// Privacy mode: TURN relay candidates only, so no peer learns this one's address.
     pub relay_only: bool,
-    /// Test only: flip a bit in every piece this peer serves, to play a polluter.
+    /// Test only: misbehaviour a test asks for (a polluter, a replayer).
     #[cfg(feature = "test-hooks")]
-    pub corrupt_pieces: bool,
+    pub hooks: crate::test_hooks::TestHooks,
 }
 
 /// What the broadcaster's input produced, numbered.
@@ -113,7 +113,7 @@ pub async fn run(
     let mut driver = Driver {
         server: options.server.clone(),
         #[cfg(feature = "test-hooks")]
-        corrupt_pieces: options.corrupt_pieces,
+        misbehaviour: crate::test_hooks::Misbehaviour::new(options.hooks),
         socket: Socket::None,
         links: HashMap::new(),
         events: mpsc::unbounded_channel(),
@@ -137,13 +137,19 @@ pub async fn run(
                         }
                         NodeInput::LinkOpen(link)
                     }
-                    LinkEvent::Message(link, bytes) => NodeInput::LinkData(link, bytes.into()),
+                    LinkEvent::Message(link, bytes) => {
+                        #[cfg(feature = "test-hooks")]
+                        driver.misbehaviour.received(&bytes);
+                        NodeInput::LinkData(link, bytes.into())
+                    }
                     LinkEvent::Drained(link) => {
                         let queued = driver.links.get(&link).and_then(|l| l.data.as_ref()).map(Outbox::queued);
                         NodeInput::LinkBuffered(link, queued.unwrap_or(0))
                     }
                     LinkEvent::LocalDescription(link, sdp) => NodeInput::LocalDescription(link, sdp),
                     LinkEvent::Closed(link) => {
+                        #[cfg(feature = "test-hooks")]
+                        driver.misbehaviour.closed(link);
                         driver.links.remove(&link);
                         NodeInput::LinkClosed(link)
                     }
@@ -188,7 +194,7 @@ pub async fn run(
 struct Driver {
     server: String,
     #[cfg(feature = "test-hooks")]
-    corrupt_pieces: bool,
+    misbehaviour: crate::test_hooks::Misbehaviour,
     socket: Socket,
     links: HashMap<LinkId, LinkHandle>,
     events: (
@@ -248,17 +254,13 @@ impl Driver {
                     self.command(link, LinkCommand::Remote(signal))
                 }
                 NodeOutput::FlushDescription(link) => self.command(link, LinkCommand::Flush),
-                #[cfg_attr(not(feature = "test-hooks"), allow(unused_mut))]
-                NodeOutput::Send { link, mut frame } => {
+                NodeOutput::Send { link, frame } => {
                     if let Some(data) = self.links.get(&link).and_then(|l| l.data.as_ref()) {
                         #[cfg(feature = "test-hooks")]
-                        if self.corrupt_pieces && frame.peek_piece().is_some() {
-                            frame = frame.with_changed_data(|piece| {
-                                if let Some(last) = piece.last_mut() {
-                                    *last ^= 1;
-                                }
-                            });
+                        for bytes in self.misbehaviour.outgoing(link, frame) {
+                            data.send(bytes);
                         }
+                        #[cfg(not(feature = "test-hooks"))]
                         data.send(frame.to_vec());
                     }
                 }
@@ -278,7 +280,11 @@ impl Driver {
                 NodeOutput::Event(NodeEvent::Refused { code, message }) => {
                     return Err(NativeError::Refused(format!("{code:?}: {message}")));
                 }
-                NodeOutput::Event(event) => log(&event),
+                NodeOutput::Event(event) => {
+                    #[cfg(feature = "test-hooks")]
+                    self.misbehaviour.event(&event);
+                    log(&event)
+                }
             }
         }
         Ok(None)

@@ -1,7 +1,8 @@
 //! Real headless Chromium (Debian's) opens `/watch/<channel>` while the broadcaster runs:
 //! the page joins over WebSocket, receives chunks over a WebRTC data channel and plays them
 //! through Media Source Extensions; then the signal server is killed and restarted under
-//! it, and the page keeps playing and rejoins.
+//! it, and the page keeps playing and rejoins; last the broadcaster restarts (a new
+//! broadcast, the same key), and the open page follows it without a reload.
 
 use std::time::{Duration, Instant};
 
@@ -74,9 +75,27 @@ fn watch_page_plays_a_live_channel_in_chromium() {
             tokio::time::sleep(Duration::from_secs(3)).await;
             outcome = watch(&client, &addr).await;
         }
+        let mut restarted = None;
         if outcome.is_ok() {
-            outcome = survive_restart(&client, server, &listen, &web_dir, &addr).await;
+            outcome = match survive_restart(&client, server, &listen, &web_dir, &addr).await {
+                Ok((server, probe)) => {
+                    restarted = Some(server);
+                    Ok(probe)
+                }
+                Err(e) => Err(e),
+            };
         }
+        if outcome.is_ok() {
+            drop(broadcast.take()); // ffmpeg and the broadcaster end: the broadcast is over.
+            broadcast = Some(broadcaster(
+                &addr,
+                "demo",
+                &dir.join("broadcaster"),
+                &dir.join("broadcaster-2.log"),
+            ));
+            outcome = follow_new_broadcast(&client).await;
+        }
+        drop(restarted);
         let _ = client.close().await;
         outcome
     });
@@ -172,14 +191,14 @@ async fn watch(client: &Client, addr: &str) -> Result<Value, String> {
 
 /// Kills the signal server under a playing page: the video must keep playing over its peer
 /// link and the page must say it is reconnecting; after a restart on the same port the page
-/// must rejoin on its own.
+/// must rejoin on its own. Returns the restarted server.
 async fn survive_restart(
     client: &Client,
     server: Guard,
     listen: &str,
     web_dir: &std::path::Path,
     addr: &str,
-) -> Result<Value, String> {
+) -> Result<(Guard, Value), String> {
     drop(server); // SIGKILL, as in a crash.
     let before = client
         .execute(PROBE, vec![])
@@ -219,12 +238,43 @@ async fn survive_restart(
             if probe["waiting"].as_u64().unwrap_or(0) > MAX_WAITING_AFTER_START {
                 return Err(format!("playback stalled during the restart: {probe}"));
             }
-            drop(server);
-            return Ok(probe);
+            return Ok((server, probe));
         }
         if Instant::now() > deadline {
             return Err(format!(
                 "page did not rejoin within 30 s of the restart: {channels} {probe}"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// The broadcaster was restarted under an open page: its chunks start over, signed for a
+/// new broadcast. The page must take the new broadcast and play it:
+/// the old one's buffer holds a few seconds at most, so 8 s of playback can only come
+/// from the new one. Its clock starts over with the new player, so progress is measured
+/// from the lowest time seen after the restart.
+async fn follow_new_broadcast(client: &Client) -> Result<Value, String> {
+    const PLAY_AFTER_RESTART: f64 = 8.0;
+    let deadline = Instant::now() + Duration::from_secs(45);
+    let mut lowest = f64::MAX;
+    loop {
+        let probe = client
+            .execute(PROBE, vec![])
+            .await
+            .map_err(|e| e.to_string())?;
+        if !probe["error"].is_null() {
+            return Err(format!("the video element failed: {probe}"));
+        }
+        let time = probe["time"].as_f64().unwrap_or(0.0);
+        lowest = lowest.min(time);
+        if time - lowest >= PLAY_AFTER_RESTART {
+            return Ok(probe);
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "the page did not play {PLAY_AFTER_RESTART} s of the new broadcast within \
+                 45 s (from t={lowest:.1}): {probe}"
             ));
         }
         tokio::time::sleep(Duration::from_millis(500)).await;

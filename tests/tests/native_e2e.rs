@@ -9,7 +9,7 @@ use std::time::Duration;
 use tests::netns;
 use tests::process::{
     binary, free_port, go_live, polluter, scratch, signal_server, signal_server_on,
-    signal_server_with, wait_for_channel, watcher, BroadcastOptions,
+    signal_server_with, wait_for_channel, watcher, BroadcastOptions, Guard,
 };
 
 const CHUNKS: u64 = 6;
@@ -266,6 +266,76 @@ fn an_open_viewer_follows_a_restarted_broadcaster() {
     );
     println!(
         "chunks played before the restart: {played_before}, after: {}",
+        WANTED - played_before
+    );
+}
+
+/// Signed content names its broadcast: a peer that kept the last broadcast's manifests
+/// (`watch --test-replay-manifests`) sends them to its new neighbours once the
+/// broadcaster restarted, ahead of the broadcaster's own, for the same seqs (they start
+/// over at 0). An honest viewer must refuse them, drop the replayer, and play the new
+/// broadcast. (The test source repeats itself, so replayed manifests may even match the
+/// new pieces: what is checked is that the viewer refuses them, not that they hurt. With
+/// manifests that do not name their broadcast, this viewer dropped nobody.)
+#[test]
+fn a_replayed_manifest_of_an_earlier_broadcast_is_refused() {
+    if !netns::enter("a_replayed_manifest_of_an_earlier_broadcast_is_refused") {
+        return;
+    }
+    let dir = scratch("replay-e2e");
+    let (_server, addr) = signal_server(&dir);
+    let first = go_live(&addr, "rerun", &dir, BroadcastOptions::default());
+    let (_, replayer) = watcher(
+        &addr,
+        "rerun",
+        &dir,
+        "replayer",
+        1000,
+        &["--test-replay-manifests"],
+    );
+    let _replayer = Guard(replayer);
+    const WANTED: u64 = 14;
+    let (name, viewer) = watcher(&addr, "rerun", &dir, "viewer", WANTED, &[]);
+    let recorded = dir.join(&name);
+    wait_for_chunks(&recorded, 3, &dir);
+    wait_for_chunks(&dir.join("replayer"), 3, &dir);
+    drop(first); // The broadcast is over; the replayer holds its manifests.
+    let played_before = chunks_recorded(&recorded) as u64;
+    let _second = tests::process::broadcaster(
+        &addr,
+        "rerun",
+        &dir.join("broadcaster"),
+        &dir.join("broadcaster-2.log"),
+    );
+    let output = viewer
+        .wait_with_output()
+        .expect("the viewer runs to completion");
+    let log = |name: &str| std::fs::read_to_string(dir.join(format!("{name}.log"))).unwrap();
+    assert!(
+        output.status.success(),
+        "the viewer did not play {WANTED} chunks; see {}/viewer.log",
+        dir.display()
+    );
+    let summary: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("a JSON summary");
+    assert_eq!(summary["chunks_played"], WANTED, "{summary}");
+    assert!(
+        played_before < WANTED,
+        "played {played_before} before the restart: the test proves nothing"
+    );
+    assert!(
+        log("replayer").contains("replaying the old broadcast's manifests"),
+        "the replayer never saw the new broadcast; see {}/replayer.log",
+        dir.display()
+    );
+    assert!(
+        summary["peers_dropped_polluting"].as_u64().unwrap_or(0) >= 1,
+        "the replayed manifests never reached the viewer, so the test proved nothing: \
+         {summary}; see {}",
+        dir.display()
+    );
+    println!(
+        "chunks played before the restart: {played_before}, after: {}; {summary}",
         WANTED - played_before
     );
 }
