@@ -47,7 +47,8 @@ pub struct ServerConfig {
     #[arg(
         long,
         env = "STREAMTORRENT_OPENS_PER_SEC_PER_IP",
-        default_value_t = 1.0
+        default_value_t = 1.0,
+        value_parser = parse_rate
     )]
     pub opens_per_sec_per_ip: f64,
     /// Take the client's IP from the `X-Forwarded-For` header a reverse proxy sets (its
@@ -61,7 +62,7 @@ pub struct ServerConfig {
     pub max_message_bytes: usize,
     /// Sustained messages per second one connection may send. A broadcaster answers every
     /// joining viewer, so this must cover a rush of joins.
-    #[arg(long, env = "STREAMTORRENT_RATE_PER_SEC", default_value_t = 50.0)]
+    #[arg(long, env = "STREAMTORRENT_RATE_PER_SEC", default_value_t = 50.0, value_parser = parse_rate)]
     pub rate_per_sec: f64,
     /// Messages one connection may send in a burst above the sustained rate; this many
     /// refused messages in a row close the connection.
@@ -106,6 +107,19 @@ pub struct ServerConfig {
     pub max_viewer_kbps: u64,
 }
 
+/// A rate per second: finite and above zero. Zero would refuse everything for good, and a
+/// bucket that never refills would never be swept from memory either.
+fn parse_rate(text: &str) -> Result<f64, String> {
+    let rate: f64 = text
+        .parse()
+        .map_err(|e| format!("{text:?} is not a rate per second: {e}"))?;
+    if rate.is_finite() && rate > 0.0 {
+        Ok(rate)
+    } else {
+        Err(format!("{text} is not a rate above 0 per second"))
+    }
+}
+
 fn parse_message_limit(text: &str) -> Result<usize, String> {
     let bytes: usize = text
         .parse()
@@ -141,5 +155,23 @@ impl ServerConfig {
         let mut config = ServerConfig::parse_from(["signal-server"]);
         config.web_dir = web_dir.into();
         config
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::ServerConfig;
+
+    #[test]
+    fn rates_must_be_finite_and_above_zero() {
+        for flag in ["--opens-per-sec-per-ip", "--rate-per-sec"] {
+            for bad in ["0", "-1", "NaN", "inf", "fast"] {
+                let parsed = ServerConfig::try_parse_from(["signal-server", flag, bad]);
+                assert!(parsed.is_err(), "{flag} {bad} accepted");
+            }
+            assert!(ServerConfig::try_parse_from(["signal-server", flag, "0.5"]).is_ok());
+        }
     }
 }

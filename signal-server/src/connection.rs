@@ -64,23 +64,30 @@ pub(crate) async fn upgrade(
     };
     if let Err(refusal) = state.rooms().open_connection(addr.ip(), Instant::now()) {
         state.metrics.reject(Rejection::PerIpLimit);
-        let message = match refusal {
-            IpRefusal::TooMany => format!(
-                "at most {} connections per IP address",
-                state.config.max_connections_per_ip
-            ),
-            IpRefusal::TooFast => format!(
-                "connections opened too fast: at most {} a second per IP address after a \
-                 burst of {}; try again later",
-                state.config.opens_per_sec_per_ip, state.config.max_connections_per_ip
-            ),
+        return match refusal {
+            IpRefusal::TooMany => (
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "at most {} connections per IP address",
+                    state.config.max_connections_per_ip
+                ),
+            )
+                .into_response(),
+            IpRefusal::TooFast { retry_after } => {
+                // Whole seconds, rounded up: the header has no finer unit.
+                let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+                (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    [(header::RETRY_AFTER, secs.max(1).to_string())],
+                    format!(
+                        "connections opened too fast: at most {} a second per IP address \
+                         after a burst of {}; try again in {secs} s",
+                        state.config.opens_per_sec_per_ip, state.config.max_connections_per_ip
+                    ),
+                )
+                    .into_response()
+            }
         };
-        return (
-            StatusCode::TOO_MANY_REQUESTS,
-            [(header::RETRY_AFTER, "1")],
-            message,
-        )
-            .into_response();
     }
     // Releases the IP's slot however the connection ends, even if the upgrade fails.
     let slot = IpSlot {

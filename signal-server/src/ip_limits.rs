@@ -1,8 +1,10 @@
 //! Limits per client address: how many connections it holds open, and how fast it opens
-//! new ones.
+//! new ones. An IPv6 client counts by its /64, the block one subscriber gets, or it could
+//! use a fresh address for every connection.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
+use std::time::Duration;
 
 use tokio::time::Instant;
 
@@ -13,15 +15,17 @@ use crate::rate_limit::TokenBucket;
 pub enum IpRefusal {
     /// It has `max_connections_per_ip` open.
     TooMany,
-    /// It opens connections faster than `opens_per_sec` after a burst of `max_open`.
-    /// Every connection joins once and is introduced afresh, so closing and opening
-    /// connections would otherwise bypass the per-connection limits on introductions
-    /// (`session::MORE_PEERS_EVERY`, `session::JOIN_EVERY`); a viewer reconnects seldom
-    /// (its back-off starts at a second).
-    TooFast,
+    /// It opens connections faster than `opens_per_sec` after a burst of `max_open`;
+    /// one may be opened again after `retry_after`. A new connection joins and is
+    /// introduced afresh at once, so closing and opening connections would otherwise
+    /// bypass the per-connection limits on introductions (`session::MORE_PEERS_EVERY`,
+    /// `session::JOIN_EVERY`); a viewer reconnects seldom (its back-off starts at 0.5 s
+    /// and doubles, `swarm::node::backoff`).
+    TooFast { retry_after: Duration },
 }
 
-/// Every address with a connection open, or one opened recently enough to count.
+/// Every address (IPv6: /64) with a connection open, or one opened recently enough to
+/// count: entries outlive their connections until their burst is back (32 s by default).
 pub struct IpLimits {
     max_open: usize,
     opens_per_sec: f64,
@@ -53,11 +57,14 @@ impl IpLimits {
     pub fn open(&mut self, ip: IpAddr, now: Instant) -> Result<(), IpRefusal> {
         if self.ips.len() >= self.sweep_at {
             // An address with nothing open whose opening rate has recovered holds nothing
-            // worth keeping; sweeping at doubling sizes keeps this amortised O(1).
+            // worth keeping; sweeping at doubling sizes keeps this amortised O(1). The
+            // memory goes back too, or a spray of addresses would hold its peak for good.
             self.ips
                 .retain(|_, ip| ip.open > 0 || !ip.opens.is_full(now));
+            self.ips.shrink_to(2 * self.ips.len());
             self.sweep_at = (2 * self.ips.len()).max(MIN_SWEEP_AT);
         }
+        let ip = client(ip);
         let burst = u32::try_from(self.max_open).unwrap_or(u32::MAX);
         let per_sec = self.opens_per_sec;
         let entry = self.ips.entry(ip).or_insert_with(|| IpUse {
@@ -68,7 +75,9 @@ impl IpLimits {
             return Err(IpRefusal::TooMany);
         }
         if !entry.opens.try_take(now) {
-            return Err(IpRefusal::TooFast);
+            return Err(IpRefusal::TooFast {
+                retry_after: entry.opens.next_token_in(now),
+            });
         }
         entry.open += 1;
         Ok(())
@@ -76,9 +85,20 @@ impl IpLimits {
 
     /// A connection from `ip` closed.
     pub fn close(&mut self, ip: IpAddr) {
-        if let Some(entry) = self.ips.get_mut(&ip) {
+        if let Some(entry) = self.ips.get_mut(&client(ip)) {
             entry.open = entry.open.saturating_sub(1);
         }
+    }
+}
+
+/// Who is counted for `ip`: an IPv4 address, or an IPv6 address's /64.
+fn client(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1))),
+        },
     }
 }
 
@@ -105,7 +125,13 @@ mod tests {
             "another address is not limited"
         );
         limits.close(A);
-        assert_eq!(limits.open(A, now), Err(IpRefusal::TooFast), "burst spent");
+        assert_eq!(
+            limits.open(A, now),
+            Err(IpRefusal::TooFast {
+                retry_after: Duration::from_secs(1)
+            }),
+            "burst spent"
+        );
         assert_eq!(limits.open(A, now + Duration::from_secs(1)), Ok(()));
     }
 
@@ -125,6 +151,24 @@ mod tests {
         }
         // 10 s: the burst of 4, then one a second.
         assert!((13..=15).contains(&opened), "opened {opened}");
+    }
+
+    /// One IPv6 subscriber holds a /64: its addresses share one allowance.
+    #[test]
+    fn ipv6_addresses_count_by_their_64_bit_prefix() {
+        let now = Instant::now();
+        let mut limits = IpLimits::new(2, 1.0);
+        let host = |low: u16| IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 1, 2, 0, 0, 0, low));
+        assert_eq!(limits.open(host(1), now), Ok(()));
+        assert_eq!(limits.open(host(2), now), Ok(()));
+        assert_eq!(limits.open(host(3), now), Err(IpRefusal::TooMany));
+        let neighbour = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 1, 3, 0, 0, 0, 1));
+        assert_eq!(limits.open(neighbour, now), Ok(()), "another /64");
+        limits.close(host(7));
+        assert!(
+            limits.open(host(3), now).is_err(),
+            "burst spent, not a slot"
+        );
     }
 
     #[test]

@@ -34,6 +34,13 @@ impl TokenBucket {
         }
     }
 
+    /// How long until a token is there to take (zero if one is).
+    pub fn next_token_in(&self, now: Instant) -> std::time::Duration {
+        let elapsed = now.saturating_duration_since(self.updated).as_secs_f64();
+        let missing = 1.0 - (self.tokens + elapsed * self.per_sec).min(self.capacity);
+        std::time::Duration::from_secs_f64((missing / self.per_sec).max(0.0))
+    }
+
     /// Whether idle time has refilled it: it then remembers nothing of past use.
     pub fn is_full(&self, now: Instant) -> bool {
         let elapsed = now.saturating_duration_since(self.updated).as_secs_f64();

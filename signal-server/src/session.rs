@@ -111,6 +111,8 @@ pub(crate) fn handle(
                 reply_error(mailbox, ErrorCode::RateLimited, message);
                 return None;
             }
+            // Counted when asked, whatever the answer: a refused join is a fresh
+            // introduction tried all the same.
             session.joined_at = Some(now);
             if role == Role::Broadcaster {
                 match claims::challenge(state, mailbox, channel, key, broadcast) {
