@@ -43,10 +43,31 @@ pub(crate) const MORE_PEERS_EVERY: Duration = Duration::from_secs(5);
 /// flipping channels on one connection is slowed, not refused for good.
 pub(crate) const JOIN_EVERY: Duration = Duration::from_secs(5);
 
-/// How long until `every` has passed since `last`, if it has not yet.
-fn too_soon(last: Option<Instant>, every: Duration, now: Instant) -> Option<Duration> {
-    last.map(|at| (at + every).saturating_duration_since(now))
-        .filter(|wait| !wait.is_zero())
+/// Whether something done at most `every` may be done now; if so, `last` becomes now,
+/// else the client is told when to try (`what` and `again` name it in the message).
+fn paced(
+    state: &AppState,
+    mailbox: &Mailbox,
+    last: &mut Option<Instant>,
+    every: Duration,
+    (what, again): (&str, &str),
+) -> bool {
+    let now = Instant::now();
+    let wait = last.map_or(Duration::ZERO, |at| {
+        (at + every).saturating_duration_since(now)
+    });
+    if wait.is_zero() {
+        *last = Some(now);
+        return true;
+    }
+    let message = format!(
+        "{what} at most every {} s; {again} in {} ms",
+        every.as_secs(),
+        wait.as_millis()
+    );
+    state.metrics.reject(Rejection::RateLimited);
+    reply_error(mailbox, ErrorCode::RateLimited, message);
+    false
 }
 
 /// Sleeps until `deadline`, or forever without one.
@@ -100,20 +121,12 @@ pub(crate) fn handle(
                 );
                 return None;
             }
-            let now = Instant::now();
-            if let Some(wait) = too_soon(session.joined_at, JOIN_EVERY, now) {
-                let message = format!(
-                    "a connection joins at most every {} s; join again in {} ms",
-                    JOIN_EVERY.as_secs(),
-                    wait.as_millis()
-                );
-                state.metrics.reject(Rejection::RateLimited);
-                reply_error(mailbox, ErrorCode::RateLimited, message);
-                return None;
-            }
             // Counted when asked, whatever the answer: a refused join is a fresh
             // introduction tried all the same.
-            session.joined_at = Some(now);
+            let pace = ("a connection joins", "join again");
+            if !paced(state, mailbox, &mut session.joined_at, JOIN_EVERY, pace) {
+                return None;
+            }
             if role == Role::Broadcaster {
                 match claims::challenge(state, mailbox, channel, key, broadcast) {
                     Ok(claim) => session.claim = Some(claim),
@@ -186,18 +199,16 @@ pub(crate) fn handle(
                 reply_error(mailbox, ErrorCode::NotJoined, "join a channel first".into());
                 return None;
             };
-            let now = Instant::now();
-            if let Some(wait) = too_soon(session.more_peers_at, MORE_PEERS_EVERY, now) {
-                let message = format!(
-                    "more peers at most every {} s; ask again in {} ms",
-                    MORE_PEERS_EVERY.as_secs(),
-                    wait.as_millis()
-                );
-                state.metrics.reject(Rejection::RateLimited);
-                reply_error(mailbox, ErrorCode::RateLimited, message);
+            let pace = ("more peers", "ask again");
+            if !paced(
+                state,
+                mailbox,
+                &mut session.more_peers_at,
+                MORE_PEERS_EVERY,
+                pace,
+            ) {
                 return None;
             }
-            session.more_peers_at = Some(now);
             let peers = state.rooms().more_peers(id);
             mailbox.post(&ServerMessage::Introduce { peers });
         }

@@ -150,17 +150,7 @@ async fn a_connection_joins_at_most_every_five_seconds() {
     let mut cycler = connect(&addr).await;
     join(&mut cycler, "news", Role::Viewer).await;
     send(&mut cycler, ClientMessage::Leave {}).await;
-    send(
-        &mut cycler,
-        ClientMessage::Join {
-            channel: "news".parse().unwrap(),
-            role: Role::Viewer,
-            key: None,
-            session: None,
-            version: protocol::SIGNAL_VERSION,
-        },
-    )
-    .await;
+    send(&mut cycler, viewer_join("news")).await;
     loop {
         match recv(&mut cycler).await {
             ServerMessage::Error { code, message } => {

@@ -229,44 +229,16 @@ fn an_open_viewer_follows_a_restarted_broadcaster() {
     let dir = scratch("new-broadcast-e2e");
     let (_server, addr) = signal_server(&dir);
     let first = go_live(&addr, "live", &dir, BroadcastOptions::default());
-    const WANTED: u64 = 14;
-    let (name, viewer) = watcher(&addr, "live", &dir, "viewer", WANTED, &[]);
-    let recorded = dir.join(&name);
-    let chunks = || chunks_recorded(&recorded);
-    wait_for_chunks(&recorded, 3, &dir);
-    drop(first); // ffmpeg and the broadcaster end: the broadcast is over.
-    let played_before = chunks() as u64;
-    // The same channel key, a new process: a new broadcast.
-    let _second = tests::process::broadcaster(
-        &addr,
-        "live",
-        &dir.join("broadcaster"),
-        &dir.join("broadcaster-2.log"),
-    );
-    let output = viewer
-        .wait_with_output()
-        .expect("the viewer runs to completion");
+    let (played_before, _) = across_a_broadcaster_restart(&addr, "live", &dir, first, &[]);
     let log = std::fs::read_to_string(dir.join("viewer.log")).unwrap();
-    assert!(
-        output.status.success(),
-        "the viewer did not play {WANTED} chunks; see {}/viewer.log",
-        dir.display()
-    );
-    let summary: serde_json::Value =
-        serde_json::from_slice(&output.stdout).expect("a JSON summary");
-    assert_eq!(summary["chunks_played"], WANTED, "{summary}");
     assert!(
         log.contains("a new broadcast began"),
         "the viewer never noticed the new broadcast; see {}/viewer.log",
         dir.display()
     );
-    assert!(
-        played_before < WANTED,
-        "played {played_before} before the restart: the test proves nothing"
-    );
     println!(
         "chunks played before the restart: {played_before}, after: {}",
-        WANTED - played_before
+        RESTART_WANTED - played_before
     );
 }
 
@@ -294,37 +266,11 @@ fn a_replayed_manifest_of_an_earlier_broadcast_is_refused() {
         &["--test-replay-manifests"],
     );
     let _replayer = Guard(replayer);
-    const WANTED: u64 = 14;
-    let (name, viewer) = watcher(&addr, "rerun", &dir, "viewer", WANTED, &[]);
-    let recorded = dir.join(&name);
-    wait_for_chunks(&recorded, 3, &dir);
-    wait_for_chunks(&dir.join("replayer"), 3, &dir);
-    drop(first); // The broadcast is over; the replayer holds its manifests.
-    let played_before = chunks_recorded(&recorded) as u64;
-    let _second = tests::process::broadcaster(
-        &addr,
-        "rerun",
-        &dir.join("broadcaster"),
-        &dir.join("broadcaster-2.log"),
-    );
-    let output = viewer
-        .wait_with_output()
-        .expect("the viewer runs to completion");
-    let log = |name: &str| std::fs::read_to_string(dir.join(format!("{name}.log"))).unwrap();
+    let (played_before, summary) =
+        across_a_broadcaster_restart(&addr, "rerun", &dir, first, &["replayer"]);
+    let replayer_log = std::fs::read_to_string(dir.join("replayer.log")).unwrap();
     assert!(
-        output.status.success(),
-        "the viewer did not play {WANTED} chunks; see {}/viewer.log",
-        dir.display()
-    );
-    let summary: serde_json::Value =
-        serde_json::from_slice(&output.stdout).expect("a JSON summary");
-    assert_eq!(summary["chunks_played"], WANTED, "{summary}");
-    assert!(
-        played_before < WANTED,
-        "played {played_before} before the restart: the test proves nothing"
-    );
-    assert!(
-        log("replayer").contains("replaying the old broadcast's manifests"),
+        replayer_log.contains("replaying the old broadcast's manifests"),
         "the replayer never saw the new broadcast; see {}/replayer.log",
         dir.display()
     );
@@ -336,8 +282,55 @@ fn a_replayed_manifest_of_an_earlier_broadcast_is_refused() {
     );
     println!(
         "chunks played before the restart: {played_before}, after: {}; {summary}",
-        WANTED - played_before
+        RESTART_WANTED - played_before
     );
+}
+
+/// Chunks the viewer of a broadcaster restart plays in all.
+const RESTART_WANTED: u64 = 14;
+
+/// Ends the broadcast `first` under a viewer (`dir/viewer`) once it and every peer named
+/// in `also` recorded a few chunks, then starts a new broadcast of the same channel key.
+/// Checks the viewer played `RESTART_WANTED` chunks, most after the restart; returns how
+/// many it had played before, and its summary.
+fn across_a_broadcaster_restart(
+    addr: &str,
+    channel: &str,
+    dir: &Path,
+    first: (Guard, Guard),
+    also: &[&str],
+) -> (u64, serde_json::Value) {
+    let (name, viewer) = watcher(addr, channel, dir, "viewer", RESTART_WANTED, &[]);
+    let recorded = dir.join(&name);
+    wait_for_chunks(&recorded, 3, dir);
+    for peer in also {
+        wait_for_chunks(&dir.join(peer), 3, dir);
+    }
+    drop(first); // ffmpeg and the broadcaster end: the broadcast is over.
+    let played_before = chunks_recorded(&recorded) as u64;
+    // The same channel key, a new process: a new broadcast.
+    let _second = tests::process::broadcaster(
+        addr,
+        channel,
+        &dir.join("broadcaster"),
+        &dir.join("broadcaster-2.log"),
+    );
+    let output = viewer
+        .wait_with_output()
+        .expect("the viewer runs to completion");
+    assert!(
+        output.status.success(),
+        "the viewer did not play {RESTART_WANTED} chunks; see {}/viewer.log",
+        dir.display()
+    );
+    let summary: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("a JSON summary");
+    assert_eq!(summary["chunks_played"], RESTART_WANTED, "{summary}");
+    assert!(
+        played_before < RESTART_WANTED,
+        "played {played_before} before the restart: the test proves nothing"
+    );
+    (played_before, summary)
 }
 
 /// The viewers' experience reports in `/metrics` tell the truth: never more than they

@@ -120,21 +120,22 @@ pub async fn join(ws: &mut Ws, channel: &str, role: Role) -> (PeerId, Vec<PeerId
     (peer_id, peers)
 }
 
+/// A viewer's `join` of `channel`, as sent.
+pub fn viewer_join(channel: &str) -> ClientMessage {
+    ClientMessage::Join {
+        channel: channel.parse().unwrap(),
+        role: Role::Viewer,
+        key: None,
+        session: None,
+        version: protocol::SIGNAL_VERSION,
+    }
+}
+
 /// Returns once the server handled everything sent on `ws` so far: messages on one
 /// connection are handled in order, and a second `join` is answered `already_joined`
 /// without changing anything.
 pub async fn barrier(ws: &mut Ws) {
-    send(
-        ws,
-        ClientMessage::Join {
-            channel: "barrier".parse().unwrap(),
-            role: Role::Viewer,
-            key: None,
-            session: None,
-            version: protocol::SIGNAL_VERSION,
-        },
-    )
-    .await;
+    send(ws, viewer_join("barrier")).await;
     loop {
         if let ServerMessage::Error { code, .. } = recv(ws).await {
             assert_eq!(code, protocol::ErrorCode::AlreadyJoined);
