@@ -2,6 +2,7 @@
 //! and a headless viewer.
 
 pub mod broadcast;
+pub mod edge;
 pub mod identity;
 pub mod node;
 pub mod timeline;

@@ -2,6 +2,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use peer_native::edge::{self, EdgeOptions, Joining};
 use peer_native::identity::ChannelSecret;
 use peer_native::node::{self, NodeOptions};
 use peer_native::timeline::Timeline;
@@ -104,6 +105,58 @@ enum Command {
         #[arg(long, hide = true)]
         test_replay_manifests: bool,
     },
+    /// Serve channels over HTTP for viewers who cannot get them from peers in time (and
+    /// for CDNs and caches): a headless viewer of each channel asked for, verifying all
+    /// it serves, as do the viewers it serves. URLs under /edge/v1/ (see docs).
+    Edge {
+        /// WebSocket URL of the signal server.
+        #[arg(
+            long,
+            env = "STREAMTORRENT_SERVER",
+            default_value = "ws://127.0.0.1:8080/ws"
+        )]
+        server: String,
+        /// Where to serve HTTP (port 0: any free port; the first line printed says which).
+        #[arg(
+            long,
+            env = "STREAMTORRENT_EDGE_LISTEN",
+            default_value = "127.0.0.1:8090"
+        )]
+        listen: String,
+        /// Serve only this channel, followed from the start (repeatable). Without it, any
+        /// channel is followed when first asked for, and let go after 5 idle minutes.
+        #[arg(long = "channel")]
+        channels: Vec<ChannelName>,
+        /// The most channels followed at once on request (each holds up to 30 chunks,
+        /// at most 64 MiB).
+        #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=1000))]
+        max_channels: u64,
+        /// How long a request for a chunk not cut yet waits, in ms (then 503).
+        #[arg(long, default_value_t = 4000, value_parser = clap::value_parser!(u64).range(0..=30_000))]
+        wait_ms: u64,
+        /// Requests one client address may have in flight (waits included), and its
+        /// burst. Behind a CDN or cache, every request comes from its few addresses.
+        #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+        max_requests_per_ip: u64,
+        /// Requests one client address may make per second, sustained.
+        #[arg(long, default_value_t = 20.0, value_parser = positive_rate)]
+        requests_per_sec_per_ip: f64,
+        /// Upload budget of the edge's viewers for serving peers, in kbit/s (0 serves
+        /// no peer). Unlimited when not given.
+        #[arg(long)]
+        max_upload_kbps: Option<u64>,
+        /// Reach peers only through the TURN relays the signal server hands out.
+        #[arg(long)]
+        relay_only: bool,
+    },
+}
+
+/// A rate: finite and above 0 (a rate of 0 would refuse every client for good).
+fn positive_rate(value: &str) -> Result<f64, String> {
+    match value.parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate > 0.0 => Ok(rate),
+        _ => Err(format!("{value:?} is not a rate above 0")),
+    }
 }
 
 #[tokio::main]
@@ -157,6 +210,7 @@ async fn run(cli: Cli) -> Result<(), NativeError> {
                 substreams: substreams.map(usize::from),
                 key: Some(key),
                 relay_only: false,
+                edge: false,
                 #[cfg(feature = "test-hooks")]
                 hooks: Default::default(),
             };
@@ -194,6 +248,7 @@ async fn run(cli: Cli) -> Result<(), NativeError> {
                 substreams: substreams.map(usize::from),
                 key: None,
                 relay_only,
+                edge: false,
                 #[cfg(feature = "test-hooks")]
                 hooks: peer_native::test_hooks::TestHooks {
                     corrupt_pieces: test_corrupt_pieces,
@@ -218,6 +273,32 @@ async fn run(cli: Cli) -> Result<(), NativeError> {
                 Some((played, wanted)) => Err(NativeError::FellShort { played, wanted }),
                 None => Ok(()),
             }
+        }
+        Command::Edge {
+            server,
+            listen,
+            channels,
+            max_channels,
+            wait_ms,
+            max_requests_per_ip,
+            requests_per_sec_per_ip,
+            max_upload_kbps,
+            relay_only,
+        } => {
+            let options = EdgeOptions {
+                joining: Joining {
+                    server,
+                    upload_limit: max_upload_kbps.map(BytesPerSec::from_kbps),
+                    relay_only,
+                },
+                listen,
+                channels,
+                max_channels: max_channels as usize,
+                wait: Duration::from_millis(wait_ms),
+                max_requests_per_ip: max_requests_per_ip as usize,
+                requests_per_sec_per_ip,
+            };
+            edge::run(options, ctrl_c()).await
         }
     }
 }

@@ -8,9 +8,10 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use protocol::{ChannelName, ChunkSeq, ContentSigner, Role};
+use protocol::{ChannelName, ChunkSeq, ContentSigner, Role, SessionId};
 use swarm::{
-    Chunk, LinkId, Millis, Node, NodeConfig, NodeEvent, NodeInput, NodeOutput, SignalId, Stats,
+    Chunk, LinkId, Millis, Node, NodeConfig, NodeEvent, NodeInput, NodeOutput, SignalId, Signed,
+    Stats,
 };
 use tokio::sync::mpsc;
 
@@ -36,6 +37,9 @@ pub struct NodeOptions {
     pub key: Option<ChannelSecret>,
     /// Privacy mode: TURN relay candidates only, so no peer learns this one's address.
     pub relay_only: bool,
+    /// An HTTP edge: the node hands every verified init segment and chunk, with its
+    /// signature, to `Sink::signed`, and sends no experience reports.
+    pub edge: bool,
     /// Test only: misbehaviour a test asks for (a polluter, a replayer).
     #[cfg(feature = "test-hooks")]
     pub hooks: crate::test_hooks::TestHooks,
@@ -49,12 +53,17 @@ pub enum Produced {
 }
 
 /// Where a viewer's played stream goes.
-pub trait Sink {
+pub trait Sink: Send {
     fn init(&mut self, mime: &str, data: &[u8]) -> Result<(), NativeError>;
     /// The chunk plays `starts_in` from now (at once when late). Returns true when the
     /// viewer has played all it wanted.
     fn play(&mut self, chunk: &Chunk, starts_in: Duration) -> Result<bool, NativeError>;
     fn skipped(&mut self, seq: ChunkSeq);
+    /// An edge's (`NodeOptions::edge`): content of broadcast `session`, verified, with
+    /// what the channel key signed.
+    fn signed(&mut self, session: SessionId, content: Signed) {
+        let _ = (session, content);
+    }
 }
 
 type Connecting = Pin<
@@ -108,6 +117,7 @@ pub async fn run(
             substreams: options.substreams,
             seed: rand::random(),
             relay_only: options.relay_only,
+            edge: options.edge,
         },
     );
     let mut driver = Driver {
@@ -277,6 +287,7 @@ impl Driver {
                     }
                 }
                 NodeOutput::Skipped(seq) => sink.skipped(seq),
+                NodeOutput::Signed { session, content } => sink.signed(session, content),
                 NodeOutput::Event(NodeEvent::Refused { code, message }) => {
                     return Err(NativeError::Refused(format!("{code:?}: {message}")));
                 }

@@ -96,6 +96,7 @@ impl App {
                 // from every other viewer's.
                 seed: (js_sys::Math::random() * u64::MAX as f64) as u64,
                 relay_only: options.relay_only,
+                edge: false,
             },
         );
         let ticker = {
@@ -507,6 +508,8 @@ impl App {
                 NodeOutput::Init { mime, data } => {
                     self.media.set_init(&mime, data, &self.events)?
                 }
+                // The page is no edge (`NodeConfig::edge` is off).
+                NodeOutput::Signed { .. } => {}
                 NodeOutput::Play { chunk, due } => {
                     let data = chunk.data.to_vec();
                     if self.options.audit {

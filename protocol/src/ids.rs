@@ -30,6 +30,25 @@ impl fmt::Display for SessionId {
     }
 }
 
+impl std::str::FromStr for SessionId {
+    type Err = ProtocolError;
+
+    /// The form `Display` writes: `s` and 16 hex digits (as in an edge's URLs).
+    fn from_str(value: &str) -> Result<SessionId, ProtocolError> {
+        let invalid = || ProtocolError::Invalid {
+            field: "session",
+            reason: format!("{value:?} is not a broadcast session (s and 16 hex digits)"),
+        };
+        let hex = value.strip_prefix('s').ok_or_else(invalid)?;
+        if hex.len() != 16 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(invalid());
+        }
+        u64::from_str_radix(hex, 16)
+            .map(SessionId)
+            .map_err(|_| invalid())
+    }
+}
+
 /// Position of a media chunk in a channel's stream; chunk 0 is the first the broadcaster cut.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -117,6 +136,23 @@ mod tests {
         assert!("a-b_9".parse::<ChannelName>().is_ok());
         for bad in ["", "News", "a b", "a/b", "é", &"x".repeat(65)] {
             assert!(bad.parse::<ChannelName>().is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn sessions_parse_back_from_what_they_display() {
+        let session = SessionId(0x00ab_cdef_0123_4567);
+        assert_eq!(session.to_string().parse::<SessionId>().unwrap(), session);
+        for bad in [
+            "",
+            "s",
+            "00abcdef01234567",
+            "s00abcdef0123456",
+            "s00abcdef012345678",
+            "s+0abcdef01234567",
+            "S00abcdef01234567",
+        ] {
+            assert!(bad.parse::<SessionId>().is_err(), "{bad:?} accepted");
         }
     }
 }

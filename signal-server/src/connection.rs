@@ -17,12 +17,12 @@ use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
 
 use crate::claims::CHALLENGE_TIMEOUT;
-use crate::ip_limits::IpRefusal;
 use crate::metrics::Rejection;
-use crate::rate_limit::TokenBucket;
 use crate::rooms::Mailbox;
 use crate::session::{handle, reply_error, until, Session};
 use crate::AppState;
+use client_limits::IpRefusal;
+use client_limits::TokenBucket;
 
 /// Messages waiting for one client; a client that lets this many pile up is not reading.
 const QUEUE_LEN: usize = 64;

@@ -7,10 +7,8 @@ mod connection;
 mod csp;
 mod error;
 mod ice;
-mod ip_limits;
 mod metrics;
 mod owners;
-mod rate_limit;
 mod rooms;
 mod session;
 mod viewer_reports;
@@ -28,10 +26,10 @@ use tokio::sync::watch;
 
 use owners::Owners;
 
+pub use client_limits::IpRefusal;
 pub use config::ServerConfig;
 pub use error::ServerError;
 pub use ice::{ice_servers, turn_credentials};
-pub use ip_limits::IpRefusal;
 pub use metrics::{Metrics, Rejection};
 pub use rooms::{JoinError, Limits, Mailbox, Rooms};
 pub use viewer_reports::{Experience, ReportPolicy};

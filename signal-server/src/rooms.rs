@@ -14,9 +14,9 @@ use rand::{Rng, SeedableRng};
 use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
 
-use crate::ip_limits::{IpLimits, IpRefusal};
 use crate::metrics::Rejection;
 use crate::viewer_reports::Experience;
+use client_limits::{IpLimits, IpRefusal};
 
 /// Contacts remembered per peer; see `Member::contacts`.
 const MAX_CONTACTS: usize = 64;

@@ -72,6 +72,7 @@ impl Sim {
             substreams: self.config.substreams,
             seed: self.rng.gen(),
             relay_only: false,
+            edge: false,
         };
         let (tx, inbox) = mpsc::channel(MAILBOX_SLOTS);
         let mailbox = Mailbox {
@@ -238,7 +239,8 @@ impl Sim {
                     );
                 }
             }
-            NodeOutput::Init { .. } | NodeOutput::Event(_) => {}
+            // The simulator runs no edge.
+            NodeOutput::Init { .. } | NodeOutput::Signed { .. } | NodeOutput::Event(_) => {}
             // The figures are what honest viewers get.
             NodeOutput::Play { .. } | NodeOutput::Skipped(_)
                 if node.behaviour != Behaviour::Honest => {}

@@ -86,6 +86,9 @@ pub struct Config {
     /// viewer subscribes to a parent per substream, which forwards its blocks unasked.
     /// 0: no pushing between viewers, everything is pulled (the source still pushes).
     pub substreams: usize,
+    /// Hand over the verified init segment and each chunk as soon as it is complete,
+    /// with their signatures (`Output::Signed`): an HTTP edge serves them.
+    pub exports_signed: bool,
 }
 
 impl Config {
@@ -135,6 +138,7 @@ impl Config {
             source_announce_delay_ms: 400,
             seed: 0,
             substreams: 0,
+            exports_signed: false,
         }
     }
 }

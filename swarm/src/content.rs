@@ -11,7 +11,7 @@ use protocol::{init_message, ChunkManifest, ChunkSeq, KeySignature, PeerId, Peer
 
 use crate::config::Trust;
 use crate::hostile::DropCause;
-use crate::{Chunk, Swarm};
+use crate::{Chunk, Output, Swarm};
 
 /// Manifests kept, in windows of chunks: those of the window, and of chunks announced
 /// ahead of the newest known one (up to a window), with room to spare.
@@ -23,6 +23,22 @@ pub(crate) struct SignedInit {
     pub mime: String,
     pub data: Vec<u8>,
     pub signature: KeySignature,
+}
+
+/// Content with what the channel key signed, as an HTTP edge serves it: a viewer that
+/// fetches it checks it exactly as content from a neighbour.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Signed {
+    Init {
+        mime: String,
+        data: Vec<u8>,
+        signature: KeySignature,
+    },
+    /// A complete chunk, every piece of which matched its manifest.
+    Chunk {
+        manifest: ChunkManifest,
+        chunk: Chunk,
+    },
 }
 
 impl SignedInit {
@@ -89,6 +105,13 @@ impl Swarm {
         }
         for peer in self.peers.keys().copied().collect::<Vec<_>>() {
             self.send(peer, init.message());
+        }
+        if self.config.exports_signed {
+            self.outputs.push_back(Output::Signed(Signed::Init {
+                mime: init.mime.clone(),
+                data: init.data.clone(),
+                signature: init.signature,
+            }));
         }
         self.init = Some(init);
     }
@@ -164,6 +187,19 @@ impl Swarm {
         );
         self.drop_peer(peer, DropCause::Violation, reason);
         false
+    }
+
+    /// With `Config::exports_signed`: hands over chunk `seq`, just completed, with its
+    /// manifest.
+    pub(crate) fn export_chunk(&mut self, seq: ChunkSeq) {
+        if !self.config.exports_signed {
+            return;
+        }
+        let manifest = self.store.manifests.get(&seq).cloned();
+        if let Some((manifest, chunk)) = manifest.zip(self.store.complete(seq)) {
+            let content = Signed::Chunk { manifest, chunk };
+            self.outputs.push_back(Output::Signed(content));
+        }
     }
 
     /// Before the first piece of chunk `seq` goes to `peer`, the neighbour gets the chunk's

@@ -89,6 +89,17 @@ impl Swarm {
             .entry(seq)
             .or_insert_with(|| Held::new(keyframe, total));
         held.insert(index, data);
+        let block = self.config.block_pieces.max(1);
+        let block_start = index / block * block;
+        let block_end = (block_start + block).min(held.piece_count());
+        let block_done = held.first_missing(block_start..block_end).is_none();
+        let block_started = (block_start..block_end)
+            .filter(|&i| held.piece(i).is_some())
+            .count()
+            == 1;
+        if held.is_complete() {
+            self.export_chunk(seq);
+        }
         if let Some(state) = self.peers.get_mut(&peer) {
             state.bytes_down += len;
         }
@@ -100,14 +111,6 @@ impl Swarm {
                 self.stats.bytes_pushed += len;
             }
         }
-        let block = self.config.block_pieces.max(1);
-        let block_start = index / block * block;
-        let block_end = (block_start + block).min(held.piece_count());
-        let block_done = held.first_missing(block_start..block_end).is_none();
-        let block_started = (block_start..block_end)
-            .filter(|&i| held.piece(i).is_some())
-            .count()
-            == 1;
         let rest_coming = self.downloads.contains_key(&key);
         if self.serves() && block_started && (block_done || rest_coming) {
             // Children subscribed to the block's substream get it pushed, piece by piece

@@ -26,6 +26,7 @@ mod upload;
 
 pub use chunk_store::{Chunk, ChunkData};
 pub use config::{Config, SwarmRole, Trust};
+pub use content::Signed;
 pub use hostile::{DropCause, Drops};
 pub use neighbours::{NeighbourReport, MAX_VIEWER_LINKS, SOURCE_MAX_LINKS, TARGET_LINKS};
 pub use node::{

@@ -4,7 +4,7 @@ use protocol::{ChunkSeq, PeerId, PeerMessage, RequestId};
 
 use crate::chunk_store::ChunkStore;
 use crate::config::{Config, SwarmRole};
-use crate::content::SignedInit;
+use crate::content::{Signed, SignedInit};
 use crate::download::BlockKey;
 use crate::hostile::{Banned, DropCause, Drops};
 use crate::parents::Parents;
@@ -83,6 +83,9 @@ pub enum Output {
     },
     /// Viewer: this chunk missed its deadline and will never be played.
     Skipped(ChunkSeq),
+    /// With `Config::exports_signed`: the init segment once verified, and each chunk as
+    /// soon as it is complete, in any order, with what the channel key signed.
+    Signed(Signed),
     /// The driver should close the link: the peer broke the protocol or is too slow.
     Disconnect {
         peer: PeerId,

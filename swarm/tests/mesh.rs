@@ -6,7 +6,7 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use protocol::{ChunkSeq, PeerId, PeerMessage};
-use swarm::{Chunk, Input, Millis, Output, Swarm};
+use swarm::{Chunk, Input, Millis, Output, Signed, Swarm};
 
 const SOURCE: PeerId = PeerId(0);
 
@@ -32,6 +32,8 @@ struct Mesh {
     polluters: BTreeSet<PeerId>,
     /// (who dropped, whom, why), for drops of polluters; any other drop fails the test.
     drops: Vec<(PeerId, PeerId, String)>,
+    /// What viewers configured with `exports_signed` handed over.
+    signed: BTreeMap<PeerId, Vec<Signed>>,
 }
 
 impl Mesh {
@@ -41,6 +43,15 @@ impl Mesh {
 
     /// Every peer striping chunks over `substreams` substreams (0: pull only).
     fn pushing(viewers: u64, substreams: usize) -> Mesh {
+        Mesh::configured(viewers, substreams, |_, _| {})
+    }
+
+    /// As `pushing`, with each viewer's config edited by `edit` first.
+    fn configured(
+        viewers: u64,
+        substreams: usize,
+        edit: impl Fn(PeerId, &mut swarm::Config),
+    ) -> Mesh {
         let mut nodes = BTreeMap::new();
         let mut source = common::source_config();
         source.substreams = substreams;
@@ -53,6 +64,7 @@ impl Mesh {
         for v in 1..=viewers {
             let mut config = common::viewer_config();
             config.substreams = substreams;
+            edit(PeerId(v), &mut config);
             nodes.insert(PeerId(v), viewer_with(config));
         }
         let mut mesh = Mesh {
@@ -63,6 +75,7 @@ impl Mesh {
             now: Millis(0),
             polluters: BTreeSet::new(),
             drops: Vec::new(),
+            signed: BTreeMap::new(),
         };
         mesh.input(
             SOURCE,
@@ -148,6 +161,7 @@ impl Mesh {
                 Output::Play { chunk, .. } => self.played.entry(to).or_default().push(chunk),
                 Output::Skipped(seq) => self.skipped.entry(to).or_default().push(seq),
                 Output::Init { .. } => {}
+                Output::Signed(content) => self.signed.entry(to).or_default().push(content),
                 Output::Disconnect { peer, reason } if self.polluters.contains(&peer) => {
                     self.drops.push((to, peer, reason));
                     self.links
@@ -363,4 +377,56 @@ fn with_substreams_a_departed_parent_is_replaced_and_nobody_skips() {
         pushed_after > pushed_before,
         "nobody pushed after {parent} left"
     );
+}
+
+#[test]
+fn an_exporting_viewer_hands_over_each_chunk_once_with_its_signed_manifest() {
+    let edge = PeerId(1);
+    let mut mesh = Mesh::configured(3, 0, |peer, config| {
+        config.exports_signed = peer == edge;
+    });
+    mesh.run_chunks(0, 12);
+    let signed = &mesh.signed[&edge];
+    let key = common::channel_key();
+    let broadcast = protocol::Broadcast::default();
+    let Some(Signed::Init {
+        mime,
+        data,
+        signature,
+    }) = signed.first()
+    else {
+        panic!("the init segment did not come first: {:?}", signed.first());
+    };
+    assert!(key.verify(&protocol::init_message(&broadcast, mime, data), signature));
+    let mut seqs = Vec::new();
+    for content in &signed[1..] {
+        let Signed::Chunk { manifest, chunk } = content else {
+            panic!("a second init segment");
+        };
+        manifest
+            .verify(&key, &broadcast)
+            .expect("a signed manifest");
+        assert_eq!(manifest.seq, chunk.seq);
+        assert_eq!(manifest.total as usize, chunk.data.len());
+        assert_eq!(
+            chunk.data.to_vec(),
+            common::chunk_bytes(chunk.seq.0, 40_000)
+        );
+        seqs.push(chunk.seq.0);
+    }
+    let played: Vec<u64> = mesh.played[&edge].iter().map(|c| c.seq.0).collect();
+    let mut sorted = seqs.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    assert_eq!(
+        sorted.len(),
+        seqs.len(),
+        "a chunk handed over twice: {seqs:?}"
+    );
+    assert!(
+        played.iter().all(|seq| seqs.contains(seq)),
+        "played {played:?} but handed over {seqs:?}"
+    );
+    // The others were not asked to export anything.
+    assert_eq!(mesh.signed.keys().collect::<Vec<_>>(), vec![&edge]);
 }

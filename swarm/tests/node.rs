@@ -31,19 +31,22 @@ struct Harness {
 
 impl Harness {
     fn new(signer: Option<ChannelSigner>) -> Harness {
-        Harness::configured(signer, false)
+        Harness::configured(signer, |_| {})
     }
 
-    fn configured(signer: Option<ChannelSigner>, relay_only: bool) -> Harness {
-        let config = NodeConfig {
+    /// A node whose config `edit` changed first.
+    fn configured(signer: Option<ChannelSigner>, edit: impl Fn(&mut NodeConfig)) -> Harness {
+        let mut config = NodeConfig {
             channel: "news".parse().unwrap(),
             signer: signer.map(|s| Arc::new(s) as _),
             upload_limit: None,
             target_buffer_ms: None,
             substreams: None,
             seed: 42,
-            relay_only,
+            relay_only: false,
+            edge: false,
         };
+        edit(&mut config);
         let mut h = Harness {
             node: Node::new(Millis(0), config),
             now: Millis(0),
@@ -61,7 +64,14 @@ impl Harness {
 
     /// A viewer welcomed by a server that asks for experience reports this often.
     fn welcomed_viewer_reporting(report_every_ms: Option<u32>) -> Harness {
-        let mut h = Harness::new(None);
+        Harness::welcomed_viewer_configured(report_every_ms, |_| {})
+    }
+
+    fn welcomed_viewer_configured(
+        report_every_ms: Option<u32>,
+        edit: impl Fn(&mut NodeConfig),
+    ) -> Harness {
+        let mut h = Harness::configured(None, edit);
         h.open_signal();
         h.server(ServerMessage::Welcome {
             peer_id: ME,
@@ -816,6 +826,10 @@ fn nobody_reports_to_a_server_that_asks_for_none_and_broadcasters_never_do() {
     let mut broadcaster = Harness::welcomed_broadcaster_reporting(Some(1_000));
     broadcaster.advance_to(Millis(10_000));
     assert!(reports(&broadcaster).is_empty());
+    // An edge is no person watching.
+    let mut edge = Harness::welcomed_viewer_configured(Some(1_000), |c| c.edge = true);
+    edge.advance_to(Millis(10_000));
+    assert!(reports(&edge).is_empty());
 }
 
 #[test]
@@ -838,12 +852,12 @@ fn a_relay_only_viewer_asks_for_relay_links_and_says_when_no_relay_is_offered() 
         }],
         report_every_ms: None,
     };
-    let mut without = Harness::configured(None, true);
+    let mut without = Harness::configured(None, |c| c.relay_only = true);
     without.open_signal();
     without.server(welcome(false));
     assert!(without.events().contains(&NodeEvent::NoRelay));
 
-    let mut with = Harness::configured(None, true);
+    let mut with = Harness::configured(None, |c| c.relay_only = true);
     with.open_signal();
     with.server(welcome(true));
     with.server(ServerMessage::Introduce {

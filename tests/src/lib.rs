@@ -2,6 +2,7 @@
 //! when the test ends, inside a private network namespace.
 
 pub mod browser;
+pub mod http;
 pub mod netns;
 pub mod process;
 pub mod turn;

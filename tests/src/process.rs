@@ -253,6 +253,32 @@ pub fn http_get(addr: &str, path: &str) -> String {
     response
 }
 
+/// `streamtorrent edge` on 127.0.0.1:0 for the signal server at `addr`, with `extra`
+/// flags, logging to `log`; returns it and the address it serves HTTP on.
+pub fn edge(addr: &str, extra: &[&str], log: &std::path::Path) -> (Guard, String) {
+    let mut guard = Guard(
+        Command::new(binary("streamtorrent"))
+            .args(["edge", "--server", &format!("ws://{addr}/ws")])
+            .args(["--listen", "127.0.0.1:0"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(log).expect("can create the log file"))
+            .spawn()
+            .expect("streamtorrent starts"),
+    );
+    let stdout = guard.0.stdout.take().expect("stdout was piped");
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("the edge prints where it listens");
+    let listening = line
+        .trim()
+        .strip_prefix("edge listening on http://")
+        .unwrap_or_else(|| panic!("unexpected first line from the edge: {line:?}"))
+        .to_owned();
+    (guard, listening)
+}
+
 /// A port nobody listens on right now, for tools that cannot bind port 0 themselves.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

@@ -6,7 +6,7 @@ use protocol::{
 };
 
 use super::LinkId;
-use crate::{Chunk, Millis};
+use crate::{Chunk, Millis, Signed};
 
 /// A signalling connection: the node asks for one with `Connect` and the driver reports
 /// on it under the same id, so events from an abandoned attempt are ignored.
@@ -79,6 +79,8 @@ pub enum NodeOutput {
     Play { chunk: Chunk, due: Millis },
     /// Viewer: this chunk missed its deadline.
     Skipped(ChunkSeq),
+    /// Edge only (`NodeConfig::edge`): signed content of this broadcast, verified.
+    Signed { session: SessionId, content: Signed },
     /// For the driver's log or page; nothing to carry out.
     Event(NodeEvent),
 }

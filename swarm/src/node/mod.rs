@@ -69,6 +69,10 @@ pub struct NodeConfig {
     /// Privacy mode: links use TURN relay candidates only, so no other peer learns this
     /// peer's address (at the cost of a relay carrying its video both ways).
     pub relay_only: bool,
+    /// An HTTP edge (`streamtorrent edge`): the node hands over everything signed it
+    /// verifies (`NodeOutput::Signed`), for serving to viewers who check it themselves,
+    /// and sends no experience reports.
+    pub edge: bool,
 }
 
 impl NodeConfig {
@@ -365,6 +369,7 @@ impl Node {
         if let Some(count) = config.substreams {
             swarm.substreams = count.min(usize::from(protocol::MAX_SUBSTREAMS));
         }
+        swarm.exports_signed = config.edge;
         swarm
     }
 

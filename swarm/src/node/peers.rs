@@ -275,6 +275,12 @@ impl Node {
                     self.outputs.push_back(NodeOutput::Play { chunk, due })
                 }
                 Output::Skipped(seq) => self.outputs.push_back(NodeOutput::Skipped(seq)),
+                Output::Signed(content) => {
+                    let swarm = self.swarm.as_ref().expect("only a swarm gives outputs");
+                    let session = swarm.config.broadcast.session;
+                    self.outputs
+                        .push_back(NodeOutput::Signed { session, content });
+                }
                 Output::Disconnect { peer, reason } => {
                     if let Some(id) = self.links.of_peer(peer) {
                         // The swarm already forgot it: no PeerDisconnected back.

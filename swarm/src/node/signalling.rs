@@ -155,7 +155,9 @@ impl Node {
                 report_every_ms,
                 ..
             } => {
-                let every = report_every_ms.filter(|_| self.config.role() == SwarmRole::Viewer);
+                // An edge is not a person watching: its playback says nothing of anyone's.
+                let every = report_every_ms
+                    .filter(|_| self.config.role() == SwarmRole::Viewer && !self.config.edge);
                 let totals = self.experience_totals();
                 self.experience.welcomed(now, every, totals);
                 if let Signal::Open { id, .. } = self.signal {

@@ -1,5 +1,5 @@
-//! Limits per client address: how many connections it holds open, and how fast it opens
-//! new ones. An IPv6 client counts by its /64, the block one subscriber gets, or it could
+//! Limits per client address: how many connections (the signal server) or requests (the
+//! HTTP edge) it holds open, and how fast it opens new ones. An IPv6 client counts by its /64, the block one subscriber gets, or it could
 //! use a fresh address for every connection.
 
 use std::collections::HashMap;
@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::rate_limit::TokenBucket;
+use crate::token_bucket::TokenBucket;
 
 /// Why a connection from an address was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,11 +16,10 @@ pub enum IpRefusal {
     /// It has `max_connections_per_ip` open.
     TooMany,
     /// It opens connections faster than `opens_per_sec` after a burst of `max_open`;
-    /// one may be opened again after `retry_after`. A new connection joins and is
-    /// introduced afresh at once, so closing and opening connections would otherwise
-    /// bypass the per-connection limits on introductions (`session::MORE_PEERS_EVERY`,
-    /// `session::JOIN_EVERY`); a viewer reconnects seldom (its back-off starts at 0.5 s
-    /// and doubles, `swarm::node::backoff`).
+    /// one may be opened again after `retry_after`. At the signal server a new connection
+    /// joins and is introduced afresh at once, so closing and opening connections would
+    /// otherwise bypass its per-connection limits on introductions; a viewer reconnects
+    /// seldom (its back-off starts at 0.5 s and doubles, `swarm::node::backoff`).
     TooFast { retry_after: Duration },
 }
 

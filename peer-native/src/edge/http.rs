@@ -1,0 +1,303 @@
+//! The edge's HTTP interface, version 1. Everything under `/edge/v1/`:
+//!
+//! - `GET /edge/v1/CHANNEL`: the live index (JSON: the broadcast session, the oldest and
+//!   newest chunk held, the keyframe chunks); revalidated every second.
+//! - `GET /edge/v1/CHANNEL/SESSION/init`: the init segment as the peer message `Init`
+//!   (MIME type, data, the channel key's signature).
+//! - `GET /edge/v1/CHANNEL/SESSION/SEQ/manifest`: the chunk's signed manifest (the peer
+//!   message `Manifest`: a SHA-256 per piece).
+//! - `GET /edge/v1/CHANNEL/SESSION/SEQ`: the chunk's bytes.
+//!
+//! A viewer checks what it fetches exactly as what a neighbour sends, so the edge (or a
+//! cache in front of it) needs no trust. Content never changes for its URL: it is cached
+//! for good (`immutable`). A chunk not cut yet is waited for a few seconds; then 503 with
+//! `Retry-After`. 404: an unknown channel or a chunk too far ahead; 410: evicted, missed
+//! or of an earlier broadcast; 429: the client asks too much or too fast.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::{ConnectInfo, Path, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use bytes::Bytes;
+use client_limits::{IpLimits, IpRefusal};
+use protocol::{ChannelName, ChunkSeq, SessionId};
+use serde_json::json;
+use tokio::time::Instant;
+
+use super::channels::{lock, Channels, Followed, NotFollowed};
+use super::shelf::{Lookup, Shelf};
+
+/// Version of the edge's URLs and bodies; a change that old viewers cannot read gets a
+/// new prefix.
+pub const EDGE_VERSION: u32 = 1;
+const IMMUTABLE: &str = "public, max-age=31536000, immutable";
+
+/// A refusal, said in plain text; no cache keeps it unless `cache_control` says so.
+struct Refusal {
+    status: StatusCode,
+    reason: String,
+    retry_after_secs: Option<u64>,
+    cache_control: &'static str,
+}
+
+impl Refusal {
+    fn new(status: StatusCode, reason: impl Into<String>) -> Refusal {
+        Refusal {
+            status,
+            reason: reason.into(),
+            retry_after_secs: None,
+            cache_control: "no-store",
+        }
+    }
+
+    fn retry_after(mut self, secs: u64) -> Refusal {
+        self.retry_after_secs = Some(secs);
+        self
+    }
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        let mut response = (self.status, format!("{}\n", self.reason)).into_response();
+        set(&mut response, header::CACHE_CONTROL, self.cache_control);
+        if let Some(secs) = self.retry_after_secs {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
+    }
+}
+
+/// What the handlers share.
+pub struct Edge {
+    pub channels: Arc<Channels>,
+    /// How long a request for a chunk not cut yet waits.
+    pub wait: Duration,
+    pub clients: Mutex<IpLimits>,
+}
+
+pub fn router(edge: Arc<Edge>) -> Router {
+    Router::new()
+        .route("/edge/v1/{channel}", get(index))
+        .route("/edge/v1/{channel}/{session}/init", get(init))
+        .route("/edge/v1/{channel}/{session}/{seq}/manifest", get(manifest))
+        .route("/edge/v1/{channel}/{session}/{seq}", get(chunk))
+        .route("/healthz", get(healthz))
+        .fallback(|| async { Refusal::new(StatusCode::NOT_FOUND, "no such edge resource") })
+        .layer(middleware::from_fn_with_state(edge.clone(), per_client))
+        .layer(middleware::from_fn(cors))
+        .with_state(edge)
+}
+
+async fn index(State(edge): State<Arc<Edge>>, Path(channel): Path<String>) -> Response {
+    let channel = match follow(&edge, &channel) {
+        Ok(channel) => channel,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let index = channel.shelf().index();
+    match index {
+        Some(index) => {
+            let body = json!({ "version": EDGE_VERSION, "live": index });
+            let mut response = Json(body).into_response();
+            set(&mut response, header::CACHE_CONTROL, "public, max-age=1");
+            response
+        }
+        None => not_yet("the edge holds no chunk of this channel yet").into_response(),
+    }
+}
+
+async fn init(
+    State(edge): State<Arc<Edge>>,
+    Path((channel, session)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let (channel, session) = match parse(&edge, &channel, &session, None) {
+        Ok((channel, session, _)) => (channel, session),
+        Err(refusal) => return refusal.into_response(),
+    };
+    let found = channel.look(edge.wait, |s: &Shelf| s.init(session)).await;
+    content(found, format!("\"{session}-init\""), &headers)
+}
+
+async fn manifest(
+    State(edge): State<Arc<Edge>>,
+    Path((channel, session, seq)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let (channel, session, seq) = match parse(&edge, &channel, &session, Some(&seq)) {
+        Ok(parsed) => parsed,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let found = channel
+        .look(edge.wait, |s: &Shelf| s.manifest(session, seq))
+        .await;
+    content(found, format!("\"{session}-{}-m\"", seq.0), &headers)
+}
+
+async fn chunk(
+    State(edge): State<Arc<Edge>>,
+    Path((channel, session, seq)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let (channel, session, seq) = match parse(&edge, &channel, &session, Some(&seq)) {
+        Ok(parsed) => parsed,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let found = channel
+        .look(edge.wait, |s: &Shelf| s.chunk(session, seq))
+        .await;
+    content(found, format!("\"{session}-{}\"", seq.0), &headers)
+}
+
+async fn healthz(State(edge): State<Arc<Edge>>) -> Response {
+    let (channels, bytes) = edge.channels.load();
+    Json(json!({ "ok": true, "channels": channels, "chunk_bytes": bytes })).into_response()
+}
+
+/// The path's parts, parsed; or the answer saying which is wrong.
+fn parse(
+    edge: &Arc<Edge>,
+    channel: &str,
+    session: &str,
+    seq: Option<&str>,
+) -> Result<(Arc<Followed>, SessionId, ChunkSeq), Refusal> {
+    let session: SessionId = session.parse().map_err(|e: protocol::ProtocolError| {
+        Refusal::new(StatusCode::BAD_REQUEST, e.to_string())
+    })?;
+    let seq = match seq {
+        Some(seq) => seq.parse::<u64>().map(ChunkSeq).map_err(|_| {
+            let reason = format!("{seq:?} is not a chunk number");
+            Refusal::new(StatusCode::BAD_REQUEST, reason)
+        })?,
+        None => ChunkSeq(0),
+    };
+    Ok((follow(edge, channel)?, session, seq))
+}
+
+fn follow(edge: &Arc<Edge>, channel: &str) -> Result<Arc<Followed>, Refusal> {
+    let name: ChannelName = channel
+        .parse()
+        .map_err(|e: protocol::ProtocolError| Refusal::new(StatusCode::NOT_FOUND, e.to_string()))?;
+    edge.channels.follow(&name).map_err(|why| match why {
+        NotFollowed::NotListed => Refusal::new(
+            StatusCode::NOT_FOUND,
+            "this edge does not serve that channel",
+        ),
+        NotFollowed::Full { max } => {
+            let reason = format!("this edge already follows its limit of {max} channels");
+            Refusal::new(StatusCode::SERVICE_UNAVAILABLE, reason).retry_after(60)
+        }
+    })
+}
+
+/// The answer for a lookup of immutable content tagged `etag`.
+fn content(found: Lookup, etag: String, request: &HeaderMap) -> Response {
+    match found {
+        Lookup::Here(bytes) => immutable(bytes, etag, request),
+        Lookup::NotYet => not_yet("not here yet: ask again").into_response(),
+        Lookup::Gone => Refusal {
+            // For good: a cache may remember it.
+            cache_control: "public, max-age=3600",
+            ..Refusal::new(
+                StatusCode::GONE,
+                "no longer here: evicted, missed, or of an earlier broadcast (see the index)",
+            )
+        }
+        .into_response(),
+        Lookup::Unknown => {
+            Refusal::new(StatusCode::NOT_FOUND, "not cut, and not due soon").into_response()
+        }
+    }
+}
+
+fn immutable(bytes: Bytes, etag: String, request: &HeaderMap) -> Response {
+    let unchanged = request
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|tags| tags.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
+    let mut response = if unchanged {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        ([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response()
+    };
+    set(&mut response, header::CACHE_CONTROL, IMMUTABLE);
+    if let Ok(value) = HeaderValue::from_str(&etag) {
+        response.headers_mut().insert(header::ETAG, value);
+    }
+    response
+}
+
+fn not_yet(reason: &str) -> Refusal {
+    Refusal::new(StatusCode::SERVICE_UNAVAILABLE, reason).retry_after(1)
+}
+
+fn set(response: &mut Response, name: header::HeaderName, value: &'static str) {
+    response
+        .headers_mut()
+        .insert(name, HeaderValue::from_static(value));
+}
+
+/// Per client address: requests in flight (waits included) and how fast they come.
+async fn per_client(
+    State(edge): State<Arc<Edge>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let ip = peer.ip();
+    let admitted = lock(&edge.clients).open(ip, Instant::now());
+    match admitted {
+        Ok(()) => {
+            let _done = InFlight { edge: &edge, ip };
+            next.run(request).await
+        }
+        Err(IpRefusal::TooMany) => Refusal::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many requests in flight from this address",
+        )
+        .into_response(),
+        Err(IpRefusal::TooFast { retry_after }) => Refusal::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "requests from this address come too fast",
+        )
+        .retry_after(retry_after.as_secs_f64().ceil().max(1.0) as u64)
+        .into_response(),
+    }
+}
+
+/// Counts a request out when its answer is ready, or when the client went away first.
+struct InFlight<'a> {
+    edge: &'a Edge,
+    ip: IpAddr,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        lock(&self.edge.clients).close(self.ip);
+    }
+}
+
+/// Any page may fetch from the edge: everything it serves is public and signed.
+async fn cors(request: Request, next: Next) -> Response {
+    let mut response = if request.method() == Method::OPTIONS {
+        let mut response = StatusCode::NO_CONTENT.into_response();
+        set(
+            &mut response,
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            "GET, HEAD, OPTIONS",
+        );
+        set(&mut response, header::ACCESS_CONTROL_MAX_AGE, "86400");
+        response
+    } else {
+        next.run(request).await
+    };
+    set(&mut response, header::ACCESS_CONTROL_ALLOW_ORIGIN, "*");
+    response
+}

@@ -1,0 +1,300 @@
+//! What an edge holds of one channel: the current broadcast's signed init segment and a
+//! bounded window of its chunks, each with its signed manifest, encoded once as served.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use protocol::{ChunkSeq, PeerMessage, SessionId};
+use serde::Serialize;
+use swarm::Signed;
+
+/// Chunks kept: about half a minute at the usual 1-2 s chunks, well past any viewer's
+/// deadline (late live data is worthless) and the time a CDN takes to fetch one.
+pub const KEEP_CHUNKS: usize = 30;
+/// A ceiling on the bytes kept per channel, whatever the bitrate.
+pub const KEEP_BYTES: usize = 64 * 1024 * 1024;
+/// A chunk missing this many chunks behind the newest will not come any more: the edge's
+/// own swarm skipped it.
+const MISSED_AFTER_CHUNKS: u64 = 3;
+/// How far past the newest chunk a request may wait: further ones are not cut soon.
+pub const AHEAD_CHUNKS: u64 = 2;
+
+/// The answer to a lookup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup {
+    Here(Bytes),
+    /// Not here yet, but expected soon: worth waiting for.
+    NotYet,
+    /// Evicted, missed, or of an earlier broadcast: it will never be here.
+    Gone,
+    /// Too far ahead to be cut soon.
+    Unknown,
+}
+
+/// The live state of a channel, as the index lists it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Index {
+    pub session: String,
+    pub oldest: u64,
+    pub newest: u64,
+    /// Chunks held that start with a keyframe: where a player may start.
+    pub keyframes: Vec<u64>,
+}
+
+#[derive(Debug)]
+struct Shelved {
+    keyframe: bool,
+    /// The encoded `PeerMessage::Manifest`.
+    manifest: Bytes,
+    data: Bytes,
+}
+
+/// One channel's content. Only the current broadcast is kept: a new one clears it.
+#[derive(Debug)]
+pub struct Shelf {
+    /// At most this many chunks, and this many bytes of them.
+    keep: (usize, usize),
+    session: Option<SessionId>,
+    /// The encoded `PeerMessage::Init`.
+    init: Option<Bytes>,
+    chunks: BTreeMap<ChunkSeq, Shelved>,
+    bytes: usize,
+    /// Everything below this was evicted.
+    evicted_below: Option<ChunkSeq>,
+}
+
+impl Default for Shelf {
+    fn default() -> Shelf {
+        Shelf::keeping(KEEP_CHUNKS, KEEP_BYTES)
+    }
+}
+
+impl Shelf {
+    /// A shelf of at most `chunks` chunks, and `bytes` bytes of them (but one chunk
+    /// whatever its size).
+    pub fn keeping(chunks: usize, bytes: usize) -> Shelf {
+        Shelf {
+            keep: (chunks, bytes),
+            session: None,
+            init: None,
+            chunks: BTreeMap::new(),
+            bytes: 0,
+            evicted_below: None,
+        }
+    }
+
+    /// Takes verified content of `session`; a new session replaces what was held.
+    pub fn store(&mut self, session: SessionId, content: Signed) {
+        if self.session != Some(session) {
+            *self = Shelf {
+                session: Some(session),
+                ..Shelf::keeping(self.keep.0, self.keep.1)
+            };
+        }
+        match content {
+            Signed::Init {
+                mime,
+                data,
+                signature,
+            } => {
+                let message = PeerMessage::Init {
+                    mime,
+                    data,
+                    signature,
+                };
+                self.init = Some(Bytes::from(message.encode()));
+            }
+            Signed::Chunk { manifest, chunk } => {
+                if self.evicted_below.is_some_and(|below| chunk.seq < below)
+                    || self.chunks.contains_key(&chunk.seq)
+                {
+                    return;
+                }
+                let data = Bytes::from(chunk.data.to_vec());
+                self.bytes += data.len();
+                let shelved = Shelved {
+                    keyframe: chunk.keyframe,
+                    manifest: Bytes::from(PeerMessage::Manifest(manifest).encode()),
+                    data,
+                };
+                self.chunks.insert(chunk.seq, shelved);
+                self.evict();
+            }
+        }
+    }
+
+    pub fn init(&self, session: SessionId) -> Lookup {
+        match (self.session, &self.init) {
+            (Some(ours), _) if ours != session => Lookup::Gone,
+            (_, Some(init)) => Lookup::Here(init.clone()),
+            (_, None) => Lookup::NotYet,
+        }
+    }
+
+    pub fn manifest(&self, session: SessionId, seq: ChunkSeq) -> Lookup {
+        self.lookup(session, seq, |s| &s.manifest)
+    }
+
+    pub fn chunk(&self, session: SessionId, seq: ChunkSeq) -> Lookup {
+        self.lookup(session, seq, |s| &s.data)
+    }
+
+    /// The window as the index lists it; `None` before the first chunk.
+    pub fn index(&self) -> Option<Index> {
+        let session = self.session?;
+        let (oldest, _) = self.chunks.first_key_value()?;
+        let (newest, _) = self.chunks.last_key_value()?;
+        Some(Index {
+            session: session.to_string(),
+            oldest: oldest.0,
+            newest: newest.0,
+            keyframes: self
+                .chunks
+                .iter()
+                .filter(|(_, s)| s.keyframe)
+                .map(|(seq, _)| seq.0)
+                .collect(),
+        })
+    }
+
+    /// Bytes of chunk data held.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    fn lookup(&self, session: SessionId, seq: ChunkSeq, part: fn(&Shelved) -> &Bytes) -> Lookup {
+        match self.session {
+            Some(ours) if ours != session => return Lookup::Gone,
+            None => return Lookup::NotYet,
+            Some(_) => {}
+        }
+        if let Some(shelved) = self.chunks.get(&seq) {
+            return Lookup::Here(part(shelved).clone());
+        }
+        if self.evicted_below.is_some_and(|below| seq < below) {
+            return Lookup::Gone;
+        }
+        let Some((&newest, _)) = self.chunks.last_key_value() else {
+            return Lookup::NotYet;
+        };
+        if seq.0 + MISSED_AFTER_CHUNKS <= newest.0 {
+            Lookup::Gone
+        } else if seq.0 > newest.0 + AHEAD_CHUNKS {
+            Lookup::Unknown
+        } else {
+            Lookup::NotYet
+        }
+    }
+
+    fn evict(&mut self) {
+        let (chunks, bytes) = self.keep;
+        while self.chunks.len() > chunks || (self.bytes > bytes && self.chunks.len() > 1) {
+            let (seq, gone) = self.chunks.pop_first().expect("more than one chunk held");
+            self.bytes -= gone.data.len();
+            self.evicted_below = Some(seq.next());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use protocol::{Broadcast, ChannelSigner, ChunkManifest, KeySignature, PIECE_BYTES};
+    use swarm::Chunk;
+
+    use super::*;
+
+    const SESSION: SessionId = SessionId(7);
+
+    fn chunk(seq: u64, len: usize) -> Signed {
+        let data = vec![seq as u8; len];
+        let manifest = ChunkManifest::sign(
+            &ChannelSigner::from_seed(&[1; 32]),
+            &Broadcast::default(),
+            ChunkSeq(seq),
+            seq.is_multiple_of(2),
+            data.chunks(PIECE_BYTES),
+        )
+        .expect("a small chunk signs");
+        Signed::Chunk {
+            manifest,
+            chunk: Chunk {
+                seq: ChunkSeq(seq),
+                keyframe: seq.is_multiple_of(2),
+                data: data.into(),
+            },
+        }
+    }
+
+    #[test]
+    fn chunks_are_served_within_the_window_and_gone_after_it() {
+        let mut shelf = Shelf::default();
+        assert_eq!(shelf.chunk(SESSION, ChunkSeq(0)), Lookup::NotYet);
+        for seq in 0..KEEP_CHUNKS as u64 + 5 {
+            shelf.store(SESSION, chunk(seq, 100));
+        }
+        let newest = KEEP_CHUNKS as u64 + 4;
+        assert_eq!(shelf.chunk(SESSION, ChunkSeq(4)), Lookup::Gone, "evicted");
+        let Lookup::Here(data) = shelf.chunk(SESSION, ChunkSeq(5)) else {
+            panic!("the oldest kept chunk is missing");
+        };
+        assert_eq!(&data[..], &[5u8; 100][..]);
+        let Lookup::Here(manifest) = shelf.manifest(SESSION, ChunkSeq(newest)) else {
+            panic!("the newest manifest is missing");
+        };
+        assert!(matches!(
+            PeerMessage::decode(&manifest),
+            Ok(PeerMessage::Manifest(m)) if m.seq == ChunkSeq(newest)
+        ));
+        assert_eq!(shelf.chunk(SESSION, ChunkSeq(newest + 1)), Lookup::NotYet);
+        assert_eq!(
+            shelf.chunk(SESSION, ChunkSeq(newest + AHEAD_CHUNKS)),
+            Lookup::NotYet
+        );
+        assert_eq!(
+            shelf.chunk(SESSION, ChunkSeq(newest + AHEAD_CHUNKS + 1)),
+            Lookup::Unknown
+        );
+        assert_eq!(shelf.chunk(SessionId(8), ChunkSeq(newest)), Lookup::Gone);
+        assert_eq!(shelf.bytes(), KEEP_CHUNKS * 100);
+        let index = shelf.index().expect("chunks are held");
+        assert_eq!((index.oldest, index.newest), (5, newest));
+        assert_eq!(index.keyframes.first(), Some(&6));
+    }
+
+    #[test]
+    fn bytes_are_bounded_whatever_the_chunk_size() {
+        let keep_bytes = 400_000;
+        let mut shelf = Shelf::keeping(KEEP_CHUNKS, keep_bytes);
+        let big = keep_bytes / 4 + 1;
+        for seq in 0..6 {
+            shelf.store(SESSION, chunk(seq, big));
+        }
+        assert!(shelf.bytes() <= keep_bytes, "{} bytes held", shelf.bytes());
+        assert_eq!(shelf.index().map(|i| (i.oldest, i.newest)), Some((3, 5)));
+    }
+
+    #[test]
+    fn a_chunk_missed_well_behind_the_newest_is_gone_and_a_new_broadcast_clears_all() {
+        let mut shelf = Shelf::default();
+        for seq in [0, 1, 2, 3, 5, 6, 7, 8] {
+            shelf.store(SESSION, chunk(seq, 10));
+        }
+        assert_eq!(shelf.chunk(SESSION, ChunkSeq(4)), Lookup::Gone);
+        shelf.store(
+            SESSION,
+            Signed::Init {
+                mime: "video/mp4".into(),
+                data: vec![1; 10],
+                signature: KeySignature::from_bytes(&[0; 64]),
+            },
+        );
+        assert!(matches!(shelf.init(SESSION), Lookup::Here(_)));
+        let next = SessionId(9);
+        shelf.store(next, chunk(0, 10));
+        assert_eq!(shelf.index().map(|i| i.session), Some(next.to_string()));
+        assert_eq!(shelf.init(SESSION), Lookup::Gone);
+        assert_eq!(shelf.init(next), Lookup::NotYet);
+        assert_eq!(shelf.chunk(SESSION, ChunkSeq(8)), Lookup::Gone);
+        assert_eq!(shelf.bytes(), 10);
+    }
+}
