@@ -6,6 +6,7 @@
 mod content;
 #[cfg(feature = "content-cost")]
 pub mod content_cost;
+mod edge_url;
 mod error;
 mod frame;
 mod identity;
@@ -16,6 +17,7 @@ mod signal;
 pub use content::{
     hash_piece, init_message, Broadcast, ChunkManifest, PieceHash, MAX_MANIFEST_PIECES,
 };
+pub use edge_url::{EdgeUrl, EDGE_PATH, EDGE_VERSION, MAX_EDGES, MAX_EDGE_URL_BYTES};
 pub use error::ProtocolError;
 pub use frame::Frame;
 pub use identity::{

@@ -4,7 +4,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{ChannelKey, ChannelName, KeySignature, Nonce, PeerId, ProtocolError, SessionId};
+use crate::{
+    ChannelKey, ChannelName, EdgeUrl, KeySignature, Nonce, PeerId, ProtocolError, SessionId,
+};
 
 /// The signalling protocol's version, sent in `join`. A server refuses a client older than
 /// [`MIN_SIGNAL_VERSION`] with `upgrade_required` (the page says "reload to update"); a
@@ -171,6 +173,10 @@ pub enum ServerMessage {
         /// How often a viewer should send `Report`; absent: the server takes none.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         report_every_ms: Option<u32>,
+        /// HTTP edges serving the channel's signed content (`streamtorrent edge`), for
+        /// what peers cannot deliver in time; a viewer checks it all as peers' content.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        edges: Vec<EdgeUrl>,
     },
     /// To a joining broadcaster: sign `claim_message(channel, nonce)` with the channel key
     /// and answer with `Prove`; nothing else is accepted until then.
@@ -333,6 +339,7 @@ mod tests {
                 session: None,
                 ice_servers: vec![],
                 report_every_ms: None,
+                edges: vec![],
             },
             ServerMessage::Challenge {
                 nonce: Nonce([9; 32]),
@@ -356,6 +363,7 @@ mod tests {
                     },
                 ],
                 report_every_ms: Some(10_000),
+                edges: vec!["https://edge.example".parse().expect("a valid edge URL")],
             },
             ServerMessage::Introduce {
                 peers: vec![PeerId(2), PeerId(3)],

@@ -105,6 +105,16 @@ pub struct ServerConfig {
     /// one viewer's share.
     #[arg(long, env = "STREAMTORRENT_MAX_VIEWER_KBPS", default_value_t = 20_000)]
     pub max_viewer_kbps: u64,
+    /// An HTTP edge serving the channels' signed content (`streamtorrent edge`, or a CDN
+    /// in front of one), handed to every viewer: it fetches what peers cannot deliver in
+    /// time, and everything while no peer link opens. Repeatable (or comma-separated), at
+    /// most 8; e.g. `https://edge.example.org`.
+    #[arg(
+        long = "edge-url",
+        env = "STREAMTORRENT_EDGE_URLS",
+        value_delimiter = ','
+    )]
+    pub edges: Vec<protocol::EdgeUrl>,
 }
 
 /// A rate per second: finite and above zero. Zero would refuse everything for good, and a
@@ -138,6 +148,13 @@ impl ServerConfig {
     pub fn validate(&self) -> Result<(), String> {
         if !self.turn.is_empty() && self.turn_secret.is_none() {
             return Err("--turn needs --turn-secret (TURN credentials are derived from it)".into());
+        }
+        if self.edges.len() > protocol::MAX_EDGES {
+            return Err(format!(
+                "{} --edge-url given; viewers take at most {}",
+                self.edges.len(),
+                protocol::MAX_EDGES
+            ));
         }
         if self.idle_timeout_secs <= self.ping_interval_secs {
             return Err("--idle-timeout-secs must exceed --ping-interval-secs, or idle clients are dropped before they can answer a ping".into());
@@ -173,5 +190,22 @@ mod tests {
             }
             assert!(ServerConfig::try_parse_from(["signal-server", flag, "0.5"]).is_ok());
         }
+    }
+
+    #[test]
+    fn edge_urls_are_checked_and_at_most_eight() {
+        let parsed = ServerConfig::try_parse_from(["signal-server", "--edge-url", "ftp://x"]);
+        assert!(parsed.is_err(), "a non-HTTP edge accepted");
+        let nine = (0..9)
+            .map(|i| format!("http://e{i}.example"))
+            .collect::<Vec<_>>();
+        let config = ServerConfig::try_parse_from(
+            ["signal-server", "--edge-url"]
+                .into_iter()
+                .chain([nine.join(",").as_str()]),
+        )
+        .expect("nine valid URLs parse");
+        assert_eq!(config.edges.len(), 9);
+        assert!(config.validate().is_err(), "nine edges accepted");
     }
 }

@@ -272,6 +272,10 @@ fn enter(
                 report_every_ms: session
                     .reports
                     .and_then(|_| state.config.report_policy().every_ms()),
+                edges: match role {
+                    Role::Viewer => state.config.edges.clone(),
+                    Role::Broadcaster => Vec::new(),
+                },
             });
             mailbox.post(&ServerMessage::Introduce { peers: introduced });
             true

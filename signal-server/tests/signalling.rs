@@ -752,3 +752,44 @@ async fn hashed_assets_are_immutable_and_everything_else_revalidates() {
         assert_eq!(cache_control(response), "no-cache", "{path}");
     }
 }
+
+/// Viewers are told of the HTTP edges (`--edge-url`), in the order given; the broadcaster,
+/// which never fetches, is not.
+#[tokio::test]
+async fn viewers_are_welcomed_with_the_configured_edges() {
+    let edges: Vec<protocol::EdgeUrl> = vec![
+        "https://edge-a.example".parse().unwrap(),
+        "http://10.0.0.2:8090".parse().unwrap(),
+    ];
+    let given = edges.clone();
+    let (addr, _stop) = start_with(move |config| config.edges = given).await;
+    let mut broadcaster = connect(&addr).await;
+    let signer = channel_signer("edged");
+    send(
+        &mut broadcaster,
+        ClientMessage::Join {
+            channel: "edged".parse().unwrap(),
+            role: Role::Broadcaster,
+            key: Some(public(&signer)),
+            session: Some(protocol::SessionId(7)),
+            version: protocol::SIGNAL_VERSION,
+        },
+    )
+    .await;
+    let ServerMessage::Challenge { nonce } = recv(&mut broadcaster).await else {
+        panic!("a broadcaster is challenged first");
+    };
+    send(&mut broadcaster, prove(&signer, "edged", &nonce)).await;
+    let welcome = recv(&mut broadcaster).await;
+    assert!(
+        matches!(&welcome, ServerMessage::Welcome { edges, .. } if edges.is_empty()),
+        "{welcome:?}"
+    );
+    let mut viewer = connect(&addr).await;
+    send(&mut viewer, viewer_join("edged")).await;
+    let welcome = recv(&mut viewer).await;
+    assert!(
+        matches!(&welcome, ServerMessage::Welcome { edges: told, .. } if *told == edges),
+        "{welcome:?}"
+    );
+}

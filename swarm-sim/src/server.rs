@@ -88,6 +88,7 @@ impl Sim {
                     session: broadcast,
                     ice_servers: Vec::new(),
                     report_every_ms: None,
+                    edges: vec![],
                 });
                 mailbox.post(&ServerMessage::Introduce { peers: introduced });
                 if role == Role::Broadcaster {

@@ -85,6 +85,7 @@ impl Harness {
                 credential: None,
             }],
             report_every_ms,
+            edges: vec![],
         });
         h.out.clear();
         h
@@ -106,6 +107,7 @@ impl Harness {
             session: None,
             ice_servers: vec![],
             report_every_ms,
+            edges: vec![],
         });
         h.out.clear();
         h
@@ -678,6 +680,7 @@ fn peers_introduced_before_the_channel_key_are_offered_to_once_it_comes() {
         session: None,
         ice_servers: vec![],
         report_every_ms: None,
+        edges: vec![],
     });
     h.server(ServerMessage::Introduce {
         peers: vec![PeerId(5), PeerId(6)],
@@ -731,6 +734,7 @@ fn an_unanswered_join_is_given_up_and_a_short_session_keeps_backing_off() {
         session: Some(SESSION),
         ice_servers: vec![],
         report_every_ms: None,
+        edges: vec![],
     });
     let id = h.signal.unwrap();
     h.input(NodeInput::SignalClosed(id));
@@ -851,6 +855,7 @@ fn a_relay_only_viewer_asks_for_relay_links_and_says_when_no_relay_is_offered() 
             credential: None,
         }],
         report_every_ms: None,
+        edges: vec![],
     };
     let mut without = Harness::configured(None, |c| c.relay_only = true);
     without.open_signal();

@@ -1,4 +1,5 @@
-//! The edge's HTTP interface, version 1. Everything under `/edge/v1/`:
+//! The edge's HTTP interface, version 1: everything under `/edge/v1/` (`EDGE_PATH`; the
+//! URLs are built by `protocol::EdgeUrl`):
 //!
 //! - `GET /edge/v1/CHANNEL`: the live index (JSON: the broadcast session, the oldest and
 //!   newest chunk held, the keyframe chunks); revalidated every second.
@@ -26,16 +27,13 @@ use axum::routing::get;
 use axum::{Json, Router};
 use bytes::Bytes;
 use client_limits::{IpLimits, IpRefusal};
-use protocol::{ChannelName, ChunkSeq, SessionId};
+use protocol::{ChannelName, ChunkSeq, SessionId, EDGE_PATH, EDGE_VERSION};
 use serde_json::json;
 use tokio::time::Instant;
 
 use super::channels::{lock, Channels, Followed, NotFollowed};
 use super::shelf::{Lookup, Shelf};
 
-/// Version of the edge's URLs and bodies; a change that old viewers cannot read gets a
-/// new prefix.
-pub const EDGE_VERSION: u32 = 1;
 const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 
 /// A refusal, said in plain text; no cache keeps it unless `cache_control` says so.
@@ -85,10 +83,19 @@ pub struct Edge {
 
 pub fn router(edge: Arc<Edge>) -> Router {
     Router::new()
-        .route("/edge/v1/{channel}", get(index))
-        .route("/edge/v1/{channel}/{session}/init", get(init))
-        .route("/edge/v1/{channel}/{session}/{seq}/manifest", get(manifest))
-        .route("/edge/v1/{channel}/{session}/{seq}", get(chunk))
+        .route(&format!("{EDGE_PATH}/{{channel}}"), get(index))
+        .route(
+            &format!("{EDGE_PATH}/{{channel}}/{{session}}/init"),
+            get(init),
+        )
+        .route(
+            &format!("{EDGE_PATH}/{{channel}}/{{session}}/{{seq}}/manifest"),
+            get(manifest),
+        )
+        .route(
+            &format!("{EDGE_PATH}/{{channel}}/{{session}}/{{seq}}"),
+            get(chunk),
+        )
         .route("/healthz", get(healthz))
         .fallback(|| async { Refusal::new(StatusCode::NOT_FOUND, "no such edge resource") })
         .layer(middleware::from_fn_with_state(edge.clone(), per_client))

@@ -15,7 +15,6 @@ use client_limits::IpLimits;
 use protocol::ChannelName;
 
 pub use channels::{Joining, IDLE_AFTER};
-pub use http::EDGE_VERSION;
 pub use shelf::{KEEP_BYTES, KEEP_CHUNKS};
 
 use crate::NativeError;
