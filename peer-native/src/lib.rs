@@ -9,6 +9,7 @@ pub mod timeline;
 pub mod watch;
 
 mod error;
+mod fetch;
 mod link;
 mod record;
 mod signalling;

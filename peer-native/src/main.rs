@@ -148,6 +148,11 @@ enum Command {
         /// Reach peers only through the TURN relays the signal server hands out.
         #[arg(long)]
         relay_only: bool,
+        /// Test only: serve every chunk with a bit flipped (a tampering edge or cache).
+        /// Only in builds with the `test-hooks` feature.
+        #[cfg(feature = "test-hooks")]
+        #[arg(long, hide = true)]
+        test_tamper: bool,
     },
 }
 
@@ -284,6 +289,8 @@ async fn run(cli: Cli) -> Result<(), NativeError> {
             requests_per_sec_per_ip,
             max_upload_kbps,
             relay_only,
+            #[cfg(feature = "test-hooks")]
+            test_tamper,
         } => {
             let options = EdgeOptions {
                 joining: Joining {
@@ -297,6 +304,8 @@ async fn run(cli: Cli) -> Result<(), NativeError> {
                 wait: Duration::from_millis(wait_ms),
                 max_requests_per_ip: max_requests_per_ip as usize,
                 requests_per_sec_per_ip,
+                #[cfg(feature = "test-hooks")]
+                tamper: test_tamper,
             };
             edge::run(options, ctrl_c()).await
         }

@@ -15,6 +15,7 @@ use swarm::{
 };
 use tokio::sync::mpsc;
 
+use crate::fetch::Fetcher;
 use crate::identity::ChannelSecret;
 use crate::link::{self, LinkCommand, LinkEvent, Outbox};
 use crate::signalling::{self, SignalSender};
@@ -120,8 +121,10 @@ pub async fn run(
             edge: options.edge,
         },
     );
+    let (fetched_tx, mut fetched) = mpsc::unbounded_channel();
     let mut driver = Driver {
         server: options.server.clone(),
+        fetcher: Fetcher::new(fetched_tx)?,
         #[cfg(feature = "test-hooks")]
         misbehaviour: crate::test_hooks::Misbehaviour::new(options.hooks),
         socket: Socket::None,
@@ -182,6 +185,10 @@ pub async fn run(
                     continue;
                 }
             },
+            done = fetched.recv() => {
+                let (fetch, outcome) = done.expect("the driver holds a sender, so fetches never end");
+                NodeInput::Fetched(fetch, outcome)
+            }
             _ = sleep_until(wake) => {
                 driver.report_buffered(&mut node, now());
                 node.handle_timeout(now());
@@ -203,6 +210,7 @@ pub async fn run(
 /// The I/O half: sockets, link tasks and their events.
 struct Driver {
     server: String,
+    fetcher: Fetcher,
     #[cfg(feature = "test-hooks")]
     misbehaviour: crate::test_hooks::Misbehaviour,
     socket: Socket,
@@ -287,6 +295,10 @@ impl Driver {
                     }
                 }
                 NodeOutput::Skipped(seq) => sink.skipped(seq),
+                NodeOutput::Fetch { fetch, url } => {
+                    tracing::debug!(%url, "fetching from an edge");
+                    self.fetcher.spawn(fetch, url);
+                }
                 NodeOutput::Signed { session, content } => sink.signed(session, content),
                 NodeOutput::Event(NodeEvent::Refused { code, message }) => {
                     return Err(NativeError::Refused(format!("{code:?}: {message}")));
@@ -345,6 +357,9 @@ fn log(event: &NodeEvent) {
         NodeEvent::LinkRefused { peer, reason } => tracing::info!(%peer, %reason, "link refused"),
         NodeEvent::Dropped { peer, reason } => tracing::warn!(%peer, %reason, "dropping peer"),
         NodeEvent::Refused { code, message } => tracing::error!(?code, %message, "refused"),
+        NodeEvent::EdgeTrouble { edge, reason } => {
+            tracing::warn!(%edge, %reason, "HTTP edge failed; not asked for a while")
+        }
         NodeEvent::NewBroadcast { session } => {
             tracing::info!(%session, "a new broadcast began: following it")
         }

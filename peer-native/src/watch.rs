@@ -85,6 +85,7 @@ impl WatchSink {
             "skipped": self.skipped.iter().map(|s| s.0).collect::<Vec<_>>(),
             "bytes_from_peers": stats.bytes_from_peers,
             "bytes_from_source": stats.bytes_from_source,
+            "bytes_from_http": stats.bytes_from_http,
             "bytes_uploaded": stats.bytes_uploaded,
             "bytes_rejected": stats.bytes_rejected,
             "peers_dropped_polluting": stats.drops.polluted,

@@ -173,6 +173,7 @@ impl App {
                 self.links.remove(&link);
                 Some(NodeInput::LinkClosed(link))
             }
+            Event::Fetched(fetch, outcome) => Some(NodeInput::Fetched(fetch, outcome)),
             Event::ChannelDrained(link) => self
                 .links
                 .get(&link)
@@ -510,6 +511,7 @@ impl App {
                 }
                 // The page is no edge (`NodeConfig::edge` is off).
                 NodeOutput::Signed { .. } => {}
+                NodeOutput::Fetch { fetch, url } => crate::fetch::start(fetch, url, &self.events),
                 NodeOutput::Play { chunk, due } => {
                     let data = chunk.data.to_vec();
                     if self.options.audit {
@@ -603,6 +605,9 @@ fn log(event: &NodeEvent) {
         NodeEvent::NoRelay => "relay-only, but the signal server offers no TURN server: \
                                no peer link can open"
             .into(),
+        NodeEvent::EdgeTrouble { edge, reason } => {
+            format!("HTTP edge {edge} failed, not asked for a while: {reason}")
+        }
         _ => return,
     };
     web_sys::console::warn_1(&line.into());

@@ -1,7 +1,7 @@
 //! Everything the browser tells the app, as one enum on one channel.
 
 use futures::channel::mpsc;
-use swarm::{LinkId, SignalId};
+use swarm::{FetchHandle, FetchOutcome, LinkId, SignalId};
 
 use crate::controls::Command;
 
@@ -45,6 +45,8 @@ pub enum Event {
     Tick,
     /// `destroy()`: end the app, closing every link.
     Stop,
+    /// A fetch from an HTTP edge ended.
+    Fetched(FetchHandle, FetchOutcome),
 }
 
 pub type Events = mpsc::UnboundedSender<Event>;

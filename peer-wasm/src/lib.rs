@@ -13,6 +13,7 @@ pub mod controls;
 mod embed_bridge;
 mod error;
 mod event;
+mod fetch;
 pub use event::Event;
 pub mod latency;
 pub mod link;

@@ -158,7 +158,11 @@ impl PageUi {
         self.show_overlay(snapshot.state);
         // The live region says the state alone: a countdown in it would be read out
         // every tick.
-        set_text("status", snapshot.state.describe());
+        let status = match snapshot.state {
+            PlayerState::Playing if snapshot.via_server => "Playing via server",
+            state => state.describe(),
+        };
+        set_text("status", status);
         let note = match (snapshot.signal_connected, retry_in_ms) {
             // Peer links keep the video going; say so while the server is away.
             (true, _) => String::new(),
@@ -290,6 +294,10 @@ fn stats_html(s: &Snapshot) -> String {
         (
             "From other viewers",
             format!("{:.0} %", 100.0 * s.peer_share),
+        ),
+        (
+            "Via server (HTTP)",
+            format!("{:.1} MB", s.bytes_from_http as f64 / 1e6),
         ),
         ("Download", format!("{:.0} kbit/s", s.download_kbps)),
         ("Upload", format!("{:.0} kbit/s", s.upload_kbps)),

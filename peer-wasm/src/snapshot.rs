@@ -109,6 +109,11 @@ pub struct Snapshot {
     pub peers: usize,
     pub bytes_from_peers: u64,
     pub bytes_from_source: u64,
+    /// Fetched from the channel's HTTP edges (when peers could not deliver in time, or
+    /// there are none), checked like everything else.
+    pub bytes_from_http: u64,
+    /// Playing without neighbours, from an HTTP edge: the page says "via server".
+    pub via_server: bool,
     pub bytes_uploaded: u64,
     /// Pieces received twice (a request raced a push, or a late piece); not counted above.
     pub bytes_duplicate: u64,
@@ -204,6 +209,8 @@ impl Snapshot {
         self.peers = peers;
         self.bytes_from_peers = stats.bytes_from_peers;
         self.bytes_from_source = stats.bytes_from_source;
+        self.bytes_from_http = stats.bytes_from_http;
+        self.via_server = peers == 0 && stats.bytes_from_http > 0;
         self.bytes_uploaded = stats.bytes_uploaded;
         self.bytes_duplicate = stats.bytes_duplicate;
         self.requests_refused = stats.requests_refused;
@@ -212,7 +219,7 @@ impl Snapshot {
         self.bytes_rejected = stats.bytes_rejected;
         self.chunks_played = stats.chunks_played;
         self.chunks_missed = stats.chunks_missed;
-        let received = stats.bytes_from_peers + stats.bytes_from_source;
+        let received = stats.bytes_from_peers + stats.bytes_from_source + stats.bytes_from_http;
         self.peer_share = if received == 0 {
             0.0
         } else {
@@ -410,6 +417,8 @@ mod tests {
             "peers",
             "bytes_from_peers",
             "bytes_from_source",
+            "bytes_from_http",
+            "via_server",
             "bytes_uploaded",
             "chunks_played",
             "chunks_missed",

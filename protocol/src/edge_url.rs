@@ -28,6 +28,15 @@ impl EdgeUrl {
         &self.0
     }
 
+    /// Its scheme, host and port, as a Content-Security-Policy names it.
+    pub fn origin(&self) -> &str {
+        let after_scheme = self.0.find("://").map_or(0, |i| i + 3);
+        match self.0[after_scheme..].find('/') {
+            Some(slash) => &self.0[..after_scheme + slash],
+            None => &self.0,
+        }
+    }
+
     /// The channel's live index (JSON).
     pub fn index(&self, channel: &ChannelName) -> String {
         format!("{}{EDGE_PATH}/{channel}", self.0)
@@ -49,6 +58,48 @@ impl EdgeUrl {
     /// A chunk's bytes.
     pub fn chunk(&self, channel: &ChannelName, session: SessionId, seq: ChunkSeq) -> String {
         format!("{}{EDGE_PATH}/{channel}/{session}/{}", self.0, seq.0)
+    }
+}
+
+/// An edge's live index of a channel (`EdgeUrl::index`, JSON): the broadcast it holds
+/// and its window. Not signed: it only steers what a viewer asks for, and everything
+/// fetched is checked against the channel key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EdgeIndex {
+    /// Of the layout: a viewer reads only the version it knows.
+    pub version: u32,
+    /// The broadcast, as `SessionId` displays it (JSON numbers lose 64-bit precision).
+    pub session: String,
+    pub oldest: u64,
+    pub newest: u64,
+    /// How long ago the edge completed its newest chunk: places the live edge in time.
+    pub newest_age_ms: u64,
+    /// Chunks held that start with a keyframe, oldest first: where playback may start.
+    pub keyframes: Vec<u64>,
+}
+
+impl EdgeIndex {
+    /// Parses an index; unknown fields are ignored, another version is refused.
+    pub fn parse(body: &[u8]) -> Result<EdgeIndex, ProtocolError> {
+        let index: EdgeIndex =
+            serde_json::from_slice(body).map_err(|e| ProtocolError::Invalid {
+                field: "edge_index",
+                reason: format!("not an edge index: {e}"),
+            })?;
+        if index.version != EDGE_VERSION {
+            return Err(ProtocolError::Invalid {
+                field: "edge_index",
+                reason: format!(
+                    "edge layout version {} (this viewer reads {EDGE_VERSION})",
+                    index.version
+                ),
+            });
+        }
+        Ok(index)
+    }
+
+    pub fn session(&self) -> Result<SessionId, ProtocolError> {
+        self.session.parse()
     }
 }
 
@@ -122,6 +173,7 @@ mod tests {
             "https://cdn.example/live/edge/v1/news/s00000000000000ab/7/manifest"
         );
         assert!("http://127.0.0.1:8090".parse::<EdgeUrl>().is_ok());
+        assert_eq!(edge.origin(), "https://cdn.example");
         let long = format!("http://{}", "a".repeat(MAX_EDGE_URL_BYTES));
         for bad in [
             "",
@@ -138,5 +190,19 @@ mod tests {
         let json = serde_json::to_string(&edge).unwrap();
         assert_eq!(serde_json::from_str::<EdgeUrl>(&json).unwrap(), edge);
         assert!(serde_json::from_str::<EdgeUrl>("\"javascript:alert(1)\"").is_err());
+    }
+
+    #[test]
+    fn an_edge_index_of_another_version_is_refused_and_unknown_fields_ignored() {
+        let body = br#"{"version":1,"session":"s00000000000000ab","oldest":3,"newest":9,
+            "newest_age_ms":120,"keyframes":[4,8],"later":"ignored"}"#;
+        let index = EdgeIndex::parse(body).unwrap();
+        assert_eq!(index.session().unwrap(), SessionId(0xab));
+        assert_eq!(index.keyframes, vec![4, 8]);
+        let newer = br#"{"version":2,"session":"s00000000000000ab","oldest":3,"newest":9,
+            "newest_age_ms":120,"keyframes":[]}"#;
+        let err = EdgeIndex::parse(newer).unwrap_err().to_string();
+        assert!(err.contains("version 2"), "{err}");
+        assert!(EdgeIndex::parse(b"<html>").is_err());
     }
 }

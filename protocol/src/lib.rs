@@ -17,7 +17,7 @@ mod signal;
 pub use content::{
     hash_piece, init_message, Broadcast, ChunkManifest, PieceHash, MAX_MANIFEST_PIECES,
 };
-pub use edge_url::{EdgeUrl, EDGE_PATH, EDGE_VERSION, MAX_EDGES, MAX_EDGE_URL_BYTES};
+pub use edge_url::{EdgeIndex, EdgeUrl, EDGE_PATH, EDGE_VERSION, MAX_EDGES, MAX_EDGE_URL_BYTES};
 pub use error::ProtocolError;
 pub use frame::Frame;
 pub use identity::{

@@ -1,10 +1,11 @@
 //! The Content-Security-Policy sent with every page: scripts and styles only from this
 //! server, plus the page's own inline `<script>` and `<style>` blocks by their SHA-256
 //! (Trunk's loader in `index.html`, the examples' code), so no injected markup can run.
-//! `wasm-unsafe-eval` lets the page compile its WebAssembly and nothing else.
+//! `wasm-unsafe-eval` lets the page compile its WebAssembly and nothing else. The player
+//! may connect to this server and to the HTTP edges it names (`--edge-url`) only.
 
 use axum::body::{to_bytes, Body};
-use axum::extract::Request;
+use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue};
 use axum::middleware::Next;
 use axum::response::Response;
@@ -15,8 +16,16 @@ use sha2::{Digest, Sha256};
 /// KiB).
 const MAX_PAGE_BYTES: usize = 1 << 20;
 
+/// The origins pages may fetch from besides their own: the edges'.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ConnectTo(pub std::sync::Arc<Vec<String>>);
+
 /// Adds the policy to HTML responses that lack one.
-pub(crate) async fn content_security_policy(request: Request, next: Next) -> Response {
+pub(crate) async fn content_security_policy(
+    State(connect): State<ConnectTo>,
+    request: Request,
+    next: Next,
+) -> Response {
     let response = next.run(request).await;
     let is_html = response
         .headers()
@@ -36,14 +45,14 @@ pub(crate) async fn content_security_policy(request: Request, next: Next) -> Res
         return Response::from_parts(parts, Body::empty());
     };
     let html = String::from_utf8_lossy(&bytes);
-    if let Ok(value) = HeaderValue::from_str(&policy(&html)) {
+    if let Ok(value) = HeaderValue::from_str(&policy(&html, &connect.0)) {
         parts.headers.insert(header::CONTENT_SECURITY_POLICY, value);
     }
     Response::from_parts(parts, Body::from(bytes))
 }
 
-/// The policy for one page.
-pub fn policy(html: &str) -> String {
+/// The policy for one page, which may also connect to the `connect` origins.
+pub fn policy(html: &str, connect: &[String]) -> String {
     let hashes = |tag: &str| -> String {
         inline_blocks(html, tag)
             .map(|block| {
@@ -58,9 +67,13 @@ pub fn policy(html: &str) -> String {
     format!(
         "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'{scripts}; \
          style-src 'self'{styles}; img-src 'self' data:; media-src 'self' blob:; \
-         connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'none'",
+         connect-src 'self'{connect}; object-src 'none'; base-uri 'none'; form-action 'none'",
         scripts = hashes("script"),
         styles = hashes("style"),
+        connect = connect
+            .iter()
+            .map(|origin| format!(" {origin}"))
+            .collect::<String>(),
     )
 }
 
@@ -101,7 +114,7 @@ mod tests {
         assert_eq!(scripts, ["boot()"]);
         let styles: Vec<&str> = inline_blocks(html, "style").collect();
         assert_eq!(styles, ["p{}"]);
-        let csp = policy(html);
+        let csp = policy(html, &[]);
         assert!(
             csp.contains("script-src 'self' 'wasm-unsafe-eval' 'sha256-"),
             "{csp}"
@@ -113,16 +126,29 @@ mod tests {
 
     #[test]
     fn a_page_without_inline_code_allows_none() {
-        let csp = policy("<p>hello</p><scripted>");
+        let csp = policy("<p>hello</p><scripted>", &[]);
         assert!(!csp.contains("sha256"), "{csp}");
     }
 
     #[test]
     fn the_hash_is_the_browsers() {
         // `echo -n 'alert(1)' | openssl dgst -sha256 -binary | base64`
-        let csp = policy("<script>alert(1)</script>");
+        let csp = policy("<script>alert(1)</script>", &[]);
         assert!(
             csp.contains("'sha256-bhHHL3z2vDgxUt0W3dWQOrprscmda2Y5pLsLg4GF+pI='"),
+            "{csp}"
+        );
+    }
+
+    #[test]
+    fn pages_may_connect_to_the_edges_only() {
+        let edges = [
+            "https://edge.example".to_owned(),
+            "http://10.0.0.2:8090".to_owned(),
+        ];
+        let csp = policy("<p>hi</p>", &edges);
+        assert!(
+            csp.contains("connect-src 'self' https://edge.example http://10.0.0.2:8090;"),
             "{csp}"
         );
     }

@@ -71,7 +71,17 @@ fn router(state: AppState) -> Router {
         .route("/embed/{channel}", get(web::app_page))
         .route("/favicon.ico", get(web::favicon))
         .fallback_service(web::static_files(&state.config.web_dir))
-        .layer(axum::middleware::from_fn(csp::content_security_policy))
+        .layer(axum::middleware::from_fn_with_state(
+            csp::ConnectTo(std::sync::Arc::new(
+                state
+                    .config
+                    .edges
+                    .iter()
+                    .map(|e| e.origin().to_owned())
+                    .collect(),
+            )),
+            csp::content_security_policy,
+        ))
         .layer(axum::middleware::from_fn(web::cache_control))
         .with_state(state)
 }

@@ -239,8 +239,11 @@ impl Sim {
                     );
                 }
             }
-            // The simulator runs no edge.
-            NodeOutput::Init { .. } | NodeOutput::Signed { .. } | NodeOutput::Event(_) => {}
+            // The simulator runs no edge, and its server names none.
+            NodeOutput::Init { .. }
+            | NodeOutput::Signed { .. }
+            | NodeOutput::Fetch { .. }
+            | NodeOutput::Event(_) => {}
             // The figures are what honest viewers get.
             NodeOutput::Play { .. } | NodeOutput::Skipped(_)
                 if node.behaviour != Behaviour::Honest => {}

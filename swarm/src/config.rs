@@ -89,6 +89,12 @@ pub struct Config {
     /// Hand over the verified init segment and each chunk as soon as it is complete,
     /// with their signatures (`Output::Signed`): an HTTP edge serves them.
     pub exports_signed: bool,
+    /// A viewer with no neighbour this long (or not started this long after joining)
+    /// fetches everything from the HTTP edges the server names, if any.
+    pub edge_after_ms: u64,
+    /// A chunk peers have not delivered this long before it is due is fetched from an
+    /// edge: an HTTP round trip and the chunk's transfer, with room to spare.
+    pub edge_lead_ms: u64,
 }
 
 impl Config {
@@ -139,6 +145,8 @@ impl Config {
             seed: 0,
             substreams: 0,
             exports_signed: false,
+            edge_after_ms: 3_000,
+            edge_lead_ms: 700,
         }
     }
 }

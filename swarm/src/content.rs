@@ -7,7 +7,9 @@
 //! anything signed wrongly or a piece that does not match is a polluter: dropped and
 //! banned.
 
-use protocol::{init_message, ChunkManifest, ChunkSeq, KeySignature, PeerId, PeerMessage};
+use protocol::{
+    init_message, Broadcast, ChannelKey, ChunkManifest, ChunkSeq, KeySignature, PeerId, PeerMessage,
+};
 
 use crate::config::Trust;
 use crate::hostile::DropCause;
@@ -42,6 +44,13 @@ pub enum Signed {
 }
 
 impl SignedInit {
+    pub(crate) fn signed_by(&self, key: &ChannelKey, broadcast: &Broadcast) -> bool {
+        key.verify(
+            &init_message(broadcast, &self.mime, &self.data),
+            &self.signature,
+        )
+    }
+
     fn message(&self) -> PeerMessage {
         PeerMessage::Init {
             mime: self.mime.clone(),
@@ -90,8 +99,7 @@ impl Swarm {
         if self.init.is_some() {
             return;
         }
-        let message = init_message(&self.config.broadcast, &init.mime, &init.data);
-        if !key.verify(&message, &init.signature) {
+        if !init.signed_by(key, &self.config.broadcast) {
             let reason = "init segment not signed by the channel key".to_owned();
             self.drop_peer(peer, DropCause::Polluting, reason);
             return;
@@ -99,7 +107,7 @@ impl Swarm {
         self.learn_init(init);
     }
 
-    fn learn_init(&mut self, init: SignedInit) {
+    pub(crate) fn learn_init(&mut self, init: SignedInit) {
         if self.init.is_some() {
             return;
         }
@@ -128,9 +136,9 @@ impl Swarm {
     /// pieces can be checked as they come; the neighbour is then known to hold it (no
     /// need to send it back).
     pub(crate) fn on_manifest(&mut self, peer: PeerId, manifest: ChunkManifest) {
-        let Trust::Verifies(key) = &self.config.trust else {
+        if !matches!(self.config.trust, Trust::Verifies(_)) {
             return;
-        };
+        }
         let seq = manifest.seq;
         if self.evicted_below.is_some_and(|oldest| seq < oldest) {
             return; // Out of the window already: of no use.
@@ -139,28 +147,45 @@ impl Swarm {
             self.drop_peer(peer, DropCause::Lying, lie);
             return;
         }
+        if let Err(reason) = self.keep_manifest(manifest) {
+            self.drop_peer(peer, DropCause::Polluting, reason);
+            return;
+        }
+        let cap = self.manifests_cap();
+        let known = &mut self.peer_mut(peer).manifests_known;
+        known.insert(seq);
+        while known.len() > cap {
+            known.pop_first();
+        }
+    }
+
+    /// Keeps a chunk's manifest if the channel key signed it (a neighbour's, or an
+    /// edge's); the reason otherwise.
+    pub(crate) fn keep_manifest(&mut self, manifest: ChunkManifest) -> Result<(), String> {
+        let Trust::Verifies(key) = &self.config.trust else {
+            return Ok(());
+        };
         // Verified once per chunk: the same manifest again costs a comparison.
-        let known = self.store.manifests.get(&seq);
-        if known != Some(&manifest) {
-            if let Err(err) = manifest.verify(key, &self.config.broadcast) {
-                self.drop_peer(peer, DropCause::Polluting, err.to_string());
-                return;
-            }
+        let seq = manifest.seq;
+        if self.store.manifests.get(&seq) != Some(&manifest) {
+            manifest
+                .verify(key, &self.config.broadcast)
+                .map_err(|err| err.to_string())?;
             // Two valid manifests for one chunk mean the source re-signed it; the first
             // one stays, as pieces were already checked against it.
             self.store.manifests.entry(seq).or_insert(manifest);
         }
         // Bounded even before eviction starts (a newcomer has no live edge yet): genuine
         // but old manifests replayed by a neighbour push out the oldest.
-        let cap = MANIFESTS_PER_WINDOW * self.config.window.max(1) as usize;
+        let cap = self.manifests_cap();
         while self.store.manifests.len() > cap {
             self.store.manifests.pop_first();
         }
-        let known = &mut self.peer_mut(peer).manifests_known;
-        known.insert(seq);
-        while known.len() > cap {
-            known.pop_first();
-        }
+        Ok(())
+    }
+
+    fn manifests_cap(&self) -> usize {
+        MANIFESTS_PER_WINDOW * self.config.window.max(1) as usize
     }
 
     /// Whether a neighbour's announcement of chunk `seq` can be used: unless it

@@ -7,6 +7,7 @@ mod chunk_store;
 mod config;
 mod content;
 mod download;
+mod fallback;
 mod hostile;
 mod messages;
 mod neighbours;
@@ -27,11 +28,12 @@ mod upload;
 pub use chunk_store::{Chunk, ChunkData};
 pub use config::{Config, SwarmRole, Trust};
 pub use content::Signed;
+pub use fallback::{FetchId, FetchOutcome};
 pub use hostile::{DropCause, Drops};
 pub use neighbours::{NeighbourReport, MAX_VIEWER_LINKS, SOURCE_MAX_LINKS, TARGET_LINKS};
 pub use node::{
-    LinkId, LinkStart, Node, NodeConfig, NodeEvent, NodeInput, NodeOutput, Playback, SignalId,
-    GATHER_TIMEOUT_MS, HELLO_TIMEOUT_MS, JOIN_TIMEOUT_MS, LINK_CONNECT_TIMEOUT_MS,
+    FetchHandle, LinkId, LinkStart, Node, NodeConfig, NodeEvent, NodeInput, NodeOutput, Playback,
+    SignalId, GATHER_TIMEOUT_MS, HELLO_TIMEOUT_MS, JOIN_TIMEOUT_MS, LINK_CONNECT_TIMEOUT_MS,
     RECONNECT_FIRST_MS, RECONNECT_MAX_MS, SIGNAL_CONNECT_TIMEOUT_MS,
 };
 pub use rate::BytesPerSec;

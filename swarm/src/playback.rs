@@ -154,7 +154,9 @@ impl Swarm {
                 .filter(|(_, a)| a.keyframe)
                 .map(|(seq, _)| *seq)
         });
-        self.next_play = held.chain(announced).max();
+        // Without neighbours, the edge's index says where playback may start.
+        let listed = self.fallback.keyframes.iter().copied();
+        self.next_play = held.chain(announced).chain(listed).max();
     }
 
     pub(crate) fn deliver(&mut self, now: Millis) {

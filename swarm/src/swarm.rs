@@ -1,11 +1,12 @@
 use std::collections::{BTreeMap, VecDeque};
 
-use protocol::{ChunkSeq, PeerId, PeerMessage, RequestId};
+use protocol::{ChunkSeq, EdgeUrl, PeerId, PeerMessage, RequestId};
 
 use crate::chunk_store::ChunkStore;
 use crate::config::{Config, SwarmRole};
 use crate::content::{Signed, SignedInit};
 use crate::download::BlockKey;
+use crate::fallback::{Fallback, FetchId, FetchOutcome};
 use crate::hostile::{Banned, DropCause, Drops};
 use crate::parents::Parents;
 use crate::peer::{Download, PeerState};
@@ -64,6 +65,13 @@ pub enum Input {
         peer: PeerId,
         reason: String,
     },
+    /// Viewer: the HTTP edges the signal server names (`fallback.rs`).
+    Edges(Vec<EdgeUrl>),
+    /// What came of an `Output::Fetch`.
+    Fetched {
+        id: FetchId,
+        outcome: FetchOutcome,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,6 +94,16 @@ pub enum Output {
     /// With `Config::exports_signed`: the init segment once verified, and each chunk as
     /// soon as it is complete, in any order, with what the channel key signed.
     Signed(Signed),
+    /// Fetch `url` (HTTP GET) and report it with `Input::Fetched` under `id`.
+    Fetch {
+        id: FetchId,
+        url: String,
+    },
+    /// An edge failed or served content the channel key did not sign; it rests a while.
+    EdgeTrouble {
+        edge: EdgeUrl,
+        reason: String,
+    },
     /// The driver should close the link: the peer broke the protocol or is too slow.
     Disconnect {
         peer: PeerId,
@@ -99,6 +117,8 @@ pub struct Stats {
     /// Chunk payload received from viewers, counted once per byte held.
     pub bytes_from_peers: u64,
     pub bytes_from_source: u64,
+    /// Chunk payload fetched from HTTP edges, counted once per byte held.
+    pub bytes_from_http: u64,
     /// Of `bytes_from_peers`, what parents pushed along substreams, unasked.
     pub bytes_pushed: u64,
     /// Payload received that was already held (overlaps, late pieces).
@@ -171,6 +191,8 @@ pub struct Swarm {
     pub(crate) upkept_at: Option<Millis>,
     /// Viewer: its parent for each substream (`substreams.rs`).
     pub(crate) parents: Parents,
+    /// Viewer: its HTTP edges (`fallback.rs`).
+    pub(crate) fallback: Fallback,
 }
 
 impl Swarm {
@@ -210,6 +232,7 @@ impl Swarm {
             now: Millis(0),
             upkept_at: None,
             parents,
+            fallback: Fallback::default(),
         }
     }
 
@@ -361,6 +384,14 @@ impl Swarm {
                 self.produce(now, chunk);
                 Work::Schedule
             }
+            Input::Edges(edges) => {
+                self.set_edges(edges);
+                Work::Schedule
+            }
+            Input::Fetched { id, outcome } => {
+                self.on_fetched(now, id, outcome);
+                Work::Schedule
+            }
         };
         match work {
             Work::Pump | Work::PieceArrived(_) => {}
@@ -383,6 +414,7 @@ impl Swarm {
             self.deliver(now);
             self.review_parents(now);
             self.schedule(now);
+            self.fetch_from_edges(now);
         }
         self.evict(now);
     }

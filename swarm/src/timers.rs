@@ -63,9 +63,14 @@ impl Swarm {
             .filter_map(|((seq, _), d)| self.source_overdue_at(*seq, d));
         let busy = self.peers.values().map(|p| p.busy_until);
         let parents = self.parents.next_review();
-        let role = match self.config.role() {
-            SwarmRole::Source => self.announcement_due(),
-            SwarmRole::Viewer => self.playback_due().min(self.urgency_due()),
+        // Chained, not `Option::min`: `None` sorts first, and would hide the other.
+        let role: Vec<Millis> = match self.config.role() {
+            SwarmRole::Source => self.announcement_due().into_iter().collect(),
+            SwarmRole::Viewer => self
+                .playback_due()
+                .into_iter()
+                .chain(self.urgency_due())
+                .collect(),
         };
         requests
             .chain(jobs)
@@ -73,6 +78,7 @@ impl Swarm {
             .chain(busy)
             .chain(parents)
             .chain(role)
+            .chain(self.edges_due())
             .filter(after)
             .min()
     }

@@ -34,6 +34,8 @@ struct Mesh {
     drops: Vec<(PeerId, PeerId, String)>,
     /// What viewers configured with `exports_signed` handed over.
     signed: BTreeMap<PeerId, Vec<Signed>>,
+    /// What viewers asked of HTTP edges (never answered here).
+    fetched: Vec<(PeerId, String)>,
 }
 
 impl Mesh {
@@ -76,6 +78,7 @@ impl Mesh {
             polluters: BTreeSet::new(),
             drops: Vec::new(),
             signed: BTreeMap::new(),
+            fetched: Vec::new(),
         };
         mesh.input(
             SOURCE,
@@ -162,6 +165,8 @@ impl Mesh {
                 Output::Skipped(seq) => self.skipped.entry(to).or_default().push(seq),
                 Output::Init { .. } => {}
                 Output::Signed(content) => self.signed.entry(to).or_default().push(content),
+                Output::Fetch { url, .. } => self.fetched.push((to, url)),
+                Output::EdgeTrouble { edge, reason } => panic!("{to}: edge {edge}: {reason}"),
                 Output::Disconnect { peer, reason } if self.polluters.contains(&peer) => {
                     self.drops.push((to, peer, reason));
                     self.links
@@ -429,4 +434,25 @@ fn an_exporting_viewer_hands_over_each_chunk_once_with_its_signed_manifest() {
     );
     // The others were not asked to export anything.
     assert_eq!(mesh.signed.keys().collect::<Vec<_>>(), vec![&edge]);
+}
+
+/// When peers deliver, an HTTP edge the server names is asked for nothing.
+#[test]
+fn a_mesh_that_delivers_asks_its_edge_for_nothing() {
+    let mut mesh = Mesh::new(4);
+    let edge: protocol::EdgeUrl = "http://edge.test".parse().unwrap();
+    for v in 1..=4 {
+        mesh.input(PeerId(v), Input::Edges(vec![edge.clone()]));
+    }
+    mesh.run_chunks(0, 20);
+    for v in 1..=4 {
+        let who = PeerId(v);
+        assert_contiguous(&mesh.played[&who], who);
+        assert!(!mesh.skipped.contains_key(&who), "{who} skipped chunks");
+    }
+    assert!(
+        mesh.fetched.is_empty(),
+        "asked of the edge: {:?}",
+        mesh.fetched
+    );
 }

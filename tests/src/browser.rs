@@ -18,9 +18,31 @@ pub struct Chromedriver {
 
 impl Chromedriver {
     pub fn start() -> Chromedriver {
+        Chromedriver::start_by(Command::new("chromedriver"))
+    }
+
+    /// A chromedriver, and so its Chromiums, running as `uid` (with `home` for HOME):
+    /// a per-uid firewall rule can then block what the browser alone sends.
+    pub fn start_as(uid: u32, home: &Path) -> Chromedriver {
+        let mut command = Command::new("setpriv");
+        let id = uid.to_string();
+        command
+            .args([
+                "--reuid",
+                &id,
+                "--regid",
+                &id,
+                "--clear-groups",
+                "chromedriver",
+            ])
+            .env("HOME", home);
+        Chromedriver::start_by(command)
+    }
+
+    fn start_by(mut command: Command) -> Chromedriver {
         let port = free_port();
         let process = Guard(
-            Command::new("chromedriver")
+            command
                 .arg(format!("--port={port}"))
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())

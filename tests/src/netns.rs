@@ -58,6 +58,30 @@ fn ran_exactly_one(summary: &str) -> bool {
     summary.starts_with("test result: ok. 1 passed; 0 failed;")
 }
 
+/// Drops every UDP packet `uid` sends, so its WebRTC cannot work (call it inside the
+/// test's own namespace: the rule goes with the namespace). Needs nftables.
+pub fn block_udp_of(uid: u32) {
+    let rules = format!(
+        "add table inet edge_test\n\
+         add chain inet edge_test out {{ type filter hook output priority 0; }}\n\
+         add rule inet edge_test out meta skuid {uid} meta l4proto udp drop\n"
+    );
+    let mut nft = Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("nft runs (scripts/setup installs nftables)");
+    std::io::Write::write_all(
+        nft.stdin.as_mut().expect("stdin was piped"),
+        rules.as_bytes(),
+    )
+    .expect("the rules are written");
+    assert!(
+        nft.wait().expect("nft ends").success(),
+        "nft refused the rules"
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

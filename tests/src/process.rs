@@ -256,10 +256,15 @@ pub fn http_get(addr: &str, path: &str) -> String {
 /// `streamtorrent edge` on 127.0.0.1:0 for the signal server at `addr`, with `extra`
 /// flags, logging to `log`; returns it and the address it serves HTTP on.
 pub fn edge(addr: &str, extra: &[&str], log: &std::path::Path) -> (Guard, String) {
+    edge_on(addr, "127.0.0.1:0", extra, log)
+}
+
+/// `edge`, listening on `listen`.
+pub fn edge_on(addr: &str, listen: &str, extra: &[&str], log: &std::path::Path) -> (Guard, String) {
     let mut guard = Guard(
         Command::new(binary("streamtorrent"))
             .args(["edge", "--server", &format!("ws://{addr}/ws")])
-            .args(["--listen", "127.0.0.1:0"])
+            .args(["--listen", listen])
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(log).expect("can create the log file"))
@@ -297,7 +302,48 @@ pub fn watcher(
     chunks: u64,
     extra: &[&str],
 ) -> (String, Child) {
-    let child = Command::new(binary("streamtorrent"))
+    watcher_by(
+        Command::new(binary("streamtorrent")),
+        addr,
+        channel,
+        dir,
+        name,
+        chunks,
+        extra,
+    )
+}
+
+/// The uid `watcher_as_nobody` runs as (`nobody`): a per-uid firewall rule can block its
+/// UDP, and so its WebRTC, alone.
+pub const NOBODY: u32 = 65534;
+
+/// `watcher`, run as `NOBODY` (so `dir` must be writable by it).
+pub fn watcher_as_nobody(
+    addr: &str,
+    channel: &str,
+    dir: &std::path::Path,
+    name: &str,
+    chunks: u64,
+    extra: &[&str],
+) -> (String, Child) {
+    let mut command = Command::new("setpriv");
+    let id = NOBODY.to_string();
+    command
+        .args(["--reuid", &id, "--regid", &id, "--clear-groups"])
+        .arg(binary("streamtorrent"));
+    watcher_by(command, addr, channel, dir, name, chunks, extra)
+}
+
+fn watcher_by(
+    mut command: Command,
+    addr: &str,
+    channel: &str,
+    dir: &std::path::Path,
+    name: &str,
+    chunks: u64,
+    extra: &[&str],
+) -> (String, Child) {
+    let child = command
         .args(["watch", "--server", &format!("ws://{addr}/ws")])
         .args(["--channel", channel, "--chunks", &chunks.to_string()])
         .args(["--timeout-secs", "60", "--record-dir"])

@@ -8,7 +8,10 @@ use std::time::{Duration, Instant};
 use protocol::{init_message, Broadcast, ChannelKey, ChunkManifest, PeerMessage, SessionId};
 use tests::http::{self, Response};
 use tests::netns;
-use tests::process::{edge, go_live, scratch, signal_server, BroadcastOptions};
+use tests::process::{
+    edge, edge_on, free_port, go_live, scratch, signal_server, signal_server_with,
+    watcher_as_nobody, BroadcastOptions, NOBODY,
+};
 
 const CHANNEL: &str = "edged";
 
@@ -26,7 +29,7 @@ fn an_edge_serves_the_signed_broadcast_cacheable_and_answers_precisely() {
 
     // Followed on the first request: the index says 503 until the first chunk is in.
     let index = wait_for_index(&at, Duration::from_secs(30));
-    let live = &index["live"];
+    let live = &index;
     assert_eq!(index["version"], 1);
     let session: SessionId = live["session"]
         .as_str()
@@ -77,7 +80,7 @@ fn an_edge_serves_the_signed_broadcast_cacheable_and_answers_precisely() {
     }
 
     // A chunk not cut yet is waited for, not refused.
-    let newest = wait_for_index(&at, Duration::from_secs(5))["live"]["newest"]
+    let newest = wait_for_index(&at, Duration::from_secs(5))["newest"]
         .as_u64()
         .expect("the index names its newest chunk");
     let asked = Instant::now();
@@ -148,6 +151,85 @@ fn an_edge_refuses_unlisted_channels_and_clients_that_ask_too_fast() {
         second.text()
     );
     assert_eq!(second.header("retry-after"), Some("60"));
+}
+
+/// A viewer whose UDP is blocked (so no WebRTC link can open) plays everything from the
+/// edges the server names. The first edge tampers with every chunk: each is caught
+/// against its signed manifest, none of it plays, and the viewer turns to the second.
+#[test]
+fn a_viewer_without_webrtc_plays_from_the_edge_and_catches_a_tampering_one() {
+    if !netns::enter("a_viewer_without_webrtc_plays_from_the_edge_and_catches_a_tampering_one") {
+        return;
+    }
+    let dir = scratch("edge-fallback");
+    // The viewer runs as nobody, and writes its recording here.
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o777))
+        .expect("the scratch folder's mode can be set");
+    netns::block_udp_of(NOBODY);
+    let (tampering, honest) = (free_port(), free_port());
+    let edge_url = |port: u16| format!("http://127.0.0.1:{port}");
+    let (_server, addr) = signal_server_with(
+        "127.0.0.1:0",
+        &dir,
+        &[
+            "--edge-url",
+            &edge_url(tampering),
+            "--edge-url",
+            &edge_url(honest),
+        ],
+    );
+    let (_ffmpeg, _broadcaster) = go_live(&addr, CHANNEL, &dir, BroadcastOptions::default());
+    let listen = |port: u16| format!("127.0.0.1:{port}");
+    let _tamperer = edge_on(
+        &addr,
+        &listen(tampering),
+        &["--channel", CHANNEL, "--test-tamper"],
+        &dir.join("tampering-edge.log"),
+    );
+    let _edge = edge_on(
+        &addr,
+        &listen(honest),
+        &["--channel", CHANNEL],
+        &dir.join("edge.log"),
+    );
+
+    let chunks = 8;
+    let (name, viewer) = watcher_as_nobody(&addr, CHANNEL, &dir, "blocked", chunks, &[]);
+    let output = viewer.wait_with_output().expect("the viewer runs");
+    let log = std::fs::read_to_string(dir.join(format!("{name}.log"))).unwrap_or_default();
+    assert!(
+        output.status.success(),
+        "the viewer without WebRTC did not play {chunks} chunks; see {}/{name}.log",
+        dir.display()
+    );
+    let summary: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("a JSON summary");
+    println!("without WebRTC: {summary}");
+    assert_eq!(summary["chunks_played"], chunks, "{summary}");
+    assert_eq!(summary["bytes_from_peers"], 0, "{summary}");
+    assert_eq!(
+        summary["bytes_from_source"], 0,
+        "UDP was not blocked: {summary}"
+    );
+    assert!(summary["bytes_from_http"].as_u64() > Some(0), "{summary}");
+    assert!(
+        summary["bytes_rejected"].as_u64() > Some(0),
+        "the tampering edge was never asked: {summary}"
+    );
+    assert!(
+        log.contains("does not match its signed hash") && log.contains(&edge_url(tampering)),
+        "the tampered chunk was not reported; see {}/{name}.log",
+        dir.display()
+    );
+    let first = summary["first_seq"].as_u64().expect("a first chunk");
+    for seq in first..first + chunks {
+        let file = format!("chunk-{seq:08}.m4s");
+        let got = read(&dir.join(&name).join(&file));
+        assert!(
+            got == read(&dir.join("broadcaster").join(&file)),
+            "{file} differs from the cut"
+        );
+    }
 }
 
 /// Polls the index until it lists a chunk.

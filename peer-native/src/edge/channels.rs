@@ -150,7 +150,7 @@ impl Followed {
     }
 
     fn store(&self, session: SessionId, content: Signed) {
-        lock(&self.shelf).store(session, content);
+        lock(&self.shelf).store(std::time::Instant::now(), session, content);
         self.changed.send_modify(|n| *n += 1);
     }
 }

@@ -27,7 +27,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use bytes::Bytes;
 use client_limits::{IpLimits, IpRefusal};
-use protocol::{ChannelName, ChunkSeq, SessionId, EDGE_PATH, EDGE_VERSION};
+use protocol::{ChannelName, ChunkSeq, SessionId, EDGE_PATH};
 use serde_json::json;
 use tokio::time::Instant;
 
@@ -79,6 +79,9 @@ pub struct Edge {
     /// How long a request for a chunk not cut yet waits.
     pub wait: Duration,
     pub clients: Mutex<IpLimits>,
+    /// Test only: flip a bit in every chunk served (a tampering edge or cache).
+    #[cfg(feature = "test-hooks")]
+    pub tamper: bool,
 }
 
 pub fn router(edge: Arc<Edge>) -> Router {
@@ -108,11 +111,10 @@ async fn index(State(edge): State<Arc<Edge>>, Path(channel): Path<String>) -> Re
         Ok(channel) => channel,
         Err(refusal) => return refusal.into_response(),
     };
-    let index = channel.shelf().index();
+    let index = channel.shelf().index(std::time::Instant::now());
     match index {
         Some(index) => {
-            let body = json!({ "version": EDGE_VERSION, "live": index });
-            let mut response = Json(body).into_response();
+            let mut response = Json(index).into_response();
             set(&mut response, header::CACHE_CONTROL, "public, max-age=1");
             response
         }
@@ -160,6 +162,15 @@ async fn chunk(
     let found = channel
         .look(edge.wait, |s: &Shelf| s.chunk(session, seq))
         .await;
+    #[cfg(feature = "test-hooks")]
+    let found = match found {
+        Lookup::Here(bytes) if edge.tamper && !bytes.is_empty() => {
+            let mut altered = bytes.to_vec();
+            altered[bytes.len() / 2] ^= 1;
+            Lookup::Here(Bytes::from(altered))
+        }
+        other => other,
+    };
     content(found, format!("\"{session}-{}\"", seq.0), &headers)
 }
 
@@ -306,5 +317,11 @@ async fn cors(request: Request, next: Next) -> Response {
         next.run(request).await
     };
     set(&mut response, header::ACCESS_CONTROL_ALLOW_ORIGIN, "*");
+    // A page's player reads when to ask again.
+    set(
+        &mut response,
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        "Retry-After, ETag",
+    );
     response
 }

@@ -32,6 +32,9 @@ pub struct EdgeOptions {
     pub max_requests_per_ip: usize,
     /// Requests one address may make per second, sustained.
     pub requests_per_sec_per_ip: f64,
+    /// Test only: serve every chunk with a bit flipped.
+    #[cfg(feature = "test-hooks")]
+    pub tamper: bool,
 }
 
 /// Serves until `stop` completes.
@@ -57,6 +60,8 @@ pub async fn run(
             options.max_requests_per_ip,
             options.requests_per_sec_per_ip,
         )),
+        #[cfg(feature = "test-hooks")]
+        tamper: options.tamper,
     });
     // Scripts and tests read the address from the first line.
     println!("edge listening on http://{addr}");

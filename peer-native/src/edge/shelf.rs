@@ -4,8 +4,9 @@
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
-use protocol::{ChunkSeq, PeerMessage, SessionId};
-use serde::Serialize;
+use std::time::Instant;
+
+use protocol::{ChunkSeq, EdgeIndex, PeerMessage, SessionId, EDGE_VERSION};
 use swarm::Signed;
 
 /// Chunks kept: about half a minute at the usual 1-2 s chunks, well past any viewer's
@@ -31,16 +32,6 @@ pub enum Lookup {
     Unknown,
 }
 
-/// The live state of a channel, as the index lists it.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct Index {
-    pub session: String,
-    pub oldest: u64,
-    pub newest: u64,
-    /// Chunks held that start with a keyframe: where a player may start.
-    pub keyframes: Vec<u64>,
-}
-
 #[derive(Debug)]
 struct Shelved {
     keyframe: bool,
@@ -61,6 +52,8 @@ pub struct Shelf {
     bytes: usize,
     /// Everything below this was evicted.
     evicted_below: Option<ChunkSeq>,
+    /// When the newest chunk came.
+    newest_at: Option<Instant>,
 }
 
 impl Default for Shelf {
@@ -80,11 +73,13 @@ impl Shelf {
             chunks: BTreeMap::new(),
             bytes: 0,
             evicted_below: None,
+            newest_at: None,
         }
     }
 
-    /// Takes verified content of `session`; a new session replaces what was held.
-    pub fn store(&mut self, session: SessionId, content: Signed) {
+    /// Takes verified content of `session`, come at `now`; a new session replaces what
+    /// was held.
+    pub fn store(&mut self, now: Instant, session: SessionId, content: Signed) {
         if self.session != Some(session) {
             *self = Shelf {
                 session: Some(session),
@@ -117,6 +112,13 @@ impl Shelf {
                     manifest: Bytes::from(PeerMessage::Manifest(manifest).encode()),
                     data,
                 };
+                if self
+                    .chunks
+                    .last_key_value()
+                    .is_none_or(|(newest, _)| chunk.seq > *newest)
+                {
+                    self.newest_at = Some(now);
+                }
                 self.chunks.insert(chunk.seq, shelved);
                 self.evict();
             }
@@ -139,15 +141,18 @@ impl Shelf {
         self.lookup(session, seq, |s| &s.data)
     }
 
-    /// The window as the index lists it; `None` before the first chunk.
-    pub fn index(&self) -> Option<Index> {
+    /// The window as the index lists it at `now`; `None` before the first chunk.
+    pub fn index(&self, now: Instant) -> Option<EdgeIndex> {
         let session = self.session?;
         let (oldest, _) = self.chunks.first_key_value()?;
         let (newest, _) = self.chunks.last_key_value()?;
-        Some(Index {
+        let age = self.newest_at.map(|at| now.saturating_duration_since(at));
+        Some(EdgeIndex {
+            version: EDGE_VERSION,
             session: session.to_string(),
             oldest: oldest.0,
             newest: newest.0,
+            newest_age_ms: age.map_or(0, |age| age.as_millis() as u64),
             keyframes: self
                 .chunks
                 .iter()
@@ -230,7 +235,7 @@ mod tests {
         let mut shelf = Shelf::default();
         assert_eq!(shelf.chunk(SESSION, ChunkSeq(0)), Lookup::NotYet);
         for seq in 0..KEEP_CHUNKS as u64 + 5 {
-            shelf.store(SESSION, chunk(seq, 100));
+            shelf.store(Instant::now(), SESSION, chunk(seq, 100));
         }
         let newest = KEEP_CHUNKS as u64 + 4;
         assert_eq!(shelf.chunk(SESSION, ChunkSeq(4)), Lookup::Gone, "evicted");
@@ -256,7 +261,7 @@ mod tests {
         );
         assert_eq!(shelf.chunk(SessionId(8), ChunkSeq(newest)), Lookup::Gone);
         assert_eq!(shelf.bytes(), KEEP_CHUNKS * 100);
-        let index = shelf.index().expect("chunks are held");
+        let index = shelf.index(Instant::now()).expect("chunks are held");
         assert_eq!((index.oldest, index.newest), (5, newest));
         assert_eq!(index.keyframes.first(), Some(&6));
     }
@@ -267,20 +272,24 @@ mod tests {
         let mut shelf = Shelf::keeping(KEEP_CHUNKS, keep_bytes);
         let big = keep_bytes / 4 + 1;
         for seq in 0..6 {
-            shelf.store(SESSION, chunk(seq, big));
+            shelf.store(Instant::now(), SESSION, chunk(seq, big));
         }
         assert!(shelf.bytes() <= keep_bytes, "{} bytes held", shelf.bytes());
-        assert_eq!(shelf.index().map(|i| (i.oldest, i.newest)), Some((3, 5)));
+        assert_eq!(
+            shelf.index(Instant::now()).map(|i| (i.oldest, i.newest)),
+            Some((3, 5))
+        );
     }
 
     #[test]
     fn a_chunk_missed_well_behind_the_newest_is_gone_and_a_new_broadcast_clears_all() {
         let mut shelf = Shelf::default();
         for seq in [0, 1, 2, 3, 5, 6, 7, 8] {
-            shelf.store(SESSION, chunk(seq, 10));
+            shelf.store(Instant::now(), SESSION, chunk(seq, 10));
         }
         assert_eq!(shelf.chunk(SESSION, ChunkSeq(4)), Lookup::Gone);
         shelf.store(
+            Instant::now(),
             SESSION,
             Signed::Init {
                 mime: "video/mp4".into(),
@@ -290,8 +299,11 @@ mod tests {
         );
         assert!(matches!(shelf.init(SESSION), Lookup::Here(_)));
         let next = SessionId(9);
-        shelf.store(next, chunk(0, 10));
-        assert_eq!(shelf.index().map(|i| i.session), Some(next.to_string()));
+        shelf.store(Instant::now(), next, chunk(0, 10));
+        assert_eq!(
+            shelf.index(Instant::now()).map(|i| i.session),
+            Some(next.to_string())
+        );
         assert_eq!(shelf.init(SESSION), Lookup::Gone);
         assert_eq!(shelf.init(next), Lookup::NotYet);
         assert_eq!(shelf.chunk(SESSION, ChunkSeq(8)), Lookup::Gone);

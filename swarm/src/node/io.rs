@@ -2,11 +2,11 @@
 //! outputs it carries out, and the events it may log or show.
 
 use protocol::{
-    ChannelKey, ChunkSeq, ErrorCode, Frame, IceServer, PeerId, SessionId, SignalPayload,
+    ChannelKey, ChunkSeq, EdgeUrl, ErrorCode, Frame, IceServer, PeerId, SessionId, SignalPayload,
 };
 
 use super::LinkId;
-use crate::{Chunk, Millis, Signed};
+use crate::{Chunk, FetchId, FetchOutcome, Millis, Signed};
 
 /// A signalling connection: the node asks for one with `Connect` and the driver reports
 /// on it under the same id, so events from an abandoned attempt are ignored.
@@ -38,6 +38,16 @@ pub enum NodeInput {
     InitProduced { mime: String, data: Vec<u8> },
     /// Source only: a freshly cut chunk.
     ChunkProduced(Chunk),
+    /// What came of a `Fetch`.
+    Fetched(FetchHandle, FetchOutcome),
+}
+
+/// A fetch from an HTTP edge: the swarm's id, and which swarm (one per broadcast) asked,
+/// so the answer to an old broadcast's fetch cannot touch its successor's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FetchHandle {
+    pub generation: u32,
+    pub id: FetchId,
 }
 
 /// How a link starts: we were introduced and offer, or the peer offered.
@@ -79,6 +89,9 @@ pub enum NodeOutput {
     Play { chunk: Chunk, due: Millis },
     /// Viewer: this chunk missed its deadline.
     Skipped(ChunkSeq),
+    /// Viewer: HTTP GET `url` from an edge; report it with `Fetched` under `fetch`. A
+    /// body is wanted only with `200`; another status is reported with its `Retry-After`.
+    Fetch { fetch: FetchHandle, url: String },
     /// Edge only (`NodeConfig::edge`): signed content of this broadcast, verified.
     Signed { session: SessionId, content: Signed },
     /// For the driver's log or page; nothing to carry out.
@@ -118,6 +131,12 @@ pub enum NodeEvent {
     KeyChanged,
     /// Relay-only, but the server offers no TURN server: no link can open.
     NoRelay,
+    /// An HTTP edge failed, or served content the channel key did not sign (none of it
+    /// is used); it is not asked for a while.
+    EdgeTrouble {
+        edge: EdgeUrl,
+        reason: String,
+    },
     /// The channel's key is known: content is checked against it from now on.
     Trusting(ChannelKey),
     LinkUp {

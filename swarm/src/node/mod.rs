@@ -21,7 +21,7 @@ use protocol::{ChannelName, ContentSigner, IceServer, PeerId, SessionId};
 
 pub use backoff::{RECONNECT_FIRST_MS, RECONNECT_MAX_MS};
 pub use experience::Playback;
-pub use io::{LinkStart, NodeEvent, NodeInput, NodeOutput, SignalId};
+pub use io::{FetchHandle, LinkStart, NodeEvent, NodeInput, NodeOutput, SignalId};
 pub use links::LinkId;
 
 use crate::neighbours::{NeighbourReport, MAX_VIEWER_LINKS, SOURCE_MAX_LINKS};
@@ -134,6 +134,10 @@ pub struct Node {
     experience: ExperienceReports,
     /// Playback as the driver last told it; `None`: the swarm's playout model stands in.
     playback: Option<Playback>,
+    /// The HTTP edges the server named in its last welcome.
+    edges: Vec<protocol::EdgeUrl>,
+    /// Counts swarms made (one per broadcast), so fetches answer only the one that asked.
+    swarm_generation: u32,
     outputs: VecDeque<NodeOutput>,
 }
 
@@ -171,6 +175,8 @@ impl Node {
             unknown_messages: 0,
             experience: ExperienceReports::default(),
             playback: None,
+            edges: Vec::new(),
+            swarm_generation: 0,
             outputs: VecDeque::new(),
         };
         node.connect(now);
@@ -201,6 +207,15 @@ impl Node {
                 self.feed(now, crate::Input::InitProduced { mime, data })
             }
             NodeInput::ChunkProduced(chunk) => self.feed(now, crate::Input::ChunkProduced(chunk)),
+            NodeInput::Fetched(fetch, outcome) if fetch.generation == self.swarm_generation => {
+                let input = crate::Input::Fetched {
+                    id: fetch.id,
+                    outcome,
+                };
+                self.feed(now, input)
+            }
+            // An earlier broadcast's fetch.
+            NodeInput::Fetched(..) => {}
         }
     }
 

@@ -7,7 +7,7 @@ use protocol::{
 };
 
 use super::links::LinkState;
-use super::{LinkId, Node, NodeEvent, NodeOutput, HELLO_REPEAT_MS, HELLO_TIMEOUT_MS};
+use super::{FetchHandle, LinkId, Node, NodeEvent, NodeOutput, HELLO_REPEAT_MS, HELLO_TIMEOUT_MS};
 use crate::{Input, Millis, Output};
 
 impl Node {
@@ -275,6 +275,14 @@ impl Node {
                     self.outputs.push_back(NodeOutput::Play { chunk, due })
                 }
                 Output::Skipped(seq) => self.outputs.push_back(NodeOutput::Skipped(seq)),
+                Output::Fetch { id, url } => {
+                    let generation = self.swarm_generation;
+                    let fetch = FetchHandle { generation, id };
+                    self.outputs.push_back(NodeOutput::Fetch { fetch, url });
+                }
+                Output::EdgeTrouble { edge, reason } => {
+                    self.event(NodeEvent::EdgeTrouble { edge, reason })
+                }
                 Output::Signed(content) => {
                     let swarm = self.swarm.as_ref().expect("only a swarm gives outputs");
                     let session = swarm.config.broadcast.session;

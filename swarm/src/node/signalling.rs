@@ -153,6 +153,7 @@ impl Node {
                 broadcaster,
                 session,
                 report_every_ms,
+                edges,
                 ..
             } => {
                 // An edge is not a person watching: its playback says nothing of anyone's.
@@ -190,6 +191,9 @@ impl Node {
                     self.source_absent = true;
                 }
                 self.feed(now, Input::Broadcaster(broadcaster));
+                // An edge fetching from edges could end up waiting on itself.
+                self.edges = if self.config.edge { Vec::new() } else { edges };
+                self.feed(now, Input::Edges(self.edges.clone()));
             }
             ServerMessage::Claimed {
                 channel_key,
@@ -282,7 +286,9 @@ impl Node {
         } else {
             self.event(NodeEvent::Trusting(key));
         }
+        swarm.handle_input(now, Input::Edges(self.edges.clone()));
         self.swarm = Some(swarm);
+        self.swarm_generation = self.swarm_generation.wrapping_add(1);
         self.session = Some(session);
         self.source_absent = false;
         if !again.is_empty() {

@@ -1,0 +1,79 @@
+//! The fetches from HTTP edges the core asks for (`NodeOutput::Fetch`): the browser's
+//! `fetch()`, the body read whole, reported as `Event::Fetched`. What to fetch and
+//! whether to believe it is the core's (`swarm::fallback`): this only moves bytes.
+
+use bytes::Bytes;
+use gloo_timers::callback::Timeout;
+use swarm::{FetchHandle, FetchOutcome};
+use wasm_bindgen::JsCast;
+use wasm_bindgen_futures::JsFuture;
+
+use crate::event::{emit, Event, Events};
+
+/// A fetch is aborted after this: an edge holds a request for a chunk not cut yet for a
+/// few seconds (4 by default), and a chunk takes well under a second to transfer.
+const FETCH_TIMEOUT_MS: u32 = 15_000;
+/// A body announced larger than a chunk can be is not read.
+const MAX_BODY_BYTES: f64 = protocol::MAX_CHUNK_BYTES as f64 + 65_536.0;
+
+/// Starts fetching `url`; its outcome arrives as `Event::Fetched` under `fetch`.
+pub fn start(fetch: FetchHandle, url: String, events: &Events) {
+    let events = events.clone();
+    wasm_bindgen_futures::spawn_local(async move {
+        let outcome = get(&url).await.unwrap_or_else(FetchOutcome::Failed);
+        emit(&events, Event::Fetched(fetch, outcome));
+    });
+}
+
+async fn get(url: &str) -> Result<FetchOutcome, String> {
+    let window = web_sys::window().ok_or("no window")?;
+    let abort = web_sys::AbortController::new().map_err(describe)?;
+    let init = web_sys::RequestInit::new();
+    init.set_signal(Some(&abort.signal()));
+    // Dropped (and so cancelled) once the answer is in.
+    let _deadline = Timeout::new(FETCH_TIMEOUT_MS, move || abort.abort());
+    let response: web_sys::Response = JsFuture::from(window.fetch_with_str_and_init(url, &init))
+        .await
+        .map_err(describe)?
+        .dyn_into()
+        .map_err(describe)?;
+    let headers = response.headers();
+    let status = response.status();
+    if status != 200 {
+        // Readable across origins because the edge exposes it.
+        let retry_after_ms = headers
+            .get("retry-after")
+            .ok()
+            .flatten()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(|secs| secs.saturating_mul(1000));
+        return Ok(FetchOutcome::Status {
+            status,
+            retry_after_ms,
+        });
+    }
+    let announced = headers
+        .get("content-length")
+        .ok()
+        .flatten()
+        .and_then(|v| v.trim().parse::<f64>().ok());
+    if announced.is_some_and(|len| len > MAX_BODY_BYTES) {
+        return Err(format!("{url}: a body larger than any chunk"));
+    }
+    let buffer = JsFuture::from(response.array_buffer().map_err(describe)?)
+        .await
+        .map_err(describe)?;
+    let body = js_sys::Uint8Array::new(&buffer).to_vec();
+    Ok(FetchOutcome::Body(Bytes::from(body)))
+}
+
+fn describe(error: wasm_bindgen::JsValue) -> String {
+    error
+        .as_string()
+        .or_else(|| {
+            error
+                .dyn_ref::<js_sys::Error>()
+                .map(|e| String::from(e.message()))
+        })
+        .unwrap_or_else(|| format!("{error:?}"))
+}

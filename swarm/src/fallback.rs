@@ -1,0 +1,447 @@
+//! Fetching from the channel's HTTP edges (`streamtorrent edge`, or a cache in front of
+//! one), which the signal server names in `welcome`: a chunk peers have not delivered
+//! shortly before it is due, and everything while this viewer has no neighbour (WebRTC
+//! blocked or missing, nobody reachable). The driver only carries out `Output::Fetch`
+//! and reports `Input::Fetched`; what to fetch, when, and whether to believe it are
+//! decided here. Everything fetched is checked exactly as what a neighbour sends: the
+//! init segment's and each manifest's signature, each piece's hash. An edge that serves
+//! anything else is not asked again for a minute, and nothing it sent is kept.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use bytes::Bytes;
+use protocol::{ChunkSeq, EdgeIndex, EdgeUrl, PeerMessage, PIECE_BYTES};
+
+use crate::chunk_store::{piece_count, Held};
+use crate::config::{SwarmRole, Trust};
+use crate::content::SignedInit;
+use crate::{Millis, Output, Swarm};
+
+/// A fetch, named by the swarm; its outcome comes back under the same id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct FetchId(pub u64);
+
+/// What became of a fetch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FetchOutcome {
+    /// `200 OK` with this body.
+    Body(Bytes),
+    /// Another status, and the `Retry-After` it gave, if any.
+    Status {
+        status: u16,
+        retry_after_ms: Option<u64>,
+    },
+    /// No answer: the connection failed or timed out.
+    Failed(String),
+}
+
+/// Fetches in flight at once: a chunk and its manifest, and the next ones (an edge holds
+/// a request for a chunk not cut yet until it is).
+const MAX_IN_FLIGHT: usize = 4;
+/// Chunks a viewer without neighbours fetches ahead of the one it plays next.
+const ALONE_LOOKAHEAD: u64 = 2;
+/// How often the index is read again while it is needed.
+const INDEX_EVERY_MS: u64 = 2_000;
+/// A 503 or 429 without `Retry-After` is tried again after this; a longer one is capped.
+const RETRY_MS: u64 = 1_000;
+const MAX_RETRY_MS: u64 = 10_000;
+/// An edge that did not answer rests this long; one that served forged content, longer.
+const REST_FAILED_MS: u64 = 5_000;
+const REST_FORGED_MS: u64 = 60_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Part {
+    Index,
+    Init,
+    Manifest(ChunkSeq),
+    Chunk(ChunkSeq),
+}
+
+/// The viewer's state toward its edges.
+#[derive(Debug, Default)]
+pub(crate) struct Fallback {
+    edges: Vec<EdgeUrl>,
+    /// Per edge: not asked before this (it failed, or served forged content).
+    resting: Vec<Millis>,
+    in_flight: BTreeMap<FetchId, (usize, Part)>,
+    next_id: u64,
+    /// Chunk bodies that came before their manifest.
+    early: BTreeMap<ChunkSeq, Bytes>,
+    /// Not asked again before this (a 503's `Retry-After`, a chunk not cut yet).
+    not_before: BTreeMap<Part, Millis>,
+    /// Chunks the edge no longer has (410): never asked for again.
+    gone: BTreeSet<ChunkSeq>,
+    index_read_at: Option<Millis>,
+    /// Keyframe chunks the index listed: where a viewer without neighbours starts.
+    pub keyframes: BTreeSet<ChunkSeq>,
+    /// Since when this viewer has had no neighbour.
+    alone_since: Option<Millis>,
+}
+
+impl Fallback {
+    fn edge(&self, now: Millis) -> Option<usize> {
+        (0..self.edges.len()).find(|&i| self.resting.get(i).is_none_or(|until| now >= *until))
+    }
+
+    fn asked(&self, part: Part) -> bool {
+        self.in_flight.values().any(|(_, p)| *p == part)
+    }
+
+    fn may_ask(&self, part: Part, now: Millis) -> bool {
+        self.in_flight.len() < MAX_IN_FLIGHT
+            && !self.asked(part)
+            && self.not_before.get(&part).is_none_or(|at| now >= *at)
+    }
+
+    fn rest(&mut self, edge: usize, until: Millis) {
+        if let Some(resting) = self.resting.get_mut(edge) {
+            *resting = (*resting).max(until);
+        }
+    }
+}
+
+impl Swarm {
+    /// The signal server named these edges (maybe none).
+    pub(crate) fn set_edges(&mut self, edges: Vec<EdgeUrl>) {
+        if self.fallback.edges != edges {
+            self.fallback.resting = vec![Millis(0); edges.len()];
+            self.fallback.edges = edges;
+        }
+    }
+
+    /// Whether this viewer has been without neighbours for `Config::edge_after_ms`.
+    fn cut_off(&self, now: Millis) -> bool {
+        self.fallback
+            .alone_since
+            .is_some_and(|since| now >= since + self.config.edge_after_ms)
+    }
+
+    /// Whether the start is overdue: no init segment or start chunk yet.
+    fn start_overdue(&self, now: Millis) -> bool {
+        (self.init.is_none() || self.next_play.is_none())
+            && self
+                .first_input
+                .is_some_and(|at| now >= at + self.config.edge_after_ms)
+    }
+
+    /// Asks the edges for whatever is due now; part of each round of scheduling.
+    pub(crate) fn fetch_from_edges(&mut self, now: Millis) {
+        if self.peers.is_empty() {
+            self.fallback.alone_since.get_or_insert(now);
+        } else {
+            self.fallback.alone_since = None;
+        }
+        if self.fallback.edges.is_empty() || self.config.role() != SwarmRole::Viewer {
+            return;
+        }
+        let cut_off = self.cut_off(now);
+        let lost = cut_off || self.start_overdue(now) || self.starving(now);
+        let index_due = self
+            .fallback
+            .index_read_at
+            .is_none_or(|at| now >= at + INDEX_EVERY_MS);
+        if lost && index_due {
+            self.fetch(now, Part::Index);
+        }
+        if self.init.is_none() && (cut_off || self.start_overdue(now)) {
+            self.fetch(now, Part::Init);
+        }
+        for seq in self.edge_window(now) {
+            let manifest = !self.store.manifests.contains_key(&seq);
+            if manifest {
+                self.fetch(now, Part::Manifest(seq));
+            }
+            self.fetch(now, Part::Chunk(seq));
+        }
+    }
+
+    /// When the edges may next need a round: the start turning overdue, the index to
+    /// read again, a chunk nearing its deadline without its pieces, a retry, an edge back
+    /// from its rest. Deadlines already past are among them: the upkeep names only those
+    /// after its last round (`timers.rs`).
+    pub(crate) fn edges_due(&self) -> Vec<Millis> {
+        if self.fallback.edges.is_empty() || self.config.role() != SwarmRole::Viewer {
+            return Vec::new();
+        }
+        let after = self.config.edge_after_ms;
+        let alone = self.fallback.alone_since.map(|since| since + after);
+        let start = self
+            .first_input
+            .filter(|_| self.init.is_none() || self.next_play.is_none())
+            .map(|at| at + after);
+        let index = self.fallback.index_read_at.map(|at| at + INDEX_EVERY_MS);
+        let retries = self.fallback.not_before.values().copied();
+        let resting = self.fallback.resting.iter().copied();
+        let leads = self.fetch_window().into_iter().flatten().filter_map(|seq| {
+            let seq = ChunkSeq(seq);
+            if self.store.is_complete(seq) || self.fallback.gone.contains(&seq) {
+                return None;
+            }
+            let due = self
+                .clock
+                .expected(seq, self.config.target_buffer_ms, self.now)?;
+            Some(Millis(due.0.saturating_sub(self.config.edge_lead_ms)))
+        });
+        alone
+            .into_iter()
+            .chain(start)
+            .chain(index)
+            .chain(retries)
+            .chain(resting)
+            .chain(leads)
+            .collect()
+    }
+
+    /// What came of a fetch.
+    pub(crate) fn on_fetched(&mut self, now: Millis, id: FetchId, outcome: FetchOutcome) {
+        let Some((edge, part)) = self.fallback.in_flight.remove(&id) else {
+            return; // Not ours, or answered already.
+        };
+        match outcome {
+            FetchOutcome::Body(body) => self.on_body(now, edge, part, body),
+            FetchOutcome::Status { status: 410, .. } => match part {
+                Part::Manifest(seq) | Part::Chunk(seq) => {
+                    self.fallback.gone.insert(seq);
+                }
+                // Another broadcast: the server will name it.
+                Part::Index | Part::Init => self.retry(part, now, Some(INDEX_EVERY_MS)),
+            },
+            FetchOutcome::Status {
+                status: 503 | 429,
+                retry_after_ms,
+            } => self.retry(part, now, retry_after_ms),
+            // A chunk too far ahead, for a viewer whose clock runs ahead of the edge.
+            FetchOutcome::Status { status: 404, .. } if matches!(part, Part::Chunk(_)) => {
+                self.retry(part, now, None)
+            }
+            FetchOutcome::Status { status, .. } => {
+                self.edge_failed(now, edge, format!("answered {status}"))
+            }
+            FetchOutcome::Failed(reason) => self.edge_failed(now, edge, reason),
+        }
+    }
+
+    /// The chunks to fetch from an edge now: any still missing, for a viewer cut off from
+    /// peers; otherwise those that peers have not delivered `edge_lead_ms` before due.
+    fn edge_window(&self, now: Millis) -> Vec<ChunkSeq> {
+        let (Some(start), Some(newest)) = (self.next_play, self.newest_known) else {
+            return Vec::new();
+        };
+        let cut_off = self.cut_off(now);
+        // Cut off, the next chunk is asked for before it is cut: the edge holds the
+        // request until it is.
+        let end = if cut_off {
+            (newest.0 + 1).min(start.0 + ALONE_LOOKAHEAD)
+        } else {
+            newest.0.min(start.0 + self.config.lookahead)
+        };
+        (start.0..=end)
+            .map(ChunkSeq)
+            // A body here waits for its manifest: not asked again.
+            .filter(|seq| !self.store.is_complete(*seq) && !self.fallback.gone.contains(seq))
+            .filter(|seq| !self.fallback.early.contains_key(seq))
+            .filter(|seq| {
+                cut_off
+                    || self
+                        .clock
+                        .expected(*seq, self.config.target_buffer_ms, now)
+                        .is_some_and(|due| now + self.config.edge_lead_ms >= due)
+            })
+            .collect()
+    }
+
+    fn fetch(&mut self, now: Millis, part: Part) {
+        if !self.fallback.may_ask(part, now) {
+            return;
+        }
+        let Some(edge) = self.fallback.edge(now) else {
+            return;
+        };
+        let base = &self.fallback.edges[edge];
+        let (channel, session) = (
+            &self.config.broadcast.channel,
+            self.config.broadcast.session,
+        );
+        let url = match part {
+            Part::Index => base.index(channel),
+            Part::Init => base.init(channel, session),
+            Part::Manifest(seq) => base.manifest(channel, session, seq),
+            Part::Chunk(seq) => base.chunk(channel, session, seq),
+        };
+        if part == Part::Index {
+            self.fallback.index_read_at = Some(now);
+        }
+        let id = FetchId(self.fallback.next_id);
+        self.fallback.next_id += 1;
+        self.fallback.in_flight.insert(id, (edge, part));
+        self.outputs.push_back(Output::Fetch { id, url });
+    }
+
+    fn retry(&mut self, part: Part, now: Millis, after_ms: Option<u64>) {
+        let wait = after_ms
+            .unwrap_or(RETRY_MS)
+            .clamp(RETRY_MS / 4, MAX_RETRY_MS);
+        self.fallback.not_before.insert(part, now + wait);
+        // Only what can still be of use is remembered.
+        let oldest = self.next_play.unwrap_or(ChunkSeq(0));
+        self.fallback.not_before.retain(|part, _| match part {
+            Part::Manifest(seq) | Part::Chunk(seq) => *seq >= oldest,
+            Part::Index | Part::Init => true,
+        });
+    }
+
+    fn edge_failed(&mut self, now: Millis, edge: usize, reason: String) {
+        self.fallback.rest(edge, now + REST_FAILED_MS);
+        self.edge_trouble(edge, reason);
+    }
+
+    /// The edge served something the channel key did not sign: none of it is kept.
+    fn edge_forged(&mut self, now: Millis, edge: usize, reason: String) {
+        self.fallback.rest(edge, now + REST_FORGED_MS);
+        self.edge_trouble(edge, reason);
+    }
+
+    fn edge_trouble(&mut self, edge: usize, reason: String) {
+        if let Some(edge) = self.fallback.edges.get(edge).cloned() {
+            self.outputs.push_back(Output::EdgeTrouble { edge, reason });
+        }
+    }
+
+    fn on_body(&mut self, now: Millis, edge: usize, part: Part, body: Bytes) {
+        match part {
+            Part::Index => match EdgeIndex::parse(&body) {
+                Ok(index) => self.on_edge_index(now, &index),
+                Err(e) => self.edge_failed(now, edge, e.to_string()),
+            },
+            Part::Init => self.on_edge_init(now, edge, &body),
+            Part::Manifest(seq) => {
+                let manifest = match PeerMessage::decode(&body) {
+                    Ok(PeerMessage::Manifest(manifest)) if manifest.seq == seq => manifest,
+                    _ => {
+                        let reason = format!("the body for chunk {seq}'s manifest is not it");
+                        return self.edge_forged(now, edge, reason);
+                    }
+                };
+                if let Err(reason) = self.keep_manifest(manifest) {
+                    return self.edge_forged(now, edge, reason);
+                }
+                if let Some(body) = self.fallback.early.remove(&seq) {
+                    self.store_fetched(now, edge, seq, body);
+                }
+            }
+            Part::Chunk(seq) if self.store.manifests.contains_key(&seq) => {
+                self.store_fetched(now, edge, seq, body)
+            }
+            Part::Chunk(seq) => {
+                self.fallback.early.insert(seq, body);
+                // Bounded: only chunks asked for land here, and only while wanted.
+                let oldest = self.next_play.unwrap_or(ChunkSeq(0));
+                self.fallback.early.retain(|s, _| *s >= oldest);
+            }
+        }
+    }
+
+    fn on_edge_index(&mut self, now: Millis, index: &EdgeIndex) {
+        if index.session().ok() != Some(self.config.broadcast.session) {
+            return; // Another broadcast: the signal server will say which is on.
+        }
+        let newest = ChunkSeq(index.newest);
+        // The window the edge holds, at most: a forged index only misleads the asking.
+        let oldest = ChunkSeq(
+            index
+                .oldest
+                .max(index.newest.saturating_sub(self.config.window)),
+        );
+        self.clock
+            .observe_aged_edge(now, newest, index.newest_age_ms);
+        self.newest_known = self.newest_known.max(Some(newest));
+        self.fallback.keyframes = index
+            .keyframes
+            .iter()
+            .map(|seq| ChunkSeq(*seq))
+            .filter(|seq| (oldest..=newest).contains(seq))
+            .collect();
+    }
+
+    fn on_edge_init(&mut self, now: Millis, edge: usize, body: &[u8]) {
+        let Trust::Verifies(key) = &self.config.trust else {
+            return;
+        };
+        let init = match PeerMessage::decode(body) {
+            Ok(PeerMessage::Init {
+                mime,
+                data,
+                signature,
+            }) => SignedInit {
+                mime,
+                data,
+                signature,
+            },
+            _ => {
+                let reason = "the init body is not an init segment".to_owned();
+                return self.edge_forged(now, edge, reason);
+            }
+        };
+        if !init.signed_by(key, &self.config.broadcast) {
+            let reason = "init segment not signed by the channel key".to_owned();
+            return self.edge_forged(now, edge, reason);
+        }
+        self.learn_init(init);
+    }
+
+    /// A chunk's bytes from an edge, its manifest here: kept only if every piece matches.
+    fn store_fetched(&mut self, now: Millis, edge: usize, seq: ChunkSeq, body: Bytes) {
+        let Some(manifest) = self.store.manifests.get(&seq) else {
+            return;
+        };
+        let (total, keyframe) = (manifest.total as usize, manifest.keyframe);
+        let pieces: Vec<Bytes> = (0..piece_count(body.len()))
+            .map(|i| body.slice(i * PIECE_BYTES..((i + 1) * PIECE_BYTES).min(body.len())))
+            .collect();
+        let forged = if body.len() != total {
+            Some(format!(
+                "chunk {seq} is {} bytes; its signed manifest says {total}",
+                body.len()
+            ))
+        } else {
+            let bad = (0..pieces.len()).find(|&i| !manifest.piece_matches(i, &pieces[i]));
+            bad.map(|i| format!("piece {i} of {seq} does not match its signed hash"))
+        };
+        if let Some(reason) = forged {
+            self.stats.bytes_rejected += body.len() as u64;
+            return self.edge_forged(now, edge, reason);
+        }
+        let held = self
+            .store
+            .chunks
+            .entry(seq)
+            .or_insert_with(|| Held::new(keyframe, total));
+        let mut fresh = 0;
+        for (index, piece) in pieces.into_iter().enumerate() {
+            if held.piece(index).is_none() {
+                fresh += piece.len() as u64;
+                held.insert(index, piece);
+            }
+        }
+        self.stats.bytes_from_http += fresh;
+        self.stats.bytes_duplicate += body.len() as u64 - fresh;
+        // Asked of neighbours no more; and forwarded like any verified chunk.
+        let kept = self.downloads.split_off(&(seq.next(), 0));
+        let stale = std::mem::replace(&mut self.downloads, kept);
+        let (done, others): (Vec<_>, Vec<_>) = stale.into_iter().partition(|((s, _), _)| *s == seq);
+        self.downloads.extend(others);
+        for (_, download) in done {
+            self.abandon(download);
+        }
+        if self.serves() {
+            let block = self.config.block_pieces.max(1);
+            let count = piece_count(total);
+            for first in (0..count).step_by(block) {
+                self.announce(seq, first..(first + block).min(count), &[]);
+            }
+        }
+        self.clock.observe_edge(now, seq, true);
+        self.newest_known = self.newest_known.max(Some(seq));
+        self.export_chunk(seq);
+    }
+}
