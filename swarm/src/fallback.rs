@@ -40,8 +40,11 @@ pub enum FetchOutcome {
 const MAX_IN_FLIGHT: usize = 4;
 /// Chunks a viewer without neighbours fetches ahead of the one it plays next.
 const ALONE_LOOKAHEAD: u64 = 2;
-/// How often the index is read again while it is needed.
+/// How often the index is read again while it is needed; doubled after each reading that
+/// found nothing to play (a channel off the air, an edge without it), up to 32 s, so an
+/// audience waiting for a broadcast does not poll its edges every two seconds.
 const INDEX_EVERY_MS: u64 = 2_000;
+const MAX_INDEX_DOUBLINGS: u32 = 4;
 /// A 503 or 429 without `Retry-After` is tried again after this; a longer one is capped.
 const RETRY_MS: u64 = 1_000;
 const MAX_RETRY_MS: u64 = 10_000;
@@ -72,6 +75,10 @@ pub(crate) struct Fallback {
     /// Chunks the edge no longer has (410): never asked for again.
     gone: BTreeSet<ChunkSeq>,
     index_read_at: Option<Millis>,
+    /// Readings of the index in a row that found nothing to play.
+    index_misses: u32,
+    /// The last reading of the index showed this broadcast.
+    holds_broadcast: bool,
     /// Keyframe chunks the index listed: where a viewer without neighbours starts.
     pub keyframes: BTreeSet<ChunkSeq>,
     /// Since when this viewer has had no neighbour.
@@ -79,6 +86,10 @@ pub(crate) struct Fallback {
 }
 
 impl Fallback {
+    fn index_every_ms(&self) -> u64 {
+        INDEX_EVERY_MS << self.index_misses.min(MAX_INDEX_DOUBLINGS)
+    }
+
     fn edge(&self, now: Millis) -> Option<usize> {
         (0..self.edges.len()).find(|&i| self.resting.get(i).is_none_or(|until| now >= *until))
     }
@@ -136,14 +147,20 @@ impl Swarm {
         }
         let cut_off = self.cut_off(now);
         let lost = cut_off || self.start_overdue(now) || self.starving(now);
+        let every = self.fallback.index_every_ms();
         let index_due = self
             .fallback
             .index_read_at
-            .is_none_or(|at| now >= at + INDEX_EVERY_MS);
+            .is_none_or(|at| now >= at + every);
         if lost && index_due {
             self.fetch(now, Part::Index);
         }
-        if self.init.is_none() && (cut_off || self.start_overdue(now)) {
+        // Once the edge's index shows it holds this broadcast: before that, an audience
+        // waiting for a broadcast would poll for its init segment.
+        if self.init.is_none()
+            && self.fallback.holds_broadcast
+            && (cut_off || self.start_overdue(now))
+        {
             self.fetch(now, Part::Init);
         }
         for seq in self.edge_window(now) {
@@ -169,7 +186,8 @@ impl Swarm {
             .first_input
             .filter(|_| self.init.is_none() || self.next_play.is_none())
             .map(|at| at + after);
-        let index = self.fallback.index_read_at.map(|at| at + INDEX_EVERY_MS);
+        let every = self.fallback.index_every_ms();
+        let index = self.fallback.index_read_at.map(|at| at + every);
         let retries = self.fallback.not_before.values().copied();
         let resting = self.fallback.resting.iter().copied();
         let leads = self.fetch_window().into_iter().flatten().filter_map(|seq| {
@@ -197,6 +215,10 @@ impl Swarm {
         let Some((edge, part)) = self.fallback.in_flight.remove(&id) else {
             return; // Not ours, or answered already.
         };
+        if part == Part::Index && !matches!(outcome, FetchOutcome::Body(_)) {
+            self.fallback.index_misses += 1;
+            self.fallback.holds_broadcast = false;
+        }
         match outcome {
             FetchOutcome::Body(body) => self.on_body(now, edge, part, body),
             FetchOutcome::Status { status: 410, .. } => match part {
@@ -311,7 +333,11 @@ impl Swarm {
         match part {
             Part::Index => match EdgeIndex::parse(&body) {
                 Ok(index) => self.on_edge_index(now, &index),
-                Err(e) => self.edge_failed(now, edge, e.to_string()),
+                Err(e) => {
+                    self.fallback.index_misses += 1;
+                    self.fallback.holds_broadcast = false;
+                    self.edge_failed(now, edge, e.to_string())
+                }
             },
             Part::Init => self.on_edge_init(now, edge, &body),
             Part::Manifest(seq) => {
@@ -343,8 +369,13 @@ impl Swarm {
 
     fn on_edge_index(&mut self, now: Millis, index: &EdgeIndex) {
         if index.session().ok() != Some(self.config.broadcast.session) {
-            return; // Another broadcast: the signal server will say which is on.
+            // Another broadcast: the signal server will say which is on.
+            self.fallback.index_misses += 1;
+            self.fallback.holds_broadcast = false;
+            return;
         }
+        self.fallback.index_misses = 0;
+        self.fallback.holds_broadcast = true;
         let newest = ChunkSeq(index.newest);
         // The window the edge holds, at most: a forged index only misleads the asking.
         let oldest = ChunkSeq(

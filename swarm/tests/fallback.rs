@@ -23,6 +23,8 @@ struct FakeEdge {
     newest: u64,
     /// Flip a bit in every chunk served.
     forges: bool,
+    /// Holds nothing yet (the channel is off the air): the index is 503.
+    offline: bool,
     asked: Vec<String>,
 }
 
@@ -32,6 +34,7 @@ impl FakeEdge {
             base: "http://edge.test".parse().expect("a valid URL"),
             newest,
             forges: false,
+            offline: false,
             asked: Vec::new(),
         }
     }
@@ -41,7 +44,9 @@ impl FakeEdge {
         let path = url
             .strip_prefix("http://edge.test/edge/v1/unnamed")
             .unwrap_or_else(|| panic!("asked for {url}"));
-        let body = if path.is_empty() {
+        let body = if path.is_empty() && self.offline {
+            return not_yet();
+        } else if path.is_empty() {
             let index = EdgeIndex {
                 version: EDGE_VERSION,
                 session: protocol::SessionId(0).to_string(),
@@ -307,4 +312,21 @@ fn a_chunk_neighbours_do_not_deliver_in_time_comes_from_the_edge() {
         edge.asked
     );
     assert_eq!(viewer.swarm.stats().bytes_from_http, CHUNK_BYTES as u64);
+}
+
+/// A channel off the air: its waiting audience reads the edge's index less and less often.
+#[test]
+fn an_edge_without_the_broadcast_is_asked_less_and_less_often() {
+    let mut edge = FakeEdge::new(0);
+    edge.offline = true;
+    let mut viewer = Viewer::with_edge(&edge);
+    viewer.run(60_000, &mut edge);
+    // At 3 s, then 4, 8 and 16 s later; the next would be 32 s later. Nothing else.
+    let reads = edge
+        .asked
+        .iter()
+        .filter(|u| u.ends_with("/unnamed"))
+        .count();
+    assert_eq!((reads, edge.asked.len()), (4, 4), "{:?}", edge.asked);
+    assert!(viewer.played.is_empty());
 }
