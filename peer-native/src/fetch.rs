@@ -54,11 +54,13 @@ impl Fetcher {
         Ok(Fetcher { client, done })
     }
 
-    /// Starts fetching `url`; the outcome arrives on `done` under `fetch`.
-    pub fn spawn(&self, fetch: FetchHandle, url: String) {
+    /// Starts fetching `url` (only bytes `range`, if given); the outcome arrives on
+    /// `done` under `fetch`.
+    pub fn spawn(&self, fetch: FetchHandle, url: String, range: Option<(u64, u64)>) {
         let this = self.clone();
         tokio::spawn(async move {
-            let outcome = match tokio::time::timeout(FETCH_TIMEOUT, this.get(&url)).await {
+            let get = this.get(&url, range);
+            let outcome = match tokio::time::timeout(FETCH_TIMEOUT, get).await {
                 Ok(outcome) => outcome,
                 Err(_) => FetchOutcome::Failed(format!("no answer in {FETCH_TIMEOUT:?}")),
             };
@@ -69,17 +71,21 @@ impl Fetcher {
         });
     }
 
-    async fn get(&self, url: &str) -> FetchOutcome {
-        let uri: hyper::Uri = match url.parse() {
-            Ok(uri) => uri,
+    async fn get(&self, url: &str, range: Option<(u64, u64)>) -> FetchOutcome {
+        let mut request = hyper::Request::get(url);
+        if let Some((first, last)) = range {
+            request = request.header(hyper::header::RANGE, format!("bytes={first}-{last}"));
+        }
+        let request = match request.body(Empty::new()) {
+            Ok(request) => request,
             Err(e) => return FetchOutcome::Failed(format!("{url}: {e}")),
         };
-        let response = match self.client.get(uri).await {
+        let response = match self.client.request(request).await {
             Ok(response) => response,
             Err(e) => return FetchOutcome::Failed(e.to_string()),
         };
         let status = response.status();
-        if status != StatusCode::OK {
+        if status != StatusCode::OK && status != StatusCode::PARTIAL_CONTENT {
             let retry_after_ms = response
                 .headers()
                 .get(RETRY_AFTER)

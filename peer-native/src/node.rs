@@ -295,9 +295,9 @@ impl Driver {
                     }
                 }
                 NodeOutput::Skipped(seq) => sink.skipped(seq),
-                NodeOutput::Fetch { fetch, url } => {
-                    tracing::debug!(%url, "fetching from an edge");
-                    self.fetcher.spawn(fetch, url);
+                NodeOutput::Fetch { fetch, url, range } => {
+                    tracing::debug!(%url, ?range, "fetching from an edge");
+                    self.fetcher.spawn(fetch, url, range);
                 }
                 NodeOutput::Signed { session, content } => sink.signed(session, content),
                 NodeOutput::Event(NodeEvent::Refused { code, message }) => {

@@ -511,7 +511,9 @@ impl App {
                 }
                 // The page is no edge (`NodeConfig::edge` is off).
                 NodeOutput::Signed { .. } => {}
-                NodeOutput::Fetch { fetch, url } => crate::fetch::start(fetch, url, &self.events),
+                NodeOutput::Fetch { fetch, url, range } => {
+                    crate::fetch::start(fetch, url, range, &self.events)
+                }
                 NodeOutput::Play { chunk, due } => {
                     let data = chunk.data.to_vec();
                     if self.options.audit {

@@ -16,20 +16,29 @@ const FETCH_TIMEOUT_MS: u32 = 15_000;
 /// A body announced larger than a chunk can be is not read.
 const MAX_BODY_BYTES: f64 = protocol::MAX_CHUNK_BYTES as f64 + 65_536.0;
 
-/// Starts fetching `url`; its outcome arrives as `Event::Fetched` under `fetch`.
-pub fn start(fetch: FetchHandle, url: String, events: &Events) {
+/// Starts fetching `url` (only bytes `range`, if given); its outcome arrives as
+/// `Event::Fetched` under `fetch`.
+pub fn start(fetch: FetchHandle, url: String, range: Option<(u64, u64)>, events: &Events) {
     let events = events.clone();
     wasm_bindgen_futures::spawn_local(async move {
-        let outcome = get(&url).await.unwrap_or_else(FetchOutcome::Failed);
+        let outcome = get(&url, range).await.unwrap_or_else(FetchOutcome::Failed);
         emit(&events, Event::Fetched(fetch, outcome));
     });
 }
 
-async fn get(url: &str) -> Result<FetchOutcome, String> {
+async fn get(url: &str, range: Option<(u64, u64)>) -> Result<FetchOutcome, String> {
     let window = web_sys::window().ok_or("no window")?;
     let abort = web_sys::AbortController::new().map_err(describe)?;
     let init = web_sys::RequestInit::new();
     init.set_signal(Some(&abort.signal()));
+    if let Some((first, last)) = range {
+        // A single range is a CORS-safelisted header: no preflight.
+        let headers = web_sys::Headers::new().map_err(describe)?;
+        headers
+            .set("Range", &format!("bytes={first}-{last}"))
+            .map_err(describe)?;
+        init.set_headers(&headers);
+    }
     // Dropped (and so cancelled) once the answer is in.
     let _deadline = Timeout::new(FETCH_TIMEOUT_MS, move || abort.abort());
     let response: web_sys::Response = JsFuture::from(window.fetch_with_str_and_init(url, &init))
@@ -39,7 +48,7 @@ async fn get(url: &str) -> Result<FetchOutcome, String> {
         .map_err(describe)?;
     let headers = response.headers();
     let status = response.status();
-    if status != 200 {
+    if status != 200 && status != 206 {
         // Readable across origins because the edge exposes it.
         let retry_after_ms = headers
             .get("retry-after")

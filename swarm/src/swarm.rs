@@ -65,7 +65,7 @@ pub enum Input {
         peer: PeerId,
         reason: String,
     },
-    /// Viewer: the HTTP edges the signal server names (`fallback.rs`).
+    /// Viewer: the HTTP edges the signal server names (`fallback/`).
     Edges(Vec<EdgeUrl>),
     /// What came of an `Output::Fetch`.
     Fetched {
@@ -94,10 +94,12 @@ pub enum Output {
     /// With `Config::exports_signed`: the init segment once verified, and each chunk as
     /// soon as it is complete, in any order, with what the channel key signed.
     Signed(Signed),
-    /// Fetch `url` (HTTP GET) and report it with `Input::Fetched` under `id`.
+    /// Fetch `url` (HTTP GET; with `range`, only those bytes, first and last included, as
+    /// a `Range` header says) and report it with `Input::Fetched` under `id`.
     Fetch {
         id: FetchId,
         url: String,
+        range: Option<(u64, u64)>,
     },
     /// An edge failed or served content the channel key did not sign; it rests a while.
     EdgeTrouble {
@@ -191,7 +193,7 @@ pub struct Swarm {
     pub(crate) upkept_at: Option<Millis>,
     /// Viewer: its parent for each substream (`substreams.rs`).
     pub(crate) parents: Parents,
-    /// Viewer: its HTTP edges (`fallback.rs`).
+    /// Viewer: its HTTP edges (`fallback/`).
     pub(crate) fallback: Fallback,
 }
 

@@ -25,6 +25,8 @@ struct FakeEdge {
     forges: bool,
     /// Holds nothing yet (the channel is off the air): the index is 503.
     offline: bool,
+    /// Ranges asked for: chunk, first and last byte.
+    ranges: Vec<(u64, u64, u64)>,
     asked: Vec<String>,
 }
 
@@ -35,11 +37,13 @@ impl FakeEdge {
             newest,
             forges: false,
             offline: false,
+            ranges: Vec::new(),
             asked: Vec::new(),
         }
     }
 
-    fn answer(&mut self, url: &str) -> FetchOutcome {
+    /// Answers as the real edge does: a range with only those bytes.
+    fn answer(&mut self, url: &str, range: Option<(u64, u64)>) -> FetchOutcome {
         self.asked.push(url.to_owned());
         let path = url
             .strip_prefix("http://edge.test/edge/v1/unnamed")
@@ -78,6 +82,10 @@ impl FakeEdge {
                     if self.forges {
                         data[100] ^= 1;
                     }
+                    if let Some((first, last)) = range {
+                        self.ranges.push((seq, first, last));
+                        data = data[first as usize..=last as usize].to_vec();
+                    }
                     data
                 }
                 Some(_) => panic!("asked for {url}"),
@@ -112,7 +120,7 @@ struct Viewer {
     swarm: Swarm,
     now: Millis,
     played: Vec<Chunk>,
-    fetches: BTreeMap<FetchId, String>,
+    fetches: BTreeMap<FetchId, (String, Option<(u64, u64)>)>,
     troubles: Vec<String>,
     sent: Vec<(PeerId, PeerMessage)>,
 }
@@ -140,8 +148,8 @@ impl Viewer {
     fn collect(&mut self) {
         while let Some(output) = self.swarm.poll_output() {
             match output {
-                Output::Fetch { id, url } => {
-                    self.fetches.insert(id, url);
+                Output::Fetch { id, url, range } => {
+                    self.fetches.insert(id, (url, range));
                 }
                 Output::Play { chunk, .. } => self.played.push(chunk),
                 Output::EdgeTrouble { reason, .. } => self.troubles.push(reason),
@@ -160,8 +168,8 @@ impl Viewer {
                 self.swarm.handle_timeout(self.now);
                 self.collect();
             }
-            while let Some((id, url)) = self.fetches.pop_first() {
-                let outcome = edge.answer(&url);
+            while let Some((id, (url, range))) = self.fetches.pop_first() {
+                let outcome = edge.answer(&url, range);
                 self.input(Input::Fetched { id, outcome });
             }
         }
@@ -253,12 +261,11 @@ fn a_forging_edge_is_caught_and_none_of_its_bytes_play() {
     );
 }
 
-/// A neighbour that announces chunks but never sends a piece: the viewer asks it, and
-/// shortly before each chunk is due, the edge.
-#[test]
-fn a_chunk_neighbours_do_not_deliver_in_time_comes_from_the_edge() {
-    let mut edge = FakeEdge::new(4);
-    let mut viewer = Viewer::with_edge(&edge);
+/// A viewer linked to a source that announces chunks `0..=4` and sends their manifests
+/// (and the init segment), then sends the pieces `pushed` gives for chunk 4, and nothing
+/// more.
+fn with_a_silent_source(edge: &FakeEdge, pushed: std::ops::Range<usize>) -> Viewer {
+    let mut viewer = Viewer::with_edge(edge);
     viewer.input(Input::PeerConnected(SOURCE));
     viewer.input(Input::Message(SOURCE, common::init()));
     viewer.input(Input::Message(
@@ -282,6 +289,30 @@ fn a_chunk_neighbours_do_not_deliver_in_time_comes_from_the_edge() {
             PeerMessage::Manifest(keyframed_manifest(seq)),
         ));
     }
+    let data = common::chunk_bytes(4, CHUNK_BYTES);
+    for index in pushed {
+        let offset = index * PIECE_BYTES;
+        let end = (offset + PIECE_BYTES).min(CHUNK_BYTES);
+        viewer.input(Input::Message(
+            SOURCE,
+            PeerMessage::Piece {
+                req: protocol::RequestId::PUSH,
+                seq: ChunkSeq(4),
+                offset: offset as u32,
+                total: CHUNK_BYTES as u32,
+                data: Bytes::copy_from_slice(&data[offset..end]),
+            },
+        ));
+    }
+    viewer
+}
+
+/// A neighbour that announces chunks but never sends a piece: the viewer asks it, and
+/// shortly before the chunk is due, the edge.
+#[test]
+fn a_chunk_neighbours_do_not_deliver_in_time_comes_from_the_edge() {
+    let mut edge = FakeEdge::new(4);
+    let mut viewer = with_a_silent_source(&edge, 0..0);
     viewer.run(500, &mut edge);
     assert!(
         viewer
@@ -312,6 +343,34 @@ fn a_chunk_neighbours_do_not_deliver_in_time_comes_from_the_edge() {
         edge.asked
     );
     assert_eq!(viewer.swarm.stats().bytes_from_http, CHUNK_BYTES as u64);
+    assert_genuine(&viewer);
+}
+
+/// A neighbour that sent the first two pieces of a chunk and stopped: only the rest is
+/// fetched, as a byte range.
+#[test]
+fn only_the_missing_pieces_of_a_chunk_are_fetched() {
+    let mut edge = FakeEdge::new(4);
+    let mut viewer = with_a_silent_source(&edge, 0..2);
+    viewer.run(3_500, &mut edge);
+    assert_eq!(viewer.played_seqs().first(), Some(&4));
+    let from = 2 * PIECE_BYTES as u64;
+    assert_eq!(edge.ranges, vec![(4, from, CHUNK_BYTES as u64 - 1)]);
+    let stats = viewer.swarm.stats();
+    assert_eq!(stats.bytes_from_http, CHUNK_BYTES as u64 - from);
+    assert_eq!(stats.bytes_from_source, from);
+    assert_genuine(&viewer);
+}
+
+fn assert_genuine(viewer: &Viewer) {
+    for chunk in &viewer.played {
+        let expected = common::chunk_bytes(chunk.seq.0, CHUNK_BYTES);
+        assert!(
+            chunk.data.to_vec() == expected,
+            "chunk {} altered",
+            chunk.seq
+        );
+    }
 }
 
 /// A channel off the air: its waiting audience reads the edge's index less and less often.

@@ -2,8 +2,9 @@
 //! and four viewers, each its own headless Chromium with its own profile, watching
 //! `/watch/demo`. The broadcaster cannot send every viewer its own copy, so the viewers
 //! must carry the stream to each other: each plays 30 s with at most one stall, at least
-//! three get video from other viewers, and most of the bytes come from viewers. Saves a
-//! screenshot of a watch page with its stats panel.
+//! three get video from other viewers, and most of the bytes come from viewers. An HTTP
+//! edge is configured, as an operator would: with peers delivering, it carries next to
+//! nothing. Saves a screenshot of a watch page with its stats panel.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -12,7 +13,9 @@ use fantoccini::Client;
 use serde_json::Value;
 use tests::browser::Chromedriver;
 use tests::netns;
-use tests::process::{go_live, scratch, signal_server, workspace_root, BroadcastOptions};
+use tests::process::{
+    edge_on, free_port, go_live, scratch, signal_server_with, workspace_root, BroadcastOptions,
+};
 
 const VIEWERS: usize = 4;
 /// x264's video bitrate; AAC adds 64 kbit/s.
@@ -23,6 +26,9 @@ const PLAY_SECONDS: f64 = 30.0;
 const MAX_STALLS: u64 = 1;
 /// "Received bytes from other viewers" means at least a few chunks' worth.
 const MIN_FROM_PEERS: u64 = 100_000;
+/// The most of the payload the edge may carry while peers deliver: a chunk here and
+/// there that peers could not bring in time.
+const MAX_HTTP_SHARE: f64 = 0.05;
 
 const PROBE: &str = r#"
 const v = document.getElementById('video');
@@ -45,7 +51,9 @@ fn four_browsers_carry_a_capped_broadcast_to_each_other() {
         web_dir.display()
     );
     let dir = scratch("browser-swarm");
-    let (_server, addr) = signal_server(&web_dir);
+    let edge_port = free_port();
+    let edge_url = format!("http://127.0.0.1:{edge_port}");
+    let (_server, addr) = signal_server_with("127.0.0.1:0", &web_dir, &["--edge-url", &edge_url]);
     let record = dir.join("broadcaster");
     let (_ffmpeg, _broadcaster) = go_live(
         &addr,
@@ -55,6 +63,12 @@ fn four_browsers_carry_a_capped_broadcast_to_each_other() {
             video_kbps: Some(VIDEO_KBPS),
             max_upload_kbps: Some(BROADCASTER_UPLOAD_KBPS),
         },
+    );
+    let _edge = edge_on(
+        &addr,
+        &format!("127.0.0.1:{edge_port}"),
+        &["--channel", "demo"],
+        &dir.join("edge.log"),
     );
     std::thread::sleep(Duration::from_secs(3));
 
@@ -174,7 +188,11 @@ fn check_swarm(probes: &[Value], record: &Path) {
     }
     let from_peers: u64 = probes.iter().map(|p| stat(p, "bytes_from_peers")).sum();
     let from_source: u64 = probes.iter().map(|p| stat(p, "bytes_from_source")).sum();
-    let share = from_peers as f64 / (from_peers + from_source).max(1) as f64;
+    let from_http: u64 = probes.iter().map(|p| stat(p, "bytes_from_http")).sum();
+    let received = (from_peers + from_source + from_http).max(1) as f64;
+    let share = from_peers as f64 / received;
+    let http_share = from_http as f64 / received;
+    println!("the edge carried {from_http} bytes: {http_share:.4} of the payload");
     let fed_by_peers = probes
         .iter()
         .filter(|p| stat(p, "bytes_from_peers") >= MIN_FROM_PEERS)
@@ -197,6 +215,11 @@ fn check_swarm(probes: &[Value], record: &Path) {
         share >= 0.5,
         "only {:.0}% of the payload came from other viewers",
         100.0 * share
+    );
+    assert!(
+        http_share <= MAX_HTTP_SHARE,
+        "the edge carried {:.1}% of the payload while peers delivered",
+        100.0 * http_share
     );
 }
 

@@ -77,6 +77,22 @@ fn an_edge_serves_the_signed_broadcast_cacheable_and_answers_precisely() {
         let again = http::get(&at, &format!("{base}/{seq}"), &[("If-None-Match", &etag)]);
         assert_eq!(again.status, 304, "chunk {seq} with If-None-Match {etag}");
         assert!(again.body.is_empty());
+        // What a viewer missing part of a chunk asks for.
+        let part = http::get(
+            &at,
+            &format!("{base}/{seq}"),
+            &[("Range", "bytes=100-16419")],
+        );
+        assert_eq!(part.status, 206, "a range of chunk {seq}: {}", part.text());
+        assert!(
+            part.body == cut[100..16420],
+            "the range of chunk {seq} differs"
+        );
+        let content_range = format!("bytes 100-16419/{}", cut.len());
+        assert_eq!(part.header("content-range"), Some(content_range.as_str()));
+        let past = format!("bytes={}-", cut.len());
+        let past = http::get(&at, &format!("{base}/{seq}"), &[("Range", &past)]);
+        assert_eq!(past.status, 416, "a range past the end of chunk {seq}");
     }
 
     // A chunk not cut yet is waited for, not refused.

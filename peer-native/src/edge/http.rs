@@ -240,16 +240,75 @@ fn immutable(bytes: Bytes, etag: String, request: &HeaderMap) -> Response {
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|tags| tags.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
-    let mut response = if unchanged {
-        StatusCode::NOT_MODIFIED.into_response()
-    } else {
-        ([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response()
+    let range = request
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| byte_range(v, bytes.len()));
+    let octets = [(header::CONTENT_TYPE, "application/octet-stream")];
+    let mut response = match range {
+        _ if unchanged => StatusCode::NOT_MODIFIED.into_response(),
+        None => (octets, bytes.clone()).into_response(),
+        // What a viewer missing part of a chunk asks for.
+        Some(Ok((first, last))) => {
+            let content_range = format!("bytes {first}-{last}/{}", bytes.len());
+            let mut response = (
+                StatusCode::PARTIAL_CONTENT,
+                octets,
+                bytes.slice(first..=last),
+            )
+                .into_response();
+            if let Ok(value) = HeaderValue::from_str(&content_range) {
+                response.headers_mut().insert(header::CONTENT_RANGE, value);
+            }
+            response
+        }
+        Some(Err(())) => {
+            let mut response = Refusal::new(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                "the range starts past the end",
+            )
+            .into_response();
+            if let Ok(value) = HeaderValue::from_str(&format!("bytes */{}", bytes.len())) {
+                response.headers_mut().insert(header::CONTENT_RANGE, value);
+            }
+            return response;
+        }
     };
+    set(&mut response, header::ACCEPT_RANGES, "bytes");
     set(&mut response, header::CACHE_CONTROL, IMMUTABLE);
     if let Ok(value) = HeaderValue::from_str(&etag) {
         response.headers_mut().insert(header::ETAG, value);
     }
     response
+}
+
+/// A `Range` header's single byte range over `len` bytes, first and last included:
+/// `None` when there is none to honour (absent, several, or not bytes: the whole is
+/// sent), `Err` when it starts past the end.
+fn byte_range(header: &str, len: usize) -> Option<Result<(usize, usize), ()>> {
+    let spec = header.trim().strip_prefix("bytes=")?;
+    if spec.contains(',') {
+        return None;
+    }
+    let (first, last) = spec.split_once('-')?;
+    let (first, last) = (first.trim(), last.trim());
+    if first.is_empty() {
+        // The last N bytes.
+        let n: usize = last.parse().ok()?;
+        return match n.min(len) {
+            0 => Some(Err(())),
+            n => Some(Ok((len - n, len - 1))),
+        };
+    }
+    let first: usize = first.parse().ok()?;
+    let last = match last {
+        "" => len.saturating_sub(1),
+        last => last.parse::<usize>().ok()?.min(len.saturating_sub(1)),
+    };
+    if first >= len {
+        return Some(Err(()));
+    }
+    (first <= last).then_some(Ok((first, last)))
 }
 
 fn not_yet(reason: &str) -> Refusal {
@@ -311,6 +370,7 @@ async fn cors(request: Request, next: Next) -> Response {
             header::ACCESS_CONTROL_ALLOW_METHODS,
             "GET, HEAD, OPTIONS",
         );
+        set(&mut response, header::ACCESS_CONTROL_ALLOW_HEADERS, "Range");
         set(&mut response, header::ACCESS_CONTROL_MAX_AGE, "86400");
         response
     } else {
@@ -321,7 +381,25 @@ async fn cors(request: Request, next: Next) -> Response {
     set(
         &mut response,
         header::ACCESS_CONTROL_EXPOSE_HEADERS,
-        "Retry-After, ETag",
+        "Retry-After, ETag, Content-Range",
     );
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::byte_range;
+
+    #[test]
+    fn a_single_byte_range_is_honoured_and_anything_else_gets_the_whole() {
+        assert_eq!(byte_range("bytes=10-19", 100), Some(Ok((10, 19))));
+        assert_eq!(byte_range("bytes=90-", 100), Some(Ok((90, 99))));
+        assert_eq!(byte_range("bytes=90-500", 100), Some(Ok((90, 99))));
+        assert_eq!(byte_range("bytes=-10", 100), Some(Ok((90, 99))));
+        assert_eq!(byte_range("bytes=100-", 100), Some(Err(())));
+        assert_eq!(byte_range("bytes=0-1,5-6", 100), None);
+        assert_eq!(byte_range("bytes=20-10", 100), None);
+        assert_eq!(byte_range("items=0-1", 100), None);
+        assert_eq!(byte_range("bytes=x-1", 100), None);
+    }
 }

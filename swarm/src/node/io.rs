@@ -89,9 +89,14 @@ pub enum NodeOutput {
     Play { chunk: Chunk, due: Millis },
     /// Viewer: this chunk missed its deadline.
     Skipped(ChunkSeq),
-    /// Viewer: HTTP GET `url` from an edge; report it with `Fetched` under `fetch`. A
-    /// body is wanted only with `200`; another status is reported with its `Retry-After`.
-    Fetch { fetch: FetchHandle, url: String },
+    /// Viewer: HTTP GET `url` from an edge (with `range`: `Range: bytes=FIRST-LAST`);
+    /// report it with `Fetched` under `fetch`: the body of a `200` or `206`, or another
+    /// status with its `Retry-After`.
+    Fetch {
+        fetch: FetchHandle,
+        url: String,
+        range: Option<(u64, u64)>,
+    },
     /// Edge only (`NodeConfig::edge`): signed content of this broadcast, verified.
     Signed { session: SessionId, content: Signed },
     /// For the driver's log or page; nothing to carry out.

@@ -275,10 +275,11 @@ impl Node {
                     self.outputs.push_back(NodeOutput::Play { chunk, due })
                 }
                 Output::Skipped(seq) => self.outputs.push_back(NodeOutput::Skipped(seq)),
-                Output::Fetch { id, url } => {
+                Output::Fetch { id, url, range } => {
                     let generation = self.swarm_generation;
                     let fetch = FetchHandle { generation, id };
-                    self.outputs.push_back(NodeOutput::Fetch { fetch, url });
+                    self.outputs
+                        .push_back(NodeOutput::Fetch { fetch, url, range });
                 }
                 Output::EdgeTrouble { edge, reason } => {
                     self.event(NodeEvent::EdgeTrouble { edge, reason })

@@ -5,16 +5,18 @@
 //! and reports `Input::Fetched`; what to fetch, when, and whether to believe it are
 //! decided here. Everything fetched is checked exactly as what a neighbour sends: the
 //! init segment's and each manifest's signature, each piece's hash. An edge that serves
-//! anything else is not asked again for a minute, and nothing it sent is kept.
+//! anything else is not asked again for a minute, and nothing it sent is kept. What is
+//! fetched and when is decided here; `fetched.rs` checks and keeps what comes back.
+
+mod fetched;
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
-use protocol::{ChunkSeq, EdgeIndex, EdgeUrl, PeerMessage, PIECE_BYTES};
+use protocol::{ChunkSeq, EdgeUrl, PIECE_BYTES};
 
-use crate::chunk_store::{piece_count, Held};
-use crate::config::{SwarmRole, Trust};
-use crate::content::SignedInit;
+use crate::chunk_store::piece_count;
+use crate::config::SwarmRole;
 use crate::{Millis, Output, Swarm};
 
 /// A fetch, named by the swarm; its outcome comes back under the same id.
@@ -48,6 +50,8 @@ const MAX_INDEX_DOUBLINGS: u32 = 4;
 /// A 503 or 429 without `Retry-After` is tried again after this; a longer one is capped.
 const RETRY_MS: u64 = 1_000;
 const MAX_RETRY_MS: u64 = 10_000;
+/// A block asked of a neighbour that sent nothing of it for this long counts as stuck.
+const STUCK_MS: u64 = 500;
 /// An edge that did not answer rests this long; one that served forged content, longer.
 const REST_FAILED_MS: u64 = 5_000;
 const REST_FORGED_MS: u64 = 60_000;
@@ -66,10 +70,11 @@ pub(crate) struct Fallback {
     edges: Vec<EdgeUrl>,
     /// Per edge: not asked before this (it failed, or served forged content).
     resting: Vec<Millis>,
-    in_flight: BTreeMap<FetchId, (usize, Part)>,
+    /// What each fetch asks: of which edge, and for a chunk, from which piece on.
+    in_flight: BTreeMap<FetchId, (usize, Part, usize)>,
     next_id: u64,
-    /// Chunk bodies that came before their manifest.
-    early: BTreeMap<ChunkSeq, Bytes>,
+    /// Chunk bodies (from which piece on) that came before their manifest.
+    early: BTreeMap<ChunkSeq, (usize, Bytes)>,
     /// Not asked again before this (a 503's `Retry-After`, a chunk not cut yet).
     not_before: BTreeMap<Part, Millis>,
     /// Chunks the edge no longer has (410): never asked for again.
@@ -95,7 +100,7 @@ impl Fallback {
     }
 
     fn asked(&self, part: Part) -> bool {
-        self.in_flight.values().any(|(_, p)| *p == part)
+        self.in_flight.values().any(|(_, p, _)| *p == part)
     }
 
     fn may_ask(&self, part: Part, now: Millis) -> bool {
@@ -172,6 +177,39 @@ impl Swarm {
         }
     }
 
+    /// The pieces of chunk `seq` to fetch: from its first missing piece to its last (the
+    /// whole chunk while its size is unknown), as piece indices and their byte range.
+    fn missing_span(&self, seq: ChunkSeq) -> Option<(usize, (u64, u64))> {
+        let total = self.store.manifests.get(&seq)?.total as usize;
+        let held = self.store.chunks.get(&seq)?;
+        let count = piece_count(total);
+        let first = held.first_missing(0..count)?;
+        let last = (first..count).rev().find(|&i| held.piece(i).is_none())?;
+        let end_byte = ((last + 1) * PIECE_BYTES).min(total);
+        Some((first, ((first * PIECE_BYTES) as u64, end_byte as u64 - 1)))
+    }
+
+    /// Whether peers will not deliver chunk `seq` by themselves: a block of it is asked of
+    /// nobody, or of a neighbour that sent nothing of it for `STUCK_MS`.
+    fn stuck(&self, seq: ChunkSeq, now: Millis) -> bool {
+        let Some(total) = self.store.manifests.get(&seq).map(|m| m.total as usize) else {
+            return true; // No neighbour sent any of it yet.
+        };
+        let held = self.store.chunks.get(&seq);
+        let block = self.config.block_pieces.max(1);
+        let count = piece_count(total);
+        (0..count).step_by(block).any(|first| {
+            let end = (first + block).min(count);
+            if held.is_some_and(|h| h.first_missing(first..end).is_none()) {
+                return false;
+            }
+            match self.downloads.get(&(seq, first / block)) {
+                None => true,
+                Some(download) => now - download.last_progress > STUCK_MS,
+            }
+        })
+    }
+
     /// When the edges may next need a round: the start turning overdue, the index to
     /// read again, a chunk nearing its deadline without its pieces, a retry, an edge back
     /// from its rest. Deadlines already past are among them: the upkeep names only those
@@ -212,7 +250,7 @@ impl Swarm {
 
     /// What came of a fetch.
     pub(crate) fn on_fetched(&mut self, now: Millis, id: FetchId, outcome: FetchOutcome) {
-        let Some((edge, part)) = self.fallback.in_flight.remove(&id) else {
+        let Some((edge, part, first_piece)) = self.fallback.in_flight.remove(&id) else {
             return; // Not ours, or answered already.
         };
         if part == Part::Index && !matches!(outcome, FetchOutcome::Body(_)) {
@@ -220,7 +258,7 @@ impl Swarm {
             self.fallback.holds_broadcast = false;
         }
         match outcome {
-            FetchOutcome::Body(body) => self.on_body(now, edge, part, body),
+            FetchOutcome::Body(body) => self.on_body(now, edge, part, first_piece, body),
             FetchOutcome::Status { status: 410, .. } => match part {
                 Part::Manifest(seq) | Part::Chunk(seq) => {
                     self.fallback.gone.insert(seq);
@@ -244,7 +282,7 @@ impl Swarm {
     }
 
     /// The chunks to fetch from an edge now: any still missing, for a viewer cut off from
-    /// peers; otherwise those that peers have not delivered `edge_lead_ms` before due.
+    /// peers; otherwise those due within `edge_lead_ms` that peers are not delivering.
     fn edge_window(&self, now: Millis) -> Vec<ChunkSeq> {
         let (Some(start), Some(newest)) = (self.next_play, self.newest_known) else {
             return Vec::new();
@@ -264,10 +302,11 @@ impl Swarm {
             .filter(|seq| !self.fallback.early.contains_key(seq))
             .filter(|seq| {
                 cut_off
-                    || self
+                    || (self
                         .clock
                         .expected(*seq, self.config.target_buffer_ms, now)
                         .is_some_and(|due| now + self.config.edge_lead_ms >= due)
+                        && self.stuck(*seq, now))
             })
             .collect()
     }
@@ -284,19 +323,28 @@ impl Swarm {
             &self.config.broadcast.channel,
             self.config.broadcast.session,
         );
+        let (mut first_piece, mut range) = (0, None);
         let url = match part {
             Part::Index => base.index(channel),
             Part::Init => base.init(channel, session),
             Part::Manifest(seq) => base.manifest(channel, session, seq),
-            Part::Chunk(seq) => base.chunk(channel, session, seq),
+            Part::Chunk(seq) => {
+                // Only what is missing of a chunk partly here.
+                if let Some((first, bytes)) = self.missing_span(seq) {
+                    (first_piece, range) = (first, Some(bytes));
+                }
+                base.chunk(channel, session, seq)
+            }
         };
         if part == Part::Index {
             self.fallback.index_read_at = Some(now);
         }
         let id = FetchId(self.fallback.next_id);
         self.fallback.next_id += 1;
-        self.fallback.in_flight.insert(id, (edge, part));
-        self.outputs.push_back(Output::Fetch { id, url });
+        self.fallback
+            .in_flight
+            .insert(id, (edge, part, first_piece));
+        self.outputs.push_back(Output::Fetch { id, url, range });
     }
 
     fn retry(&mut self, part: Part, now: Millis, after_ms: Option<u64>) {
@@ -327,152 +375,5 @@ impl Swarm {
         if let Some(edge) = self.fallback.edges.get(edge).cloned() {
             self.outputs.push_back(Output::EdgeTrouble { edge, reason });
         }
-    }
-
-    fn on_body(&mut self, now: Millis, edge: usize, part: Part, body: Bytes) {
-        match part {
-            Part::Index => match EdgeIndex::parse(&body) {
-                Ok(index) => self.on_edge_index(now, &index),
-                Err(e) => {
-                    self.fallback.index_misses += 1;
-                    self.fallback.holds_broadcast = false;
-                    self.edge_failed(now, edge, e.to_string())
-                }
-            },
-            Part::Init => self.on_edge_init(now, edge, &body),
-            Part::Manifest(seq) => {
-                let manifest = match PeerMessage::decode(&body) {
-                    Ok(PeerMessage::Manifest(manifest)) if manifest.seq == seq => manifest,
-                    _ => {
-                        let reason = format!("the body for chunk {seq}'s manifest is not it");
-                        return self.edge_forged(now, edge, reason);
-                    }
-                };
-                if let Err(reason) = self.keep_manifest(manifest) {
-                    return self.edge_forged(now, edge, reason);
-                }
-                if let Some(body) = self.fallback.early.remove(&seq) {
-                    self.store_fetched(now, edge, seq, body);
-                }
-            }
-            Part::Chunk(seq) if self.store.manifests.contains_key(&seq) => {
-                self.store_fetched(now, edge, seq, body)
-            }
-            Part::Chunk(seq) => {
-                self.fallback.early.insert(seq, body);
-                // Bounded: only chunks asked for land here, and only while wanted.
-                let oldest = self.next_play.unwrap_or(ChunkSeq(0));
-                self.fallback.early.retain(|s, _| *s >= oldest);
-            }
-        }
-    }
-
-    fn on_edge_index(&mut self, now: Millis, index: &EdgeIndex) {
-        if index.session().ok() != Some(self.config.broadcast.session) {
-            // Another broadcast: the signal server will say which is on.
-            self.fallback.index_misses += 1;
-            self.fallback.holds_broadcast = false;
-            return;
-        }
-        self.fallback.index_misses = 0;
-        self.fallback.holds_broadcast = true;
-        let newest = ChunkSeq(index.newest);
-        // The window the edge holds, at most: a forged index only misleads the asking.
-        let oldest = ChunkSeq(
-            index
-                .oldest
-                .max(index.newest.saturating_sub(self.config.window)),
-        );
-        self.clock
-            .observe_aged_edge(now, newest, index.newest_age_ms);
-        self.newest_known = self.newest_known.max(Some(newest));
-        self.fallback.keyframes = index
-            .keyframes
-            .iter()
-            .map(|seq| ChunkSeq(*seq))
-            .filter(|seq| (oldest..=newest).contains(seq))
-            .collect();
-    }
-
-    fn on_edge_init(&mut self, now: Millis, edge: usize, body: &[u8]) {
-        let Trust::Verifies(key) = &self.config.trust else {
-            return;
-        };
-        let init = match PeerMessage::decode(body) {
-            Ok(PeerMessage::Init {
-                mime,
-                data,
-                signature,
-            }) => SignedInit {
-                mime,
-                data,
-                signature,
-            },
-            _ => {
-                let reason = "the init body is not an init segment".to_owned();
-                return self.edge_forged(now, edge, reason);
-            }
-        };
-        if !init.signed_by(key, &self.config.broadcast) {
-            let reason = "init segment not signed by the channel key".to_owned();
-            return self.edge_forged(now, edge, reason);
-        }
-        self.learn_init(init);
-    }
-
-    /// A chunk's bytes from an edge, its manifest here: kept only if every piece matches.
-    fn store_fetched(&mut self, now: Millis, edge: usize, seq: ChunkSeq, body: Bytes) {
-        let Some(manifest) = self.store.manifests.get(&seq) else {
-            return;
-        };
-        let (total, keyframe) = (manifest.total as usize, manifest.keyframe);
-        let pieces: Vec<Bytes> = (0..piece_count(body.len()))
-            .map(|i| body.slice(i * PIECE_BYTES..((i + 1) * PIECE_BYTES).min(body.len())))
-            .collect();
-        let forged = if body.len() != total {
-            Some(format!(
-                "chunk {seq} is {} bytes; its signed manifest says {total}",
-                body.len()
-            ))
-        } else {
-            let bad = (0..pieces.len()).find(|&i| !manifest.piece_matches(i, &pieces[i]));
-            bad.map(|i| format!("piece {i} of {seq} does not match its signed hash"))
-        };
-        if let Some(reason) = forged {
-            self.stats.bytes_rejected += body.len() as u64;
-            return self.edge_forged(now, edge, reason);
-        }
-        let held = self
-            .store
-            .chunks
-            .entry(seq)
-            .or_insert_with(|| Held::new(keyframe, total));
-        let mut fresh = 0;
-        for (index, piece) in pieces.into_iter().enumerate() {
-            if held.piece(index).is_none() {
-                fresh += piece.len() as u64;
-                held.insert(index, piece);
-            }
-        }
-        self.stats.bytes_from_http += fresh;
-        self.stats.bytes_duplicate += body.len() as u64 - fresh;
-        // Asked of neighbours no more; and forwarded like any verified chunk.
-        let kept = self.downloads.split_off(&(seq.next(), 0));
-        let stale = std::mem::replace(&mut self.downloads, kept);
-        let (done, others): (Vec<_>, Vec<_>) = stale.into_iter().partition(|((s, _), _)| *s == seq);
-        self.downloads.extend(others);
-        for (_, download) in done {
-            self.abandon(download);
-        }
-        if self.serves() {
-            let block = self.config.block_pieces.max(1);
-            let count = piece_count(total);
-            for first in (0..count).step_by(block) {
-                self.announce(seq, first..(first + block).min(count), &[]);
-            }
-        }
-        self.clock.observe_edge(now, seq, true);
-        self.newest_known = self.newest_known.max(Some(seq));
-        self.export_chunk(seq);
     }
 }
