@@ -1,5 +1,6 @@
 //! The fetches from HTTP edges the core asks for (`NodeOutput::Fetch`): one GET each, on
-//! a task of its own, reported back as `NodeInput::Fetched`. What to fetch and whether
+//! a task of its own, reported back as `NodeInput::Fetched`. (The edge also asks the
+//! signal server which channels are live with the same client.) What to fetch and whether
 //! to believe it is the core's (`swarm::fallback`): this only moves bytes.
 
 use std::time::Duration;
@@ -25,19 +26,47 @@ const MAX_BODY_BYTES: usize = protocol::MAX_CHUNK_BYTES as usize + 64 * 1024;
 
 type Https = hyper_rustls::HttpsConnector<HttpConnector>;
 
-/// One HTTP client, its connections kept alive across fetches.
+/// Carries out the core's fetches, reporting each on `done`.
 #[derive(Clone)]
 pub struct Fetcher {
-    client: Client<Https, Empty<Bytes>>,
+    http: Http,
     done: mpsc::UnboundedSender<(FetchHandle, FetchOutcome)>,
 }
 
+/// One HTTP client, its connections kept alive across requests.
+#[derive(Clone)]
+pub struct Http {
+    client: Client<Https, Empty<Bytes>>,
+}
+
 impl Fetcher {
-    /// A client for `http://` and `https://` edges (the system's root certificates);
-    /// outcomes go to `done`.
+    /// Outcomes go to `done`.
     pub fn new(
         done: mpsc::UnboundedSender<(FetchHandle, FetchOutcome)>,
     ) -> Result<Fetcher, NativeError> {
+        Ok(Fetcher {
+            http: Http::new()?,
+            done,
+        })
+    }
+
+    /// Starts fetching `url` (only bytes `range`, if given); the outcome arrives on
+    /// `done` under `fetch`.
+    pub fn spawn(&self, fetch: FetchHandle, url: String, range: Option<(u64, u64)>) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let outcome = this.http.get(&url, range).await;
+            if let FetchOutcome::Failed(reason) = &outcome {
+                tracing::debug!(%url, %reason, "fetch failed");
+            }
+            let _ = this.done.send((fetch, outcome));
+        });
+    }
+}
+
+impl Http {
+    /// A client for `http://` and `https://` (the system's root certificates).
+    pub fn new() -> Result<Http, NativeError> {
         // Named, not left to rustls: more than one provider is linked in (the WebRTC
         // stack brings its own), and rustls then refuses to guess.
         let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
@@ -51,27 +80,18 @@ impl Fetcher {
             .enable_http1()
             .build();
         let client = Client::builder(TokioExecutor::new()).build(https);
-        Ok(Fetcher { client, done })
+        Ok(Http { client })
     }
 
-    /// Starts fetching `url` (only bytes `range`, if given); the outcome arrives on
-    /// `done` under `fetch`.
-    pub fn spawn(&self, fetch: FetchHandle, url: String, range: Option<(u64, u64)>) {
-        let this = self.clone();
-        tokio::spawn(async move {
-            let get = this.get(&url, range);
-            let outcome = match tokio::time::timeout(FETCH_TIMEOUT, get).await {
-                Ok(outcome) => outcome,
-                Err(_) => FetchOutcome::Failed(format!("no answer in {FETCH_TIMEOUT:?}")),
-            };
-            if let FetchOutcome::Failed(reason) = &outcome {
-                tracing::debug!(%url, %reason, "fetch failed");
-            }
-            let _ = this.done.send((fetch, outcome));
-        });
+    /// GET `url` (only bytes `range`, if given), within `FETCH_TIMEOUT`.
+    pub async fn get(&self, url: &str, range: Option<(u64, u64)>) -> FetchOutcome {
+        match tokio::time::timeout(FETCH_TIMEOUT, self.get_now(url, range)).await {
+            Ok(outcome) => outcome,
+            Err(_) => FetchOutcome::Failed(format!("no answer in {FETCH_TIMEOUT:?}")),
+        }
     }
 
-    async fn get(&self, url: &str, range: Option<(u64, u64)>) -> FetchOutcome {
+    async fn get_now(&self, url: &str, range: Option<(u64, u64)>) -> FetchOutcome {
         let mut request = hyper::Request::get(url);
         if let Some((first, last)) = range {
             request = request.header(hyper::header::RANGE, format!("bytes={first}-{last}"));

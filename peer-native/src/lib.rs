@@ -9,7 +9,7 @@ pub mod timeline;
 pub mod watch;
 
 mod error;
-mod fetch;
+pub(crate) mod fetch;
 mod link;
 mod record;
 mod signalling;

@@ -108,7 +108,8 @@ pub struct ServerConfig {
     /// An HTTP edge serving the channels' signed content (`streamtorrent edge`, or a CDN
     /// in front of one), handed to every viewer: it fetches what peers cannot deliver in
     /// time, and everything while no peer link opens. Repeatable (or comma-separated), at
-    /// most 8; e.g. `https://edge.example.org`.
+    /// most 8, tried in this order (later ones for failover); e.g.
+    /// `https://edge.example.org`.
     #[arg(
         long = "edge-url",
         env = "STREAMTORRENT_EDGE_URLS",

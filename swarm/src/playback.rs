@@ -154,9 +154,8 @@ impl Swarm {
                 .filter(|(_, a)| a.keyframe)
                 .map(|(seq, _)| *seq)
         });
-        // Without neighbours, the edge's index says where playback may start.
-        let listed = self.fallback.keyframes.iter().copied();
-        self.next_play = held.chain(announced).chain(listed).max();
+        // Without neighbours, an edge's listing says where playback may start.
+        self.next_play = held.chain(announced).chain(self.edge_start()).max();
     }
 
     pub(crate) fn deliver(&mut self, now: Millis) {

@@ -110,11 +110,17 @@ fn an_edge_serves_the_signed_broadcast_cacheable_and_answers_precisely() {
         (far.status, far.header("cache-control")),
         (404, Some("no-store"))
     );
-    let old = status(&format!(
+    let other = status(&format!(
         "/edge/v1/{CHANNEL}/{}/{newest}",
         SessionId(session.0 ^ 1)
     ));
-    assert_eq!(old.status, 410, "another broadcast's chunk: {}", old.text());
+    assert_eq!(
+        other.status,
+        404,
+        "a broadcast the edge never held: {}",
+        other.text()
+    );
+    assert_eq!(other.header("cache-control"), Some("no-store"));
     assert_eq!(status(&format!("{base}/twelve")).status, 400);
     assert_eq!(status(&format!("/edge/v1/{CHANNEL}/12/init")).status, 400);
     assert_eq!(status("/edge/v1/Not-A-Name!").status, 404);
@@ -126,8 +132,9 @@ fn an_edge_serves_the_signed_broadcast_cacheable_and_answers_precisely() {
     assert_eq!(preflight.header("access-control-allow-origin"), Some("*"));
 }
 
-/// An edge told which channels to serve serves only those; one asked too fast says when
-/// to come back; one told to follow no more channels says so.
+/// An edge told which channels to serve serves only those; one asked too fast, or with
+/// too many requests in flight, says when to come back; one following channels on
+/// request follows only those the signal server lists as live.
 #[test]
 fn an_edge_refuses_unlisted_channels_and_clients_that_ask_too_fast() {
     let dir = scratch("edge-limits");
@@ -157,16 +164,66 @@ fn an_edge_refuses_unlisted_channels_and_clients_that_ask_too_fast() {
     assert_eq!(fast.status, 429, "{}", fast.text());
     assert_eq!(fast.header("retry-after"), Some("1"));
 
-    let (_full, at) = edge(server, &["--max-channels", "1"], &dir.join("full.log"));
-    assert_eq!(http::get(&at, "/edge/v1/first", &[]).status, 503);
-    let second = http::get(&at, "/edge/v1/second", &[]);
-    assert_eq!(second.status, 503);
-    assert!(
-        second.text().contains("limit of 1 channels"),
-        "{}",
-        second.text()
+    // Requests still being answered (here: waiting for a chunk) count against the
+    // address until they are done.
+    let (_waits, at) = edge(
+        server,
+        &[
+            "--channel",
+            "only-this",
+            "--max-requests-per-ip",
+            "2",
+            "--wait-ms",
+            "3000",
+        ],
+        &dir.join("waits.log"),
     );
-    assert_eq!(second.header("retry-after"), Some("60"));
+    let waiting: Vec<_> = (0..2)
+        .map(|_| {
+            let at = at.clone();
+            std::thread::spawn(move || {
+                let path = format!("/edge/v1/only-this/{}/0", SessionId(1));
+                http::get(&at, &path, &[]).status
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(1000));
+    let third = http::get(&at, "/healthz", &[]);
+    assert_eq!(third.status, 429, "{}", third.text());
+    assert!(third.text().contains("in flight"), "{}", third.text());
+    assert_eq!(third.header("retry-after"), Some("1"));
+    for wait in waiting {
+        assert_eq!(wait.join().expect("a waiting request"), 503);
+    }
+    assert_eq!(
+        http::get(&at, "/healthz", &[]).status,
+        200,
+        "the slots came back"
+    );
+
+    // On request, only what the signal server lists as live is followed; without an
+    // answer from it, nothing.
+    let (_unreachable, at) = edge(server, &[], &dir.join("unreachable.log"));
+    let unreachable = http::get(&at, "/edge/v1/made-up", &[]);
+    assert_eq!(unreachable.status, 503, "{}", unreachable.text());
+    assert!(unreachable
+        .text()
+        .contains("cannot reach the signal server"));
+    let (_server, addr) = signal_server(&dir);
+    let (_on_request, at) = edge(&addr, &[], &dir.join("on-request.log"));
+    let made_up = http::get(&at, "/edge/v1/made-up", &[]);
+    assert_eq!(made_up.status, 404, "{}", made_up.text());
+    assert!(
+        made_up.text().contains("no such channel on the air"),
+        "{}",
+        made_up.text()
+    );
+    let health: serde_json::Value =
+        serde_json::from_slice(&http::get(&at, "/healthz", &[]).body).expect("JSON");
+    assert_eq!(
+        health["channels"], 0,
+        "a made-up channel was followed: {health}"
+    );
 }
 
 /// A viewer whose UDP is blocked (so no WebRTC link can open) plays everything from the

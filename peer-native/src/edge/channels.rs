@@ -81,7 +81,6 @@ impl Channels {
         }
         let mut followed = lock(&self.followed);
         if let Some(channel) = followed.get(name) {
-            *lock(&channel.last_asked) = Instant::now();
             return Ok(channel.clone());
         }
         if followed.len() >= self.max {
@@ -98,6 +97,11 @@ impl Channels {
         followed.insert(name.clone(), channel.clone());
         tracing::info!(channel = %name, "following");
         Ok(channel)
+    }
+
+    /// Whether `name` is followed now.
+    pub fn follows(&self, name: &ChannelName) -> bool {
+        lock(&self.followed).contains_key(name)
     }
 
     /// Lets go of channels followed on request that nobody asked for in `IDLE_AFTER`.
@@ -133,6 +137,9 @@ impl Followed {
         let mut changes = self.changed.subscribe();
         loop {
             let found = look(&lock(&self.shelf));
+            if let Lookup::Here(_) = found {
+                self.served();
+            }
             if found != Lookup::NotYet {
                 return found;
             }
@@ -142,6 +149,12 @@ impl Followed {
                 Ok(Err(_)) | Err(_) => return found,
             }
         }
+    }
+
+    /// Someone got content of this channel: it stays followed a while longer. (Only
+    /// content counts, so requests that find nothing keep no channel.)
+    pub fn served(&self) {
+        *lock(&self.last_asked) = Instant::now();
     }
 
     /// The shelf as it is now (for the index, which never waits).
@@ -205,4 +218,41 @@ pub(super) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex
         .lock()
         .expect("no edge lock holder panics: the sections only touch maps")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn joining() -> Joining {
+        // Nothing listens there: the viewers only retry, which is all these tests need.
+        Joining {
+            server: "ws://127.0.0.1:9/ws".into(),
+            upload_limit: None,
+            relay_only: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn at_most_max_channels_are_followed_on_request() {
+        let channels = Channels::new(joining(), Vec::new(), 1);
+        let first: ChannelName = "first".parse().unwrap();
+        assert!(channels.follow(&first).is_ok());
+        assert!(channels.follow(&first).is_ok(), "the same one again");
+        let second: ChannelName = "second".parse().unwrap();
+        assert_eq!(
+            channels.follow(&second).err(),
+            Some(NotFollowed::Full { max: 1 })
+        );
+        assert!(channels.follows(&first) && !channels.follows(&second));
+    }
+
+    #[tokio::test]
+    async fn a_listed_edge_follows_its_list_only() {
+        let only: ChannelName = "only".parse().unwrap();
+        let channels = Channels::new(joining(), vec![only.clone()], 16);
+        assert!(channels.follows(&only), "followed from the start");
+        let other: ChannelName = "other".parse().unwrap();
+        assert_eq!(channels.follow(&other).err(), Some(NotFollowed::NotListed));
+    }
 }

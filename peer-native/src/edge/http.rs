@@ -19,6 +19,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use axum::body::Body;
 use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
@@ -76,6 +77,8 @@ impl IntoResponse for Refusal {
 /// What the handlers share.
 pub struct Edge {
     pub channels: Arc<Channels>,
+    /// Without a fixed list: which channels may be followed on request.
+    pub live: Option<super::live::LiveChannels>,
     /// How long a request for a chunk not cut yet waits.
     pub wait: Duration,
     pub clients: Mutex<IpLimits>,
@@ -107,13 +110,14 @@ pub fn router(edge: Arc<Edge>) -> Router {
 }
 
 async fn index(State(edge): State<Arc<Edge>>, Path(channel): Path<String>) -> Response {
-    let channel = match follow(&edge, &channel) {
+    let channel = match follow(&edge, &channel).await {
         Ok(channel) => channel,
         Err(refusal) => return refusal.into_response(),
     };
     let index = channel.shelf().index(std::time::Instant::now());
     match index {
         Some(index) => {
+            channel.served();
             let mut response = Json(index).into_response();
             set(&mut response, header::CACHE_CONTROL, "public, max-age=1");
             response
@@ -127,7 +131,7 @@ async fn init(
     Path((channel, session)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    let (channel, session) = match parse(&edge, &channel, &session, None) {
+    let (channel, session) = match parse(&edge, &channel, &session, None).await {
         Ok((channel, session, _)) => (channel, session),
         Err(refusal) => return refusal.into_response(),
     };
@@ -140,7 +144,7 @@ async fn manifest(
     Path((channel, session, seq)): Path<(String, String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    let (channel, session, seq) = match parse(&edge, &channel, &session, Some(&seq)) {
+    let (channel, session, seq) = match parse(&edge, &channel, &session, Some(&seq)).await {
         Ok(parsed) => parsed,
         Err(refusal) => return refusal.into_response(),
     };
@@ -155,7 +159,7 @@ async fn chunk(
     Path((channel, session, seq)): Path<(String, String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    let (channel, session, seq) = match parse(&edge, &channel, &session, Some(&seq)) {
+    let (channel, session, seq) = match parse(&edge, &channel, &session, Some(&seq)).await {
         Ok(parsed) => parsed,
         Err(refusal) => return refusal.into_response(),
     };
@@ -180,7 +184,7 @@ async fn healthz(State(edge): State<Arc<Edge>>) -> Response {
 }
 
 /// The path's parts, parsed; or the answer saying which is wrong.
-fn parse(
+async fn parse(
     edge: &Arc<Edge>,
     channel: &str,
     session: &str,
@@ -196,13 +200,27 @@ fn parse(
         })?,
         None => ChunkSeq(0),
     };
-    Ok((follow(edge, channel)?, session, seq))
+    Ok((follow(edge, channel).await?, session, seq))
 }
 
-fn follow(edge: &Arc<Edge>, channel: &str) -> Result<Arc<Followed>, Refusal> {
+async fn follow(edge: &Arc<Edge>, channel: &str) -> Result<Arc<Followed>, Refusal> {
     let name: ChannelName = channel
         .parse()
         .map_err(|e: protocol::ProtocolError| Refusal::new(StatusCode::NOT_FOUND, e.to_string()))?;
+    if let (Some(live), false) = (&edge.live, edge.channels.follows(&name)) {
+        match live.is_live(&name).await {
+            Ok(true) => {}
+            Ok(false) => {
+                let reason = "the signal server lists no such channel on the air";
+                return Err(Refusal::new(StatusCode::NOT_FOUND, reason));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the live channels");
+                let reason = "cannot reach the signal server to look the channel up";
+                return Err(Refusal::new(StatusCode::SERVICE_UNAVAILABLE, reason).retry_after(5));
+            }
+        }
+    }
     edge.channels.follow(&name).map_err(|why| match why {
         NotFollowed::NotListed => Refusal::new(
             StatusCode::NOT_FOUND,
@@ -225,13 +243,20 @@ fn content(found: Lookup, etag: String, request: &HeaderMap) -> Response {
             cache_control: "public, max-age=3600",
             ..Refusal::new(
                 StatusCode::GONE,
-                "no longer here: evicted, missed, or of an earlier broadcast (see the index)",
+                "no longer here: evicted, or of an earlier broadcast (see the index)",
             )
         }
         .into_response(),
-        Lookup::Unknown => {
-            Refusal::new(StatusCode::NOT_FOUND, "not cut, and not due soon").into_response()
-        }
+        Lookup::Missed => Refusal::new(
+            StatusCode::GONE,
+            "this edge missed it: its own swarm skipped the chunk",
+        )
+        .into_response(),
+        Lookup::Unknown => Refusal::new(
+            StatusCode::NOT_FOUND,
+            "not here: not cut and not due soon, or of a broadcast this edge has not seen",
+        )
+        .into_response(),
     }
 }
 
@@ -332,13 +357,24 @@ async fn per_client(
     let admitted = lock(&edge.clients).open(ip, Instant::now());
     match admitted {
         Ok(()) => {
-            let _done = InFlight { edge: &edge, ip };
-            next.run(request).await
+            let done = InFlight {
+                edge: edge.clone(),
+                ip,
+            };
+            let (parts, body) = next.run(request).await.into_parts();
+            // Counted until its body is sent or the client goes: a client that does not
+            // read holds one of its in-flight slots (and the chunk) as long as that.
+            let body = Body::new(Counted {
+                inner: body,
+                _done: done,
+            });
+            Response::from_parts(parts, body)
         }
         Err(IpRefusal::TooMany) => Refusal::new(
             StatusCode::TOO_MANY_REQUESTS,
             "too many requests in flight from this address",
         )
+        .retry_after(1)
         .into_response(),
         Err(IpRefusal::TooFast { retry_after }) => Refusal::new(
             StatusCode::TOO_MANY_REQUESTS,
@@ -349,13 +385,40 @@ async fn per_client(
     }
 }
 
-/// Counts a request out when its answer is ready, or when the client went away first.
-struct InFlight<'a> {
-    edge: &'a Edge,
+/// A response body that keeps its request counted in flight until it is dropped; sizes
+/// pass through, so `Content-Length` stays.
+struct Counted {
+    inner: Body,
+    _done: InFlight,
+}
+
+impl http_body::Body for Counted {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
+        std::pin::Pin::new(&mut self.get_mut().inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Counts a request out when its answer was sent, or when the client went away first.
+struct InFlight {
+    edge: Arc<Edge>,
     ip: IpAddr,
 }
 
-impl Drop for InFlight<'_> {
+impl Drop for InFlight {
     fn drop(&mut self) {
         lock(&self.edge.clients).close(self.ip);
     }

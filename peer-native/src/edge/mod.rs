@@ -5,6 +5,7 @@
 
 mod channels;
 mod http;
+mod live;
 mod shelf;
 
 use std::net::SocketAddr;
@@ -52,9 +53,16 @@ pub async fn run(
         what: "the listening address".into(),
         source,
     })?;
+    // Followed on request: only channels the signal server lists as live.
+    let live = options
+        .channels
+        .is_empty()
+        .then(|| live::LiveChannels::new(&options.joining.server))
+        .transpose()?;
     let channels = channels::Channels::new(options.joining, options.channels, options.max_channels);
     let edge = Arc::new(http::Edge {
         channels: channels.clone(),
+        live,
         wait: options.wait,
         clients: Mutex::new(IpLimits::new(
             options.max_requests_per_ip,

@@ -9,6 +9,8 @@ use std::time::Instant;
 use protocol::{ChunkSeq, EdgeIndex, PeerMessage, SessionId, EDGE_VERSION};
 use swarm::Signed;
 
+/// Earlier broadcasts remembered, to answer their URLs 410 rather than 404.
+const PAST_SESSIONS: usize = 4;
 /// Chunks kept: about half a minute at the usual 1-2 s chunks, well past any viewer's
 /// deadline (late live data is worthless) and the time a CDN takes to fetch one.
 pub const KEEP_CHUNKS: usize = 30;
@@ -26,9 +28,12 @@ pub enum Lookup {
     Here(Bytes),
     /// Not here yet, but expected soon: worth waiting for.
     NotYet,
-    /// Evicted, missed, or of an earlier broadcast: it will never be here.
+    /// Evicted, or of an earlier broadcast: it will never be here (a cache may keep this).
     Gone,
-    /// Too far ahead to be cut soon.
+    /// The edge's own swarm skipped it: it will most likely not come.
+    Missed,
+    /// Too far ahead to be cut soon, or of a broadcast this edge has not seen (a newer
+    /// one it has yet to hear of).
     Unknown,
 }
 
@@ -46,6 +51,8 @@ pub struct Shelf {
     /// At most this many chunks, and this many bytes of them.
     keep: (usize, usize),
     session: Option<SessionId>,
+    /// Broadcasts this shelf held before, newest last.
+    past: Vec<SessionId>,
     /// The encoded `PeerMessage::Init`.
     init: Option<Bytes>,
     chunks: BTreeMap<ChunkSeq, Shelved>,
@@ -69,6 +76,7 @@ impl Shelf {
         Shelf {
             keep: (chunks, bytes),
             session: None,
+            past: Vec::new(),
             init: None,
             chunks: BTreeMap::new(),
             bytes: 0,
@@ -81,8 +89,14 @@ impl Shelf {
     /// was held.
     pub fn store(&mut self, now: Instant, session: SessionId, content: Signed) {
         if self.session != Some(session) {
+            let mut past = std::mem::take(&mut self.past);
+            past.extend(self.session);
+            past.retain(|s| *s != session);
+            let excess = past.len().saturating_sub(PAST_SESSIONS);
+            past.drain(..excess);
             *self = Shelf {
                 session: Some(session),
+                past,
                 ..Shelf::keeping(self.keep.0, self.keep.1)
             };
         }
@@ -126,10 +140,23 @@ impl Shelf {
     }
 
     pub fn init(&self, session: SessionId) -> Lookup {
-        match (self.session, &self.init) {
-            (Some(ours), _) if ours != session => Lookup::Gone,
-            (_, Some(init)) => Lookup::Here(init.clone()),
-            (_, None) => Lookup::NotYet,
+        if let Some(other) = self.other_session(session) {
+            return other;
+        }
+        match &self.init {
+            Some(init) => Lookup::Here(init.clone()),
+            None => Lookup::NotYet,
+        }
+    }
+
+    /// The answer for a session other than the one held: gone if held before, otherwise
+    /// unknown (a newer one this edge has not heard of yet, or none at all).
+    fn other_session(&self, session: SessionId) -> Option<Lookup> {
+        match self.session {
+            Some(ours) if ours == session => None,
+            _ if self.past.contains(&session) => Some(Lookup::Gone),
+            Some(_) => Some(Lookup::Unknown),
+            None => Some(Lookup::NotYet),
         }
     }
 
@@ -168,10 +195,8 @@ impl Shelf {
     }
 
     fn lookup(&self, session: SessionId, seq: ChunkSeq, part: fn(&Shelved) -> &Bytes) -> Lookup {
-        match self.session {
-            Some(ours) if ours != session => return Lookup::Gone,
-            None => return Lookup::NotYet,
-            Some(_) => {}
+        if let Some(other) = self.other_session(session) {
+            return other;
         }
         if let Some(shelved) = self.chunks.get(&seq) {
             return Lookup::Here(part(shelved).clone());
@@ -182,9 +207,9 @@ impl Shelf {
         let Some((&newest, _)) = self.chunks.last_key_value() else {
             return Lookup::NotYet;
         };
-        if seq.0 + MISSED_AFTER_CHUNKS <= newest.0 {
-            Lookup::Gone
-        } else if seq.0 > newest.0 + AHEAD_CHUNKS {
+        if seq.0.saturating_add(MISSED_AFTER_CHUNKS) <= newest.0 {
+            Lookup::Missed
+        } else if seq.0 > newest.0.saturating_add(AHEAD_CHUNKS) {
             Lookup::Unknown
         } else {
             Lookup::NotYet
@@ -259,7 +284,8 @@ mod tests {
             shelf.chunk(SESSION, ChunkSeq(newest + AHEAD_CHUNKS + 1)),
             Lookup::Unknown
         );
-        assert_eq!(shelf.chunk(SessionId(8), ChunkSeq(newest)), Lookup::Gone);
+        assert_eq!(shelf.chunk(SessionId(8), ChunkSeq(newest)), Lookup::Unknown);
+        assert_eq!(shelf.chunk(SESSION, ChunkSeq(u64::MAX)), Lookup::Unknown);
         assert_eq!(shelf.bytes(), KEEP_CHUNKS * 100);
         let index = shelf.index(Instant::now()).expect("chunks are held");
         assert_eq!((index.oldest, index.newest), (5, newest));
@@ -287,7 +313,7 @@ mod tests {
         for seq in [0, 1, 2, 3, 5, 6, 7, 8] {
             shelf.store(Instant::now(), SESSION, chunk(seq, 10));
         }
-        assert_eq!(shelf.chunk(SESSION, ChunkSeq(4)), Lookup::Gone);
+        assert_eq!(shelf.chunk(SESSION, ChunkSeq(4)), Lookup::Missed);
         shelf.store(
             Instant::now(),
             SESSION,

@@ -5,7 +5,7 @@
 use bytes::Bytes;
 use protocol::{ChunkSeq, EdgeIndex, PeerMessage, PIECE_BYTES};
 
-use super::Part;
+use super::{Listing, Part};
 use crate::chunk_store::{piece_count, Held};
 use crate::config::Trust;
 use crate::content::SignedInit;
@@ -41,19 +41,28 @@ impl Swarm {
                 if let Err(reason) = self.keep_manifest(manifest) {
                     return self.edge_forged(now, edge, reason);
                 }
-                if let Some((first_piece, body)) = self.fallback.early.remove(&seq) {
-                    self.store_fetched(now, edge, seq, first_piece, body);
-                }
+                self.on_edge_manifest(now, seq);
             }
             Part::Chunk(seq) if self.store.manifests.contains_key(&seq) => {
                 self.store_fetched(now, edge, seq, first_piece, body)
             }
+            // Bounded: only chunks asked for land here, and only while wanted.
             Part::Chunk(seq) => {
-                self.fallback.early.insert(seq, (first_piece, body));
-                // Bounded: only chunks asked for land here, and only while wanted.
-                let oldest = self.next_play.unwrap_or(ChunkSeq(0));
-                self.fallback.early.retain(|s, _| *s >= oldest);
+                self.fallback.early.insert(seq, (edge, first_piece, body));
             }
+        }
+    }
+
+    /// A signed manifest of this broadcast from an edge: its chunk was cut, so it counts
+    /// toward the live edge; the listing's newest also places the live edge in time.
+    fn on_edge_manifest(&mut self, now: Millis, seq: ChunkSeq) {
+        self.newest_known = self.newest_known.max(Some(seq));
+        if let Some(listing) = self.fallback.listing.filter(|l| l.newest == seq) {
+            let age = listing.newest_age_ms + (now - listing.read_at);
+            self.clock.observe_aged_edge(now, seq, age);
+        }
+        if let Some((edge, first_piece, body)) = self.fallback.early.remove(&seq) {
+            self.store_fetched(now, edge, seq, first_piece, body);
         }
     }
 
@@ -64,24 +73,31 @@ impl Swarm {
             self.fallback.holds_broadcast = false;
             return;
         }
+        let newest = ChunkSeq(index.newest);
+        // Not signed: believed only as far as what peers say allows, when they say anything.
+        let ahead = self.config.window;
+        if self
+            .newest_known
+            .is_some_and(|known| newest.0 > known.0.saturating_add(ahead))
+        {
+            self.fallback.index_misses += 1;
+            self.fallback.holds_broadcast = false;
+            return;
+        }
         self.fallback.index_misses = 0;
         self.fallback.holds_broadcast = true;
-        let newest = ChunkSeq(index.newest);
-        // The window the edge holds, at most: a forged index only misleads the asking.
-        let oldest = ChunkSeq(
-            index
-                .oldest
-                .max(index.newest.saturating_sub(self.config.window)),
-        );
-        self.clock
-            .observe_aged_edge(now, newest, index.newest_age_ms);
-        self.newest_known = self.newest_known.max(Some(newest));
-        self.fallback.keyframes = index
+        let start = index
             .keyframes
             .iter()
-            .map(|seq| ChunkSeq(*seq))
-            .filter(|seq| (oldest..=newest).contains(seq))
-            .collect();
+            .rev()
+            .find(|&&k| k <= index.newest && k.saturating_add(ahead) >= index.newest)
+            .map(|&k| ChunkSeq(k));
+        self.fallback.listing = Some(Listing {
+            newest,
+            start,
+            newest_age_ms: index.newest_age_ms,
+            read_at: now,
+        });
     }
 
     fn on_edge_init(&mut self, now: Millis, edge: usize, body: &[u8]) {
@@ -112,7 +128,7 @@ impl Swarm {
 
     /// Bytes of chunk `seq` from an edge, from piece `first_piece` on (the whole chunk if
     /// the edge ignored the range), its manifest here: kept only if every piece matches.
-    fn store_fetched(
+    pub(super) fn store_fetched(
         &mut self,
         now: Millis,
         edge: usize,

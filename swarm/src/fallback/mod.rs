@@ -56,6 +56,17 @@ const STUCK_MS: u64 = 500;
 const REST_FAILED_MS: u64 = 5_000;
 const REST_FORGED_MS: u64 = 60_000;
 
+/// An edge's index, as far as it is believed: not signed, so it only names what to ask
+/// for. The chunks it names count once their signed manifests came.
+#[derive(Debug, Clone, Copy)]
+struct Listing {
+    newest: ChunkSeq,
+    /// The newest keyframe chunk listed: where a viewer without neighbours may start.
+    start: Option<ChunkSeq>,
+    newest_age_ms: u64,
+    read_at: Millis,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Part {
     Index,
@@ -73,28 +84,41 @@ pub(crate) struct Fallback {
     /// What each fetch asks: of which edge, and for a chunk, from which piece on.
     in_flight: BTreeMap<FetchId, (usize, Part, usize)>,
     next_id: u64,
-    /// Chunk bodies (from which piece on) that came before their manifest.
-    early: BTreeMap<ChunkSeq, (usize, Bytes)>,
+    /// Chunk bodies that came before their manifest: from which edge, from which piece.
+    early: BTreeMap<ChunkSeq, (usize, usize, Bytes)>,
     /// Not asked again before this (a 503's `Retry-After`, a chunk not cut yet).
     not_before: BTreeMap<Part, Millis>,
     /// Chunks the edge no longer has (410): never asked for again.
     gone: BTreeSet<ChunkSeq>,
     index_read_at: Option<Millis>,
+    /// What the last reading of the index said, if it showed this broadcast.
+    listing: Option<Listing>,
     /// Readings of the index in a row that found nothing to play.
     index_misses: u32,
     /// The last reading of the index showed this broadcast.
     holds_broadcast: bool,
-    /// Keyframe chunks the index listed: where a viewer without neighbours starts.
-    pub keyframes: BTreeSet<ChunkSeq>,
     /// Since when this viewer has had no neighbour.
     alone_since: Option<Millis>,
 }
 
 impl Fallback {
+    /// Drops what concerns only chunks before `oldest`.
+    fn forget_before(&mut self, oldest: ChunkSeq) {
+        self.gone = self.gone.split_off(&oldest);
+        self.early = self.early.split_off(&oldest);
+        self.not_before.retain(|part, _| match part {
+            Part::Manifest(seq) | Part::Chunk(seq) => *seq >= oldest,
+            Part::Index | Part::Init => true,
+        });
+    }
+
     fn index_every_ms(&self) -> u64 {
         INDEX_EVERY_MS << self.index_misses.min(MAX_INDEX_DOUBLINGS)
     }
 
+    /// The edge to ask: the first in the server's order that is not resting. Later ones
+    /// are for failover; an audience larger than one edge carries belongs behind a load
+    /// balancer or CDN named as one edge.
     fn edge(&self, now: Millis) -> Option<usize> {
         (0..self.edges.len()).find(|&i| self.resting.get(i).is_none_or(|until| now >= *until))
     }
@@ -120,9 +144,26 @@ impl Swarm {
     /// The signal server named these edges (maybe none).
     pub(crate) fn set_edges(&mut self, edges: Vec<EdgeUrl>) {
         if self.fallback.edges != edges {
-            self.fallback.resting = vec![Millis(0); edges.len()];
-            self.fallback.edges = edges;
+            // Fetches in flight name edges of the old list: their answers are dropped.
+            self.fallback = Fallback {
+                resting: vec![Millis(0); edges.len()],
+                edges,
+                next_id: self.fallback.next_id,
+                alone_since: self.fallback.alone_since,
+                ..Fallback::default()
+            };
         }
+    }
+
+    /// Where a viewer without neighbours starts: the newest keyframe chunk the edge listed,
+    /// once its signed manifest (which says it is a keyframe) came.
+    pub(crate) fn edge_start(&self) -> Option<ChunkSeq> {
+        let start = self.fallback.listing?.start?;
+        self.store
+            .manifests
+            .get(&start)
+            .is_some_and(|m| m.keyframe)
+            .then_some(start)
     }
 
     /// Whether this viewer has been without neighbours for `Config::edge_after_ms`.
@@ -150,6 +191,9 @@ impl Swarm {
         if self.fallback.edges.is_empty() || self.config.role() != SwarmRole::Viewer {
             return;
         }
+        let oldest = self.next_play.or(self.evicted_below).unwrap_or(ChunkSeq(0));
+        self.fallback.forget_before(oldest);
+        self.store_early(now);
         let cut_off = self.cut_off(now);
         let lost = cut_off || self.start_overdue(now) || self.starving(now);
         let every = self.fallback.index_every_ms();
@@ -168,12 +212,36 @@ impl Swarm {
         {
             self.fetch(now, Part::Init);
         }
+        // Before the start: the manifests that make the listing's chunks count.
+        if let Some(listing) = self.fallback.listing.filter(|_| self.next_play.is_none()) {
+            for seq in listing.start.into_iter().chain([listing.newest]) {
+                if !self.store.manifests.contains_key(&seq) {
+                    self.fetch(now, Part::Manifest(seq));
+                }
+            }
+        }
         for seq in self.edge_window(now) {
-            let manifest = !self.store.manifests.contains_key(&seq);
-            if manifest {
+            if !self.store.manifests.contains_key(&seq) {
                 self.fetch(now, Part::Manifest(seq));
             }
-            self.fetch(now, Part::Chunk(seq));
+            // A body here waits for its manifest.
+            if !self.fallback.early.contains_key(&seq) {
+                self.fetch(now, Part::Chunk(seq));
+            }
+        }
+    }
+
+    /// Bodies that came before their manifest, whose manifest is here now (from an edge
+    /// or a neighbour).
+    fn store_early(&mut self, now: Millis) {
+        let ready: Vec<ChunkSeq> = (self.fallback.early.keys())
+            .filter(|seq| self.store.manifests.contains_key(seq))
+            .copied()
+            .collect();
+        for seq in ready {
+            if let Some((edge, first_piece, body)) = self.fallback.early.remove(&seq) {
+                self.store_fetched(now, edge, seq, first_piece, body);
+            }
         }
     }
 
@@ -228,6 +296,14 @@ impl Swarm {
         let index = self.fallback.index_read_at.map(|at| at + every);
         let retries = self.fallback.not_before.values().copied();
         let resting = self.fallback.resting.iter().copied();
+        // A neighbour's block turning stuck, and the swarm starting to starve.
+        let window = self.fetch_window();
+        let stuck = self
+            .downloads
+            .iter()
+            .filter(|((seq, _), _)| window.as_ref().is_some_and(|w| w.contains(&seq.0)))
+            .map(|(_, d)| d.last_progress + (STUCK_MS + 1));
+        let starving = self.starving_from();
         let leads = self.fetch_window().into_iter().flatten().filter_map(|seq| {
             let seq = ChunkSeq(seq);
             if self.store.is_complete(seq) || self.fallback.gone.contains(&seq) {
@@ -245,6 +321,8 @@ impl Swarm {
             .chain(retries)
             .chain(resting)
             .chain(leads)
+            .chain(stuck)
+            .chain(starving)
             .collect()
     }
 
@@ -270,8 +348,11 @@ impl Swarm {
                 status: 503 | 429,
                 retry_after_ms,
             } => self.retry(part, now, retry_after_ms),
-            // A chunk too far ahead, for a viewer whose clock runs ahead of the edge.
-            FetchOutcome::Status { status: 404, .. } if matches!(part, Part::Chunk(_)) => {
+            // Too far ahead, for a viewer whose clock runs ahead of the edge, or of a
+            // broadcast the edge has not seen yet.
+            FetchOutcome::Status { status: 404, .. }
+                if matches!(part, Part::Chunk(_) | Part::Manifest(_)) =>
+            {
                 self.retry(part, now, None)
             }
             FetchOutcome::Status { status, .. } => {
@@ -291,15 +372,13 @@ impl Swarm {
         // Cut off, the next chunk is asked for before it is cut: the edge holds the
         // request until it is.
         let end = if cut_off {
-            (newest.0 + 1).min(start.0 + ALONE_LOOKAHEAD)
+            (newest.0.saturating_add(1)).min(start.0.saturating_add(ALONE_LOOKAHEAD))
         } else {
-            newest.0.min(start.0 + self.config.lookahead)
+            newest.0.min(start.0.saturating_add(self.config.lookahead))
         };
         (start.0..=end)
             .map(ChunkSeq)
-            // A body here waits for its manifest: not asked again.
             .filter(|seq| !self.store.is_complete(*seq) && !self.fallback.gone.contains(seq))
-            .filter(|seq| !self.fallback.early.contains_key(seq))
             .filter(|seq| {
                 cut_off
                     || (self
@@ -352,12 +431,6 @@ impl Swarm {
             .unwrap_or(RETRY_MS)
             .clamp(RETRY_MS / 4, MAX_RETRY_MS);
         self.fallback.not_before.insert(part, now + wait);
-        // Only what can still be of use is remembered.
-        let oldest = self.next_play.unwrap_or(ChunkSeq(0));
-        self.fallback.not_before.retain(|part, _| match part {
-            Part::Manifest(seq) | Part::Chunk(seq) => *seq >= oldest,
-            Part::Index | Part::Init => true,
-        });
     }
 
     fn edge_failed(&mut self, now: Millis, edge: usize, reason: String) {
