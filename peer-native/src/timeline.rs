@@ -56,8 +56,11 @@ impl Timeline {
             "end": unix_ms(SystemTime::now()),
             "bytes_from_peers": stats.bytes_from_peers,
             "bytes_from_source": stats.bytes_from_source,
+            "bytes_from_http": stats.bytes_from_http,
             "bytes_uploaded": stats.bytes_uploaded,
             "bytes_duplicate": stats.bytes_duplicate,
+            "stalls": stats.stalls,
+            "chunks_missed": stats.chunks_missed,
         }));
     }
 

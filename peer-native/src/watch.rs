@@ -88,6 +88,7 @@ impl WatchSink {
             "bytes_from_http": stats.bytes_from_http,
             "bytes_uploaded": stats.bytes_uploaded,
             "bytes_rejected": stats.bytes_rejected,
+            "stalls": stats.stalls,
             "peers_dropped_polluting": stats.drops.polluted,
         })
         .to_string()

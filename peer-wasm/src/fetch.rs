@@ -13,8 +13,8 @@ use crate::event::{emit, Event, Events};
 /// A fetch is aborted after this: an edge holds a request for a chunk not cut yet for a
 /// few seconds (4 by default), and a chunk takes well under a second to transfer.
 const FETCH_TIMEOUT_MS: u32 = 15_000;
-/// A body announced larger than a chunk can be is not read.
-const MAX_BODY_BYTES: f64 = protocol::MAX_CHUNK_BYTES as f64 + 65_536.0;
+/// A body larger than a chunk can be is not read to its end.
+const MAX_BODY_BYTES: usize = protocol::MAX_CHUNK_BYTES as usize + 65_536;
 
 /// Starts fetching `url` (only bytes `range`, if given); its outcome arrives as
 /// `Event::Fetched` under `fetch`.
@@ -65,15 +65,41 @@ async fn get(url: &str, range: Option<(u64, u64)>) -> Result<FetchOutcome, Strin
         .get("content-length")
         .ok()
         .flatten()
-        .and_then(|v| v.trim().parse::<f64>().ok());
+        .and_then(|v| v.trim().parse::<usize>().ok());
     if announced.is_some_and(|len| len > MAX_BODY_BYTES) {
         return Err(format!("{url}: a body larger than any chunk"));
     }
-    let buffer = JsFuture::from(response.array_buffer().map_err(describe)?)
+    let body = read_bounded(&response)
         .await
-        .map_err(describe)?;
-    let body = js_sys::Uint8Array::new(&buffer).to_vec();
+        .map_err(|e| format!("{url}: {e}"))?;
     Ok(FetchOutcome::Body(Bytes::from(body)))
+}
+
+/// The body, read piece by piece and given up past `MAX_BODY_BYTES`: a body without a
+/// length (or a wrong one) cannot make the tab hold more than that.
+async fn read_bounded(response: &web_sys::Response) -> Result<Vec<u8>, String> {
+    let Some(stream) = response.body() else {
+        return Ok(Vec::new());
+    };
+    let reader: web_sys::ReadableStreamDefaultReader = stream
+        .get_reader()
+        .dyn_into()
+        .map_err(|_| "the body cannot be read".to_owned())?;
+    let mut body = Vec::new();
+    loop {
+        let step = JsFuture::from(reader.read()).await.map_err(describe)?;
+        let done = js_sys::Reflect::get(&step, &"done".into()).map_err(describe)?;
+        if done.as_bool().unwrap_or(true) {
+            return Ok(body);
+        }
+        let value = js_sys::Reflect::get(&step, &"value".into()).map_err(describe)?;
+        let piece = js_sys::Uint8Array::new(&value);
+        if body.len() + piece.length() as usize > MAX_BODY_BYTES {
+            let _ = reader.cancel();
+            return Err("a body larger than any chunk".into());
+        }
+        body.extend(piece.to_vec());
+    }
 }
 
 fn describe(error: wasm_bindgen::JsValue) -> String {

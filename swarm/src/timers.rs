@@ -63,13 +63,16 @@ impl Swarm {
             .filter_map(|((seq, _), d)| self.source_overdue_at(*seq, d));
         let busy = self.peers.values().map(|p| p.busy_until);
         let parents = self.parents.next_review();
-        // Chained, not `Option::min`: `None` sorts first, and would hide the other.
+        // `Option::min`: `None` sorts first, so while playback has no deadline (its next
+        // chunk is here) the urgency deadline is not named either. Naming both was tried
+        // (docs/benchmarks.md, 2026-12-04): 300 viewers × 60 s played more (0.821 → 0.873)
+        // but 1,000 × 300 s collapsed (0.797 → 0.486, four times the drops), so it stays.
         let role: Vec<Millis> = match self.config.role() {
             SwarmRole::Source => self.announcement_due().into_iter().collect(),
             SwarmRole::Viewer => self
                 .playback_due()
+                .min(self.urgency_due())
                 .into_iter()
-                .chain(self.urgency_due())
                 .collect(),
         };
         requests
