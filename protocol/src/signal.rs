@@ -107,6 +107,9 @@ pub struct ViewerReport {
     /// Video payload received from the broadcaster in the interval.
     #[serde(default)]
     pub bytes_from_source: u64,
+    /// Video payload fetched from HTTP edges in the interval (absent from older viewers).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub bytes_from_http: u64,
     /// Video payload sent to other viewers in the interval.
     #[serde(default)]
     pub bytes_uploaded: u64,
@@ -225,6 +228,10 @@ pub struct ChannelSummary {
     pub key: Option<ChannelKey>,
 }
 
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 fn parse_json<'a, T: Deserialize<'a>>(text: &'a str) -> Result<T, ProtocolError> {
     if text.len() > MAX_SIGNAL_MESSAGE_BYTES {
         return Err(ProtocolError::TooLarge {
@@ -315,6 +322,7 @@ mod tests {
             ClientMessage::Report(ViewerReport {
                 bytes_from_peers: 1_000_000,
                 bytes_from_source: 20_000,
+                bytes_from_http: 30_000,
                 bytes_uploaded: 900_000,
                 stalls: 1,
                 startup_ms: Some(1_800),

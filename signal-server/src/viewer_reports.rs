@@ -83,7 +83,8 @@ impl ReportGate {
         let most_bytes = (policy.max_bytes_per_sec as f64 * credited.as_secs_f64()) as u64;
         let received = report
             .bytes_from_peers
-            .saturating_add(report.bytes_from_source);
+            .saturating_add(report.bytes_from_source)
+            .saturating_add(report.bytes_from_http);
         if received > most_bytes || report.bytes_uploaded > most_bytes {
             return Err(format!(
                 "{received} bytes received and {} uploaded in {} ms exceed the {} bytes a \
@@ -167,6 +168,7 @@ impl Histogram {
 pub struct Experience {
     pub bytes_from_peers: u64,
     pub bytes_from_source: u64,
+    pub bytes_from_http: u64,
     pub bytes_uploaded: u64,
     pub stalls: u64,
     startup: Histogram,
@@ -181,6 +183,7 @@ impl Experience {
         self.bytes_from_source = self
             .bytes_from_source
             .saturating_add(report.bytes_from_source);
+        self.bytes_from_http = self.bytes_from_http.saturating_add(report.bytes_from_http);
         self.bytes_uploaded = self.bytes_uploaded.saturating_add(report.bytes_uploaded);
         self.stalls = self.stalls.saturating_add(u64::from(report.stalls));
         if let Some(ms) = report.startup_ms {
@@ -208,6 +211,7 @@ pub(crate) fn render(out: &mut String, channels: &[(String, Experience)]) {
         for (from, bytes) in [
             ("peers", e.bytes_from_peers),
             ("broadcaster", e.bytes_from_source),
+            ("http", e.bytes_from_http),
         ] {
             let _ = writeln!(
                 out,
@@ -367,6 +371,7 @@ mod tests {
         e.add(&ViewerReport {
             bytes_from_peers: 900,
             bytes_from_source: 100,
+            bytes_from_http: 50,
             bytes_uploaded: 700,
             stalls: 2,
             startup_ms: Some(1_200),
@@ -381,6 +386,7 @@ mod tests {
         for line in [
             "streamtorrent_viewer_bytes_total{channel=\"news\",from=\"peers\"} 900",
             "streamtorrent_viewer_bytes_total{channel=\"news\",from=\"broadcaster\"} 100",
+            "streamtorrent_viewer_bytes_total{channel=\"news\",from=\"http\"} 50",
             "streamtorrent_viewer_uploaded_bytes_total{channel=\"news\"} 700",
             "streamtorrent_viewer_stalls_total{channel=\"news\"} 2",
             "streamtorrent_viewer_startup_seconds_bucket{channel=\"news\",le=\"1\"} 0",

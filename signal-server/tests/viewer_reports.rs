@@ -58,6 +58,7 @@ fn honest() -> ViewerReport {
     ViewerReport {
         bytes_from_peers: 600_000,
         bytes_from_source: 150_000,
+        bytes_from_http: 40_000,
         bytes_uploaded: 500_000,
         stalls: 1,
         startup_ms: Some(1_400),
@@ -104,6 +105,7 @@ async fn honest_reports_are_summed_per_channel_and_forged_ones_refused() {
     for line in [
         "streamtorrent_viewer_bytes_total{channel=\"match\",from=\"peers\"} 600000",
         "streamtorrent_viewer_bytes_total{channel=\"match\",from=\"broadcaster\"} 150000",
+        "streamtorrent_viewer_bytes_total{channel=\"match\",from=\"http\"} 40000",
         "streamtorrent_viewer_uploaded_bytes_total{channel=\"match\"} 500000",
         "streamtorrent_viewer_stalls_total{channel=\"match\"} 1",
         "streamtorrent_viewer_startup_seconds_bucket{channel=\"match\",le=\"1.5\"} 1",

@@ -23,6 +23,7 @@ pub struct Playback {
 pub(super) struct Totals {
     pub from_peers: u64,
     pub from_source: u64,
+    pub from_http: u64,
     pub uploaded: u64,
     pub stalls: u64,
 }
@@ -32,6 +33,7 @@ impl Totals {
         Totals {
             from_peers: stats.bytes_from_peers,
             from_source: stats.bytes_from_source,
+            from_http: stats.bytes_from_http,
             uploaded: stats.bytes_uploaded,
             stalls: playback.map_or(stats.stalls, |p| p.stalls),
         }
@@ -44,6 +46,7 @@ impl Totals {
         Totals {
             from_peers: delta(self.from_peers, earlier.from_peers),
             from_source: delta(self.from_source, earlier.from_source),
+            from_http: delta(self.from_http, earlier.from_http),
             uploaded: delta(self.uploaded, earlier.uploaded),
             stalls: delta(self.stalls, earlier.stalls),
         }
@@ -94,6 +97,7 @@ impl ExperienceReports {
         Some(ViewerReport {
             bytes_from_peers: new.from_peers,
             bytes_from_source: new.from_source,
+            bytes_from_http: new.from_http,
             bytes_uploaded: new.uploaded,
             stalls: clamp(new.stalls),
             startup_ms: startup_ms.map(clamp),
@@ -110,6 +114,7 @@ mod tests {
         Totals {
             from_peers,
             from_source: 10,
+            from_http: 0,
             uploaded: 5,
             stalls,
         }
@@ -149,6 +154,24 @@ mod tests {
             .take_due(Millis(1_000), totals(400, 0), None, None)
             .expect("due");
         assert_eq!((report.bytes_from_peers, report.stalls), (400, 0));
+    }
+
+    #[test]
+    fn bytes_fetched_from_edges_are_reported_apart() {
+        let mut reports = ExperienceReports::default();
+        reports.welcomed(Millis(0), Some(1_000), Totals::default());
+        let stats = Stats {
+            bytes_from_http: 7_000,
+            bytes_from_peers: 3_000,
+            ..Stats::default()
+        };
+        let report = reports
+            .take_due(Millis(1_000), Totals::of(&stats, None), None, None)
+            .expect("due");
+        assert_eq!(
+            (report.bytes_from_http, report.bytes_from_peers),
+            (7_000, 3_000)
+        );
     }
 
     #[test]
