@@ -9,9 +9,9 @@ use protocol::{
     SessionId, SignalPayload, ViewerReport, PEER_VERSION, SIGNAL_VERSION,
 };
 use swarm::{
-    LinkId, LinkStart, Millis, Node, NodeConfig, NodeEvent, NodeInput, NodeOutput, Playback,
-    SignalId, GATHER_TIMEOUT_MS, HELLO_TIMEOUT_MS, LINK_CONNECT_TIMEOUT_MS, MAX_VIEWER_LINKS,
-    SIGNAL_CONNECT_TIMEOUT_MS,
+    FetchHandle, FetchOutcome, LinkId, LinkStart, Millis, Node, NodeConfig, NodeEvent, NodeInput,
+    NodeOutput, Playback, SignalId, GATHER_TIMEOUT_MS, HELLO_TIMEOUT_MS, LINK_CONNECT_TIMEOUT_MS,
+    MAX_VIEWER_LINKS, SIGNAL_CONNECT_TIMEOUT_MS,
 };
 
 const ME: PeerId = PeerId(1_000);
@@ -877,4 +877,57 @@ fn a_relay_only_viewer_asks_for_relay_links_and_says_when_no_relay_is_offered() 
         "the link to the broadcaster is relay-only: {:?}",
         with.out
     );
+}
+
+/// The answer to a fetch the previous broadcast's swarm made never reaches the next
+/// broadcast's swarm, whose fetch ids count from zero again (`FetchHandle`).
+#[test]
+fn an_answer_to_an_earlier_broadcasts_fetch_is_dropped() {
+    let mut h = Harness::new(None);
+    h.open_signal();
+    h.server(ServerMessage::Welcome {
+        peer_id: ME,
+        channel: "news".parse().unwrap(),
+        channel_key: Some(signer().public()),
+        broadcaster: Some(PeerId(1)),
+        session: Some(SESSION),
+        ice_servers: vec![],
+        report_every_ms: None,
+        edges: vec!["http://edge.test".parse().unwrap()],
+    });
+    let fetches = |h: &Harness| -> Vec<FetchHandle> {
+        h.out
+            .iter()
+            .filter_map(|o| match o {
+                NodeOutput::Fetch { fetch, .. } => Some(*fetch),
+                _ => None,
+            })
+            .collect()
+    };
+    let trouble = |h: &Harness| {
+        h.out
+            .iter()
+            .any(|o| matches!(o, NodeOutput::Event(NodeEvent::EdgeTrouble { .. })))
+    };
+    // Alone for 3 s: the edge's index is read.
+    h.advance_to(Millis(3_500));
+    let old = *fetches(&h).first().expect("a fetch after 3 s alone");
+    h.out.clear();
+    h.server(ServerMessage::Claimed {
+        channel_key: signer().public(),
+        broadcaster: PeerId(1),
+        session: SessionId(SESSION.0 + 1),
+    });
+    h.advance_to(Millis(7_500));
+    let new = *fetches(&h).first().expect("the new swarm fetches too");
+    assert_eq!(new.id, old.id, "fetch ids count from zero in a new swarm");
+    assert_ne!(new.generation, old.generation);
+    h.out.clear();
+    h.input(NodeInput::Fetched(old, FetchOutcome::Failed("late".into())));
+    assert!(
+        !trouble(&h),
+        "an earlier broadcast's answer reached the new swarm"
+    );
+    h.input(NodeInput::Fetched(new, FetchOutcome::Failed("now".into())));
+    assert!(trouble(&h), "the new swarm's own answer counts");
 }
