@@ -24,17 +24,7 @@ async fn start_reporting() -> String {
 
 /// Joins as a viewer and returns the welcome's `report_every_ms`.
 async fn join_viewer(ws: &mut Ws, channel: &str) -> Option<u32> {
-    send(
-        ws,
-        ClientMessage::Join {
-            channel: channel.parse().unwrap(),
-            role: Role::Viewer,
-            key: None,
-            session: None,
-            version: protocol::SIGNAL_VERSION,
-        },
-    )
-    .await;
+    send(ws, viewer_join(channel)).await;
     let ServerMessage::Welcome {
         report_every_ms, ..
     } = recv(ws).await

@@ -37,6 +37,17 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
+/// The built web app (`web/dist`), which the browser tests serve.
+pub fn web_dist() -> PathBuf {
+    let web_dir = workspace_root().join("web").join("dist");
+    assert!(
+        web_dir.join("index.html").exists(),
+        "{} missing: run scripts/build (scripts/test does)",
+        web_dir.display()
+    );
+    web_dir
+}
+
 /// A fresh folder for one test's files.
 pub fn scratch(name: &str) -> PathBuf {
     let dir = workspace_root()
@@ -74,17 +85,22 @@ pub fn signal_server_with(
             .spawn()
             .expect("signal-server starts"),
     );
-    let stdout = guard.0.stdout.take().expect("stdout was piped");
+    let addr = listening_address(&mut guard, "listening on http://");
+    (guard, addr)
+}
+
+/// The address a server just started says it listens on: its first line of output,
+/// `prefix` then `HOST:PORT`.
+fn listening_address(server: &mut Guard, prefix: &str) -> String {
+    let stdout = server.0.stdout.take().expect("stdout was piped");
     let mut line = String::new();
     BufReader::new(stdout)
         .read_line(&mut line)
-        .expect("signal-server prints its address");
-    let addr = line
-        .trim()
-        .strip_prefix("listening on http://")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_owned();
-    (guard, addr)
+        .expect("the server prints where it listens");
+    line.trim()
+        .strip_prefix(prefix)
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}, wanted {prefix}…"))
+        .to_owned()
 }
 
 /// How the test broadcaster encodes and uploads.
@@ -271,16 +287,7 @@ pub fn edge_on(addr: &str, listen: &str, extra: &[&str], log: &std::path::Path) 
             .spawn()
             .expect("streamtorrent starts"),
     );
-    let stdout = guard.0.stdout.take().expect("stdout was piped");
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("the edge prints where it listens");
-    let listening = line
-        .trim()
-        .strip_prefix("edge listening on http://")
-        .unwrap_or_else(|| panic!("unexpected first line from the edge: {line:?}"))
-        .to_owned();
+    let listening = listening_address(&mut guard, "edge listening on http://");
     (guard, listening)
 }
 

@@ -12,7 +12,7 @@ use tests::browser::Chromedriver;
 use tests::netns;
 use tests::process::{
     broadcaster, free_port, go_live, http_get, scratch, signal_server_on, wait_for_channel,
-    workspace_root, BroadcastOptions, Guard,
+    web_dist, workspace_root, BroadcastOptions, Guard,
 };
 
 /// Media that must play, in seconds of the video's own clock.
@@ -44,12 +44,7 @@ fn watch_page_plays_a_live_channel_in_chromium() {
     if !netns::enter("watch_page_plays_a_live_channel_in_chromium") {
         return;
     }
-    let web_dir = workspace_root().join("web").join("dist");
-    assert!(
-        web_dir.join("index.html").exists(),
-        "{} missing: run `trunk build` (scripts/test does)",
-        web_dir.display()
-    );
+    let web_dir = web_dist();
     let dir = scratch("browser-e2e");
     // A fixed port, so the server can be restarted where the page expects it.
     let listen = format!("127.0.0.1:{}", free_port());

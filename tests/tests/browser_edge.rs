@@ -8,8 +8,7 @@ use serde_json::Value;
 use tests::browser::Chromedriver;
 use tests::netns;
 use tests::process::{
-    edge_on, free_port, go_live, scratch, signal_server_with, workspace_root, BroadcastOptions,
-    NOBODY,
+    edge_on, free_port, go_live, scratch, signal_server_with, web_dist, BroadcastOptions, NOBODY,
 };
 
 const CHANNEL: &str = "fallback";
@@ -37,12 +36,7 @@ fn a_browser_without_webrtc_plays_from_the_edge_via_server() {
     if !netns::enter("a_browser_without_webrtc_plays_from_the_edge_via_server") {
         return;
     }
-    let web_dir = workspace_root().join("web").join("dist");
-    assert!(
-        web_dir.join("index.html").exists(),
-        "{} missing: run scripts/build (scripts/test does)",
-        web_dir.display()
-    );
+    let web_dir = web_dist();
     let dir = scratch("browser-edge");
     // Chromium runs as nobody, with its profile here.
     std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o777))

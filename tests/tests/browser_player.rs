@@ -15,7 +15,7 @@ use serde_json::Value;
 use tests::browser::{before_every_page, Chromedriver};
 use tests::netns;
 use tests::process::{
-    broadcaster, http_get, scratch, signal_server_with, wait_for_channel, workspace_root,
+    broadcaster, http_get, scratch, signal_server_with, wait_for_channel, web_dist, workspace_root,
 };
 
 /// The delay the normal preset plans: its 1.5 s target (`peer-wasm/src/latency.rs`) plus
@@ -59,12 +59,7 @@ fn the_player_obeys_its_controls_its_url_and_a_host_page_and_plays_on_managed_me
     ) {
         return;
     }
-    let web_dir = workspace_root().join("web").join("dist");
-    assert!(
-        web_dir.join("index.html").exists(),
-        "{} missing: run `scripts/build` (scripts/test does)",
-        web_dir.display()
-    );
+    let web_dir = web_dist();
     let dir = scratch("browser-player");
     // Viewers report every second, so each page's reports reach /metrics while it plays.
     let (_server, addr) =

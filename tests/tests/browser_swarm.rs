@@ -14,7 +14,7 @@ use serde_json::Value;
 use tests::browser::Chromedriver;
 use tests::netns;
 use tests::process::{
-    edge_on, free_port, go_live, scratch, signal_server_with, workspace_root, BroadcastOptions,
+    edge_on, free_port, go_live, scratch, signal_server_with, web_dist, BroadcastOptions,
 };
 
 const VIEWERS: usize = 4;
@@ -44,12 +44,7 @@ fn four_browsers_carry_a_capped_broadcast_to_each_other() {
     if !netns::enter("four_browsers_carry_a_capped_broadcast_to_each_other") {
         return;
     }
-    let web_dir = workspace_root().join("web").join("dist");
-    assert!(
-        web_dir.join("index.html").exists(),
-        "{} missing: run scripts/build (scripts/test does)",
-        web_dir.display()
-    );
+    let web_dir = web_dist();
     let dir = scratch("browser-swarm");
     let edge_port = free_port();
     let edge_url = format!("http://127.0.0.1:{edge_port}");

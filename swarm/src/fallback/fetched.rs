@@ -24,8 +24,7 @@ impl Swarm {
             Part::Index => match EdgeIndex::parse(&body) {
                 Ok(index) => self.on_edge_index(now, &index),
                 Err(e) => {
-                    self.fallback.index_misses += 1;
-                    self.fallback.holds_broadcast = false;
+                    self.fallback.index_missed();
                     self.edge_failed(now, edge, e.to_string())
                 }
             },
@@ -69,8 +68,7 @@ impl Swarm {
     fn on_edge_index(&mut self, now: Millis, index: &EdgeIndex) {
         if index.session().ok() != Some(self.config.broadcast.session) {
             // Another broadcast: the signal server will say which is on.
-            self.fallback.index_misses += 1;
-            self.fallback.holds_broadcast = false;
+            self.fallback.index_missed();
             return;
         }
         let newest = ChunkSeq(index.newest);
@@ -80,8 +78,7 @@ impl Swarm {
             .newest_known
             .is_some_and(|known| newest.0 > known.0.saturating_add(ahead))
         {
-            self.fallback.index_misses += 1;
-            self.fallback.holds_broadcast = false;
+            self.fallback.index_missed();
             return;
         }
         self.fallback.index_misses = 0;

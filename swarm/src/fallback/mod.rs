@@ -112,6 +112,12 @@ impl Fallback {
         });
     }
 
+    /// A reading of the index found nothing to play: read it less often.
+    fn index_missed(&mut self) {
+        self.index_misses += 1;
+        self.holds_broadcast = false;
+    }
+
     fn index_every_ms(&self) -> u64 {
         INDEX_EVERY_MS << self.index_misses.min(MAX_INDEX_DOUBLINGS)
     }
@@ -332,8 +338,7 @@ impl Swarm {
             return; // Not ours, or answered already.
         };
         if part == Part::Index && !matches!(outcome, FetchOutcome::Body(_)) {
-            self.fallback.index_misses += 1;
-            self.fallback.holds_broadcast = false;
+            self.fallback.index_missed();
         }
         match outcome {
             FetchOutcome::Body(body) => self.on_body(now, edge, part, first_piece, body),
