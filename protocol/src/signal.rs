@@ -146,6 +146,9 @@ pub enum ErrorCode {
     /// A `Report` the server refused (too soon, implausible figures, not a viewer); it
     /// counted nothing of it.
     BadReport,
+    /// The server cannot do this now (servers sharing channels whose Redis does not
+    /// answer cannot record a new channel's owner): try again shortly.
+    Unavailable,
     /// A code this build does not know (a newer server's): shown, never fatal by itself.
     #[serde(other)]
     Unknown,

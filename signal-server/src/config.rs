@@ -116,6 +116,12 @@ pub struct ServerConfig {
         value_delimiter = ','
     )]
     pub edges: Vec<protocol::EdgeUrl>,
+    /// Share channels with every other signal server using this Redis, e.g.
+    /// `redis://127.0.0.1:6379` (or `redis+unix:///run/redis.sock`): a viewer on any of
+    /// them meets peers on all. Channel ownership then lives in Redis (keep its
+    /// persistence on), not in --owners-file. Without it, this server works alone.
+    #[arg(long, env = "STREAMTORRENT_REDIS")]
+    pub redis: Option<String>,
 }
 
 /// A rate per second: finite and above zero. Zero would refuse everything for good, and a
@@ -156,6 +162,9 @@ impl ServerConfig {
                 self.edges.len(),
                 protocol::MAX_EDGES
             ));
+        }
+        if self.redis.is_some() && self.owners_file.is_some() {
+            return Err("--owners-file and --redis: with --redis, channel ownership lives in Redis (shared by every server); drop --owners-file".into());
         }
         if self.idle_timeout_secs <= self.ping_interval_secs {
             return Err("--idle-timeout-secs must exceed --ping-interval-secs, or idle clients are dropped before they can answer a ping".into());

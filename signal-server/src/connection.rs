@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use crate::claims::CHALLENGE_TIMEOUT;
 use crate::metrics::Rejection;
 use crate::rooms::Mailbox;
-use crate::session::{handle, reply_error, until, Session};
+use crate::session::{handle, leave, reply_error, until, Session};
 use crate::AppState;
 use client_limits::IpRefusal;
 use client_limits::TokenBucket;
@@ -218,7 +218,7 @@ async fn run(socket: WebSocket, slot: &IpSlot) {
                 refused_in_a_row = 0;
                 match ClientMessage::from_json(&text) {
                     Ok(message) => {
-                        if let Some(close) = handle(state, &mailbox, &mut session, message) {
+                        if let Some(close) = handle(state, &mailbox, &mut session, message).await {
                             break Some(close);
                         }
                     }
@@ -233,7 +233,7 @@ async fn run(socket: WebSocket, slot: &IpSlot) {
         }
     };
     if let Some(peer) = session.peer {
-        state.rooms().leave(peer);
+        leave(state, peer);
         tracing::info!(%peer, %addr, "peer left");
     }
     if let Some(close) = close {

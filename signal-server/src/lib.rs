@@ -2,6 +2,7 @@
 //! set-up messages, lists live channels and serves the web app. It never carries video.
 
 mod claims;
+mod cluster;
 mod config;
 mod connection;
 mod csp;
@@ -27,6 +28,7 @@ use tokio::sync::watch;
 use owners::Owners;
 
 pub use client_limits::IpRefusal;
+pub use cluster::ServerId;
 pub use config::ServerConfig;
 pub use error::ServerError;
 pub use ice::{ice_servers, turn_credentials};
@@ -42,6 +44,8 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
 pub(crate) struct AppState {
     rooms: Arc<Mutex<Rooms>>,
     owners: Arc<Mutex<Owners>>,
+    /// Present with `--redis`: the other servers sharing channels.
+    pub cluster: Option<Arc<cluster::Cluster>>,
     pub metrics: Arc<Metrics>,
     pub config: Arc<ServerConfig>,
     /// Flips to true when the server shuts down; each connection then closes with 1001.
@@ -101,9 +105,20 @@ pub async fn serve(
     };
     let owners = Owners::load(config.owners_file.as_deref()).map_err(ServerError::Config)?;
     let (stop_tx, stop_rx) = watch::channel(false);
+    let rooms = Arc::new(Mutex::new(Rooms::new(limits)));
+    let owners = Arc::new(Mutex::new(owners));
+    let cluster = match &config.redis {
+        Some(url) => Some(
+            cluster::Cluster::start(url, rooms.clone(), owners.clone())
+                .await
+                .map_err(ServerError::Config)?,
+        ),
+        None => None,
+    };
     let state = AppState {
-        rooms: Arc::new(Mutex::new(Rooms::new(limits))),
-        owners: Arc::new(Mutex::new(owners)),
+        rooms,
+        owners,
+        cluster,
         metrics: Arc::new(Metrics::default()),
         config: Arc::new(config),
         shutdown: stop_rx,

@@ -26,10 +26,12 @@ pub enum Rejection {
     Outdated,
     /// A viewer report the server does not believe (too soon, too large, not a viewer).
     BadReport,
+    /// A claim that could not be recorded: Redis does not answer.
+    Unavailable,
 }
 
 impl Rejection {
-    const ALL: [Rejection; 16] = [
+    const ALL: [Rejection; 17] = [
         Rejection::TooLarge,
         Rejection::Malformed,
         Rejection::RateLimited,
@@ -46,6 +48,7 @@ impl Rejection {
         Rejection::ChallengeTimeout,
         Rejection::Outdated,
         Rejection::BadReport,
+        Rejection::Unavailable,
     ];
 
     pub fn label(self) -> &'static str {
@@ -66,6 +69,7 @@ impl Rejection {
             Rejection::ChallengeTimeout => "challenge_timeout",
             Rejection::Outdated => "outdated",
             Rejection::BadReport => "bad_report",
+            Rejection::Unavailable => "unavailable",
         }
     }
 }

@@ -44,6 +44,12 @@ impl Owners {
         self.keys.get(channel).is_none_or(|owner| owner == key)
     }
 
+    /// Remembers an owner another server recorded (in Redis), for while Redis is away;
+    /// never written to the owners file.
+    pub fn remember(&mut self, channel: ChannelName, key: ChannelKey) {
+        self.keys.insert(channel, key);
+    }
+
     /// Records a proven claim. Persisting is best effort: a full disk must not stop the
     /// broadcast, so a failure is returned for the log.
     pub fn claim(&mut self, channel: ChannelName, key: ChannelKey) -> Result<(), String> {

@@ -14,6 +14,7 @@ use rand::{Rng, SeedableRng};
 use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
 
+use crate::cluster::ServerId;
 use crate::metrics::Rejection;
 use crate::viewer_reports::Experience;
 use client_limits::{IpLimits, IpRefusal};
@@ -50,6 +51,62 @@ pub struct Mailbox {
     pub kick: Arc<Notify>,
 }
 
+/// A peer someone was introduced to or with, and the server that holds its connection
+/// (this one's own id for a peer here).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Contact {
+    pub peer: PeerId,
+    pub server: ServerId,
+}
+
+/// Peers of a channel on every server, as Redis last listed them (`cluster`): what a join
+/// or a `more_peers` is introduced from when servers share channels.
+#[derive(Debug, Clone, Default)]
+pub struct Candidates {
+    /// The channel's broadcaster, with whether it has free slots.
+    pub broadcaster: Option<(Contact, bool)>,
+    /// Other peers in random order, those with free slots first.
+    pub peers: Vec<Contact>,
+}
+
+/// What a join did: the new peer's id, whom it was introduced to, and which of those are
+/// on other servers (they must be told of it there, so they may answer its signals).
+#[derive(Debug)]
+pub struct Joined {
+    pub peer: PeerId,
+    pub introduced: Vec<PeerId>,
+    pub remote: Vec<Contact>,
+    /// The broadcaster session this join replaced here, if any.
+    pub replaced: Option<Left>,
+}
+
+/// A peer that left: its channel, whether it was the broadcaster, and its contacts on
+/// other servers (told there).
+#[derive(Debug)]
+pub struct Left {
+    pub peer: PeerId,
+    pub channel: ChannelName,
+    pub broadcaster: bool,
+    pub remote: Vec<Contact>,
+}
+
+/// Where a relayed signal goes: delivered here, or to a peer held by another server.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Route {
+    Delivered,
+    /// For another server: its id, the channel, and the signal to pass on.
+    Remote(ServerId, ChannelName, SignalPayload),
+}
+
+/// One channel's peers here, for the periodic presence refresh in Redis.
+#[derive(Debug)]
+pub struct ChannelPresence {
+    pub channel: ChannelName,
+    /// Each member with whether it has free slots.
+    pub members: Vec<(PeerId, bool)>,
+    pub broadcaster: Option<(PeerId, Option<SessionId>)>,
+}
+
 struct Member {
     channel: ChannelName,
     mailbox: Mailbox,
@@ -57,7 +114,7 @@ struct Member {
     index: usize,
     /// Peers it was introduced to or with: its likely neighbours, told when it leaves.
     /// Capped, newest kept, so one long-lived peer cannot make leaving cost O(swarm).
-    contacts: VecDeque<PeerId>,
+    contacts: VecDeque<Contact>,
     /// More links it accepts, as it last reported; newcomers are introduced to peers with
     /// free slots first.
     free_slots: u16,
@@ -137,6 +194,8 @@ pub struct Limits {
 
 pub struct Rooms {
     limits: Limits,
+    /// This server, named in every contact it holds itself.
+    me: ServerId,
     /// Peer ids and introductions: from the OS's entropy in a server, seeded in the
     /// simulator, which runs this same code and must replay a run exactly.
     rng: StdRng,
@@ -158,11 +217,21 @@ impl Rooms {
     fn with_rng(limits: Limits, rng: StdRng) -> Rooms {
         Rooms {
             ips: IpLimits::new(limits.max_connections_per_ip, limits.opens_per_sec_per_ip),
+            me: ServerId(0),
             limits,
             rng,
             channels: HashMap::new(),
             members: HashMap::new(),
         }
+    }
+
+    /// Names this server in the contacts it records (a server sharing channels).
+    pub fn set_server(&mut self, me: ServerId) {
+        self.me = me;
+    }
+
+    pub fn server(&self) -> ServerId {
+        self.me
     }
 
     /// Counts a new connection from `ip`, or says why it is refused.
@@ -184,6 +253,20 @@ impl Rooms {
         mailbox: Mailbox,
         session: Option<SessionId>,
     ) -> Result<(PeerId, Vec<PeerId>), JoinError> {
+        let joined = self.join_from(channel, role, mailbox, session, None)?;
+        Ok((joined.peer, joined.introduced))
+    }
+
+    /// [`Rooms::join`], introducing from `candidates` (peers on every server, as Redis
+    /// lists them) when given, else from the peers here.
+    pub fn join_from(
+        &mut self,
+        channel: ChannelName,
+        role: Role,
+        mailbox: Mailbox,
+        session: Option<SessionId>,
+        candidates: Option<&Candidates>,
+    ) -> Result<Joined, JoinError> {
         if !self.channels.contains_key(&channel) && self.channels.len() >= self.limits.max_channels
         {
             return Err(JoinError::new(
@@ -195,9 +278,11 @@ impl Rooms {
                 ),
             ));
         }
-        if role == Role::Broadcaster {
-            self.replace_broadcaster(&channel);
-        }
+        let replaced = if role == Role::Broadcaster {
+            self.replace_broadcaster(&channel)
+        } else {
+            None
+        };
         let room = self.channels.entry(channel.clone()).or_default();
         if room.members.len() >= self.limits.max_peers_per_channel {
             return Err(JoinError::new(
@@ -210,21 +295,11 @@ impl Rooms {
             ));
         }
         let peer = self.fresh_peer_id();
+        let introduced = match candidates {
+            None => self.introduce_local(&channel),
+            Some(candidates) => self.introduce_from(&channel, candidates, role, &[]),
+        };
         let room = self.channels.entry(channel.clone()).or_default();
-        // The broadcaster takes a bounded number of links; past them, viewers feed each
-        // other and the broadcaster is not asked to answer every join.
-        let broadcaster_has_room =
-            |b: &PeerId| self.members.get(b).is_some_and(|m| m.free_slots > 0);
-        let mut introduced: Vec<PeerId> = room
-            .broadcaster
-            .iter()
-            .copied()
-            .filter(broadcaster_has_room)
-            .collect();
-        let wanted = self.limits.introduce.saturating_sub(introduced.len());
-        // Never sampled as a viewer: it is either introduced above or full.
-        let exclude: Vec<PeerId> = room.broadcaster.into_iter().collect();
-        introduced.extend(sample(room, &self.members, &exclude, wanted, &mut self.rng));
         if role == Role::Broadcaster {
             room.broadcaster = Some(peer);
             room.session = session;
@@ -239,8 +314,93 @@ impl Rooms {
             free_slots: UNKNOWN_FREE_SLOTS,
         };
         self.members.insert(peer, member);
-        self.link_contacts(peer, &introduced);
-        Ok((peer, introduced))
+        let remote = self.link_contacts(peer, &introduced);
+        Ok(Joined {
+            peer,
+            introduced: introduced.iter().map(|c| c.peer).collect(),
+            remote,
+            replaced,
+        })
+    }
+
+    /// Whom a peer joining `channel` here meets: the broadcaster while it has room, then
+    /// a sample of the viewers.
+    fn introduce_local(&mut self, channel: &ChannelName) -> Vec<Contact> {
+        let Some(room) = self.channels.get(channel) else {
+            return Vec::new();
+        };
+        // The broadcaster takes a bounded number of links; past them, viewers feed each
+        // other and the broadcaster is not asked to answer every join.
+        let broadcaster_has_room =
+            |b: &PeerId| self.members.get(b).is_some_and(|m| m.free_slots > 0);
+        let mut introduced: Vec<PeerId> = room
+            .broadcaster
+            .iter()
+            .copied()
+            .filter(broadcaster_has_room)
+            .collect();
+        let wanted = self.limits.introduce.saturating_sub(introduced.len());
+        // Never sampled as a viewer: it is either introduced above or full.
+        let exclude: Vec<PeerId> = room.broadcaster.into_iter().collect();
+        introduced.extend(sample(room, &self.members, &exclude, wanted, &mut self.rng));
+        introduced.into_iter().map(|peer| self.here(peer)).collect()
+    }
+
+    /// Whom to introduce from peers listed on every server: the broadcaster while it has
+    /// room (not to a broadcaster: it is the session being replaced), then the others in
+    /// their order, skipping `exclude` and peers of this server that are gone already.
+    fn introduce_from(
+        &self,
+        channel: &ChannelName,
+        candidates: &Candidates,
+        role: Role,
+        exclude: &[PeerId],
+    ) -> Vec<Contact> {
+        // A broadcaster here is known better here than Redis lists it (just joined, or
+        // its slots just changed).
+        let here = self
+            .channels
+            .get(channel)
+            .and_then(|room| room.broadcaster)
+            .map(|b| {
+                let open = self.members.get(&b).is_some_and(|m| m.free_slots > 0);
+                (self.here(b), open)
+            });
+        let listed = here.or(candidates.broadcaster);
+        let broadcaster = listed.map(|(b, _)| b.peer);
+        let mut introduced: Vec<Contact> = listed
+            .filter(|(_, open)| *open && role == Role::Viewer)
+            .map(|(b, _)| b)
+            .filter(|b| !exclude.contains(&b.peer) && self.present(b))
+            .into_iter()
+            .collect();
+        for candidate in &candidates.peers {
+            if introduced.len() >= self.limits.introduce {
+                break;
+            }
+            if Some(candidate.peer) != broadcaster
+                && !exclude.contains(&candidate.peer)
+                && !introduced.iter().any(|c| c.peer == candidate.peer)
+                && self.present(candidate)
+            {
+                introduced.push(*candidate);
+            }
+        }
+        introduced
+    }
+
+    /// A contact for a peer of this server.
+    fn here(&self, peer: PeerId) -> Contact {
+        Contact {
+            peer,
+            server: self.me,
+        }
+    }
+
+    /// Whether a listed peer may still be there: another server's always may; one of
+    /// this server's must still be a member.
+    fn present(&self, contact: &Contact) -> bool {
+        contact.server != self.me || self.members.contains_key(&contact.peer)
     }
 
     /// An unguessable id never used before: 64 random bits, so ids cannot be enumerated
@@ -259,10 +419,11 @@ impl Rooms {
     /// channel's key gets here, so it is the owner coming back while the server holds its
     /// stale session (its connection dropped, the idle time-out has not fired yet). The
     /// old session leaves; it could otherwise lock the owner out for a minute.
-    fn replace_broadcaster(&mut self, channel: &ChannelName) {
-        let Some(old) = self.channels.get(channel).and_then(|room| room.broadcaster) else {
-            return;
-        };
+    fn replace_broadcaster(&mut self, channel: &ChannelName) -> Option<Left> {
+        let old = self
+            .channels
+            .get(channel)
+            .and_then(|room| room.broadcaster)?;
         if let Some(member) = self.members.get(&old) {
             member.mailbox.post(&ServerMessage::Error {
                 code: ErrorCode::ChannelTaken,
@@ -270,69 +431,115 @@ impl Rooms {
             });
         }
         tracing::info!(peer = %old, %channel, "broadcaster session replaced by its owner");
-        self.leave(old);
+        self.leave_routed(old)
     }
 
-    /// A peer's report of how many more links it accepts.
-    pub fn set_free_slots(&mut self, peer: PeerId, free_slots: u16) {
-        if let Some(m) = self.members.get_mut(&peer) {
-            m.free_slots = free_slots;
-        }
+    /// A peer's report of how many more links it accepts. Returns its channel and
+    /// whether it has room, when that changed (for servers sharing channels).
+    pub fn set_free_slots(&mut self, peer: PeerId, free_slots: u16) -> Option<(ChannelName, bool)> {
+        let m = self.members.get_mut(&peer)?;
+        let had_room = m.free_slots > 0;
+        m.free_slots = free_slots;
+        (had_room != (free_slots > 0)).then(|| (m.channel.clone(), free_slots > 0))
     }
 
     /// More peers for `peer`: ones it was not yet introduced to or with, preferring those
     /// with free slots, then (too few of those) ones it met before. Empty when it has not
     /// joined.
     pub fn more_peers(&mut self, peer: PeerId) -> Vec<PeerId> {
+        self.more_peers_from(peer, None).introduced
+    }
+
+    /// [`Rooms::more_peers`], from `candidates` (every server's peers) when given.
+    pub fn more_peers_from(&mut self, peer: PeerId, candidates: Option<&Candidates>) -> Joined {
+        let mut joined = Joined {
+            peer,
+            introduced: Vec::new(),
+            remote: Vec::new(),
+            replaced: None,
+        };
         let Some(member) = self.members.get(&peer) else {
-            return Vec::new();
+            return joined;
         };
         let Some(room) = self.channels.get(&member.channel) else {
-            return Vec::new();
+            return joined;
         };
-        // As at a join: a broadcaster without free slots is not handed out.
-        let full = |b: &PeerId| self.members.get(b).is_some_and(|m| m.free_slots == 0);
-        let full_broadcaster = room.broadcaster.filter(full);
-        let mut exclude: Vec<PeerId> = member.contacts.iter().copied().collect();
+        let mut exclude: Vec<PeerId> = member.contacts.iter().map(|c| c.peer).collect();
         exclude.push(peer);
-        exclude.extend(full_broadcaster);
-        let mut found = sample(
-            room,
-            &self.members,
-            &exclude,
-            self.limits.introduce,
-            &mut self.rng,
-        );
+        let (mut found, full_broadcaster) = match candidates {
+            None => {
+                // As at a join: a broadcaster without free slots is not handed out.
+                let full = |b: &PeerId| self.members.get(b).is_some_and(|m| m.free_slots == 0);
+                let full_broadcaster = room.broadcaster.filter(full);
+                exclude.extend(full_broadcaster);
+                let found = sample(
+                    room,
+                    &self.members,
+                    &exclude,
+                    self.limits.introduce,
+                    &mut self.rng,
+                );
+                let found: Vec<Contact> = found.into_iter().map(|p| self.here(p)).collect();
+                (found, full_broadcaster)
+            }
+            Some(candidates) => {
+                let full_broadcaster = candidates
+                    .broadcaster
+                    .filter(|(_, open)| !open)
+                    .map(|(b, _)| b.peer);
+                let channel = member.channel.clone();
+                let found = self.introduce_from(&channel, candidates, Role::Viewer, &exclude);
+                (found, full_broadcaster)
+            }
+        };
+        let member = &self.members[&peer];
         // Too few it has not met: those it met again, with free slots first (the others
         // would decline, as in `sample`), then the longest ago. A link between two of
         // them may have failed, and in a small channel nobody new comes, so without this
         // they would stay apart for good; the asker skips those it is still linked with.
+        // (Another server's peers count as having room: their slots are not known here.)
         let wanted = self.limits.introduce.saturating_sub(found.len());
-        let mut again: Vec<PeerId> = member
+        let mut again: Vec<Contact> = member
             .contacts
             .iter()
             .copied()
-            .filter(|c| self.members.contains_key(c) && Some(*c) != full_broadcaster)
+            .filter(|c| {
+                (c.server != self.me || self.members.contains_key(&c.peer))
+                    && Some(c.peer) != full_broadcaster
+            })
             .collect();
-        again.sort_by_key(|p| self.members.get(p).is_none_or(|m| m.free_slots == 0));
+        again.sort_by_key(|c| self.members.get(&c.peer).is_some_and(|m| m.free_slots == 0));
         found.extend(again.into_iter().take(wanted));
-        self.link_contacts(peer, &found);
-        found
+        joined.remote = self.link_contacts(peer, &found);
+        joined.introduced = found.iter().map(|c| c.peer).collect();
+        joined
     }
 
-    /// Records that `peer` and each of `others` know of each other.
-    fn link_contacts(&mut self, peer: PeerId, others: &[PeerId]) {
+    /// Records that `peer` and each of `others` know of each other; returns those of
+    /// `others` on other servers, which must record it there.
+    fn link_contacts(&mut self, peer: PeerId, others: &[Contact]) -> Vec<Contact> {
+        let me = self.here(peer);
+        let mut remote = Vec::new();
         for other in others {
-            for (a, b) in [(*other, peer), (peer, *other)] {
-                if let Some(m) = self.members.get_mut(&a) {
-                    // Met again: it moves to the back, once.
-                    m.contacts.retain(|c| *c != b);
-                    if m.contacts.len() == MAX_CONTACTS {
-                        m.contacts.pop_front();
-                    }
-                    m.contacts.push_back(b);
-                }
+            self.add_contact(peer, *other);
+            if other.server == self.me {
+                self.add_contact(other.peer, me);
+            } else {
+                remote.push(*other);
             }
+        }
+        remote
+    }
+
+    /// `contact` becomes `peer`'s newest contact.
+    fn add_contact(&mut self, peer: PeerId, contact: Contact) {
+        if let Some(m) = self.members.get_mut(&peer) {
+            // Met again: it moves to the back, once.
+            m.contacts.retain(|c| c.peer != contact.peer);
+            if m.contacts.len() == MAX_CONTACTS {
+                m.contacts.pop_front();
+            }
+            m.contacts.push_back(contact);
         }
     }
 
@@ -343,6 +550,17 @@ impl Rooms {
         to: PeerId,
         signal: SignalPayload,
     ) -> Result<(), JoinError> {
+        self.relay_routed(from, to, signal).map(|_| ())
+    }
+
+    /// [`Rooms::relay`]; a contact held by another server is not delivered but named, for
+    /// the caller to pass on to that server.
+    pub fn relay_routed(
+        &mut self,
+        from: PeerId,
+        to: PeerId,
+        signal: SignalPayload,
+    ) -> Result<Route, JoinError> {
         let sender = self.members.get(&from).ok_or_else(|| {
             JoinError::new(
                 ErrorCode::NotJoined,
@@ -350,26 +568,131 @@ impl Rooms {
                 "join a channel first",
             )
         })?;
-        // Only peers introduced to each other may signal: nobody can reach (and learn the
-        // address of) a peer by guessing or collecting ids. Either side's list counts,
-        // as each keeps only its newest contacts.
-        let target = self
-            .members
-            .get(&to)
-            .filter(|m| m.channel == sender.channel)
-            .filter(|m| sender.contacts.contains(&to) || m.contacts.contains(&from))
-            .ok_or_else(|| {
-                JoinError::new(
-                    ErrorCode::UnknownPeer,
-                    Rejection::UnknownPeer,
-                    format!(
-                        "no peer {to} introduced to you in channel {}",
-                        sender.channel
-                    ),
-                )
-            })?;
-        deliver(&target.mailbox, ServerMessage::Signal { from, signal });
-        Ok(())
+        let unknown = || {
+            JoinError::new(
+                ErrorCode::UnknownPeer,
+                Rejection::UnknownPeer,
+                format!(
+                    "no peer {to} introduced to you in channel {}",
+                    sender.channel
+                ),
+            )
+        };
+        if let Some(target) = self.members.get(&to) {
+            // Only peers introduced to each other may signal: nobody can reach (and learn
+            // the address of) a peer by guessing or collecting ids. Either side's list
+            // counts, as each keeps only its newest contacts.
+            let introduced = sender.contacts.iter().any(|c| c.peer == to)
+                || target.contacts.iter().any(|c| c.peer == from);
+            if target.channel != sender.channel || !introduced {
+                return Err(unknown());
+            }
+            deliver(&target.mailbox, ServerMessage::Signal { from, signal });
+            return Ok(Route::Delivered);
+        }
+        match sender.contacts.iter().find(|c| c.peer == to) {
+            Some(contact) if contact.server != self.me => Ok(Route::Remote(
+                contact.server,
+                sender.channel.clone(),
+                signal,
+            )),
+            _ => Err(unknown()),
+        }
+    }
+
+    /// A signal another server relays from one of its peers to `to`, a contact of it
+    /// here. False when `to` is not here (any more) in `channel`.
+    pub fn deliver_remote_signal(
+        &mut self,
+        from: Contact,
+        to: PeerId,
+        channel: &ChannelName,
+        signal: SignalPayload,
+    ) -> bool {
+        let Some(target) = self.members.get(&to).filter(|m| m.channel == *channel) else {
+            return false;
+        };
+        deliver(
+            &target.mailbox,
+            ServerMessage::Signal {
+                from: from.peer,
+                signal,
+            },
+        );
+        true
+    }
+
+    /// Another server introduced `contact` to or with `peer`, one of this server's.
+    pub fn add_remote_contact(&mut self, peer: PeerId, contact: Contact) {
+        self.add_contact(peer, contact);
+    }
+
+    /// Tells a peer here that one of its contacts on another server is gone (`PeerLeft`
+    /// or, for a signal that found nobody, `UnknownPeer`).
+    pub fn remote_gone(&mut self, to: PeerId, gone: PeerId, message: &ServerMessage) {
+        if let Some(m) = self.members.get_mut(&to) {
+            m.contacts.retain(|c| c.peer != gone);
+            deliver(&m.mailbox, message.clone());
+        }
+    }
+
+    /// A server stopped refreshing its presence: every peer here hears that its
+    /// contacts there left. O(peers here × contacts): once per lost server.
+    pub fn server_gone(&mut self, server: ServerId) {
+        for member in self.members.values_mut() {
+            let before = member.contacts.len();
+            let mailbox = &member.mailbox;
+            member.contacts.retain(|c| {
+                let gone = c.server == server;
+                if gone {
+                    deliver(mailbox, ServerMessage::PeerLeft { peer: c.peer });
+                }
+                !gone
+            });
+            debug_assert!(member.contacts.len() <= before);
+        }
+    }
+
+    /// Another server took the channel's broadcast from `peer`, its stale session here:
+    /// it is told why and removed.
+    pub fn replaced_elsewhere(&mut self, peer: PeerId) -> Option<Left> {
+        let member = self.members.get(&peer)?;
+        let room = self.channels.get(&member.channel)?;
+        if room.broadcaster != Some(peer) {
+            return None;
+        }
+        member.mailbox.post(&ServerMessage::Error {
+            code: ErrorCode::ChannelTaken,
+            message: format!(
+                "replaced by a newer session proving the key of {}",
+                member.channel
+            ),
+        });
+        tracing::info!(%peer, "broadcaster session replaced by its owner on another server");
+        self.leave_routed(peer)
+    }
+
+    /// Each channel's members here, for the presence refresh.
+    pub fn presence(&self) -> Vec<ChannelPresence> {
+        self.channels
+            .iter()
+            .map(|(name, room)| ChannelPresence {
+                channel: name.clone(),
+                members: room
+                    .members
+                    .iter()
+                    .map(|p| (*p, self.members.get(p).is_some_and(|m| m.free_slots > 0)))
+                    .collect(),
+                broadcaster: room.broadcaster.map(|b| (b, room.session)),
+            })
+            .collect()
+    }
+
+    /// A member's channel and whether it has free slots.
+    pub fn member(&self, peer: PeerId) -> Option<(ChannelName, bool)> {
+        self.members
+            .get(&peer)
+            .map(|m| (m.channel.clone(), m.free_slots > 0))
     }
 
     /// The channel's broadcaster and its broadcast, if it has one now.
@@ -394,32 +717,44 @@ impl Rooms {
 
     /// Removes a peer and tells the rest of its channel.
     pub fn leave(&mut self, peer: PeerId) {
-        let Some(member) = self.members.remove(&peer) else {
-            return;
-        };
-        let Some(room) = self.channels.get_mut(&member.channel) else {
-            return;
-        };
+        self.leave_routed(peer);
+    }
+
+    /// [`Rooms::leave`]; returns what other servers must hear of it.
+    pub fn leave_routed(&mut self, peer: PeerId) -> Option<Left> {
+        let member = self.members.remove(&peer)?;
+        let room = self.channels.get_mut(&member.channel)?;
         room.members.swap_remove(member.index);
         if let Some(moved) = room.members.get(member.index) {
             if let Some(m) = self.members.get_mut(moved) {
                 m.index = member.index;
             }
         }
-        if room.broadcaster == Some(peer) {
+        let broadcaster = room.broadcaster == Some(peer);
+        if broadcaster {
             room.broadcaster = None;
             room.session = None;
         }
+        let empty = room.members.is_empty();
         // Only its contacts can hold a link to it; telling the whole channel would make
         // each leave cost O(channel size).
+        let mut remote = Vec::new();
         for other in &member.contacts {
-            if let Some(m) = self.members.get(other) {
+            if other.server != self.me {
+                remote.push(*other);
+            } else if let Some(m) = self.members.get(&other.peer) {
                 deliver(&m.mailbox, ServerMessage::PeerLeft { peer });
             }
         }
-        if room.members.is_empty() {
+        if empty {
             self.channels.remove(&member.channel);
         }
+        Some(Left {
+            peer,
+            channel: member.channel,
+            broadcaster,
+            remote,
+        })
     }
 
     /// Channels that have a broadcaster, by name.
@@ -597,7 +932,7 @@ mod tests {
         for _ in 0..5 {
             rooms.more_peers(a);
         }
-        let mut contacts: Vec<PeerId> = rooms.members[&a].contacts.iter().copied().collect();
+        let mut contacts: Vec<PeerId> = rooms.members[&a].contacts.iter().map(|c| c.peer).collect();
         let before = contacts.len();
         contacts.sort();
         contacts.dedup();

@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use crate::claims::{self, PendingClaim};
 use crate::connection::{Close, CLOSE_POLICY};
 use crate::metrics::Rejection;
-use crate::rooms::Mailbox;
+use crate::rooms::{Mailbox, Route};
 use crate::viewer_reports::ReportGate;
 use crate::AppState;
 
@@ -79,7 +79,7 @@ pub(crate) async fn until(deadline: Option<Instant>) {
 }
 
 /// Handles one message; returns a close when the client must go.
-pub(crate) fn handle(
+pub(crate) async fn handle(
     state: &AppState,
     mailbox: &Mailbox,
     session: &mut Session,
@@ -128,13 +128,19 @@ pub(crate) fn handle(
                 return None;
             }
             if role == Role::Broadcaster {
+                // Another server may have recorded the channel's owner.
+                if let Some(cluster) = &state.cluster {
+                    if let Some(Some(owner)) = cluster.owner(&channel).await {
+                        state.owners().remember(channel.clone(), owner);
+                    }
+                }
                 match claims::challenge(state, mailbox, channel, key, broadcast) {
                     Ok(claim) => session.claim = Some(claim),
                     Err(refusal) => return refuse(state, mailbox, refusal),
                 }
                 return None;
             }
-            enter(state, mailbox, session, channel, role, None);
+            enter(state, mailbox, session, channel, role, None).await;
         }
         ClientMessage::Prove { signature } => {
             let Some(claim) = session.claim.take() else {
@@ -149,8 +155,23 @@ pub(crate) fn handle(
                 return refuse(state, mailbox, refusal);
             }
             // Another key may have claimed the channel while this one was signing.
-            if !state.owners().may_broadcast(&claim.channel, &claim.key) {
-                return refuse(state, mailbox, claims::owned_by_another(&claim.channel));
+            match may_broadcast(state, &claim).await {
+                Ownership::Yours => {}
+                Ownership::Another => {
+                    return refuse(state, mailbox, claims::owned_by_another(&claim.channel))
+                }
+                Ownership::Unknown => {
+                    state.metrics.reject(Rejection::Unavailable);
+                    reply_error(
+                        mailbox,
+                        ErrorCode::Unavailable,
+                        format!(
+                            "who owns {} is recorded in Redis, which does not answer: try again shortly",
+                            claim.channel
+                        ),
+                    );
+                    return None;
+                }
             }
             if enter(
                 state,
@@ -159,7 +180,9 @@ pub(crate) fn handle(
                 claim.channel.clone(),
                 Role::Broadcaster,
                 Some(claim.session),
-            ) {
+            )
+            .await
+            {
                 let broadcaster = session.peer.expect("enter() set the peer id");
                 let claimed = ServerMessage::Claimed {
                     channel_key: claim.key,
@@ -169,6 +192,9 @@ pub(crate) fn handle(
                 state
                     .rooms()
                     .tell_channel(&claim.channel, broadcaster, &claimed);
+                if let Some(cluster) = &state.cluster {
+                    cluster.tell_channel(&claim.channel, broadcaster, &claimed);
+                }
                 if let Err(e) = state.owners().claim(claim.channel, claim.key) {
                     tracing::warn!(error = %e, "channel claim not persisted");
                 }
@@ -179,9 +205,26 @@ pub(crate) fn handle(
                 reply_error(mailbox, ErrorCode::NotJoined, "join a channel first".into());
                 return None;
             };
-            match state.rooms().relay(from, to, signal) {
-                Ok(()) => {
+            let routed = state.rooms().relay_routed(from, to, signal);
+            match routed {
+                Ok(Route::Delivered) => {
                     state.metrics.relayed.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(Route::Remote(server, channel, signal)) => {
+                    let passed = state
+                        .cluster
+                        .as_ref()
+                        .is_some_and(|c| c.relay(server, from, to, channel, signal));
+                    if passed {
+                        state.metrics.relayed.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        state.metrics.reject(Rejection::UnknownPeer);
+                        reply_error(
+                            mailbox,
+                            ErrorCode::UnknownPeer,
+                            format!("peer {to} is on a signal server that is not answering"),
+                        );
+                    }
                 }
                 Err(e) => {
                     state.metrics.reject(e.rejection);
@@ -191,7 +234,12 @@ pub(crate) fn handle(
         }
         ClientMessage::Status { free_slots } => {
             if let Some(id) = session.peer {
-                state.rooms().set_free_slots(id, free_slots);
+                let changed = state.rooms().set_free_slots(id, free_slots);
+                if let (Some(cluster), Some((channel, open))) = (&state.cluster, changed) {
+                    let (broadcaster, broadcast) = state.rooms().broadcast(&channel);
+                    let broadcast = (broadcaster == Some(id)).then_some(broadcast);
+                    cluster.status(id, channel, open, broadcast);
+                }
             }
         }
         ClientMessage::MorePeers {} => {
@@ -209,8 +257,22 @@ pub(crate) fn handle(
             ) {
                 return None;
             }
-            let peers = state.rooms().more_peers(id);
-            mailbox.post(&ServerMessage::Introduce { peers });
+            let member = state.rooms().member(id);
+            let view = match (&state.cluster, member) {
+                (Some(cluster), Some((channel, _))) => {
+                    cluster.view(&channel, state.config.introduce).await
+                }
+                _ => None,
+            };
+            let found = state
+                .rooms()
+                .more_peers_from(id, view.as_ref().map(|v| &v.candidates));
+            if let Some(cluster) = &state.cluster {
+                cluster.introduced(&found);
+            }
+            mailbox.post(&ServerMessage::Introduce {
+                peers: found.introduced,
+            });
         }
         ClientMessage::Report(report) => {
             let admitted = match (session.peer, &mut session.reports) {
@@ -231,16 +293,60 @@ pub(crate) fn handle(
         ClientMessage::Leave {} => {
             session.reports = None;
             if let Some(id) = session.peer.take() {
-                state.rooms().leave(id);
+                leave(state, id);
             }
         }
     }
     None
 }
 
+/// Takes the peer out of its channel, here and on the servers sharing it.
+pub(crate) fn leave(state: &AppState, peer: PeerId) {
+    let left = state.rooms().leave_routed(peer);
+    if let (Some(cluster), Some(left)) = (&state.cluster, left) {
+        cluster.left(&left);
+    }
+}
+
+/// Whether a claim's key may broadcast.
+enum Ownership {
+    Yours,
+    Another,
+    /// Servers share channels, Redis does not answer and this server has no record of
+    /// the channel: granting it could give it to two keys.
+    Unknown,
+}
+
+/// Whether the claim's key may broadcast: across servers, the key Redis records as the
+/// owner (set atomically, so of two keys claiming at once exactly one wins), or while
+/// Redis does not answer, an owner this server knows; alone, this server's record.
+async fn may_broadcast(state: &AppState, claim: &PendingClaim) -> Ownership {
+    let known = |state: &AppState| {
+        if state.owners().may_broadcast(&claim.channel, &claim.key) {
+            Ownership::Yours
+        } else {
+            Ownership::Another
+        }
+    };
+    let Some(cluster) = &state.cluster else {
+        return known(state);
+    };
+    match cluster.claim(&claim.channel, &claim.key).await {
+        Some(Ok(())) => Ownership::Yours,
+        Some(Err(owner)) => {
+            if let Some(owner) = owner {
+                state.owners().remember(claim.channel.clone(), owner);
+            }
+            Ownership::Another
+        }
+        None if state.owners().key(&claim.channel).is_some() => known(state),
+        None => Ownership::Unknown,
+    }
+}
+
 /// Joins the room; answers `Welcome` (with the channel's key) and `Introduce`. Returns
 /// whether it joined.
-fn enter(
+async fn enter(
     state: &AppState,
     mailbox: &Mailbox,
     session: &mut Session,
@@ -248,12 +354,27 @@ fn enter(
     role: Role,
     broadcast: Option<SessionId>,
 ) -> bool {
-    let joined = state
-        .rooms()
-        .join(channel.clone(), role, mailbox.clone(), broadcast);
+    let view = match &state.cluster {
+        Some(cluster) => cluster.view(&channel, state.config.introduce).await,
+        None => None,
+    };
+    if let Some(owner) = view.as_ref().and_then(|v| v.owner) {
+        state.owners().remember(channel.clone(), owner);
+    }
+    let joined = state.rooms().join_from(
+        channel.clone(),
+        role,
+        mailbox.clone(),
+        broadcast,
+        view.as_ref().map(|v| &v.candidates),
+    );
     match joined {
-        Ok((id, introduced)) => {
-            tracing::info!(peer = %id, %channel, ?role, introduced = introduced.len(), "peer joined");
+        Ok(joined) => {
+            if let Some(cluster) = &state.cluster {
+                cluster.joined(&joined, &channel, role, broadcast, view.as_ref());
+            }
+            let id = joined.peer;
+            tracing::info!(peer = %id, %channel, ?role, introduced = joined.introduced.len(), "peer joined");
             session.peer = Some(id);
             session.reports = (role == Role::Viewer).then(|| ReportGate::new(Instant::now()));
             let now = std::time::SystemTime::now()
@@ -261,7 +382,13 @@ fn enter(
                 .map_or(0, |d| d.as_secs());
             let ice_servers = crate::ice::ice_servers(&state.config, id, now);
             let channel_key = state.owners().key(&channel);
-            let (broadcaster, broadcast) = state.rooms().broadcast(&channel);
+            // A broadcaster here is known here first; one on another server from Redis.
+            let (broadcaster, broadcast) = match state.rooms().broadcast(&channel) {
+                (None, _) => view.as_ref().map_or((None, None), |v| {
+                    (v.candidates.broadcaster.map(|(c, _)| c.peer), v.session)
+                }),
+                here => here,
+            };
             mailbox.post(&ServerMessage::Welcome {
                 peer_id: id,
                 channel,
@@ -277,7 +404,9 @@ fn enter(
                     Role::Broadcaster => Vec::new(),
                 },
             });
-            mailbox.post(&ServerMessage::Introduce { peers: introduced });
+            mailbox.post(&ServerMessage::Introduce {
+                peers: joined.introduced,
+            });
             true
         }
         Err(e) => {

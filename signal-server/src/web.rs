@@ -28,7 +28,16 @@ pub(crate) async fn app_page(State(state): State<AppState>) -> Response {
 }
 
 /// Public: other sites' pages may read it (the JS API, docs/embed.md).
+/// With servers sharing channels, every server's live channels (as Redis lists them;
+/// this server's own while Redis does not answer).
 pub(crate) async fn channels(State(state): State<AppState>) -> impl IntoResponse {
+    let shared = match &state.cluster {
+        Some(cluster) => cluster.live_channels().await,
+        None => None,
+    };
+    if let Some(live) = shared {
+        return ([(header::ACCESS_CONTROL_ALLOW_ORIGIN, "*")], Json(live));
+    }
     let mut live = state.rooms().live_channels();
     let owners = state.owners();
     for channel in &mut live {
@@ -87,10 +96,11 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> impl IntoResponse 
         let rooms = state.rooms();
         (rooms.channel_sizes(), rooms.channel_experience())
     };
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(&sizes, &experience),
-    )
+    let mut text = state.metrics.render(&sizes, &experience);
+    if let Some(cluster) = &state.cluster {
+        cluster.render_metrics(&mut text);
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }
 
 /// Browsers ask for `/favicon.ico` on pages that name no icon (the JSON API, errors).
@@ -98,8 +108,14 @@ pub(crate) async fn favicon() -> axum::response::Redirect {
     axum::response::Redirect::permanent("/favicon.svg")
 }
 
-pub(crate) async fn healthz() -> &'static str {
-    "ok\n"
+/// `ok`, or with `--redis` a line saying whether Redis answers. Always 200: a server
+/// whose Redis is away still serves its own peers, and every server shares that Redis,
+/// so a load balancer gains nothing by taking it out.
+pub(crate) async fn healthz(State(state): State<AppState>) -> String {
+    match &state.cluster {
+        Some(cluster) => format!("{}\n", cluster.health().1),
+        None => "ok\n".into(),
+    }
 }
 
 #[cfg(test)]

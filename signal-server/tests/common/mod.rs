@@ -15,6 +15,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+pub mod redis;
+
 pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// The key a test broadcaster uses for `channel`: derived from the name, so every
@@ -78,10 +80,15 @@ pub async fn send(ws: &mut Ws, message: ClientMessage) {
 }
 
 pub async fn recv(ws: &mut Ws) -> ServerMessage {
+    recv_within(ws, Duration::from_secs(5)).await
+}
+
+/// The next message, which must come within `within`.
+pub async fn recv_within(ws: &mut Ws, within: Duration) -> ServerMessage {
     loop {
-        let frame = tokio::time::timeout(Duration::from_secs(5), ws.next())
+        let frame = tokio::time::timeout(within, ws.next())
             .await
-            .expect("no message within 5 s");
+            .unwrap_or_else(|_| panic!("no message within {within:?}"));
         match frame.expect("connection ended").expect("read failed") {
             Message::Text(text) => {
                 return ServerMessage::from_json(&text).expect("server sent valid JSON")

@@ -230,7 +230,7 @@ impl Node {
             ErrorCode::UnknownPeer | ErrorCode::RateLimited | ErrorCode::Unknown => {
                 ErrorAction::Report
             }
-            ErrorCode::NotJoined => ErrorAction::Retry,
+            ErrorCode::NotJoined | ErrorCode::Unavailable => ErrorAction::Retry,
             _ if welcomed => ErrorAction::Report,
             // A refusal after we were once in: the server restarted, or still holds our
             // stale session. It will pass; try again.
