@@ -272,8 +272,8 @@ async fn run(cli: Cli) -> Result<(), NativeError> {
                     _ = timeout => {}
                 }
             };
-            let stats = node::run(options, None, &mut sink, stop).await?;
-            println!("{}", sink.summary(&stats));
+            let report = node::run(options, None, &mut sink, stop).await?;
+            println!("{}", sink.summary(&report));
             match sink.fell_short() {
                 Some((played, wanted)) => Err(NativeError::FellShort { played, wanted }),
                 None => Ok(()),

@@ -8,10 +8,10 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use protocol::{ChannelName, ChunkSeq, ContentSigner, Role, SessionId};
+use protocol::{ChannelName, ChunkSeq, ContentSigner, PeerId, Role, SessionId};
 use swarm::{
-    Chunk, LinkId, Millis, Node, NodeConfig, NodeEvent, NodeInput, NodeOutput, SignalId, Signed,
-    Stats,
+    Chunk, LinkId, Millis, Neighbour, Node, NodeConfig, NodeEvent, NodeInput, NodeOutput, SignalId,
+    Signed, Stats,
 };
 use tokio::sync::mpsc;
 
@@ -51,6 +51,29 @@ pub struct NodeOptions {
 pub enum Produced {
     Init { mime: String, data: Vec<u8> },
     Chunk(Chunk),
+}
+
+/// How a run ended, for a viewer's summary.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub stats: Stats,
+    /// Our id with the signal server at the end (each reconnect brings a new one).
+    pub peer: Option<PeerId>,
+    /// The neighbours linked at the end, with the payload exchanged with each: who
+    /// carried the stream to this viewer.
+    pub neighbours: Vec<Neighbour>,
+}
+
+impl Report {
+    /// Taken before the node stops, while its links are still there.
+    fn of(node: &Node) -> Report {
+        let swarm = node.swarm();
+        Report {
+            stats: swarm.map(|s| s.stats()).unwrap_or_default(),
+            peer: node.peer_id(),
+            neighbours: swarm.map(|s| s.neighbours().collect()).unwrap_or_default(),
+        }
+    }
 }
 
 /// Where a viewer's played stream goes.
@@ -96,7 +119,7 @@ pub async fn run(
     mut feed: Option<mpsc::Receiver<Result<Produced, NativeError>>>,
     sink: &mut dyn Sink,
     stop: impl Future<Output = ()>,
-) -> Result<Stats, NativeError> {
+) -> Result<Report, NativeError> {
     let signer: Option<Arc<dyn ContentSigner>> = match (&options.key, options.role) {
         (Some(secret), Role::Broadcaster) => Some(Arc::new(secret.signer())),
         (None, Role::Broadcaster) => {
@@ -201,10 +224,10 @@ pub async fn run(
         };
         node.handle_input(now(), input);
     }
+    let report = Report::of(&node);
     node.stop();
-    let stats = node.swarm().map(|s| s.stats()).unwrap_or_default();
     driver.carry_out(&mut node, sink, now())?;
-    Ok(stats)
+    Ok(report)
 }
 
 /// The I/O half: sockets, link tasks and their events.
@@ -222,13 +245,13 @@ struct Driver {
 }
 
 impl Driver {
-    /// Carries out everything the node asked; `Some(stats)` when the run is over.
+    /// Carries out everything the node asked; `Some(report)` when the run is over.
     fn carry_out(
         &mut self,
         node: &mut Node,
         sink: &mut dyn Sink,
         now: Millis,
-    ) -> Result<Option<Stats>, NativeError> {
+    ) -> Result<Option<Report>, NativeError> {
         while let Some(output) = node.poll_output() {
             match output {
                 NodeOutput::Connect(id) => {
@@ -289,9 +312,9 @@ impl Driver {
                 NodeOutput::Init { mime, data } => sink.init(&mime, &data)?,
                 NodeOutput::Play { chunk, due } => {
                     if sink.play(&chunk, Duration::from_millis(due - now))? {
+                        let report = Report::of(node);
                         node.stop();
-                        let stats = node.swarm().map(|s| s.stats()).unwrap_or_default();
-                        return Ok(Some(stats));
+                        return Ok(Some(report));
                     }
                 }
                 NodeOutput::Skipped(seq) => sink.skipped(seq),

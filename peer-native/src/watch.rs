@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use protocol::ChunkSeq;
 use serde_json::json;
-use swarm::{Chunk, Stats};
+use swarm::Chunk;
 
-use crate::node::Sink;
+use crate::node::{Report, Sink};
 use crate::record::{chunk_file_name, record};
 use crate::timeline::Timeline;
 use crate::NativeError;
@@ -74,7 +74,20 @@ impl WatchSink {
     }
 
     /// One JSON line for scripts and tests (and the timeline's last).
-    pub fn summary(&mut self, stats: &Stats) -> String {
+    pub fn summary(&mut self, report: &Report) -> String {
+        let stats = &report.stats;
+        let neighbours: Vec<_> = report
+            .neighbours
+            .iter()
+            .map(|n| {
+                json!({
+                    "peer": n.peer.to_string(),
+                    "source": n.is_source,
+                    "bytes_down": n.bytes_down,
+                    "bytes_up": n.bytes_up,
+                })
+            })
+            .collect();
         if let Some(timeline) = &mut self.timeline {
             timeline.ended(stats);
         }
@@ -90,6 +103,8 @@ impl WatchSink {
             "bytes_rejected": stats.bytes_rejected,
             "stalls": stats.stalls,
             "peers_dropped_polluting": stats.drops.polluted,
+            "peer": report.peer.map(|p| p.to_string()),
+            "neighbours": neighbours,
         })
         .to_string()
     }

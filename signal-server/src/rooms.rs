@@ -636,20 +636,16 @@ impl Rooms {
         }
     }
 
-    /// A server stopped refreshing its presence: every peer here hears that its
-    /// contacts there left. O(peers here × contacts): once per lost server.
+    /// A server stopped refreshing its presence: its peers' contacts here forget them,
+    /// without a `PeerLeft`. A signal server dying seldom means its peers did: they
+    /// reconnect to another server (under new ids) while their WebRTC links to peers here
+    /// carry on, and a `PeerLeft` would make every contact here tear down a working link
+    /// at once, a whole server's audience of them when the swarm is busiest. A link whose
+    /// far end really died times out by itself; a signal to one of them is answered
+    /// `UnknownPeer` at once. O(peers here × contacts): once per lost server.
     pub fn server_gone(&mut self, server: ServerId) {
         for member in self.members.values_mut() {
-            let before = member.contacts.len();
-            let mailbox = &member.mailbox;
-            member.contacts.retain(|c| {
-                let gone = c.server == server;
-                if gone {
-                    deliver(mailbox, ServerMessage::PeerLeft { peer: c.peer });
-                }
-                !gone
-            });
-            debug_assert!(member.contacts.len() <= before);
+            member.contacts.retain(|c| c.server != server);
         }
     }
 

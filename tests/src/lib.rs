@@ -4,5 +4,7 @@
 pub mod browser;
 pub mod http;
 pub mod netns;
+pub mod nginx;
 pub mod process;
+pub mod redis;
 pub mod turn;

@@ -81,6 +81,8 @@ pub struct Counters {
     pub writes_dropped: AtomicU64,
     /// Notes that could not be read (broken, or a newer server's kind).
     pub notes_unread: AtomicU64,
+    /// Other servers found gone (no heartbeat for `SERVER_TTL + GONE_AFTER`).
+    pub servers_gone: AtomicU64,
 }
 
 /// Servers listed in Redis at the last heartbeat (this one included), and every server
@@ -259,6 +261,11 @@ impl Cluster {
                 "streamtorrent_cluster_writes_dropped_total",
                 "Writes to Redis dropped because it did not answer or the queue was full.",
                 &c.writes_dropped,
+            ),
+            (
+                "streamtorrent_cluster_servers_gone_total",
+                "Other signal servers found gone (no heartbeat for 8 s); their peers were forgotten here.",
+                &c.servers_gone,
             ),
         ];
         for (name, help, value) in counters {

@@ -266,6 +266,10 @@ impl Heartbeat {
             self.seen.remove(&server);
             tracing::info!(%server, "a signal server sharing channels is gone");
             cluster.rooms().server_gone(server);
+            cluster
+                .counters
+                .servers_gone
+                .fetch_add(1, Ordering::Relaxed);
         }
         cluster.set_listed(listed);
         if was_down || self.last_refresh.is_none_or(|t| t.elapsed() >= REFRESH) {

@@ -15,8 +15,6 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-pub mod redis;
-
 pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// The key a test broadcaster uses for `channel`: derived from the name, so every

@@ -1,11 +1,16 @@
-//! A real `redis-server` for the tests of servers sharing channels: on a Unix socket in a
-//! fresh folder (no port to collide on), no persistence, killed with the test.
+//! A real `redis-server` for the tests of servers sharing channels (`signal-server
+//! --redis`): on a Unix socket in a fresh folder (no port to collide on), no persistence,
+//! killed with the test.
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
+
+/// Tells apart the Redis servers one test process starts.
+static STARTED: AtomicU32 = AtomicU32::new(0);
 
 pub struct Redis {
     child: Option<Child>,
@@ -18,10 +23,11 @@ impl Redis {
     /// installs it): these tests never pass without it.
     pub fn start() -> Redis {
         let dir = std::env::temp_dir().join(format!(
-            "st-redis-{}-{:x}",
+            "st-redis-{}-{}",
             std::process::id(),
-            rand::random::<u32>()
+            STARTED.fetch_add(1, Ordering::Relaxed)
         ));
+        let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let socket = dir.join("redis.sock");
         let mut redis = Redis {
