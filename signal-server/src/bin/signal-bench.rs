@@ -8,9 +8,16 @@
 //!   signal-server --listen 127.0.0.1:8080 --max-connections-per-ip 100000 \
 //!     --max-peers-per-channel 100000 --rate-per-sec 1000000 --rate-burst 1000000
 //! then: cargo run --release --bin signal-bench -- --connections 19000 --seconds 10 --json
+//!
+//! Against servers sharing channels through Redis, name each with `--server`: peer i
+//! connects to the (i mod n)th, so every channel spans them all, and relays are counted
+//! within and across servers. One process holds at most ~19,900 connections here (20,000
+//! open files per process), so several run side by side (`--first-index` keeps their
+//! channels apart) and meet at `--ready-file` / `--go-file` (scripts/bench-cluster).
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
@@ -23,9 +30,14 @@ use tokio_tungstenite::tungstenite::Message;
 #[derive(Parser, Debug)]
 #[command(about = "Load benchmark for a running signal-server")]
 struct Args {
-    /// WebSocket URL of the server.
-    #[arg(long, default_value = "ws://127.0.0.1:8080/ws")]
-    server: String,
+    /// WebSocket URL of a server; repeat for servers sharing channels (peer i connects to
+    /// the (i mod n)th).
+    #[arg(long = "server", default_value = "ws://127.0.0.1:8080/ws")]
+    servers: Vec<String>,
+    /// Number this process's peers from here, so processes run side by side use distinct
+    /// channels.
+    #[arg(long, default_value_t = 0)]
+    first_index: usize,
     /// Concurrent WebSocket peers to open (this process and the server each need one file
     /// descriptor per connection; the open-file limit here is 20,000 per process).
     #[arg(long, default_value_t = 1000)]
@@ -39,9 +51,16 @@ struct Args {
     /// Connections being opened at once.
     #[arg(long, default_value_t = 200)]
     concurrency: usize,
-    /// The server's process id, for its RSS; found from the URL's port when omitted.
-    #[arg(long)]
-    server_pid: Option<u32>,
+    /// The servers' process ids (one per `--server`, in order), for their RSS; found from
+    /// the URLs' ports when omitted.
+    #[arg(long = "server-pid")]
+    server_pids: Vec<u32>,
+    /// Once every peer joined, write the join figures here (JSON) ...
+    #[arg(long, requires = "go_file")]
+    ready_file: Option<std::path::PathBuf>,
+    /// ... and start relaying only once this file exists.
+    #[arg(long, requires = "ready_file")]
+    go_file: Option<std::path::PathBuf>,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
@@ -49,8 +68,12 @@ struct Args {
 
 /// What every peer task shares.
 struct Shared {
-    relayed: AtomicU64,
+    /// Relayed messages between peers on one server, and between peers on two.
+    within: AtomicU64,
+    across: AtomicU64,
     errors: AtomicU64,
+    /// Which server each joined peer is on, set before the relay phase.
+    servers: OnceLock<HashMap<PeerId, usize>>,
 }
 
 /// Messages in flight per pair during the relay phase.
@@ -63,24 +86,16 @@ type Joined = (usize, PeerId, Duration);
 async fn main() {
     let args = Args::parse();
     raise_open_file_limit();
-    let port = args
-        .server
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.split('/').next())
-        .and_then(|p| p.parse::<u16>().ok());
-    let pid = args.server_pid.or_else(|| port.and_then(listening_pid));
-    let Some(pid) = pid else {
-        eprintln!(
-            "signal-bench: cannot find the server process listening on {}; pass --server-pid",
-            args.server
-        );
+    let pids = server_pids(&args).unwrap_or_else(|message| {
+        eprintln!("signal-bench: {message}");
         std::process::exit(2);
-    };
-    let rss_before = rss_kib(pid);
+    });
+    let rss_before: Vec<u64> = pids.iter().map(|&pid| rss_kib(pid)).collect();
     let shared = Arc::new(Shared {
-        relayed: AtomicU64::new(0),
+        within: AtomicU64::new(0),
+        across: AtomicU64::new(0),
         errors: AtomicU64::new(0),
+        servers: OnceLock::new(),
     });
     let (joined_tx, mut joined_rx) = mpsc::unbounded_channel::<Joined>();
     // Phase 2 starts once every peer joined.
@@ -89,11 +104,13 @@ async fn main() {
     let gate = Arc::new(Semaphore::new(args.concurrency));
     let started = Instant::now();
     for index in 0..args.connections {
-        let channel = format!("bench-{}", index / args.channel_size.max(1));
+        let numbered = args.first_index + index;
+        let channel = format!("bench-{}", numbered / args.channel_size.max(1));
         let task = Peer {
             index,
             channel,
-            url: args.server.clone(),
+            server: index % args.servers.len(),
+            url: args.servers[index % args.servers.len()].clone(),
             shared: shared.clone(),
             joined: joined_tx.clone(),
             go: go_rx.clone(),
@@ -112,14 +129,16 @@ async fn main() {
     let connect_secs = started.elapsed().as_secs_f64();
     let connections = latencies.len();
     tokio::time::sleep(Duration::from_secs(1)).await; // Let the server settle.
-    let rss_after = rss_kib(pid);
-
-    let relay_start = Instant::now();
-    let _ = go_tx.send(true);
-    tokio::time::sleep(Duration::from_secs(args.seconds)).await;
-    let relayed = shared.relayed.load(Ordering::Relaxed);
-    let relay_secs = relay_start.elapsed().as_secs_f64();
-    let _ = stop_tx.send(true);
+    let rss_after: Vec<u64> = pids.iter().map(|&pid| rss_kib(pid)).collect();
+    let on_server = ids
+        .iter()
+        .enumerate()
+        .filter_map(|(index, id)| Some(((*id)?, index % args.servers.len())))
+        .collect();
+    shared
+        .servers
+        .set(on_server)
+        .expect("the peers' servers are set once, before the relay phase");
 
     latencies.sort();
     let pct = |p: f64| {
@@ -127,18 +146,66 @@ async fn main() {
             .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
             .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
     };
-    let report = serde_json::json!({
+    // Per server: its connections from this process are 1/n of them (peer i on server i
+    // mod n), give or take one.
+    let per_connection: Vec<f64> = rss_before
+        .iter()
+        .zip(&rss_after)
+        .map(|(before, after)| {
+            let here = connections as f64 / args.servers.len() as f64;
+            if here == 0.0 {
+                0.0
+            } else {
+                after.saturating_sub(*before) as f64 / here
+            }
+        })
+        .collect();
+    let mut report = serde_json::json!({
         "connections": connections,
         "connections_wanted": args.connections,
+        "servers": args.servers.len(),
         "server_rss_kib_before": rss_before,
         "server_rss_kib_after": rss_after,
-        "rss_kib_per_connection": if connections == 0 { 0.0 } else { (rss_after.saturating_sub(rss_before)) as f64 / connections as f64 },
+        "rss_kib_per_connection": per_connection,
         "join_p50_ms": pct(0.50),
         "join_p99_ms": pct(0.99),
         "connect_all_secs": connect_secs,
-        "relay_per_s": relayed as f64 / relay_secs,
-        "errors": shared.errors.load(Ordering::Relaxed),
     });
+    if let (Some(ready), Some(go)) = (&args.ready_file, &args.go_file) {
+        if let Err(e) = std::fs::write(ready, report.to_string()) {
+            eprintln!("signal-bench: cannot write {}: {e}", ready.display());
+            std::process::exit(2);
+        }
+        while !go.exists() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    let relay_start = Instant::now();
+    let _ = go_tx.send(true);
+    tokio::time::sleep(Duration::from_secs(args.seconds)).await;
+    let within = shared.within.load(Ordering::Relaxed);
+    let across = shared.across.load(Ordering::Relaxed);
+    let relay_secs = relay_start.elapsed().as_secs_f64();
+    let _ = stop_tx.send(true);
+
+    let fields = report.as_object_mut().expect("a JSON object");
+    fields.insert(
+        "relay_per_s".into(),
+        ((within + across) as f64 / relay_secs).into(),
+    );
+    fields.insert(
+        "relay_within_per_s".into(),
+        (within as f64 / relay_secs).into(),
+    );
+    fields.insert(
+        "relay_across_per_s".into(),
+        (across as f64 / relay_secs).into(),
+    );
+    fields.insert(
+        "errors".into(),
+        shared.errors.load(Ordering::Relaxed).into(),
+    );
     if args.json {
         println!("{report}");
     } else {
@@ -151,6 +218,8 @@ async fn main() {
 
 struct Peer {
     index: usize,
+    /// Which of the `--server`s it connects to.
+    server: usize,
     channel: String,
     url: String,
     shared: Arc<Shared>,
@@ -252,11 +321,12 @@ impl Peer {
             };
             match frame {
                 Some(Ok(Message::Text(text))) if text.contains("\"type\":\"signal\"") => {
-                    self.shared.relayed.fetch_add(1, Ordering::Relaxed);
                     let Ok(ServerMessage::Signal { from, .. }) = ServerMessage::from_json(&text)
                     else {
+                        self.shared.errors.fetch_add(1, Ordering::Relaxed);
                         continue;
                     };
+                    self.shared.count_relay(from, self.server);
                     if ws.send(Message::text(offer(from))).await.is_err() {
                         self.shared.errors.fetch_add(1, Ordering::Relaxed);
                         return;
@@ -272,6 +342,46 @@ impl Peer {
             }
         }
     }
+}
+
+impl Shared {
+    fn count_relay(&self, from: PeerId, to_server: usize) {
+        let from_server = self.servers.get().and_then(|s| s.get(&from));
+        match from_server {
+            Some(&server) if server == to_server => self.within.fetch_add(1, Ordering::Relaxed),
+            Some(_) => self.across.fetch_add(1, Ordering::Relaxed),
+            // Every peer of this process joined before the relay phase, and channels are
+            // not shared between processes: a sender we do not know is the server's error.
+            None => self.errors.fetch_add(1, Ordering::Relaxed),
+        };
+    }
+}
+
+/// Each server's process id: as given, or the process listening on its URL's port.
+fn server_pids(args: &Args) -> Result<Vec<u32>, String> {
+    if !args.server_pids.is_empty() {
+        if args.server_pids.len() != args.servers.len() {
+            return Err(format!(
+                "{} --server-pid for {} --server: give one per server, in order",
+                args.server_pids.len(),
+                args.servers.len()
+            ));
+        }
+        return Ok(args.server_pids.clone());
+    }
+    args.servers
+        .iter()
+        .map(|url| {
+            url.rsplit(':')
+                .next()
+                .and_then(|p| p.split('/').next())
+                .and_then(|p| p.parse::<u16>().ok())
+                .and_then(listening_pid)
+                .ok_or_else(|| {
+                    format!("cannot find the server process listening on {url}; pass --server-pid")
+                })
+        })
+        .collect()
 }
 
 /// Resident memory of a process in KiB, from /proc/PID/status.
