@@ -7,8 +7,8 @@ use std::time::Duration;
 use protocol::{ChannelKey, ChannelName, ErrorCode, KeySignature, Nonce, ServerMessage, SessionId};
 use tokio::time::Instant;
 
+use crate::mailbox::Mailbox;
 use crate::metrics::Rejection;
-use crate::rooms::Mailbox;
 use crate::AppState;
 
 /// A challenge not answered within this long closes the connection.

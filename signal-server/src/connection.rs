@@ -2,23 +2,23 @@
 //! on the rooms, forward what the rooms send this peer, and drop the client when it breaks
 //! a limit.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use futures::{SinkExt, StreamExt};
+use futures::StreamExt;
 use protocol::{ClientMessage, ErrorCode};
-use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
 
 use crate::claims::CHALLENGE_TIMEOUT;
+use crate::mailbox::{Mailbox, Outbox, Outgoing};
 use crate::metrics::Rejection;
-use crate::rooms::Mailbox;
 use crate::session::{handle, leave, reply_error, until, Session};
 use crate::AppState;
 use client_limits::IpRefusal;
@@ -96,16 +96,22 @@ pub(crate) async fn upgrade(
     };
     let max = state.config.max_message_bytes;
     // tungstenite's defaults (128 KiB read buffer, 64 MiB messages) suit a few connections,
-    // not thousands of small signalling ones. Its own limit sits a little above ours so an
-    // oversized message reaches us and gets a precise 1009 close.
-    ws.read_buffer_size(1024)
+    // not thousands of small signalling ones. The read buffer is allocated for every
+    // connection, idle or not, and most messages are small: a bigger one (an SDP) takes a
+    // few more reads of the kernel's buffer, and the buffer grows for it.
+    // tungstenite's own limit sits a little above ours so an oversized message reaches us
+    // and gets a precise 1009 close.
+    ws.read_buffer_size(256)
         .write_buffer_size(0)
         .max_write_buffer_size(256 * 1024)
         .max_message_size(max + 1024)
         .max_frame_size(max + 1024)
-        .on_upgrade(move |socket| async move {
-            run(socket, &slot).await;
-            drop(slot);
+        // The connection runs in a task of its own, and axum's upgrade task ends: kept
+        // waiting on the connection, that task would keep its own state (~600 bytes)
+        // beside it for the connection's whole life.
+        .on_upgrade(move |socket| {
+            tokio::spawn(run(socket, slot));
+            std::future::ready(())
         })
 }
 
@@ -133,139 +139,151 @@ pub(crate) struct Close {
     pub reason: String,
 }
 
-async fn run(socket: WebSocket, slot: &IpSlot) {
-    let (state, addr) = (&slot.state, slot.addr);
-    state.metrics.connections.fetch_add(1, Ordering::Relaxed);
-    let (mut sink, mut stream) = socket.split();
-    let (tx, mut rx) = mpsc::channel::<Box<str>>(QUEUE_LEN);
-    let mailbox = Mailbox {
-        tx,
-        kick: Arc::new(Notify::new()),
-    };
-    let mut shutdown = state.shutdown.clone();
-    let mut session = Session::default();
-    let mut strikes = 0;
-    let config = &state.config;
-    let mut bucket = TokenBucket::new(config.rate_per_sec, config.rate_burst, Instant::now());
-    let mut refused_in_a_row = 0;
-    let ping_every = Duration::from_secs(config.ping_interval_secs.max(1));
-    let mut ping = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
-    let idle_timeout = Duration::from_secs(config.idle_timeout_secs);
-    let mut last_heard = Instant::now();
-    let close: Option<Close> = loop {
-        let claim_deadline = session.claim.as_ref().map(|c| c.deadline);
-        tokio::select! {
-            _ = until(claim_deadline) => {
-                state.metrics.reject(Rejection::ChallengeTimeout);
-                reply_error(&mailbox, ErrorCode::NotChallenged, format!("the challenge was not answered within {} s", CHALLENGE_TIMEOUT.as_secs()));
-                break Some(Close { code: CLOSE_POLICY, reason: "challenge not answered".into() });
-            }
-            _ = shutdown.changed() => break Some(Close { code: CLOSE_GOING_AWAY, reason: "server shutting down".into() }),
-            _ = mailbox.kick.notified() => break Some(slow_reader(state)),
-            _ = ping.tick() => {
-                if last_heard.elapsed() > idle_timeout {
-                    state.metrics.reject(Rejection::Idle);
-                    break Some(Close { code: CLOSE_GOING_AWAY, reason: "idle timeout".into() });
+/// One connection from its upgrade to its close; its slot is given back when it ends.
+///
+/// Tens of thousands of these wait idle at once, and each one's future is the bulk of what
+/// an idle connection costs. So what only runs now and then (a message being handled, a
+/// write, the close) runs in a future boxed while it runs, rather than inline in this one
+/// whose size every idle connection pays; the socket is not split, which would put it in
+/// a shared allocation of its own.
+#[allow(clippy::manual_async_fn)] // On purpose: see the comment inside.
+fn run(mut socket: WebSocket, slot: IpSlot) -> impl Future<Output = ()> + Send {
+    // A block, not an `async fn`: an async fn keeps its arguments twice in its future
+    // (rust-lang/rust#62958), here the socket's 368 bytes.
+    async move {
+        let (state, addr) = (&slot.state, slot.addr);
+        state.metrics.connections.fetch_add(1, Ordering::Relaxed);
+        let (mailbox, outbox) = Mailbox::new(QUEUE_LEN);
+        // Pings, the idle check and the shutdown close come through the mailbox.
+        let _registered = state.connections.register(&mailbox);
+        let mut session = Session::default();
+        let mut strikes = 0;
+        let config = &state.config;
+        let mut bucket = TokenBucket::new(config.rate_per_sec, config.rate_burst, Instant::now());
+        let mut refused_in_a_row = 0;
+        let idle_timeout = Duration::from_secs(config.idle_timeout_secs);
+        let mut last_heard = Instant::now();
+        let close: Option<Close> = loop {
+            let claim_deadline = session.claim.as_ref().map(|c| c.deadline);
+            tokio::select! {
+                _ = until(claim_deadline) => {
+                    state.metrics.reject(Rejection::ChallengeTimeout);
+                    reply_error(&mailbox, ErrorCode::NotChallenged, format!("the challenge was not answered within {} s", CHALLENGE_TIMEOUT.as_secs()));
+                    break Some(Close { code: CLOSE_POLICY, reason: "challenge not answered".into() });
                 }
-                match send_unless_kicked(&mut sink, Message::Ping(Default::default()), &mailbox.kick).await {
-                    Sent::Done => {}
-                    Sent::Kicked => break Some(slow_reader(state)),
-                    Sent::Failed => break None,
-                }
-            }
-            outgoing = rx.recv() => {
-                let Some(message) = outgoing else { break None };
-
-                match send_unless_kicked(&mut sink, Message::Text(String::from(message).into()), &mailbox.kick).await {
-                    Sent::Done => {}
-                    Sent::Kicked => break Some(slow_reader(state)),
-                    Sent::Failed => {
-                        state.metrics.reject(Rejection::SlowReader);
-                        break None;
-                    }
-                }
-            }
-            incoming = stream.next() => {
-                last_heard = Instant::now();
-                let text = match incoming {
-                    Some(Ok(Message::Text(text))) => text,
-                    Some(Ok(Message::Binary(_))) => {
-                        strikes += 1;
-                        state.metrics.reject(Rejection::Malformed);
-                        reply_error(&mailbox, ErrorCode::MalformedMessage, "binary frames are not signalling messages".into());
-                        if strikes >= MAX_STRIKES { break Some(Close { code: CLOSE_POLICY, reason: "too many malformed messages".into() }) }
-                        continue;
-                    }
-                    Some(Ok(Message::Close(_))) | None => break None,
-                    Some(Ok(_)) => continue, // Ping and pong: liveness only.
-                    Some(Err(e)) => break read_error_close(state, &e.to_string()),
-                };
-                if text.len() > config.max_message_bytes {
-                    state.metrics.reject(Rejection::TooLarge);
-                    break Some(Close { code: CLOSE_TOO_BIG, reason: format!("message of {} bytes is over the {}-byte limit", text.len(), config.max_message_bytes) });
-                }
-                if !bucket.try_take(Instant::now()) {
-                    state.metrics.reject(Rejection::RateLimited);
-                    refused_in_a_row += 1;
-                    if refused_in_a_row == 1 {
-                        reply_error(&mailbox, ErrorCode::RateLimited, format!("over {} messages per second; messages are being dropped", config.rate_per_sec));
-                    }
-                    if refused_in_a_row >= config.rate_burst.max(1) {
-                        break Some(Close { code: CLOSE_POLICY, reason: "flooding".into() });
-                    }
-                    continue;
-                }
-                refused_in_a_row = 0;
-                match ClientMessage::from_json(&text) {
-                    Ok(message) => {
-                        if let Some(close) = handle(state, &mailbox, &mut session, message).await {
-                            break Some(close);
+                outgoing = outbox.next() => {
+                    let (message, failed) = match outgoing {
+                        Outgoing::Message(text) => (Message::Text(String::from(text).into()), Some(Rejection::SlowReader)),
+                        Outgoing::Ping => {
+                            if last_heard.elapsed() > idle_timeout {
+                                state.metrics.reject(Rejection::Idle);
+                                break Some(Close { code: CLOSE_GOING_AWAY, reason: "idle timeout".into() });
+                            }
+                            (Message::Ping(Default::default()), None)
+                        }
+                        Outgoing::Kicked => break Some(slow_reader(state)),
+                        Outgoing::ShutDown => break Some(Close { code: CLOSE_GOING_AWAY, reason: "server shutting down".into() }),
+                    };
+                    match send_unless_kicked(&mut socket, message, &outbox).await {
+                        Sent::Done => {}
+                        Sent::Kicked => break Some(slow_reader(state)),
+                        Sent::Failed => {
+                            if let Some(rejection) = failed {
+                                state.metrics.reject(rejection);
+                            }
+                            break None;
                         }
                     }
-                    Err(e) => {
-                        strikes += 1;
-                        state.metrics.reject(Rejection::Malformed);
-                        reply_error(&mailbox, ErrorCode::MalformedMessage, e.to_string());
-                        if strikes >= MAX_STRIKES { break Some(Close { code: CLOSE_POLICY, reason: "too many malformed messages".into() }) }
+                }
+                incoming = socket.next() => {
+                    last_heard = Instant::now();
+                    let text = match incoming {
+                        Some(Ok(Message::Text(text))) => text,
+                        Some(Ok(Message::Binary(_))) => {
+                            strikes += 1;
+                            state.metrics.reject(Rejection::Malformed);
+                            reply_error(&mailbox, ErrorCode::MalformedMessage, "binary frames are not signalling messages".into());
+                            if strikes >= MAX_STRIKES { break Some(Close { code: CLOSE_POLICY, reason: "too many malformed messages".into() }) }
+                            continue;
+                        }
+                        Some(Ok(Message::Close(_))) | None => break None,
+                        Some(Ok(_)) => continue, // Ping and pong: liveness only.
+                        Some(Err(e)) => break read_error_close(state, &e.to_string()),
+                    };
+                    if text.len() > config.max_message_bytes {
+                        state.metrics.reject(Rejection::TooLarge);
+                        break Some(Close { code: CLOSE_TOO_BIG, reason: format!("message of {} bytes is over the {}-byte limit", text.len(), config.max_message_bytes) });
+                    }
+                    if !bucket.try_take(Instant::now()) {
+                        state.metrics.reject(Rejection::RateLimited);
+                        refused_in_a_row += 1;
+                        if refused_in_a_row == 1 {
+                            reply_error(&mailbox, ErrorCode::RateLimited, format!("over {} messages per second; messages are being dropped", config.rate_per_sec));
+                        }
+                        if refused_in_a_row >= config.rate_burst.max(1) {
+                            break Some(Close { code: CLOSE_POLICY, reason: "flooding".into() });
+                        }
+                        continue;
+                    }
+                    refused_in_a_row = 0;
+                    match ClientMessage::from_json(&text) {
+                        Ok(message) => {
+                            // Boxed: handling a message may wait on Redis, and those futures are
+                            // large; inline, every idle connection would carry their room.
+                            if let Some(close) = Box::pin(handle(state, &mailbox, &mut session, message)).await {
+                                break Some(close);
+                            }
+                        }
+                        Err(e) => {
+                            strikes += 1;
+                            state.metrics.reject(Rejection::Malformed);
+                            reply_error(&mailbox, ErrorCode::MalformedMessage, e.to_string());
+                            if strikes >= MAX_STRIKES { break Some(Close { code: CLOSE_POLICY, reason: "too many malformed messages".into() }) }
+                        }
                     }
                 }
             }
-        }
-    };
-    if let Some(peer) = session.peer {
-        leave(state, peer);
-        tracing::info!(%peer, %addr, "peer left");
-    }
-    if let Some(close) = close {
-        tracing::info!(%addr, code = close.code, reason = %close.reason, "closing connection");
-        // Queued replies first (e.g. the error that explains the close), within limits.
-        while let Ok(message) = rx.try_recv() {
-            if !send_in_time(&mut sink, Message::Text(String::from(message).into())).await {
-                break;
-            }
-        }
-        let frame = CloseFrame {
-            code: close.code,
-            reason: close.reason.into(),
         };
-        if matches!(
-            tokio::time::timeout(WRITE_TIMEOUT, sink.send(Message::Close(Some(frame)))).await,
-            Ok(Ok(()))
-        ) {
-            // Complete the close handshake: dropping the socket while the client's reply is
-            // in flight makes the kernel answer with a reset, which can destroy our close
-            // frame before the client reads it.
-            let _ = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, async {
-                while let Some(Ok(message)) = stream.next().await {
-                    if matches!(message, Message::Close(_)) {
-                        break;
-                    }
-                }
-            })
-            .await;
+        if let Some(peer) = session.peer {
+            leave(state, peer);
+            tracing::info!(%peer, %addr, "peer left");
+        }
+        if let Some(close) = close {
+            tracing::info!(%addr, code = close.code, reason = %close.reason, "closing connection");
+            Box::pin(close_with(socket, &outbox, close)).await;
+        }
+        state.metrics.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Sends what is still queued (e.g. the error that explains the close), then the close
+/// frame, and waits a little for the client's.
+async fn close_with(mut socket: WebSocket, outbox: &Outbox, close: Close) {
+    while let Some(message) = outbox.try_next_message() {
+        if !send_in_time(&mut socket, Message::Text(String::from(message).into())).await {
+            break;
         }
     }
-    state.metrics.connections.fetch_sub(1, Ordering::Relaxed);
+    let frame = CloseFrame {
+        code: close.code,
+        reason: close.reason.into(),
+    };
+    if matches!(
+        tokio::time::timeout(WRITE_TIMEOUT, socket.send(Message::Close(Some(frame)))).await,
+        Ok(Ok(()))
+    ) {
+        // Complete the close handshake: dropping the socket while the client's reply is
+        // in flight makes the kernel answer with a reset, which can destroy our close
+        // frame before the client reads it.
+        let _ = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, async {
+            while let Some(Ok(message)) = socket.next().await {
+                if matches!(message, Message::Close(_)) {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
 }
 
 /// The close frame a read error deserves: 1009 for an oversized frame, 1002 for a broken
@@ -306,24 +324,24 @@ enum Sent {
 }
 
 /// Writes one message; gives up when the write stalls past [`WRITE_TIMEOUT`] or the client's
-/// queue overflows meanwhile, so a client that stops reading is dropped promptly.
-async fn send_unless_kicked(
-    sink: &mut futures::stream::SplitSink<WebSocket, Message>,
+/// queue overflows meanwhile, so a client that stops reading is dropped promptly. Boxed by
+/// itself, so the write's state is not part of every idle connection's future.
+fn send_unless_kicked<'a>(
+    socket: &'a mut WebSocket,
     message: Message,
-    kick: &Notify,
-) -> Sent {
-    tokio::select! {
-        sent = tokio::time::timeout(WRITE_TIMEOUT, sink.send(message)) => if matches!(sent, Ok(Ok(()))) { Sent::Done } else { Sent::Failed },
-        _ = kick.notified() => Sent::Kicked,
-    }
+    outbox: &'a Outbox,
+) -> Pin<Box<dyn Future<Output = Sent> + Send + 'a>> {
+    Box::pin(async move {
+        tokio::select! {
+            sent = tokio::time::timeout(WRITE_TIMEOUT, socket.send(message)) => if matches!(sent, Ok(Ok(()))) { Sent::Done } else { Sent::Failed },
+            _ = outbox.kicked() => Sent::Kicked,
+        }
+    })
 }
 
-async fn send_in_time(
-    sink: &mut futures::stream::SplitSink<WebSocket, Message>,
-    message: Message,
-) -> bool {
+async fn send_in_time(socket: &mut WebSocket, message: Message) -> bool {
     matches!(
-        tokio::time::timeout(WRITE_TIMEOUT, sink.send(message)).await,
+        tokio::time::timeout(WRITE_TIMEOUT, socket.send(message)).await,
         Ok(Ok(()))
     )
 }

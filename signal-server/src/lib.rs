@@ -8,6 +8,8 @@ mod connection;
 mod csp;
 mod error;
 mod ice;
+mod liveness;
+mod mailbox;
 mod metrics;
 mod owners;
 mod rooms;
@@ -23,7 +25,6 @@ use std::time::Duration;
 use axum::routing::get;
 use axum::Router;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 
 use owners::Owners;
 
@@ -32,8 +33,9 @@ pub use cluster::ServerId;
 pub use config::ServerConfig;
 pub use error::ServerError;
 pub use ice::{ice_servers, turn_credentials};
+pub use mailbox::{Mailbox, Outbox};
 pub use metrics::{Metrics, Rejection};
-pub use rooms::{JoinError, Limits, Mailbox, Rooms};
+pub use rooms::{JoinError, Limits, Rooms};
 pub use viewer_reports::{Experience, ReportPolicy};
 
 /// How long shutdown waits for clients to receive their close frames.
@@ -48,8 +50,9 @@ pub(crate) struct AppState {
     pub cluster: Option<Arc<cluster::Cluster>>,
     pub metrics: Arc<Metrics>,
     pub config: Arc<ServerConfig>,
-    /// Flips to true when the server shuts down; each connection then closes with 1001.
-    pub shutdown: watch::Receiver<bool>,
+    /// Every open connection: pinged from one task, and each closed with 1001 when the
+    /// server shuts down.
+    pub connections: Arc<liveness::Connections>,
 }
 
 impl AppState {
@@ -104,7 +107,6 @@ pub async fn serve(
         opens_per_sec_per_ip: config.opens_per_sec_per_ip,
     };
     let owners = Owners::load(config.owners_file.as_deref()).map_err(ServerError::Config)?;
-    let (stop_tx, stop_rx) = watch::channel(false);
     let rooms = Arc::new(Mutex::new(Rooms::new(limits)));
     let owners = Arc::new(Mutex::new(owners));
     let cluster = match &config.redis {
@@ -120,15 +122,16 @@ pub async fn serve(
         owners,
         cluster,
         metrics: Arc::new(Metrics::default()),
+        connections: liveness::start(config.ping_interval_secs),
         config: Arc::new(config),
-        shutdown: stop_rx,
     };
     let metrics = state.metrics.clone();
+    let connections = state.connections.clone();
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
     let graceful = async move {
         shutdown.await;
         tracing::info!("shutting down: closing every connection");
-        let _ = stop_tx.send(true);
+        connections.shut_down();
         let deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
         while metrics.connections.load(Ordering::Relaxed) > 0
             && tokio::time::Instant::now() < deadline

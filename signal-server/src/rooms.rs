@@ -3,7 +3,6 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
-use std::sync::Arc;
 
 use protocol::{
     ChannelName, ChannelSummary, ErrorCode, PeerId, Role, ServerMessage, SessionId, SignalPayload,
@@ -11,10 +10,10 @@ use protocol::{
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
-use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
 
 use crate::cluster::ServerId;
+use crate::mailbox::Mailbox;
 use crate::metrics::Rejection;
 use crate::viewer_reports::Experience;
 use client_limits::{IpLimits, IpRefusal};
@@ -38,17 +37,6 @@ impl JoinError {
             rejection,
         }
     }
-}
-
-/// How to reach a peer's connection.
-#[derive(Clone)]
-pub struct Mailbox {
-    /// Bounded: a peer that does not read its messages is dropped, not buffered for.
-    /// Messages are queued as JSON text: 16 bytes a slot instead of 64 for the enum, which
-    /// matters with tens of thousands of idle connections.
-    pub tx: mpsc::Sender<Box<str>>,
-    /// Tells the connection task to close: its queue overflowed.
-    pub kick: Arc<Notify>,
 }
 
 /// A peer someone was introduced to or with, and the server that holds its connection
@@ -175,13 +163,6 @@ struct Channel {
     /// What its viewers reported; gone with the channel, so the totals stay bounded by
     /// the live channels.
     experience: Experience,
-}
-
-impl Mailbox {
-    /// Queues a reply for this peer; a full queue drops it (the peer is not reading).
-    pub fn post(&self, message: &ServerMessage) {
-        let _ = self.tx.try_send(message.to_json().into_boxed_str());
-    }
 }
 
 pub struct Limits {
@@ -587,7 +568,9 @@ impl Rooms {
             if target.channel != sender.channel || !introduced {
                 return Err(unknown());
             }
-            deliver(&target.mailbox, ServerMessage::Signal { from, signal });
+            target
+                .mailbox
+                .deliver(&ServerMessage::Signal { from, signal });
             return Ok(Route::Delivered);
         }
         match sender.contacts.iter().find(|c| c.peer == to) {
@@ -612,13 +595,10 @@ impl Rooms {
         let Some(target) = self.members.get(&to).filter(|m| m.channel == *channel) else {
             return false;
         };
-        deliver(
-            &target.mailbox,
-            ServerMessage::Signal {
-                from: from.peer,
-                signal,
-            },
-        );
+        target.mailbox.deliver(&ServerMessage::Signal {
+            from: from.peer,
+            signal,
+        });
         true
     }
 
@@ -632,7 +612,7 @@ impl Rooms {
     pub fn remote_gone(&mut self, to: PeerId, gone: PeerId, message: &ServerMessage) {
         if let Some(m) = self.members.get_mut(&to) {
             m.contacts.retain(|c| c.peer != gone);
-            deliver(&m.mailbox, message.clone());
+            m.mailbox.deliver(message);
         }
     }
 
@@ -706,7 +686,7 @@ impl Rooms {
         };
         for member in room.members.iter().filter(|m| **m != except) {
             if let Some(m) = self.members.get(member) {
-                deliver(&m.mailbox, message.clone());
+                m.mailbox.deliver(message);
             }
         }
     }
@@ -739,7 +719,7 @@ impl Rooms {
             if other.server != self.me {
                 remote.push(*other);
             } else if let Some(m) = self.members.get(&other.peer) {
-                deliver(&m.mailbox, ServerMessage::PeerLeft { peer });
+                m.mailbox.deliver(&ServerMessage::PeerLeft { peer });
             }
         }
         if empty {
@@ -802,19 +782,10 @@ impl Rooms {
     }
 }
 
-/// Queues a message for a peer, or has its connection closed when its queue is full: the
-/// server never buffers without limit for a client that does not read.
-fn deliver(mailbox: &Mailbox, message: ServerMessage) {
-    if let Err(mpsc::error::TrySendError::Full(_)) =
-        mailbox.tx.try_send(message.to_json().into_boxed_str())
-    {
-        mailbox.kick.notify_one();
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mailbox::{Outbox, Outgoing};
 
     fn rooms() -> Rooms {
         let limits = Limits {
@@ -828,15 +799,18 @@ mod tests {
     }
 
     /// A mailbox and the receiving end of its queue (no runtime needed to read it).
-    fn mailbox() -> (Mailbox, mpsc::Receiver<Box<str>>) {
-        let (tx, rx) = mpsc::channel(64);
-        let kick = Arc::new(Notify::new());
-        (Mailbox { tx, kick }, rx)
+    fn mailbox() -> (Mailbox, Outbox) {
+        Mailbox::new(64)
     }
 
-    fn received(rx: &mut mpsc::Receiver<Box<str>>) -> Vec<ServerMessage> {
-        std::iter::from_fn(|| rx.try_recv().ok())
-            .map(|text| ServerMessage::from_json(&text).expect("the server writes valid JSON"))
+    fn received(outbox: &mut Outbox) -> Vec<ServerMessage> {
+        std::iter::from_fn(|| outbox.try_next())
+            .map(|next| match next {
+                Outgoing::Message(text) => {
+                    ServerMessage::from_json(&text).expect("the server writes valid JSON")
+                }
+                other => panic!("only messages are posted in these tests, got {other:?}"),
+            })
             .collect()
     }
 

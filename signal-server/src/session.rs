@@ -1,8 +1,11 @@
 //! One connection's place in its channel, and what each signalling message does to it:
 //! joining (a broadcaster through the key challenge), relaying set-up, leaving.
 
+use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
+
+use futures::future::Either;
 
 use protocol::{
     ChannelName, ClientMessage, ErrorCode, PeerId, Role, ServerMessage, SessionId,
@@ -12,8 +15,9 @@ use tokio::time::Instant;
 
 use crate::claims::{self, PendingClaim};
 use crate::connection::{Close, CLOSE_POLICY};
+use crate::mailbox::Mailbox;
 use crate::metrics::Rejection;
-use crate::rooms::{Mailbox, Route};
+use crate::rooms::Route;
 use crate::viewer_reports::ReportGate;
 use crate::AppState;
 
@@ -21,8 +25,9 @@ use crate::AppState;
 #[derive(Debug, Default)]
 pub(crate) struct Session {
     pub peer: Option<PeerId>,
-    /// A broadcaster's join waiting for its signature.
-    pub claim: Option<PendingClaim>,
+    /// A broadcaster's join waiting for its signature. Boxed: few connections ever have
+    /// one, and every idle connection would carry its room inline.
+    pub claim: Option<Box<PendingClaim>>,
     /// A joined viewer's experience reports; broadcasters report none.
     pub reports: Option<ReportGate>,
     /// When this connection last got peers for `more_peers`.
@@ -70,11 +75,12 @@ fn paced(
     false
 }
 
-/// Sleeps until `deadline`, or forever without one.
-pub(crate) async fn until(deadline: Option<Instant>) {
+/// Sleeps until `deadline`, or forever without one. The timer is boxed: most connections
+/// have no deadline, and should not carry a timer's room in their future.
+pub(crate) fn until(deadline: Option<Instant>) -> impl Future<Output = ()> {
     match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
+        Some(deadline) => Either::Left(Box::pin(tokio::time::sleep_until(deadline))),
+        None => Either::Right(std::future::pending()),
     }
 }
 
@@ -135,7 +141,7 @@ pub(crate) async fn handle(
                     }
                 }
                 match claims::challenge(state, mailbox, channel, key, broadcast) {
-                    Ok(claim) => session.claim = Some(claim),
+                    Ok(claim) => session.claim = Some(Box::new(claim)),
                     Err(refusal) => return refuse(state, mailbox, refusal),
                 }
                 return None;

@@ -595,14 +595,8 @@ fn introductions_are_bounded_and_random() {
         opens_per_sec_per_ip: 1.0,
     };
     let mut rooms = Rooms::new(limits);
-    let mailbox = || {
-        let (tx, rx) = tokio::sync::mpsc::channel(1);
-        std::mem::forget(rx); // Nobody reads in this test; the queue only must stay open.
-        signal_server::Mailbox {
-            tx,
-            kick: Default::default(),
-        }
-    };
+    // Nobody reads in this test: what is posted stays queued (at most one message).
+    let mailbox = || signal_server::Mailbox::new(1).0;
     let channel: protocol::ChannelName = "big".parse().unwrap();
     let (source, _) = rooms
         .join(

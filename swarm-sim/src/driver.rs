@@ -7,9 +7,8 @@ use std::sync::Arc;
 
 use protocol::{ChannelSigner, Frame, PeerId};
 use rand::Rng;
-use signal_server::Mailbox;
+use signal_server::{Mailbox, Outbox};
 use swarm::{BytesPerSec, LinkId, Millis, Node, NodeConfig, NodeInput, NodeOutput, SignalId};
-use tokio::sync::mpsc;
 
 use crate::hostile::{pollute, Behaviour};
 use crate::metrics::Player;
@@ -38,7 +37,7 @@ pub(crate) struct SimNode {
     pub(crate) signal: Option<SignalId>,
     /// Its place at the server: what the server posts for it, read by the simulator.
     pub(crate) mailbox: Mailbox,
-    pub(crate) inbox: mpsc::Receiver<Box<str>>,
+    pub(crate) inbox: Outbox,
     /// One way to the signal server.
     pub(crate) server_delay_us: Micros,
     /// The timer event queued for it, if any.
@@ -74,11 +73,7 @@ impl Sim {
             relay_only: false,
             edge: false,
         };
-        let (tx, inbox) = mpsc::channel(MAILBOX_SLOTS);
-        let mailbox = Mailbox {
-            tx,
-            kick: Arc::new(tokio::sync::Notify::new()),
-        };
+        let (mailbox, inbox) = Mailbox::new(MAILBOX_SLOTS);
         let (min, max) = (self.config.rtt.min, self.config.rtt.max);
         let server_delay_us = self.rng.gen_range(min..=max) * 500;
         self.nodes.push(Some(SimNode {

@@ -164,7 +164,7 @@ impl Sim {
         let Some(id) = node.signal else { return };
         let at = self.now + node.server_delay_us;
         let mut frames = Vec::new();
-        while let Ok(text) = node.inbox.try_recv() {
+        while let Some(text) = node.inbox.try_next_message() {
             frames.push(String::from(text));
         }
         for text in frames {

@@ -91,6 +91,7 @@ async fn main() {
         std::process::exit(2);
     });
     let rss_before: Vec<u64> = pids.iter().map(|&pid| rss_kib(pid)).collect();
+    let peak_before: Vec<u64> = pids.iter().map(|&pid| peak_rss_kib(pid)).collect();
     let shared = Arc::new(Shared {
         within: AtomicU64::new(0),
         across: AtomicU64::new(0),
@@ -130,6 +131,7 @@ async fn main() {
     let connections = latencies.len();
     tokio::time::sleep(Duration::from_secs(1)).await; // Let the server settle.
     let rss_after: Vec<u64> = pids.iter().map(|&pid| rss_kib(pid)).collect();
+    let peak_after: Vec<u64> = pids.iter().map(|&pid| peak_rss_kib(pid)).collect();
     let on_server = ids
         .iter()
         .enumerate()
@@ -148,25 +150,30 @@ async fn main() {
     };
     // Per server: its connections from this process are 1/n of them (peer i on server i
     // mod n), give or take one.
-    let per_connection: Vec<f64> = rss_before
-        .iter()
-        .zip(&rss_after)
-        .map(|(before, after)| {
-            let here = connections as f64 / args.servers.len() as f64;
-            if here == 0.0 {
-                0.0
-            } else {
-                after.saturating_sub(*before) as f64 / here
-            }
-        })
-        .collect();
+    let here = connections as f64 / args.servers.len() as f64;
+    let per_connection = |before: &[u64], after: &[u64]| -> Vec<f64> {
+        before
+            .iter()
+            .zip(after)
+            .map(|(before, after)| {
+                if here == 0.0 {
+                    0.0
+                } else {
+                    after.saturating_sub(*before) as f64 / here
+                }
+            })
+            .collect()
+    };
     let mut report = serde_json::json!({
         "connections": connections,
         "connections_wanted": args.connections,
         "servers": args.servers.len(),
         "server_rss_kib_before": rss_before,
         "server_rss_kib_after": rss_after,
-        "rss_kib_per_connection": per_connection,
+        "rss_kib_per_connection": per_connection(&rss_before, &rss_after),
+        "server_peak_rss_kib_before": peak_before,
+        "server_peak_rss_kib_after": peak_after,
+        "peak_rss_kib_per_connection": per_connection(&peak_before, &peak_after),
         "join_p50_ms": pct(0.50),
         "join_p99_ms": pct(0.99),
         "connect_all_secs": connect_secs,
@@ -386,10 +393,20 @@ fn server_pids(args: &Args) -> Result<Vec<u32>, String> {
 
 /// Resident memory of a process in KiB, from /proc/PID/status.
 fn rss_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmRSS:")
+}
+
+/// Peak resident memory of a process in KiB: what a machine must have for it.
+fn peak_rss_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmHWM:")
+}
+
+/// One "Name: N kB" line of /proc/PID/status.
+fn status_kib(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0)
 }
