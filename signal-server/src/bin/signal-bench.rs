@@ -254,7 +254,7 @@ impl Peer {
         )
         .await
         else {
-            self.shared.errors.fetch_add(1, Ordering::Relaxed);
+            self.shared.error("connect failed or timed out");
             return;
         };
         let channel = self.channel.parse().expect("bench channel names are valid");
@@ -273,7 +273,7 @@ impl Peer {
             .await
             .is_err()
         {
-            self.shared.errors.fetch_add(1, Ordering::Relaxed);
+            self.shared.error("join not sent");
             return;
         }
         let mut me = None;
@@ -289,13 +289,14 @@ impl Peer {
                     break;
                 }
                 _ => {
-                    self.shared.errors.fetch_add(1, Ordering::Relaxed);
+                    self.shared
+                        .error("a message other than welcome/introduce while joining");
                     return;
                 }
             }
         }
         let Some(me) = me else {
-            self.shared.errors.fetch_add(1, Ordering::Relaxed);
+            self.shared.error("no welcome before introduce");
             return;
         };
         let _ = self.joined.send((self.index, me, sent.elapsed()));
@@ -316,7 +317,7 @@ impl Peer {
         if let Some(target) = introduced {
             for _ in 0..WINDOW {
                 if ws.send(Message::text(offer(target))).await.is_err() {
-                    self.shared.errors.fetch_add(1, Ordering::Relaxed);
+                    self.shared.error("relay send failed");
                     return;
                 }
             }
@@ -330,19 +331,19 @@ impl Peer {
                 Some(Ok(Message::Text(text))) if text.contains("\"type\":\"signal\"") => {
                     let Ok(ServerMessage::Signal { from, .. }) = ServerMessage::from_json(&text)
                     else {
-                        self.shared.errors.fetch_add(1, Ordering::Relaxed);
+                        self.shared.error("an unreadable signal");
                         continue;
                     };
                     self.shared.count_relay(from, self.server);
                     if ws.send(Message::text(offer(from))).await.is_err() {
-                        self.shared.errors.fetch_add(1, Ordering::Relaxed);
+                        self.shared.error("answer send failed");
                         return;
                     }
                 }
                 Some(Ok(_)) => {}
                 _ => {
                     if !*self.stop.borrow() {
-                        self.shared.errors.fetch_add(1, Ordering::Relaxed);
+                        self.shared.error("connection closed while relaying");
                     }
                     return;
                 }
@@ -352,15 +353,26 @@ impl Peer {
 }
 
 impl Shared {
+    /// Counts an error; the first few are said on stderr, so a run's errors can be told apart.
+    fn error(&self, what: &str) {
+        if self.errors.fetch_add(1, Ordering::Relaxed) < 10 {
+            eprintln!("signal-bench: {what}");
+        }
+    }
+
     fn count_relay(&self, from: PeerId, to_server: usize) {
         let from_server = self.servers.get().and_then(|s| s.get(&from));
         match from_server {
-            Some(&server) if server == to_server => self.within.fetch_add(1, Ordering::Relaxed),
-            Some(_) => self.across.fetch_add(1, Ordering::Relaxed),
+            Some(&server) if server == to_server => {
+                self.within.fetch_add(1, Ordering::Relaxed);
+            }
+            Some(_) => {
+                self.across.fetch_add(1, Ordering::Relaxed);
+            }
             // Every peer of this process joined before the relay phase, and channels are
             // not shared between processes: a sender we do not know is the server's error.
-            None => self.errors.fetch_add(1, Ordering::Relaxed),
-        };
+            None => self.error("a signal from a peer this process does not know"),
+        }
     }
 }
 
