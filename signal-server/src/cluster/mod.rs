@@ -47,8 +47,16 @@ const GONE_AFTER: Duration = Duration::from_secs(3);
 const REFRESH: Duration = Duration::from_secs(5);
 /// A peer not listed again within this long drops out of its channel's sets.
 const PEER_TTL: Duration = Duration::from_secs(15);
-/// Redis commands that take longer than this count as Redis not answering.
+/// A Redis command that takes longer than this is given up (a join is then introduced to
+/// this server's peers only); it does not mean Redis is down.
 const COMMAND_TIMEOUT: Duration = Duration::from_millis(1000);
+/// A heartbeat unanswered this long means Redis is down. Longer than a command's time-out:
+/// on a busy machine (a burst of joins, tens of thousands of relays a second) Redis and
+/// this server answer late without being away, and each false "down" drops the
+/// connection with every write in flight; under load, a 1 s limit flapped several times
+/// a minute (scripts/bench-cluster). Within `SERVER_TTL`, so the others still count
+/// this server alive meanwhile.
+const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Writes waiting for Redis; past this, new ones are dropped (counted): presence is
 /// repaired by the next refresh, and a signal that cannot go is refused to its sender.
 const WRITE_QUEUE: usize = 65_536;
@@ -83,6 +91,8 @@ pub struct Counters {
     pub notes_unread: AtomicU64,
     /// Other servers found gone (no heartbeat for `SERVER_TTL + GONE_AFTER`).
     pub servers_gone: AtomicU64,
+    /// Commands given up after `COMMAND_TIMEOUT` while Redis still counted as up.
+    pub slow_answers: AtomicU64,
 }
 
 /// Servers listed in Redis at the last heartbeat (this one included), and every server
@@ -266,6 +276,11 @@ impl Cluster {
                 "streamtorrent_cluster_servers_gone_total",
                 "Other signal servers found gone (no heartbeat for 8 s); their peers were forgotten here.",
                 &c.servers_gone,
+            ),
+            (
+                "streamtorrent_cluster_slow_answers_total",
+                "Redis requests given up after 1 s while Redis counted as up (a join then meets this server's peers only; a batch of writes is dropped).",
+                &c.slow_answers,
             ),
         ];
         for (name, help, value) in counters {
@@ -592,30 +607,50 @@ impl Cluster {
             .clone()
     }
 
-    /// Runs one Redis request; an error or a time-out marks Redis down.
+    /// Runs one Redis request within `COMMAND_TIMEOUT`; a broken connection marks Redis
+    /// down, a late answer does not (only the heartbeat's does).
     async fn query<T>(
         &self,
         request: impl std::future::Future<Output = redis::RedisResult<T>>,
     ) -> Option<T> {
-        match tokio::time::timeout(COMMAND_TIMEOUT, request).await {
-            Ok(Ok(value)) => Some(value),
-            Ok(Err(e)) if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() => {
+        self.ask(request, COMMAND_TIMEOUT, false).await
+    }
+
+    /// The heartbeat's request: no answer within `HEARTBEAT_TIMEOUT` marks Redis down.
+    async fn beat_query<T>(
+        &self,
+        request: impl std::future::Future<Output = redis::RedisResult<T>>,
+    ) -> Option<T> {
+        self.ask(request, HEARTBEAT_TIMEOUT, true).await
+    }
+
+    async fn ask<T>(
+        &self,
+        request: impl std::future::Future<Output = redis::RedisResult<T>>,
+        within: Duration,
+        late_is_down: bool,
+    ) -> Option<T> {
+        let late = match tokio::time::timeout(within, request).await {
+            Ok(Ok(value)) => return Some(value),
+            Ok(Err(e)) if e.is_timeout() => e.to_string(),
+            Ok(Err(e)) if e.is_io_error() || e.is_connection_dropped() => {
                 self.set_down(e.to_string());
-                None
+                return None;
             }
             Ok(Err(e)) => {
                 // Redis answered, with something this server did not expect.
                 tracing::warn!(error = %e, "a Redis request failed");
-                None
+                return None;
             }
-            Err(_) => {
-                self.set_down(format!(
-                    "no answer within {} ms",
-                    COMMAND_TIMEOUT.as_millis()
-                ));
-                None
-            }
+            Err(_) => format!("no answer within {} ms", within.as_millis()),
+        };
+        if late_is_down {
+            self.set_down(late);
+        } else {
+            self.counters.slow_answers.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(error = %late, "a Redis request was given up");
         }
+        None
     }
 
     /// Redis stopped answering: drop the connection (the heartbeat reconnects).

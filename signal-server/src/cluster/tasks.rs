@@ -15,8 +15,8 @@ use tokio::sync::mpsc;
 
 use super::notes::{keys, Envelope, Note};
 use super::{
-    listed_as, unix_ms, Cluster, ServerId, Write, COMMAND_TIMEOUT, GONE_AFTER, HEARTBEAT, PEER_TTL,
-    REFRESH, SERVER_TTL,
+    listed_as, unix_ms, Cluster, ServerId, Write, COMMAND_TIMEOUT, GONE_AFTER, HEARTBEAT,
+    HEARTBEAT_TIMEOUT, PEER_TTL, REFRESH, SERVER_TTL,
 };
 use crate::rooms::Contact;
 
@@ -48,6 +48,7 @@ async fn writer(cluster: Arc<Cluster>, mut queue: mpsc::Receiver<Write>) {
         };
         let mut pipe = redis::pipe();
         let now = unix_ms();
+        let writes = batch.len() as u64;
         // Signals whose PUBLISH answers how many servers read it, in order.
         let mut bounces = Vec::new();
         for write in batch.drain(..) {
@@ -56,6 +57,10 @@ async fn writer(cluster: Arc<Cluster>, mut queue: mpsc::Receiver<Write>) {
         let readers: Option<Vec<u64>> = cluster.query(pipe.query_async(&mut con)).await;
         let Some(readers) = readers else {
             tracing::debug!("a batch of cluster writes was lost with Redis");
+            cluster
+                .counters
+                .writes_dropped
+                .fetch_add(writes, Ordering::Relaxed);
             continue;
         };
         // Nobody reads that inbox: its server died (its connections closed with it),
@@ -234,7 +239,7 @@ impl Heartbeat {
             .ignore();
         pipe.cmd("ZRANGE").arg(keys::SERVERS).arg(0).arg(-1);
         let Some((servers,)) = cluster
-            .query::<(Vec<String>,)>(pipe.query_async(&mut con))
+            .beat_query::<(Vec<String>,)>(pipe.query_async(&mut con))
             .await
         else {
             return;
@@ -286,7 +291,7 @@ async fn connected(cluster: &Cluster) -> Option<MultiplexedConnection> {
     }
     let config = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(COMMAND_TIMEOUT))
-        .set_response_timeout(Some(COMMAND_TIMEOUT));
+        .set_response_timeout(Some(HEARTBEAT_TIMEOUT));
     match cluster
         .client
         .get_multiplexed_async_connection_with_config(&config)
