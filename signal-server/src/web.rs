@@ -99,8 +99,33 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> impl IntoResponse 
     let mut text = state.metrics.render(&sizes, &experience);
     if let Some(cluster) = &state.cluster {
         cluster.render_metrics(&mut text);
+        // The whole picture, from Redis: the same figures `/api/channels` gives.
+        if let Some(live) = cluster.live_channels().await {
+            render_shared_viewers(&mut text, &live);
+        }
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
+}
+
+/// Each live channel's viewers on every server sharing it, and their sum.
+fn render_shared_viewers(out: &mut String, live: &[protocol::ChannelSummary]) {
+    use std::fmt::Write as _;
+    let _ = writeln!(
+        out,
+        "# HELP streamtorrent_cluster_channel_viewers Viewers of each live channel on every server sharing it, as Redis lists them.\n# TYPE streamtorrent_cluster_channel_viewers gauge"
+    );
+    for channel in live {
+        let _ = writeln!(
+            out,
+            "streamtorrent_cluster_channel_viewers{{channel=\"{}\"}} {}",
+            channel.name, channel.viewers
+        );
+    }
+    let total: usize = live.iter().map(|c| c.viewers).sum();
+    let _ = writeln!(
+        out,
+        "# HELP streamtorrent_cluster_viewers Viewers of live channels on every server sharing them.\n# TYPE streamtorrent_cluster_viewers gauge\nstreamtorrent_cluster_viewers {total}"
+    );
 }
 
 /// Browsers ask for `/favicon.ico` on pages that name no icon (the JSON API, errors).

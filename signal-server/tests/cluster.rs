@@ -143,6 +143,16 @@ async fn peers_on_two_servers_meet_signal_each_other_and_hear_leaves() {
 
     // A viewer on A meets both; it may signal the one on B, and B's may answer.
     listed(&a, "news", 1).await;
+    // A's metrics: its own peers (the broadcaster), and from Redis the whole channel's
+    // viewers (v1, on B).
+    let metrics = http_get(&a, "/metrics").await;
+    for line in [
+        "streamtorrent_channel_peers{channel=\"news\"} 1",
+        "streamtorrent_cluster_channel_viewers{channel=\"news\"} 1",
+        "streamtorrent_cluster_viewers 1",
+    ] {
+        assert!(metrics.contains(line), "no {line:?} in {metrics}");
+    }
     let mut v2 = connect(&a).await;
     let (v2_id, peers) = join(&mut v2, "news", Role::Viewer).await;
     assert!(peers.contains(&bid) && peers.contains(&v1_id), "{peers:?}");
