@@ -585,6 +585,10 @@ impl Rooms {
 
     /// A signal another server relays from one of its peers to `to`, a contact of it
     /// here. False when `to` is not here (any more) in `channel`.
+    ///
+    /// The sender becomes (or stays) `to`'s contact, so `to` may answer: the other server
+    /// relays only between contacts, and the note that made them contacts here can have
+    /// been lost (a batch of writes in flight when Redis restarted).
     pub fn deliver_remote_signal(
         &mut self,
         from: Contact,
@@ -599,6 +603,9 @@ impl Rooms {
             from: from.peer,
             signal,
         });
+        if !target.contacts.contains(&from) {
+            self.add_contact(to, from);
+        }
         true
     }
 
@@ -820,6 +827,33 @@ mod tests {
 
     fn offer() -> SignalPayload {
         SignalPayload::Offer { sdp: "o".into() }
+    }
+
+    #[test]
+    fn a_peer_may_answer_a_remote_signal_even_if_the_note_that_made_them_contacts_was_lost() {
+        let mut rooms = rooms();
+        let (here, mut outbox) = mailbox();
+        let (peer, _) = rooms.join(news(), Role::Viewer, here, None).unwrap();
+        let elsewhere = Contact {
+            peer: PeerId(77),
+            server: ServerId(9),
+        };
+        // Never told of `elsewhere` (its contact note lost), `peer` may not reach it...
+        assert!(rooms.relay_routed(peer, elsewhere.peer, offer()).is_err());
+        // ... until a signal from it comes through its server, which relays only between
+        // contacts.
+        assert!(rooms.deliver_remote_signal(elsewhere, peer, &news(), offer()));
+        assert_eq!(
+            received(&mut outbox).last(),
+            Some(&ServerMessage::Signal {
+                from: elsewhere.peer,
+                signal: offer()
+            })
+        );
+        assert!(matches!(
+            rooms.relay_routed(peer, elsewhere.peer, offer()),
+            Ok(Route::Remote(server, _, _)) if server == elsewhere.server
+        ));
     }
 
     #[test]

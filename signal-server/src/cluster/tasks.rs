@@ -194,6 +194,10 @@ fn add_broadcaster(
 pub(super) struct Heartbeat {
     last_refresh: Option<Instant>,
     seen: HashMap<ServerId, Instant>,
+    /// When Redis last came back after an outage: for `GONE_AFTER` from then, the list of
+    /// servers is still filling up again (after a Redis restart each server registers at
+    /// its own next beat), so a server seen before counts as alive meanwhile.
+    back_at: Option<Instant>,
 }
 
 /// One heartbeat before the server starts serving, so that a server whose Redis answers
@@ -202,6 +206,7 @@ pub(super) async fn first_heartbeat(cluster: &Cluster) -> Heartbeat {
     let mut heartbeat = Heartbeat {
         last_refresh: None,
         seen: HashMap::new(),
+        back_at: None,
     };
     heartbeat.beat(cluster).await;
     heartbeat
@@ -245,13 +250,14 @@ impl Heartbeat {
             return;
         };
         let was_down = cluster.set_up();
-        let listed: std::collections::HashSet<ServerId> = servers
+        let mut listed: std::collections::HashSet<ServerId> = servers
             .iter()
             .filter_map(|s| s.parse().ok())
             .chain([cluster.me])
             .collect();
         let at = Instant::now();
         if was_down {
+            self.back_at = Some(at);
             // Absence counts only while Redis answers: after an outage (or a Redis
             // restart, when servers register again one by one) every server starts anew.
             for last in self.seen.values_mut() {
@@ -275,6 +281,12 @@ impl Heartbeat {
                 .counters
                 .servers_gone
                 .fetch_add(1, Ordering::Relaxed);
+        }
+        if self
+            .back_at
+            .is_some_and(|back| at.duration_since(back) < GONE_AFTER)
+        {
+            listed.extend(self.seen.keys().copied());
         }
         cluster.set_listed(listed);
         if was_down || self.last_refresh.is_none_or(|t| t.elapsed() >= REFRESH) {
