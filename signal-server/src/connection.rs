@@ -172,14 +172,14 @@ fn run(mut socket: WebSocket, slot: IpSlot) -> impl Future<Output = ()> + Send {
                     break Some(Close { code: CLOSE_POLICY, reason: "challenge not answered".into() });
                 }
                 outgoing = outbox.next() => {
-                    let (message, failed) = match outgoing {
-                        Outgoing::Message(text) => (Message::Text(String::from(text).into()), Some(Rejection::SlowReader)),
+                    let message = match outgoing {
+                        Outgoing::Message(text) => Message::Text(String::from(text).into()),
                         Outgoing::Ping => {
                             if last_heard.elapsed() > idle_timeout {
                                 state.metrics.reject(Rejection::Idle);
                                 break Some(Close { code: CLOSE_GOING_AWAY, reason: "idle timeout".into() });
                             }
-                            (Message::Ping(Default::default()), None)
+                            Message::Ping(Default::default())
                         }
                         Outgoing::Kicked => break Some(slow_reader(state)),
                         Outgoing::ShutDown => break Some(Close { code: CLOSE_GOING_AWAY, reason: "server shutting down".into() }),
@@ -187,12 +187,11 @@ fn run(mut socket: WebSocket, slot: IpSlot) -> impl Future<Output = ()> + Send {
                     match send_unless_kicked(&mut socket, message, &outbox).await {
                         Sent::Done => {}
                         Sent::Kicked => break Some(slow_reader(state)),
-                        Sent::Failed => {
-                            if let Some(rejection) = failed {
-                                state.metrics.reject(rejection);
-                            }
+                        Sent::Stalled => {
+                            state.metrics.reject(Rejection::SlowReader);
                             break None;
                         }
+                        Sent::Gone => break None,
                     }
                 }
                 incoming = socket.next() => {
@@ -320,7 +319,10 @@ enum Sent {
     Done,
     /// The client's queue overflowed while this write was blocked.
     Kicked,
-    Failed,
+    /// The write did not complete within [`WRITE_TIMEOUT`]: the client stopped reading.
+    Stalled,
+    /// The connection is gone (the client closed it or vanished): nobody to blame.
+    Gone,
 }
 
 /// Writes one message; gives up when the write stalls past [`WRITE_TIMEOUT`] or the client's
@@ -333,7 +335,11 @@ fn send_unless_kicked<'a>(
 ) -> Pin<Box<dyn Future<Output = Sent> + Send + 'a>> {
     Box::pin(async move {
         tokio::select! {
-            sent = tokio::time::timeout(WRITE_TIMEOUT, socket.send(message)) => if matches!(sent, Ok(Ok(()))) { Sent::Done } else { Sent::Failed },
+            sent = tokio::time::timeout(WRITE_TIMEOUT, socket.send(message)) => match sent {
+                Ok(Ok(())) => Sent::Done,
+                Ok(Err(_)) => Sent::Gone,
+                Err(_) => Sent::Stalled,
+            },
             _ = outbox.kicked() => Sent::Kicked,
         }
     })
