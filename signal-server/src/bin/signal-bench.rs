@@ -71,6 +71,10 @@ struct Shared {
     /// Relayed messages between peers on one server, and between peers on two.
     within: AtomicU64,
     across: AtomicU64,
+    /// Peers whose first introduction (the one they signal) is on their own server, and
+    /// on another: how the relays split.
+    pairs_within: AtomicU64,
+    pairs_across: AtomicU64,
     errors: AtomicU64,
     /// Which server each joined peer is on, set before the relay phase.
     servers: OnceLock<HashMap<PeerId, usize>>,
@@ -95,6 +99,8 @@ async fn main() {
     let shared = Arc::new(Shared {
         within: AtomicU64::new(0),
         across: AtomicU64::new(0),
+        pairs_within: AtomicU64::new(0),
+        pairs_across: AtomicU64::new(0),
         errors: AtomicU64::new(0),
         servers: OnceLock::new(),
     });
@@ -209,6 +215,12 @@ async fn main() {
         "relay_across_per_s".into(),
         (across as f64 / relay_secs).into(),
     );
+    for (name, count) in [
+        ("signallers_within", &shared.pairs_within),
+        ("signallers_across", &shared.pairs_across),
+    ] {
+        fields.insert(name.into(), count.load(Ordering::Relaxed).into());
+    }
     fields.insert(
         "errors".into(),
         shared.errors.load(Ordering::Relaxed).into(),
@@ -315,6 +327,13 @@ impl Peer {
         };
         // A peer introduced to another starts a window; each received message is answered.
         if let Some(target) = introduced {
+            let same = self.shared.servers.get().and_then(|s| s.get(&target)) == Some(&self.server);
+            let pairs = if same {
+                &self.shared.pairs_within
+            } else {
+                &self.shared.pairs_across
+            };
+            pairs.fetch_add(1, Ordering::Relaxed);
             for _ in 0..WINDOW {
                 if ws.send(Message::text(offer(target))).await.is_err() {
                     self.shared.error("relay send failed");
