@@ -508,8 +508,15 @@ async fn after_a_redis_restart_servers_list_their_peers_again_and_nobody_is_drop
     for addr in [&a, &b] {
         health_becomes(addr, "ok: server", Duration::from_secs(10)).await;
     }
+    let back = Instant::now();
     listed(&b, "tv", 1).await;
     listed(&a, "tv", 1).await;
+    // At once, in the beat that finds Redis back, not at the next periodic refresh (5 s).
+    assert!(
+        back.elapsed() < Duration::from_secs(3),
+        "listed again only {:?} after Redis answered",
+        back.elapsed()
+    );
     let owner = redis.reply("GET st:owner:tv").unwrap_or_default();
     let key = public(&channel_signer("tv")).to_string();
     assert!(
