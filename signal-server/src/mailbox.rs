@@ -129,7 +129,9 @@ impl Outbox {
         }
     }
 
-    /// What to do now, if anything: a close first, then the oldest message, then the ping.
+    /// What to do now, if anything: a close first, then a ping that is due (ahead of
+    /// messages, so that a connection whose queue never empties is still pinged and
+    /// checked for silence), then the oldest message.
     pub fn try_next(&self) -> Option<Outgoing> {
         let mut queue = self.shared.queue();
         if queue.kicked {
@@ -138,13 +140,10 @@ impl Outbox {
         if queue.shutting_down {
             return Some(Outgoing::ShutDown);
         }
-        if let Some(message) = queue.pop() {
-            return Some(Outgoing::Message(message));
-        }
         if std::mem::take(&mut queue.ping_due) {
             return Some(Outgoing::Ping);
         }
-        None
+        queue.pop().map(Outgoing::Message)
     }
 
     /// The oldest message, whatever else is pending: what a closing connection still sends.
@@ -211,12 +210,12 @@ mod tests {
     }
 
     #[test]
-    fn a_close_comes_before_messages_and_messages_before_the_ping() {
+    fn a_close_comes_first_then_a_due_ping_then_messages() {
         let (mailbox, outbox) = Mailbox::new(4);
-        mailbox.ping_due();
         mailbox.post(&message(1));
-        assert_eq!(outbox.try_next(), Some(text(1)));
+        mailbox.ping_due();
         assert_eq!(outbox.try_next(), Some(Outgoing::Ping));
+        assert_eq!(outbox.try_next(), Some(text(1)));
         assert_eq!(outbox.try_next(), None, "one ping per time it is due");
         mailbox.post(&message(2));
         mailbox.shut_down();

@@ -608,8 +608,10 @@ async fn a_redis_that_answers_late_is_not_taken_for_down() {
     let (bid, _) = join(&mut broadcaster, "busy", Role::Broadcaster).await;
     listed(&b, "busy", 0).await;
 
-    // Redis stops answering for 2.5 s: longer than a command waits, shorter than the
-    // heartbeat's allowance. (Seen under load: a burst of relays on a busy machine.)
+    // Redis stops answering for 2.2 s: longer than a command waits (1 s, so a heartbeat
+    // under the old limit is marked down before the stall ends), shorter than the
+    // heartbeat's allowance (3 s) with room for the polling below. (Seen under load: a
+    // burst of relays on a busy machine.)
     redis.pause();
     let paused = Instant::now();
     // A join meanwhile gives up on Redis after 1 s and meets this server's peers.
@@ -617,7 +619,7 @@ async fn a_redis_that_answers_late_is_not_taken_for_down() {
     let (_, peers) = join(&mut local, "busy", Role::Viewer).await;
     assert_eq!(peers, vec![bid]);
     println!("joined {:?} into the stall", paused.elapsed());
-    while paused.elapsed() < Duration::from_millis(2500) {
+    while paused.elapsed() < Duration::from_millis(2200) {
         for server in [&a, &b] {
             let health = http_get(server, "/healthz").await;
             assert!(
@@ -641,8 +643,10 @@ async fn a_redis_that_answers_late_is_not_taken_for_down() {
         assert!(health.starts_with("ok: server"), "{server}: {health}");
     }
     let metrics = http_get(&a, "/metrics").await;
-    assert!(
-        !metrics.contains("streamtorrent_cluster_slow_answers_total 0"),
-        "{metrics}"
-    );
+    let slow: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("streamtorrent_cluster_slow_answers_total "))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no slow answers counted in {metrics}"));
+    assert!(slow > 0, "{metrics}");
 }

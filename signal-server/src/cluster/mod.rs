@@ -269,7 +269,7 @@ impl Cluster {
             ),
             (
                 "streamtorrent_cluster_writes_dropped_total",
-                "Writes to Redis dropped because it did not answer or the queue was full.",
+                "Writes to Redis given up: Redis down, the queue full, or a batch unanswered within 1 s (it may still have been carried out).",
                 &c.writes_dropped,
             ),
             (
@@ -377,6 +377,11 @@ impl Cluster {
         cmd.arg(keys::owner(channel));
         let hex: Option<String> = self.query(cmd.query_async(&mut con)).await?;
         Some(hex.and_then(|h| h.parse().ok()))
+    }
+
+    /// The servers listed at the last heartbeat.
+    fn listed(&self) -> HashSet<ServerId> {
+        self.lock_servers().listed.clone()
     }
 
     /// Records the servers listed at a heartbeat.
@@ -614,6 +619,15 @@ impl Cluster {
         request: impl std::future::Future<Output = redis::RedisResult<T>>,
     ) -> Option<T> {
         self.ask(request, COMMAND_TIMEOUT, false).await
+    }
+
+    /// A big request (the presence refresh): given `HEARTBEAT_TIMEOUT`, and a late answer
+    /// does not mark Redis down.
+    async fn slow_query<T>(
+        &self,
+        request: impl std::future::Future<Output = redis::RedisResult<T>>,
+    ) -> Option<T> {
+        self.ask(request, HEARTBEAT_TIMEOUT, false).await
     }
 
     /// The heartbeat's request: no answer within `HEARTBEAT_TIMEOUT` marks Redis down.

@@ -194,10 +194,10 @@ fn add_broadcaster(
 pub(super) struct Heartbeat {
     last_refresh: Option<Instant>,
     seen: HashMap<ServerId, Instant>,
-    /// When Redis last came back after an outage: for `GONE_AFTER` from then, the list of
-    /// servers is still filling up again (after a Redis restart each server registers at
-    /// its own next beat), so a server seen before counts as alive meanwhile.
-    back_at: Option<Instant>,
+    /// When Redis last came back after an outage, and the servers listed before it: for
+    /// `GONE_AFTER` from then, the list is still filling up again (after a Redis restart
+    /// each server registers at its own next beat), so those count as alive meanwhile.
+    back: Option<(Instant, std::collections::HashSet<ServerId>)>,
 }
 
 /// One heartbeat before the server starts serving, so that a server whose Redis answers
@@ -206,7 +206,7 @@ pub(super) async fn first_heartbeat(cluster: &Cluster) -> Heartbeat {
     let mut heartbeat = Heartbeat {
         last_refresh: None,
         seen: HashMap::new(),
-        back_at: None,
+        back: None,
     };
     heartbeat.beat(cluster).await;
     heartbeat
@@ -257,7 +257,7 @@ impl Heartbeat {
             .collect();
         let at = Instant::now();
         if was_down {
-            self.back_at = Some(at);
+            self.back = Some((at, cluster.listed()));
             // Absence counts only while Redis answers: after an outage (or a Redis
             // restart, when servers register again one by one) every server starts anew.
             for last in self.seen.values_mut() {
@@ -282,16 +282,16 @@ impl Heartbeat {
                 .servers_gone
                 .fetch_add(1, Ordering::Relaxed);
         }
-        if self
-            .back_at
-            .is_some_and(|back| at.duration_since(back) < GONE_AFTER)
-        {
-            listed.extend(self.seen.keys().copied());
+        if let Some((back, before)) = &self.back {
+            if at.duration_since(*back) < GONE_AFTER {
+                listed.extend(before.iter().filter(|s| self.seen.contains_key(s)));
+            }
         }
         cluster.set_listed(listed);
-        if was_down || self.last_refresh.is_none_or(|t| t.elapsed() >= REFRESH) {
+        if (was_down || self.last_refresh.is_none_or(|t| t.elapsed() >= REFRESH))
+            && refresh(cluster, &mut con).await
+        {
             self.last_refresh = Some(Instant::now());
-            refresh(cluster, &mut con).await;
         }
     }
 }
@@ -324,10 +324,11 @@ async fn connected(cluster: &Cluster) -> Option<MultiplexedConnection> {
 }
 
 /// Lists every peer of this server again, with fresh expiries, and drops expired ones.
-async fn refresh(cluster: &Cluster, con: &mut MultiplexedConnection) {
+/// Whether Redis took it: one not taken is tried again at the next beat.
+async fn refresh(cluster: &Cluster, con: &mut MultiplexedConnection) -> bool {
     let presence = cluster.rooms().presence();
     if presence.is_empty() {
-        return;
+        return true;
     }
     let now = unix_ms();
     let expiry = now + PEER_TTL.as_millis() as u64;
@@ -387,10 +388,13 @@ async fn refresh(cluster: &Cluster, con: &mut MultiplexedConnection) {
             add_broadcaster(&mut pipe, cluster.me, &channel.channel, peer, session, open);
         }
     }
-    let done: Option<()> = cluster.query(pipe.query_async(con)).await;
+    // The biggest request a server makes: it has the heartbeat's allowance, and a late
+    // answer is tried again rather than taken for Redis down.
+    let done: Option<()> = cluster.slow_query(pipe.query_async(con)).await;
     if done.is_some() {
         tracing::debug!(channels = presence.len(), "presence refreshed");
     }
+    done.is_some()
 }
 
 /// Reads this server's inbox and the channel every server reads, applying each note to
