@@ -267,10 +267,7 @@ async fn close_with(mut socket: WebSocket, outbox: &Outbox, close: Close) {
         code: close.code,
         reason: close.reason.into(),
     };
-    if matches!(
-        tokio::time::timeout(WRITE_TIMEOUT, socket.send(Message::Close(Some(frame)))).await,
-        Ok(Ok(()))
-    ) {
+    if send_in_time(&mut socket, Message::Close(Some(frame))).await {
         // Complete the close handshake: dropping the socket while the client's reply is
         // in flight makes the kernel answer with a reset, which can destroy our close
         // frame before the client reads it.

@@ -86,7 +86,7 @@ impl Drop for Registered<'_> {
 }
 
 /// Runs the sweep once a second for as long as the server holds `connections`.
-pub(crate) async fn sweep(connections: Weak<Connections>, ping_every_secs: u64) {
+async fn sweep(connections: Weak<Connections>, ping_every_secs: u64) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut second = 0u64;

@@ -81,20 +81,23 @@ impl Mailbox {
     /// full: the server never buffers without limit for a client that does not read.
     pub fn deliver(&self, message: &ServerMessage) {
         if !self.push(message.to_json().into_boxed_str()) {
-            self.shared.queue().kicked = true;
-            self.shared.wake.notify_one();
+            self.raise(|queue| queue.kicked = true);
         }
     }
 
     /// The server is shutting down.
     pub(crate) fn shut_down(&self) {
-        self.shared.queue().shutting_down = true;
-        self.shared.wake.notify_one();
+        self.raise(|queue| queue.shutting_down = true);
     }
 
     /// A ping is due.
     pub(crate) fn ping_due(&self) {
-        self.shared.queue().ping_due = true;
+        self.raise(|queue| queue.ping_due = true);
+    }
+
+    /// Sets one of the queue's flags and wakes the connection.
+    fn raise(&self, set: impl FnOnce(&mut Queue)) {
+        set(&mut self.shared.queue());
         self.shared.wake.notify_one();
     }
 
@@ -112,7 +115,8 @@ impl Mailbox {
 }
 
 impl Outbox {
-    /// The next message to write, or the kick; waits while there is neither.
+    /// What the connection should do next (see [`Outbox::try_next`]); waits while there is
+    /// nothing.
     pub async fn next(&self) -> Outgoing {
         loop {
             if let Some(next) = self.try_next() {

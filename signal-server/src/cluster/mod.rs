@@ -91,7 +91,7 @@ pub struct Counters {
     pub notes_unread: AtomicU64,
     /// Other servers found gone (no heartbeat for `SERVER_TTL + GONE_AFTER`).
     pub servers_gone: AtomicU64,
-    /// Commands given up after `COMMAND_TIMEOUT` while Redis still counted as up.
+    /// Requests given up after their time-out while Redis still counted as up.
     pub slow_answers: AtomicU64,
 }
 
@@ -279,7 +279,7 @@ impl Cluster {
             ),
             (
                 "streamtorrent_cluster_slow_answers_total",
-                "Redis requests given up after 1 s while Redis counted as up (a join then meets this server's peers only; a batch of writes is dropped).",
+                "Redis requests given up while Redis counted as up (after 1 s, 3 s for the presence refresh: a join then meets this server's peers only, a batch of writes is given up, a refresh is tried again).",
                 &c.slow_answers,
             ),
         ];
