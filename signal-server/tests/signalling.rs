@@ -278,9 +278,7 @@ async fn malformed_json_gets_errors_then_a_close_and_others_keep_working() {
         assert_eq!(code, ErrorCode::MalformedMessage);
         assert!(!message.is_empty());
     }
-    let close = tokio::time::timeout(Duration::from_secs(5), bad.next())
-        .await
-        .unwrap();
+    let close = next_frame(&mut bad, Duration::from_secs(5)).await.unwrap();
     match close {
         Some(Ok(Message::Close(Some(frame)))) => assert_eq!(u16::from(frame.code), 1008),
         other => panic!("expected a policy close, got {other:?}"),
@@ -324,7 +322,7 @@ async fn oversized_frame_is_closed_with_1009_and_a_reason() {
     // server keeps serving everyone else.
     let mut worse = connect(&addr).await;
     let _ = worse.send(Message::text("x".repeat(1 << 20))).await;
-    match tokio::time::timeout(Duration::from_secs(15), worse.next())
+    match next_frame(&mut worse, Duration::from_secs(15))
         .await
         .expect("ended within 15 s")
     {
@@ -389,14 +387,17 @@ async fn a_flood_is_throttled_then_dropped() {
     // The broadcaster got at most the burst (less the token the join spent) plus what the
     // rate refilled meanwhile.
     let mut relayed = 0;
-    while let Ok(Some(Ok(Message::Text(text)))) =
-        tokio::time::timeout(Duration::from_millis(300), good.next()).await
-    {
-        if matches!(
-            ServerMessage::from_json(&text),
-            Ok(ServerMessage::Signal { .. })
-        ) {
-            relayed += 1;
+    while let Ok(Some(Ok(frame))) = next_frame(&mut good, Duration::from_millis(300)).await {
+        match frame {
+            Message::Text(text) => {
+                if matches!(
+                    ServerMessage::from_json(&text),
+                    Ok(ServerMessage::Signal { .. })
+                ) {
+                    relayed += 1;
+                }
+            }
+            other => panic!("unexpected {other:?} while counting relays"),
         }
     }
     assert!(
@@ -640,7 +641,7 @@ async fn leaving_is_told_to_contacts_not_to_the_whole_channel() {
         recv(&mut broadcaster).await,
         ServerMessage::PeerLeft { peer: leaver_id }
     );
-    let quiet = tokio::time::timeout(Duration::from_millis(500), stranger.next()).await;
+    let quiet = next_frame(&mut stranger, Duration::from_millis(500)).await;
     assert!(
         quiet.is_err(),
         "a peer never introduced to the leaver heard of it: {quiet:?}"

@@ -173,6 +173,25 @@ pub async fn http_get_raw(addr: &str, path: &str) -> String {
     response
 }
 
+/// The next frame other than a ping or pong, or `Err` if none comes within `within`. The
+/// server pings every connection at its own second of the ping interval, which may fall in
+/// any test's window, so tests that read raw frames read through this.
+pub async fn next_frame(
+    ws: &mut Ws,
+    within: Duration,
+) -> Result<
+    Option<Result<Message, tokio_tungstenite::tungstenite::Error>>,
+    tokio::time::error::Elapsed,
+> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, ws.next()).await? {
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            frame => return Ok(frame),
+        }
+    }
+}
+
 /// The next close frame, skipping other messages.
 pub async fn expect_close(ws: &mut Ws) -> (u16, String) {
     loop {
