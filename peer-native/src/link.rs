@@ -1,16 +1,17 @@
 //! One WebRTC link to another peer, run as its own task: it owns the peer connection,
 //! applies remote set-up in order, and reports events under its `LinkId` to the driver.
-//! Data flows on one data channel labelled `swarm`. When to give up gathering or
-//! connecting is the peer core's decision, not this task's.
+//! Messages flow on the ordered data channel `swarm`; pieces on a second, unordered one,
+//! `pieces`, when the offerer opened one ([`PiecesChannel`]). When to give up gathering
+//! or connecting is the peer core's decision, not this task's.
 
 use bytes::{Bytes, BytesMut};
-use protocol::{IceServer, SignalPayload};
+use protocol::{IceServer, PiecesChannel, SignalPayload};
 use rtc::ice::mdns::MulticastDnsMode;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use swarm::{LinkId, LinkStart};
 use tokio::sync::{mpsc, Notify};
-use webrtc::data_channel::{DataChannel, DataChannelEvent};
+use webrtc::data_channel::{DataChannel, DataChannelEvent, RTCDataChannelInit};
 use webrtc::peer_connection::{
     PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder,
     RTCIceCandidateInit, RTCIceGatheringState, RTCIceServer, RTCIceTransportPolicy,
@@ -35,23 +36,39 @@ pub enum LinkEvent {
     Closed(LinkId),
 }
 
-/// Sends to one peer. Counts the bytes handed over and not yet taken by the data channel,
-/// so the swarm gets back-pressure (as a browser's `bufferedAmount`).
+/// Sends to one peer. Counts the bytes handed over and not yet taken by the data
+/// channels, so the swarm gets back-pressure (as a browser's `bufferedAmount`).
 #[derive(Debug, Clone)]
 pub struct Outbox {
-    tx: mpsc::UnboundedSender<Vec<u8>>,
-    queued: Arc<AtomicU64>,
+    control: mpsc::UnboundedSender<Vec<u8>>,
+    lanes: Arc<Lanes>,
+}
+
+/// What a link's two channels share: the bytes queued on both, and the pieces channel's
+/// writer once it opened.
+#[derive(Debug, Default)]
+struct Lanes {
+    queued: AtomicU64,
+    pieces: OnceLock<mpsc::UnboundedSender<Vec<u8>>>,
 }
 
 impl Outbox {
-    pub fn send(&self, bytes: Vec<u8>) {
-        self.queued.fetch_add(bytes.len() as u64, Ordering::Relaxed);
-        let _ = self.tx.send(bytes);
+    /// Sends one message: a piece on the pieces channel if the link has one open, all
+    /// else (and pieces without one) on the ordered control channel.
+    pub fn send(&self, bytes: Vec<u8>, is_piece: bool) {
+        self.lanes
+            .queued
+            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        let lane = match self.lanes.pieces.get() {
+            Some(pieces) if is_piece => pieces,
+            _ => &self.control,
+        };
+        let _ = lane.send(bytes);
     }
 
-    /// Bytes handed over and not yet written to the data channel.
+    /// Bytes handed over and not yet written to a data channel.
     pub fn queued(&self) -> u64 {
-        self.queued.load(Ordering::Relaxed)
+        self.lanes.queued.load(Ordering::Relaxed)
     }
 }
 
@@ -78,22 +95,23 @@ pub fn candidate_types(sdp: &str) -> String {
     types.join(",")
 }
 
-/// How a link finds its way to the peer.
+/// How a link finds its way to the peer, and how it carries pieces.
 #[derive(Debug, Clone)]
-pub struct IceConfig {
-    pub servers: Vec<IceServer>,
+pub struct LinkConfig {
+    pub ice_servers: Vec<IceServer>,
     /// TURN relay candidates only (privacy mode).
     pub relay_only: bool,
+    pub pieces: PiecesChannel,
 }
 
 pub async fn run(
     peer: LinkId,
     start: LinkStart,
-    ice: IceConfig,
+    config: LinkConfig,
     mut commands: mpsc::UnboundedReceiver<LinkCommand>,
     events: mpsc::UnboundedSender<LinkEvent>,
 ) {
-    if let Err(e) = drive(peer, start, ice, &mut commands, &events).await {
+    if let Err(e) = drive(peer, start, config, &mut commands, &events).await {
         tracing::warn!(%peer, error = %e, "link failed");
     }
     let _ = events.send(LinkEvent::Closed(peer));
@@ -102,14 +120,16 @@ pub async fn run(
 async fn drive(
     peer: LinkId,
     start: LinkStart,
-    ice: IceConfig,
+    config: LinkConfig,
     commands: &mut mpsc::UnboundedReceiver<LinkCommand>,
     events: &mpsc::UnboundedSender<LinkEvent>,
 ) -> Result<(), NativeError> {
     let gathered = Arc::new(Notify::new());
     let (failed_tx, mut failed_rx) = mpsc::unbounded_channel();
+    let lanes = Arc::new(Lanes::default());
     let handler = Arc::new(Handler {
         peer,
+        lanes: lanes.clone(),
         events: events.clone(),
         gathered: gathered.clone(),
         failed: failed_tx,
@@ -122,8 +142,8 @@ async fn drive(
     let pc = PeerConnectionBuilder::new()
         .with_configuration(
             RTCConfigurationBuilder::new()
-                .with_ice_servers(ice.servers.into_iter().map(rtc_ice_server).collect())
-                .with_ice_transport_policy(if ice.relay_only {
+                .with_ice_servers(config.ice_servers.into_iter().map(rtc_ice_server).collect())
+                .with_ice_transport_policy(if config.relay_only {
                     RTCIceTransportPolicy::Relay
                 } else {
                     RTCIceTransportPolicy::All
@@ -139,10 +159,17 @@ async fn drive(
     let local = match start {
         LinkStart::Offer => {
             let channel = pc
-                .create_data_channel("swarm", None)
+                .create_data_channel(protocol::CONTROL_CHANNEL, None)
                 .await
                 .map_err(webrtc_error)?;
-            tokio::spawn(run_channel(peer, channel, events.clone()));
+            tokio::spawn(run_channel(peer, channel, lanes.clone(), events.clone()));
+            if let Some(init) = pieces_channel_init(config.pieces) {
+                let pieces = pc
+                    .create_data_channel(protocol::PIECES_CHANNEL, Some(init))
+                    .await
+                    .map_err(webrtc_error)?;
+                tokio::spawn(run_channel(peer, pieces, lanes.clone(), events.clone()));
+            }
             let offer = pc.create_offer(None).await.map_err(webrtc_error)?;
             pc.set_local_description(offer)
                 .await
@@ -231,37 +258,46 @@ fn webrtc_error(e: webrtc::error::Error) -> NativeError {
     NativeError::WebRtc(e.to_string())
 }
 
-/// Reads one data channel and writes to it from a queue, so sends never block the node.
+/// The pieces channel's settings, or `None` when pieces share the control channel.
+fn pieces_channel_init(pieces: PiecesChannel) -> Option<RTCDataChannelInit> {
+    let lifetime = match pieces {
+        PiecesChannel::Shared => return None,
+        PiecesChannel::Unordered => None,
+        PiecesChannel::Lifetime(ms) => Some(ms),
+    };
+    Some(RTCDataChannelInit {
+        ordered: false,
+        max_packet_life_time: lifetime,
+        ..Default::default()
+    })
+}
+
+/// Reads one of the link's data channels and writes to it from a queue, so sends never
+/// block the node. The control channel's opening opens the link; the pieces channel's
+/// only lets pieces use it. Either one closing closes the link.
 async fn run_channel(
     peer: LinkId,
     channel: Arc<dyn DataChannel>,
+    lanes: Arc<Lanes>,
     events: mpsc::UnboundedSender<LinkEvent>,
 ) {
+    let is_pieces = channel
+        .label()
+        .await
+        .is_ok_and(|l| l == protocol::PIECES_CHANNEL);
     while let Some(event) = channel.poll().await {
         match event {
             DataChannelEvent::OnOpen => {
-                let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Vec<u8>>();
-                let queued = Arc::new(AtomicU64::new(0));
-                let written = queued.clone();
-                let writer = channel.clone();
-                let drained = events.clone();
-                tokio::spawn(async move {
-                    while let Some(bytes) = out_rx.recv().await {
-                        let len = bytes.len() as u64;
-                        let sent = writer.send(BytesMut::from(&bytes[..])).await;
-                        let before = written.fetch_sub(len, Ordering::Relaxed);
-                        if sent.is_err() {
-                            break;
-                        }
-                        // As a browser's `bufferedamountlow`: once per fall to the mark.
-                        let low = swarm::LINK_DRAINED_BELOW;
-                        if before > low && before - len <= low {
-                            let _ = drained.send(LinkEvent::Drained(peer));
-                        }
-                    }
-                });
-                let outbox = Outbox { tx: out_tx, queued };
-                let _ = events.send(LinkEvent::Open(peer, outbox));
+                let writer = write_channel(peer, channel.clone(), lanes.clone(), events.clone());
+                if is_pieces {
+                    let _ = lanes.pieces.set(writer);
+                } else {
+                    let outbox = Outbox {
+                        control: writer,
+                        lanes: lanes.clone(),
+                    };
+                    let _ = events.send(LinkEvent::Open(peer, outbox));
+                }
             }
             DataChannelEvent::OnMessage(message) => {
                 let _ = events.send(LinkEvent::Message(peer, message.data.freeze()));
@@ -273,8 +309,35 @@ async fn run_channel(
     let _ = events.send(LinkEvent::Closed(peer));
 }
 
+/// A queue into `channel`, written by a task of its own.
+fn write_channel(
+    peer: LinkId,
+    channel: Arc<dyn DataChannel>,
+    lanes: Arc<Lanes>,
+    events: mpsc::UnboundedSender<LinkEvent>,
+) -> mpsc::UnboundedSender<Vec<u8>> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
+    tokio::spawn(async move {
+        while let Some(bytes) = rx.recv().await {
+            let len = bytes.len() as u64;
+            let sent = channel.send(BytesMut::from(&bytes[..])).await;
+            let before = lanes.queued.fetch_sub(len, Ordering::Relaxed);
+            if sent.is_err() {
+                break;
+            }
+            // As a browser's `bufferedamountlow`: once per fall to the mark.
+            let low = swarm::LINK_DRAINED_BELOW;
+            if before > low && before - len <= low {
+                let _ = events.send(LinkEvent::Drained(peer));
+            }
+        }
+    });
+    tx
+}
+
 struct Handler {
     peer: LinkId,
+    lanes: Arc<Lanes>,
     events: mpsc::UnboundedSender<LinkEvent>,
     gathered: Arc<Notify>,
     failed: mpsc::UnboundedSender<()>,
@@ -299,7 +362,12 @@ impl PeerConnectionEventHandler for Handler {
     }
 
     async fn on_data_channel(&self, channel: Arc<dyn DataChannel>) {
-        tokio::spawn(run_channel(self.peer, channel, self.events.clone()));
+        tokio::spawn(run_channel(
+            self.peer,
+            channel,
+            self.lanes.clone(),
+            self.events.clone(),
+        ));
     }
 }
 

@@ -8,7 +8,7 @@ use peer_native::node::{self, NodeOptions};
 use peer_native::timeline::Timeline;
 use peer_native::watch::WatchSink;
 use peer_native::{broadcast, NativeError};
-use protocol::{ChannelName, Role};
+use protocol::{ChannelName, PiecesChannel, Role};
 use swarm::BytesPerSec;
 
 /// StreamTorrent: live video carried peer to peer.
@@ -40,6 +40,11 @@ struct Target {
     /// default, off, when not given). Every peer of a channel should use the same.
     #[arg(long, hide = true, value_parser = clap::value_parser!(u8).range(0..=16))]
     substreams: Option<u8>,
+    /// Experimental: how links this peer offers carry pieces: `shared` (on the ordered
+    /// channel with every other message), `unordered` (a reliable channel of their own)
+    /// or `lifetime:MS` (unordered, given up after MS milliseconds).
+    #[arg(long, hide = true, default_value = "shared")]
+    pieces_channel: PiecesChannel,
 }
 
 #[derive(Subcommand, Debug)]
@@ -197,6 +202,7 @@ async fn run(cli: Cli) -> Result<(), NativeError> {
                     channel,
                     max_upload_kbps,
                     substreams,
+                    pieces_channel,
                 },
             input,
             record_dir,
@@ -215,6 +221,7 @@ async fn run(cli: Cli) -> Result<(), NativeError> {
                 substreams: substreams.map(usize::from),
                 key: Some(key),
                 relay_only: false,
+                pieces_channel,
                 edge: false,
                 #[cfg(feature = "test-hooks")]
                 hooks: Default::default(),
@@ -229,6 +236,7 @@ async fn run(cli: Cli) -> Result<(), NativeError> {
                     channel,
                     max_upload_kbps,
                     substreams,
+                    pieces_channel,
                 },
             output,
             record_dir,
@@ -253,6 +261,7 @@ async fn run(cli: Cli) -> Result<(), NativeError> {
                 substreams: substreams.map(usize::from),
                 key: None,
                 relay_only,
+                pieces_channel,
                 edge: false,
                 #[cfg(feature = "test-hooks")]
                 hooks: peer_native::test_hooks::TestHooks {

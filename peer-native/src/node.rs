@@ -8,7 +8,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use protocol::{ChannelName, ChunkSeq, ContentSigner, PeerId, Role, SessionId};
+use protocol::{ChannelName, ChunkSeq, ContentSigner, PeerId, PiecesChannel, Role, SessionId};
 use swarm::{
     Chunk, LinkId, Millis, Neighbour, Node, NodeConfig, NodeEvent, NodeInput, NodeOutput, SignalId,
     Signed, Stats,
@@ -38,6 +38,8 @@ pub struct NodeOptions {
     pub key: Option<ChannelSecret>,
     /// Privacy mode: TURN relay candidates only, so no peer learns this one's address.
     pub relay_only: bool,
+    /// How links this node offers carry pieces.
+    pub pieces_channel: PiecesChannel,
     /// An HTTP edge: the node hands every verified init segment and chunk, with its
     /// signature, to `Sink::signed`, and sends no experience reports.
     pub edge: bool,
@@ -147,6 +149,7 @@ pub async fn run(
     let (fetched_tx, mut fetched) = mpsc::unbounded_channel();
     let mut driver = Driver {
         server: options.server.clone(),
+        pieces_channel: options.pieces_channel,
         fetcher: Fetcher::new(fetched_tx)?,
         #[cfg(feature = "test-hooks")]
         misbehaviour: crate::test_hooks::Misbehaviour::new(options.hooks),
@@ -233,6 +236,7 @@ pub async fn run(
 /// The I/O half: sockets, link tasks and their events.
 struct Driver {
     server: String,
+    pieces_channel: PiecesChannel,
     fetcher: Fetcher,
     #[cfg(feature = "test-hooks")]
     misbehaviour: crate::test_hooks::Misbehaviour,
@@ -276,9 +280,10 @@ impl Driver {
                     tokio::spawn(link::run(
                         link,
                         start,
-                        link::IceConfig {
-                            servers: ice_servers,
+                        link::LinkConfig {
+                            ice_servers,
                             relay_only,
+                            pieces: self.pieces_channel,
                         },
                         commands_rx,
                         self.events.0.clone(),
@@ -297,12 +302,13 @@ impl Driver {
                 NodeOutput::FlushDescription(link) => self.command(link, LinkCommand::Flush),
                 NodeOutput::Send { link, frame } => {
                     if let Some(data) = self.links.get(&link).and_then(|l| l.data.as_ref()) {
+                        let is_piece = frame.is_piece();
                         #[cfg(feature = "test-hooks")]
                         for bytes in self.misbehaviour.outgoing(link, frame) {
-                            data.send(bytes);
+                            data.send(bytes, is_piece);
                         }
                         #[cfg(not(feature = "test-hooks"))]
-                        data.send(frame.to_vec());
+                        data.send(frame.to_vec(), is_piece);
                     }
                 }
                 // Dropping the command sender ends the link's task.

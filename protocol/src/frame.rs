@@ -12,6 +12,50 @@ use bytes::Bytes;
 use crate::peer_message::{parse_piece_header, piece, piece_header};
 use crate::{PeerMessage, ProtocolError, MAX_PEER_MESSAGE_BYTES, PIECE_HEADER_BYTES};
 
+/// The label of a link's ordered, reliable data channel: every message but pieces, so
+/// a `Hello` comes first and a manifest before the pieces it vouches for (mostly: see
+/// [`PIECES_CHANNEL`]).
+pub const CONTROL_CHANNEL: &str = "swarm";
+
+/// The label of a link's second data channel, for pieces only, unordered so that a lost
+/// packet delays only its own piece rather than every message behind it. The offerer
+/// decides whether a link has one; a piece on it may overtake the manifest sent before
+/// it, which the receiver holds it for. Without one, pieces go on the control channel.
+pub const PIECES_CHANNEL: &str = "pieces";
+
+/// How the offerer of a link carries pieces; an answerer takes the channels it is offered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PiecesChannel {
+    /// On the ordered control channel with everything else.
+    #[default]
+    Shared,
+    /// On a channel of their own, unordered and reliable: a lost packet delays only its
+    /// piece, not every message behind it.
+    Unordered,
+    /// Unordered, and given up after this many milliseconds (`maxPacketLifeTime`): a
+    /// piece that cannot arrive in time is not sent again; the swarm asks again.
+    Lifetime(u16),
+}
+
+impl std::str::FromStr for PiecesChannel {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "shared" => Ok(PiecesChannel::Shared),
+            "unordered" => Ok(PiecesChannel::Unordered),
+            _ => text
+                .strip_prefix("lifetime:")
+                .and_then(|ms| ms.parse::<u16>().ok())
+                .filter(|&ms| ms > 0)
+                .map(PiecesChannel::Lifetime)
+                .ok_or_else(|| {
+                    format!("`{text}`: expected shared, unordered or lifetime:MS (1-65535)")
+                }),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Frame {
     head: Bytes,
@@ -35,6 +79,13 @@ impl Frame {
         out.extend_from_slice(&self.head);
         out.extend_from_slice(&self.body);
         out
+    }
+
+    /// Whether this frame is a piece: drivers send pieces on a link's pieces channel
+    /// ([`PIECES_CHANNEL`], unordered) when it has one, everything else on the ordered
+    /// [`CONTROL_CHANNEL`].
+    pub fn is_piece(&self) -> bool {
+        !self.body.is_empty() || PeerMessage::peek_piece(&self.head).is_some()
     }
 
     /// The chunk, offset and data length of a piece, read from its header alone; `None`
@@ -136,6 +187,20 @@ mod tests {
     }
 
     #[test]
+    fn how_pieces_travel_is_parsed_and_nonsense_is_named() {
+        assert_eq!("shared".parse(), Ok(PiecesChannel::Shared));
+        assert_eq!("unordered".parse(), Ok(PiecesChannel::Unordered));
+        assert_eq!("lifetime:900".parse(), Ok(PiecesChannel::Lifetime(900)));
+        for bad in ["lifetime:0", "lifetime:70000", "lifetime:", "ordered", ""] {
+            let err = bad.parse::<PiecesChannel>().unwrap_err();
+            assert!(
+                err.contains("expected shared, unordered or lifetime:MS"),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
     fn a_frame_is_the_encoding_and_decodes_to_the_same_message_sharing_its_data() {
         let others = [
             PeerMessage::Cancel { req: RequestId(1) },
@@ -151,6 +216,9 @@ mod tests {
             assert_eq!(PeerMessage::decode_frame(&frame).unwrap(), message);
             let whole = Frame::from(message.encode());
             assert_eq!(PeerMessage::decode_frame(&whole).unwrap(), message);
+            let is_piece = matches!(message, PeerMessage::Piece { .. });
+            assert_eq!(frame.is_piece(), is_piece, "{message:?}");
+            assert_eq!(whole.is_piece(), is_piece, "received whole: {message:?}");
         }
         let message = a_piece();
         let PeerMessage::Piece { data: sent, .. } = &message else {

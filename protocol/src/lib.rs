@@ -19,7 +19,7 @@ pub use content::{
 };
 pub use edge_url::{EdgeIndex, EdgeUrl, EDGE_PATH, EDGE_VERSION, MAX_EDGES, MAX_EDGE_URL_BYTES};
 pub use error::ProtocolError;
-pub use frame::Frame;
+pub use frame::{Frame, PiecesChannel, CONTROL_CHANNEL, PIECES_CHANNEL};
 pub use identity::{
     claim_message, ChannelKey, ChannelSigner, ContentSigner, KeySignature, Nonce, NONCE_BYTES,
 };

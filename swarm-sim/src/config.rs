@@ -2,6 +2,8 @@
 
 use std::str::FromStr;
 
+use protocol::PiecesChannel;
+
 use crate::SimError;
 
 /// A scenario. Every field has a command-line option in `swarm-sim`.
@@ -35,6 +37,9 @@ pub struct SimConfig {
     /// 4960's RTO.min); the retransmission takes its share of the uplink again.
     pub uplink_queue_ms: Option<u64>,
     pub drop_recovery_ms: u64,
+    /// How links carry pieces (`network.rs`): shared with the ordered control channel,
+    /// as the drivers do by default, or on an unordered channel of their own.
+    pub pieces_channel: PiecesChannel,
     /// Substreams every peer pushes along (`swarm::Config::substreams`); `None` keeps
     /// the peers' default.
     pub substreams: Option<usize>,
@@ -65,6 +70,7 @@ impl SimConfig {
             link_setup_ms: 0,
             uplink_queue_ms: None,
             drop_recovery_ms: 1000,
+            pieces_channel: PiecesChannel::Shared,
             substreams: None,
             polluters: 0.0,
             flooders: 0.0,

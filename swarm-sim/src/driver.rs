@@ -300,6 +300,11 @@ impl Sim {
                 self.events.push(at, Event::Drained { node: index, link });
             }
         }
+        let Some(arrives) = arrives else {
+            // Given up by its channel: the receiver's request times out and asks again.
+            self.metrics.pieces_given_up += 1;
+            return;
+        };
         if let Some((seq, offset, payload)) = piece.filter(|_| remote != SOURCE) {
             self.count_received(remote, index, seq.0, offset, payload);
         }

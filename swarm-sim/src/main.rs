@@ -58,6 +58,12 @@ struct Cli {
     /// `webrtc` crate).
     #[arg(long, default_value_t = 1000)]
     drop_recovery_ms: u64,
+    /// How links carry pieces: `shared` (on the ordered channel with every other
+    /// message, as `streamtorrent` does by default), `unordered` (a reliable channel of
+    /// their own: a loss delays only its piece) or `lifetime:MS` (unordered, given up
+    /// once a retransmission or the sender's queue would take longer than MS).
+    #[arg(long, default_value = "shared")]
+    pieces_channel: protocol::PiecesChannel,
     /// Substreams for pushing between viewers (0: pull only; not given: the peers'
     /// default), at most 16.
     #[arg(long)]
@@ -108,6 +114,7 @@ fn main() -> ExitCode {
     config.link_setup_ms = cli.link_setup_ms;
     config.uplink_queue_ms = cli.uplink_queue_ms;
     config.drop_recovery_ms = cli.drop_recovery_ms;
+    config.pieces_channel = cli.pieces_channel;
     config.substreams = cli.substreams;
     config.polluters = cli.polluters;
     config.flooders = cli.flooders;

@@ -99,7 +99,7 @@ impl Sim {
             link,
             SimLink {
                 remote,
-                end: LinkEnd::new(rtt_ms),
+                end: LinkEnd::new(rtt_ms, self.config.pieces_channel),
                 open: false,
             },
         );

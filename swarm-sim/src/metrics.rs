@@ -34,6 +34,8 @@ pub struct Metrics {
     /// Packets dropped at full uplink queues (`--uplink-queue-ms`; the real shapers'
     /// count for a real swarm).
     pub uplink_drops: u64,
+    /// Pieces their channel gave up (`--pieces-channel lifetime:MS`).
+    pub pieces_given_up: u64,
     pub source_payload_sent: u64,
     /// Payload viewers received, by sender.
     pub from_peers: u64,
@@ -214,6 +216,8 @@ pub struct Report {
     pub uplink_utilisation: f64,
     /// Packets dropped at full uplink queues.
     pub uplink_drops: u64,
+    /// Pieces their channel gave up.
+    pub pieces_given_up: u64,
     /// Source payload sent ÷ one copy of the stream.
     pub source_copies: f64,
     pub viewers_joined: u64,

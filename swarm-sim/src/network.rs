@@ -1,10 +1,15 @@
 //! The modelled network: each peer's uplink is one FIFO at its capacity; links add
-//! propagation delay; data channels are reliable and ordered, so a lost packet delays its
-//! message (and everything behind it on that link) by a retransmission. Downlinks are
-//! assumed wider than uplinks and are not modelled.
+//! propagation delay; a link's control channel is reliable and ordered, so a lost packet
+//! delays its message (and everything behind it on that channel) by a retransmission.
+//! Pieces travel as the offerer's [`PiecesChannel`] says: on that channel too (shared),
+//! on an unordered reliable channel of their own (a loss delays only its piece), or one
+//! whose messages are given up after a lifetime (a piece whose retransmission, or whose
+//! wait in the sender's queue, would outlast it never arrives). Downlinks are assumed
+//! wider than uplinks and are not modelled.
 
 use std::collections::VecDeque;
 
+use protocol::PiecesChannel;
 use rand::Rng;
 
 /// Bytes of data per packet, and the framing each packet adds: SCTP common header and DATA
@@ -24,6 +29,9 @@ pub type Micros = u64;
 #[derive(Debug)]
 pub struct LinkEnd {
     pub rtt_ms: u64,
+    /// How this link carries pieces (its offerer's choice).
+    pub pieces: PiecesChannel,
+    /// When the last message on the ordered control channel arrives.
     last_arrival: Micros,
     /// Messages not yet fully sent: when each leaves the uplink, and its size.
     queued: VecDeque<(Micros, u64)>,
@@ -35,9 +43,10 @@ pub struct LinkEnd {
 }
 
 impl LinkEnd {
-    pub fn new(rtt_ms: u64) -> LinkEnd {
+    pub fn new(rtt_ms: u64, pieces: PiecesChannel) -> LinkEnd {
         LinkEnd {
             rtt_ms,
+            pieces,
             last_arrival: 0,
             queued: VecDeque::new(),
             queued_bytes: 0,
@@ -109,7 +118,8 @@ impl Uplink {
         }
     }
 
-    /// Queue a message of `len` bytes on `link`; returns when it arrives at the far end.
+    /// Queue a message of `len` bytes on `link`; returns when it arrives at the far end,
+    /// or `None` for a piece its channel gave up (`PiecesChannel::Lifetime`).
     /// Bulk data (pieces) waits its turn in the uplink; a small control message only
     /// waits behind earlier messages on its own link (an ordered data channel): links are
     /// separate connections whose packets interleave in the uplink, so it does not wait
@@ -122,7 +132,7 @@ impl Uplink {
         bulk: bool,
         loss: f64,
         rng: &mut impl Rng,
-    ) -> Micros {
+    ) -> Option<Micros> {
         let packets = len.div_ceil(PACKET_PAYLOAD).max(1);
         let wire = (len + framing(len)) as u64;
         let serialise = (wire as f64 * 1e6 / self.capacity).ceil() as Micros;
@@ -131,6 +141,14 @@ impl Uplink {
         } else {
             now + serialise
         };
+        let lifetime = match link.pieces {
+            PiecesChannel::Lifetime(ms) if bulk => Some(u64::from(ms) * 1000),
+            _ => None,
+        };
+        // Expired while it waited in the sender's queue: the transport drops it unsent.
+        if lifetime.is_some_and(|life| departs - now > life) {
+            return None;
+        }
         // A full router queue drops the packets that find no room (tail drop). The
         // transport sends them again later, which takes the same share of the uplink, so
         // the queue's timing stays as if they had waited; the piece waits for recovery.
@@ -162,10 +180,17 @@ impl Uplink {
                 arrives += link.rtt_ms * 1000;
             }
         }
+        if lifetime.is_some_and(|life| arrives - now > life) {
+            return None;
+        }
+        if bulk && link.pieces != PiecesChannel::Shared {
+            // Unordered: it neither waits for nor holds up anything else.
+            return Some(arrives);
+        }
         // Ordered delivery: nothing overtakes a delayed message.
         arrives = arrives.max(link.last_arrival);
         link.last_arrival = arrives;
-        arrives
+        Some(arrives)
     }
 }
 
@@ -181,18 +206,28 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(1);
         // 1,293,000 B/s: one full packet (1293 wire bytes) per millisecond.
         let mut uplink = Uplink::new(1_293_000.0);
-        let mut link = LinkEnd::new(100);
-        let first = uplink.transmit(0, &mut link, 1200, true, 0.0, &mut rng);
-        let second = uplink.transmit(0, &mut link, 1200, true, 0.0, &mut rng);
-        let mut other = LinkEnd::new(100);
-        let control = uplink.transmit(0, &mut other, 20, false, 0.0, &mut rng);
+        let mut link = LinkEnd::new(100, PiecesChannel::Shared);
+        let first = uplink
+            .transmit(0, &mut link, 1200, true, 0.0, &mut rng)
+            .unwrap();
+        let second = uplink
+            .transmit(0, &mut link, 1200, true, 0.0, &mut rng)
+            .unwrap();
+        let mut other = LinkEnd::new(100, PiecesChannel::Shared);
+        let control = uplink
+            .transmit(0, &mut other, 20, false, 0.0, &mut rng)
+            .unwrap();
         assert!(
             control < first,
             "a control message on another link does not queue"
         );
-        let late = uplink.transmit(0, &mut link, 20, false, 0.0, &mut rng);
+        let late = uplink
+            .transmit(0, &mut link, 20, false, 0.0, &mut rng)
+            .unwrap();
         assert!(late >= second, "but it keeps its own link's order");
-        let third = uplink.transmit(0, &mut link, 1200, true, 0.0, &mut rng);
+        let third = uplink
+            .transmit(0, &mut link, 1200, true, 0.0, &mut rng)
+            .unwrap();
         assert!(
             third > second + 1_000,
             "and bulk data waits for what went before"
@@ -211,7 +246,7 @@ mod tests {
     fn a_link_knows_when_its_queue_drains_to_the_low_water_mark() {
         let mut rng = StdRng::seed_from_u64(1);
         let mut uplink = Uplink::new(1_293_000.0);
-        let mut link = LinkEnd::new(100);
+        let mut link = LinkEnd::new(100, PiecesChannel::Shared);
         for _ in 0..4 {
             uplink.transmit(0, &mut link, 1200, true, 0.0, &mut rng);
         }
@@ -229,7 +264,7 @@ mod tests {
     fn a_control_message_overtaking_bulk_data_keeps_the_queue_in_departure_order() {
         let mut rng = StdRng::seed_from_u64(1);
         let mut uplink = Uplink::new(1_293_000.0);
-        let mut link = LinkEnd::new(100);
+        let mut link = LinkEnd::new(100, PiecesChannel::Shared);
         for _ in 0..4 {
             uplink.transmit(0, &mut link, 1200, true, 0.0, &mut rng);
         }
@@ -251,9 +286,13 @@ mod tests {
     fn a_lost_packet_delays_its_message_and_those_behind_it() {
         let mut rng = StdRng::seed_from_u64(1);
         let mut uplink = Uplink::new(1e9);
-        let mut link = LinkEnd::new(100);
-        let lost = uplink.transmit(0, &mut link, 16_000, true, 0.49, &mut rng);
-        let next = uplink.transmit(0, &mut link, 10, false, 0.0, &mut rng);
+        let mut link = LinkEnd::new(100, PiecesChannel::Shared);
+        let lost = uplink
+            .transmit(0, &mut link, 16_000, true, 0.49, &mut rng)
+            .unwrap();
+        let next = uplink
+            .transmit(0, &mut link, 10, false, 0.0, &mut rng)
+            .unwrap();
         // 14 packets at 49% loss: the message is all but certainly delayed.
         assert!(lost >= 150_000, "arrived at {lost}");
         assert_eq!(
@@ -263,15 +302,70 @@ mod tests {
     }
 
     #[test]
+    fn an_unordered_piece_delayed_by_a_loss_holds_up_nothing_else() {
+        let mut rng = StdRng::seed_from_u64(1);
+        let mut uplink = Uplink::new(1e9);
+        let mut link = LinkEnd::new(100, PiecesChannel::Unordered);
+        let lost = uplink
+            .transmit(0, &mut link, 16_000, true, 0.49, &mut rng)
+            .unwrap();
+        assert!(
+            lost >= 150_000,
+            "arrived at {lost}: retransmitted a round trip later"
+        );
+        let next = uplink
+            .transmit(0, &mut link, 10, false, 0.0, &mut rng)
+            .unwrap();
+        assert!(next < 60_000, "a control message overtakes it: {next}");
+        let piece = uplink
+            .transmit(0, &mut link, 16_000, true, 0.0, &mut rng)
+            .unwrap();
+        assert!(piece < 60_000, "and so does the next piece: {piece}");
+    }
+
+    #[test]
+    fn a_piece_that_would_outlive_its_lifetime_never_arrives() {
+        let mut rng = StdRng::seed_from_u64(1);
+        let mut uplink = Uplink::new(1e9);
+        // A retransmission takes a 100 ms round trip more, past a 120 ms lifetime.
+        let mut link = LinkEnd::new(100, PiecesChannel::Lifetime(120));
+        assert_eq!(
+            uplink.transmit(0, &mut link, 16_000, true, 0.49, &mut rng),
+            None
+        );
+        assert!(uplink
+            .transmit(0, &mut link, 16_000, true, 0.0, &mut rng)
+            .is_some());
+        // Nor does one that would wait longer than it in the sender's queue.
+        let mut slow = Uplink::new(100_000.0);
+        let mut link = LinkEnd::new(2, PiecesChannel::Lifetime(120));
+        let sent: Vec<bool> = (0..3)
+            .map(|_| {
+                slow.transmit(0, &mut link, 5_000, true, 0.0, &mut rng)
+                    .is_some()
+            })
+            .collect();
+        assert_eq!(
+            sent,
+            [true, true, false],
+            "the third waits 160 ms: given up"
+        );
+    }
+
+    #[test]
     fn a_full_router_queue_drops_packets_and_the_piece_waits_for_recovery() {
         let mut rng = StdRng::seed_from_u64(1);
         // One full packet per millisecond; the queue holds 5 ms; recovery takes 1 s.
         let mut uplink = Uplink::with_queue(1_293_000.0, 5_000, 1_000_000);
-        let mut link = LinkEnd::new(2);
-        let fits = uplink.transmit(0, &mut link, 4 * 1200, true, 0.0, &mut rng);
+        let mut link = LinkEnd::new(2, PiecesChannel::Shared);
+        let fits = uplink
+            .transmit(0, &mut link, 4 * 1200, true, 0.0, &mut rng)
+            .unwrap();
         assert_eq!(fits, 4_000 + 1_000, "4 packets fit the 5 ms queue");
         assert_eq!(uplink.dropped_packets, 0);
-        let overflows = uplink.transmit(0, &mut link, 4 * 1200, true, 0.0, &mut rng);
+        let overflows = uplink
+            .transmit(0, &mut link, 4 * 1200, true, 0.0, &mut rng)
+            .unwrap();
         assert_eq!(
             uplink.dropped_packets, 3,
             "one more packet had room, three did not"
@@ -281,7 +375,7 @@ mod tests {
         // once sent, the retransmission is the transport's.
         assert_eq!(link.buffered(8_000), 0);
         let mut unbounded = Uplink::new(1_293_000.0);
-        let mut other = LinkEnd::new(2);
+        let mut other = LinkEnd::new(2, PiecesChannel::Shared);
         for _ in 0..10 {
             unbounded.transmit(0, &mut other, 4 * 1200, true, 0.0, &mut rng);
         }

@@ -46,6 +46,7 @@ pub fn summarise(config: &SimConfig, mut m: Metrics, events: u64, sim_wall_ms: u
         duplicate: ratio(m.duplicate, received),
         uplink_utilisation: (m.message_bytes + m.framing_bytes) as f64 / m.capacity_bytes.max(1.0),
         uplink_drops: m.uplink_drops,
+        pieces_given_up: m.pieces_given_up,
         source_copies: m.source_payload_sent as f64 / stream_bytes.max(1.0),
         viewers_joined: m.viewers_joined,
         never_started: m.never_started,
@@ -69,7 +70,7 @@ pub fn summarise(config: &SimConfig, mut m: Metrics, events: u64, sim_wall_ms: u
 
 /// The report as a two-column table.
 pub fn table(report: &Report) -> String {
-    let rows: [(&str, String); 33] = [
+    let rows: [(&str, String); 34] = [
         ("peers", report.peers.to_string()),
         ("seconds", report.seconds.to_string()),
         ("seed", report.seed.to_string()),
@@ -94,6 +95,7 @@ pub fn table(report: &Report) -> String {
             format!("{:.3}", report.uplink_utilisation),
         ),
         ("uplink_drops", report.uplink_drops.to_string()),
+        ("pieces_given_up", report.pieces_given_up.to_string()),
         ("source_copies", format!("{:.2}", report.source_copies)),
         ("viewers_joined", report.viewers_joined.to_string()),
         ("never_started", report.never_started.to_string()),

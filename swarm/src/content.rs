@@ -12,8 +12,9 @@ use protocol::{
 };
 
 use crate::config::Trust;
+use crate::early::EarlyPiece;
 use crate::hostile::DropCause;
-use crate::{Chunk, Output, Swarm};
+use crate::{Chunk, Millis, Output, Swarm};
 
 /// Manifests kept, in windows of chunks: those of the window, and of chunks announced
 /// ahead of the newest known one (up to a window), with room to spare.
@@ -135,7 +136,7 @@ impl Swarm {
     /// A neighbour's chunk manifest: kept if the channel key signed it, so the chunk's
     /// pieces can be checked as they come; the neighbour is then known to hold it (no
     /// need to send it back).
-    pub(crate) fn on_manifest(&mut self, peer: PeerId, manifest: ChunkManifest) {
+    pub(crate) fn on_manifest(&mut self, now: Millis, peer: PeerId, manifest: ChunkManifest) {
         if !matches!(self.config.trust, Trust::Verifies(_)) {
             return;
         }
@@ -156,6 +157,21 @@ impl Swarm {
         known.insert(seq);
         while known.len() > cap {
             known.pop_first();
+        }
+        // Pieces that overtook it are taken now, as if they came after it; those from a
+        // neighbour gone meanwhile are not.
+        for piece in self.early.take(seq) {
+            if self.peers.contains_key(&piece.peer) {
+                let EarlyPiece {
+                    peer,
+                    req,
+                    seq,
+                    offset,
+                    total,
+                    data,
+                } = piece;
+                self.on_piece(now, peer, req, seq, offset, total, data);
+            }
         }
     }
 

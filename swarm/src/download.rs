@@ -5,6 +5,7 @@ use bytes::Bytes;
 use protocol::{ChunkSeq, PeerId, RequestId, PIECE_BYTES};
 
 use crate::chunk_store::{piece_count, piece_len, Held};
+use crate::early::EarlyPiece;
 use crate::hostile::DropCause;
 use crate::peer::Download;
 use crate::{Millis, Swarm};
@@ -55,10 +56,18 @@ impl Swarm {
             self.stats.bytes_duplicate += data.len() as u64;
             return;
         }
-        // Requests and pushes follow announcements, which follow the chunk's manifest.
+        // The manifest goes right before a chunk's first piece, but on the ordered
+        // channel: a piece on the unordered one overtakes it when its packet is lost.
         let Some(manifest) = self.store.manifests.get(&seq) else {
-            let reason = format!("piece of {seq} before the chunk's signed manifest");
-            self.drop_peer(peer, DropCause::Violation, reason);
+            self.stats.pieces_held_early += 1;
+            self.stats.bytes_given_up_early += self.early.hold(EarlyPiece {
+                peer,
+                req,
+                seq,
+                offset: offset as u32,
+                total: total as u32,
+                data,
+            });
             return;
         };
         if manifest.total as usize != total {

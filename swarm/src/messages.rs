@@ -209,7 +209,7 @@ impl Swarm {
                     signature,
                 },
             ),
-            PeerMessage::Manifest(manifest) => self.on_manifest(peer, manifest),
+            PeerMessage::Manifest(manifest) => self.on_manifest(now, peer, manifest),
             // The node checks versions before a link reaches the swarm.
             PeerMessage::Hello { .. } => {}
             PeerMessage::Subscribe { count, mask } => self.on_subscribe(peer, count, mask),

@@ -6,6 +6,7 @@ use crate::chunk_store::ChunkStore;
 use crate::config::{Config, SwarmRole};
 use crate::content::{Signed, SignedInit};
 use crate::download::BlockKey;
+use crate::early::EarlyPieces;
 use crate::fallback::{Fallback, FetchId, FetchOutcome};
 use crate::hostile::{Banned, DropCause, Drops};
 use crate::parents::Parents;
@@ -137,6 +138,10 @@ pub struct Stats {
     pub requests_refused: u64,
     /// Pulls from the source that turned overdue and moved to a viewer holding the block.
     pub pulls_moved_from_source: u64,
+    /// Pieces that came before their chunk's manifest (on an unordered channel) and were
+    /// held until it came, and the payload of those given up to keep that bounded.
+    pub pieces_held_early: u64,
+    pub bytes_given_up_early: u64,
     /// Neighbours dropped for timing out or breaking the protocol…
     pub peers_dropped: u64,
     /// …by cause.
@@ -195,6 +200,8 @@ pub struct Swarm {
     pub(crate) parents: Parents,
     /// Viewer: its HTTP edges (`fallback/`).
     pub(crate) fallback: Fallback,
+    /// Viewer: pieces that overtook their chunk's manifest (`early.rs`).
+    pub(crate) early: EarlyPieces,
 }
 
 impl Swarm {
@@ -235,6 +242,7 @@ impl Swarm {
             upkept_at: None,
             parents,
             fallback: Fallback::default(),
+            early: EarlyPieces::default(),
         }
     }
 
@@ -431,6 +439,7 @@ impl Swarm {
         }
         self.evicted_below = Some(oldest_kept);
         self.store.evict_before(oldest_kept);
+        self.early.evict_below(oldest_kept);
         self.abandon_downloads_before(oldest_kept);
         self.tried = self.tried.split_off(&oldest_kept);
         for peer in self.peers.values_mut() {

@@ -179,6 +179,7 @@ async fn view(joining: Joining, channel: ChannelName, followed: Arc<Followed>) {
             substreams: None,
             key: None,
             relay_only: joining.relay_only,
+            pieces_channel: Default::default(),
             edge: true,
             #[cfg(feature = "test-hooks")]
             hooks: Default::default(),
