@@ -28,6 +28,10 @@ use crate::snapshot::{
 };
 use crate::WebError;
 
+/// How links this page offers carry pieces (the A/B in docs/benchmarks.md, "Pieces on
+/// an unordered channel", decides).
+const PIECES_CHANNEL: protocol::PiecesChannel = protocol::PiecesChannel::Shared;
+
 /// How often the player and the stats panel are updated.
 const TICK_MS: u32 = 250;
 /// Rates are measured over this long: shorter makes jumpy figures.
@@ -500,7 +504,7 @@ impl App {
                 }
                 NodeOutput::Send { link, frame } => {
                     if let Some(l) = self.links.get(&link) {
-                        l.send(&frame.to_vec());
+                        l.send(&frame.to_vec(), frame.is_piece());
                     }
                 }
                 NodeOutput::CloseLink(link) => {
@@ -577,7 +581,7 @@ impl App {
     ) -> Result<(), WebError> {
         let mut l = Link::new(link, ice_servers, relay_only, &self.events)?;
         match start {
-            LinkStart::Offer => l.offer(link, &self.events).await?,
+            LinkStart::Offer => l.offer(link, PIECES_CHANNEL, &self.events).await?,
             LinkStart::Answer { sdp } => l.answer(link, &sdp, &self.events).await?,
         }
         self.links.insert(link, l);

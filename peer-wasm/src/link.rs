@@ -1,17 +1,20 @@
-//! One WebRTC link to another peer: an `RTCPeerConnection` and its `swarm` data channel.
+//! One WebRTC link to another peer: an `RTCPeerConnection`, its ordered `swarm` data
+//! channel and, when the offerer opened one, an unordered `pieces` channel that pieces
+//! take (`protocol::PiecesChannel`).
 
 use std::cell::RefCell;
 use std::rc::Rc;
 
 use gloo_events::EventListener;
-use protocol::IceServer;
+use protocol::{IceServer, PiecesChannel};
 use swarm::LinkId;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{
-    MessageEvent, RtcConfiguration, RtcDataChannel, RtcDataChannelEvent, RtcDataChannelType,
-    RtcIceCandidateInit, RtcIceGatheringState, RtcIceTransportPolicy, RtcPeerConnection,
-    RtcPeerConnectionState, RtcSdpType, RtcSessionDescriptionInit,
+    MessageEvent, RtcConfiguration, RtcDataChannel, RtcDataChannelEvent, RtcDataChannelInit,
+    RtcDataChannelState, RtcDataChannelType, RtcIceCandidateInit, RtcIceGatheringState,
+    RtcIceTransportPolicy, RtcPeerConnection, RtcPeerConnectionState, RtcSdpType,
+    RtcSessionDescriptionInit,
 };
 
 use crate::event::{emit, Event, Events};
@@ -27,6 +30,8 @@ pub struct Link {
     /// the moment it arrives, or its `open` and first messages (the peer's `Hello`) could
     /// fire while the app is busy elsewhere, with nobody listening.
     channel: Rc<RefCell<Option<Channel>>>,
+    /// The pieces channel, if the link has one; the same way.
+    pieces: Rc<RefCell<Option<Channel>>>,
     /// Whether our description went to the peer; it goes once, after ICE gathering.
     pub local_sent: bool,
     pc_listeners: Vec<EventListener>,
@@ -53,12 +58,20 @@ impl Link {
         }
         let pc = RtcPeerConnection::new_with_configuration(&config)?;
         let channel = Rc::new(RefCell::new(None));
+        let pieces = Rc::new(RefCell::new(None));
         let on_channel = {
             let events = events.clone();
-            let slot = Rc::clone(&channel);
+            let control_slot = Rc::clone(&channel);
+            let pieces_slot = Rc::clone(&pieces);
             EventListener::new(&pc, "datachannel", move |event| {
                 if let Some(event) = event.dyn_ref::<RtcDataChannelEvent>() {
-                    *slot.borrow_mut() = Some(listen(peer, event.channel(), &events));
+                    let channel = event.channel();
+                    let (slot, lane) = if channel.label() == protocol::PIECES_CHANNEL {
+                        (&pieces_slot, Lane::Pieces)
+                    } else {
+                        (&control_slot, Lane::Control)
+                    };
+                    *slot.borrow_mut() = Some(listen(peer, channel, lane, &events));
                 }
             })
         };
@@ -86,15 +99,37 @@ impl Link {
         Ok(Link {
             pc,
             channel,
+            pieces,
             local_sent: false,
             pc_listeners: vec![on_channel, on_gathering, on_state],
         })
     }
 
-    /// Offerer: creates the data channel and the offer.
-    pub async fn offer(&mut self, peer: LinkId, events: &Events) -> Result<(), WebError> {
-        let channel = self.pc.create_data_channel("swarm");
-        *self.channel.borrow_mut() = Some(listen(peer, channel, events));
+    /// Offerer: creates the data channels and the offer.
+    pub async fn offer(
+        &mut self,
+        peer: LinkId,
+        pieces: PiecesChannel,
+        events: &Events,
+    ) -> Result<(), WebError> {
+        let channel = self.pc.create_data_channel(protocol::CONTROL_CHANNEL);
+        *self.channel.borrow_mut() = Some(listen(peer, channel, Lane::Control, events));
+        let lifetime = match pieces {
+            PiecesChannel::Shared => None,
+            PiecesChannel::Unordered => Some(None),
+            PiecesChannel::Lifetime(ms) => Some(Some(ms)),
+        };
+        if let Some(lifetime) = lifetime {
+            let init = RtcDataChannelInit::new();
+            init.set_ordered(false);
+            if let Some(ms) = lifetime {
+                init.set_max_packet_life_time(ms);
+            }
+            let channel = self
+                .pc
+                .create_data_channel_with_data_channel_dict(protocol::PIECES_CHANNEL, &init);
+            *self.pieces.borrow_mut() = Some(listen(peer, channel, Lane::Pieces, events));
+        }
         let offer = JsFuture::from(self.pc.create_offer()).await?;
         self.set_local(RtcSdpType::Offer, &sdp_of(&offer)?, peer, events)
             .await
@@ -144,19 +179,36 @@ impl Link {
         self.pc.local_description().map(|d| d.sdp())
     }
 
-    /// Bytes queued on the data channel and not yet sent.
+    /// Bytes queued on the data channels and not yet sent.
     pub fn buffered(&self) -> u64 {
-        self.channel
-            .borrow()
-            .as_ref()
-            .map_or(0, |c| u64::from(c.channel.buffered_amount()))
+        [&self.channel, &self.pieces]
+            .iter()
+            .filter_map(|slot| {
+                let slot = slot.borrow();
+                slot.as_ref()
+                    .map(|c| u64::from(c.channel.buffered_amount()))
+            })
+            .sum()
     }
 
-    /// Sends one peer message; false when the channel cannot take it.
-    pub fn send(&self, bytes: &[u8]) -> bool {
-        self.channel
+    /// Whether the link has a pieces channel, open.
+    pub fn pieces_channel_open(&self) -> bool {
+        self.pieces
             .borrow()
             .as_ref()
+            .is_some_and(|c| c.channel.ready_state() == RtcDataChannelState::Open)
+    }
+
+    /// Sends one peer message, a piece on the pieces channel if it is open; false when
+    /// the channel cannot take it.
+    pub fn send(&self, bytes: &[u8], is_piece: bool) -> bool {
+        let pieces = self.pieces.borrow();
+        let open_pieces = pieces
+            .as_ref()
+            .filter(|c| is_piece && c.channel.ready_state() == RtcDataChannelState::Open);
+        let control = self.channel.borrow();
+        open_pieces
+            .or(control.as_ref())
             .is_some_and(|c| c.channel.send_with_u8_array(bytes).is_ok())
     }
 
@@ -181,9 +233,11 @@ impl Link {
 impl Drop for Link {
     fn drop(&mut self) {
         self.pc_listeners.clear();
-        if let Some(channel) = self.channel.borrow_mut().take() {
-            drop(channel._listeners);
-            channel.channel.close();
+        for slot in [&self.channel, &self.pieces] {
+            if let Some(channel) = slot.borrow_mut().take() {
+                drop(channel._listeners);
+                channel.channel.close();
+            }
         }
         self.pc.close();
     }
@@ -213,13 +267,22 @@ fn ice_servers_js(servers: &[IceServer]) -> Result<js_sys::Array, WebError> {
     Ok(list)
 }
 
+/// Which of a link's channels: the control channel's opening opens the link.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Lane {
+    Control,
+    Pieces,
+}
+
 /// Forwards a data channel's events, tagged with its link.
-fn listen(peer: LinkId, channel: RtcDataChannel, events: &Events) -> Channel {
+fn listen(peer: LinkId, channel: RtcDataChannel, lane: Lane, events: &Events) -> Channel {
     channel.set_binary_type(RtcDataChannelType::Arraybuffer);
     let on_open = {
         let events = events.clone();
         EventListener::new(&channel, "open", move |_| {
-            emit(&events, Event::ChannelOpen(peer))
+            if lane == Lane::Control {
+                emit(&events, Event::ChannelOpen(peer))
+            }
         })
     };
     let on_message = {
@@ -249,8 +312,8 @@ fn listen(peer: LinkId, channel: RtcDataChannel, events: &Events) -> Channel {
             emit(&events, Event::ChannelDrained(peer))
         })
     };
-    let opened = channel.ready_state() == web_sys::RtcDataChannelState::Open;
-    if opened {
+    let opened = channel.ready_state() == RtcDataChannelState::Open;
+    if opened && lane == Lane::Control {
         // Opened before the listener existed: say so now.
         emit(events, Event::ChannelOpen(peer));
     }

@@ -178,15 +178,26 @@ async fn played_media_is_evicted_and_what_is_ahead_kept() {
 
 #[wasm_bindgen_test]
 async fn data_channel_back_pressure_reports_a_full_queue_then_drained() {
+    back_pressure(protocol::PiecesChannel::Shared).await;
+}
+
+#[wasm_bindgen_test]
+async fn pieces_on_an_unordered_channel_of_their_own_arrive_with_back_pressure() {
+    back_pressure(protocol::PiecesChannel::Unordered).await;
+}
+
+/// Two real peer connections in this page, pieces sent as `pieces` says: they queue,
+/// the queue is reported, drains, and every piece arrives whole.
+async fn back_pressure(pieces: protocol::PiecesChannel) {
     use peer_wasm::link::Link;
     use peer_wasm::Event;
     use swarm::LinkId;
     let (events, mut inbox) = mpsc::unbounded();
-    // Two real peer connections in this page: `a` is our link to `b`, `b` to `a`.
+    // `a` is our link to `b`, `b` to `a`.
     let (to_b, to_a) = (LinkId::new(0, 1), LinkId::new(1, 1));
     let mut a = Link::new(to_b, &[], false, &events).unwrap();
     let mut b = Link::new(to_a, &[], false, &events).unwrap();
-    a.offer(to_b, &events).await.unwrap();
+    a.offer(to_b, pieces, &events).await.unwrap();
     next_matching(&mut inbox, |e| {
         matches!(e, Event::GatheringComplete(p) if p == to_b).then_some(())
     })
@@ -208,11 +219,21 @@ async fn data_channel_back_pressure_reports_a_full_queue_then_drained() {
             _ => {}
         }
     }
+    let own_channel = pieces != protocol::PiecesChannel::Shared;
+    // The pieces channel opens on its own, without an event of the link's: look.
+    for _ in 0..500 {
+        if a.pieces_channel_open() == own_channel && b.pieces_channel_open() == own_channel {
+            break;
+        }
+        gloo_timers::future::TimeoutFuture::new(10).await;
+    }
+    assert_eq!(a.pieces_channel_open(), own_channel, "{pieces:?}: offerer");
+    assert_eq!(b.pieces_channel_open(), own_channel, "{pieces:?}: answerer");
     // 40 pieces at once: more than the channel sends in one go, so they queue.
     const PIECES: usize = 40;
     let piece = vec![7u8; 16_320];
     for _ in 0..PIECES {
-        assert!(a.send(&piece), "the open channel takes the piece");
+        assert!(a.send(&piece, true), "the open channel takes the piece");
     }
     let queued = a.buffered();
     assert!(
