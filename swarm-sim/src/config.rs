@@ -21,6 +21,8 @@ pub struct SimConfig {
     pub churn: f64,
     /// Packet loss probability.
     pub loss: f64,
+    /// What a lost packet at a message's tail costs, in ms (`network::Loss`).
+    pub tail_loss_recovery_ms: u64,
     pub rtt: RttRange,
     pub seed: u64,
     /// Initial viewers join spread evenly over this many seconds.
@@ -64,6 +66,7 @@ impl SimConfig {
             source_upload: 4.0,
             churn: 0.0,
             loss: 0.0,
+            tail_loss_recovery_ms: 1000,
             rtt: RttRange { min: 20, max: 200 },
             seed: 1,
             ramp_secs: 10,

@@ -12,7 +12,7 @@ use swarm::{BytesPerSec, LinkId, Millis, Node, NodeConfig, NodeInput, NodeOutput
 
 use crate::hostile::{pollute, Behaviour};
 use crate::metrics::Player;
-use crate::network::{framing, LinkEnd, Micros, Uplink};
+use crate::network::{framing, LinkEnd, Loss, Micros, Uplink};
 use crate::sim::{bad_bytes, Event, Sim, DRAINED_BELOW, SOURCE};
 
 /// Signalled messages queued per peer at the server; drained at once by the simulator.
@@ -288,7 +288,10 @@ impl Sim {
             &mut l.end,
             len,
             piece.is_some(),
-            self.config.loss,
+            Loss {
+                rate: self.config.loss,
+                tail_recovery: self.config.tail_loss_recovery_ms * 1000,
+            },
             &mut self.rng,
         );
         if !node.sent_since_report.contains(&link) {

@@ -35,6 +35,12 @@ struct Cli {
     /// Packet loss probability on every link.
     #[arg(long, default_value_t = 0.0)]
     loss: f64,
+    /// How long a packet lost among a message's last three waits to be sent again: too
+    /// few packets follow it for SCTP's fast retransmit, so it waits for the
+    /// retransmission time-out (RTO.min, 1 s in the `webrtc` crate). Earlier losses cost
+    /// a round trip. 0 makes every loss cost a round trip (the model before).
+    #[arg(long, default_value_t = 1000)]
+    tail_loss_recovery_ms: u64,
     /// Round-trip time range; each link draws uniformly from it.
     #[arg(long, default_value = "20-200")]
     rtt_ms: RttRange,
@@ -108,6 +114,7 @@ fn main() -> ExitCode {
     config.source_upload = cli.source_upload;
     config.churn = cli.churn;
     config.loss = cli.loss;
+    config.tail_loss_recovery_ms = cli.tail_loss_recovery_ms;
     config.rtt = cli.rtt_ms;
     config.seed = cli.seed;
     config.ramp_secs = cli.ramp_secs;

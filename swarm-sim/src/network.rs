@@ -25,6 +25,20 @@ pub fn framing(len: usize) -> usize {
 /// Time in microseconds since the simulation began.
 pub type Micros = u64;
 
+/// A lost packet among a message's last this many is not followed by enough packets for
+/// SCTP's fast retransmit (three reports of the gap).
+const TAIL_PACKETS: usize = 3;
+
+/// Random packet loss on every link, and what a loss costs.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Loss {
+    /// Share of packets lost.
+    pub rate: f64,
+    /// How long a lost packet at a message's tail waits: SCTP's retransmission time-out
+    /// (RTO.min is 1 s in the `webrtc` crate). 0: a round trip, as an earlier one.
+    pub tail_recovery: Micros,
+}
+
 /// One direction of a link, kept by its sender.
 #[derive(Debug)]
 pub struct LinkEnd {
@@ -130,7 +144,7 @@ impl Uplink {
         link: &mut LinkEnd,
         len: usize,
         bulk: bool,
-        loss: f64,
+        loss: Loss,
         rng: &mut impl Rng,
     ) -> Option<Micros> {
         let packets = len.div_ceil(PACKET_PAYLOAD).max(1);
@@ -173,11 +187,20 @@ impl Uplink {
         // The sender's queue (`bufferedAmount`) is empty of it once it left; a dropped
         // packet waits in the transport, which a data channel does not report.
         let mut arrives = departs.max(recovered_at) + link.rtt_ms * 500;
-        if loss > 0.0 {
-            let lost = 1.0 - (1.0 - loss).powi(packets as i32);
+        if loss.rate > 0.0 {
+            let kept = 1.0 - loss.rate;
+            let lost = 1.0 - kept.powi(packets as i32);
             if rng.gen_bool(lost) {
-                // Fast retransmit: the gap is noticed and refilled about one RTT later.
-                arrives += link.rtt_ms * 1000;
+                // Which packet: one of the last three has too few behind it for the gap
+                // to be reported three times, so it waits for the retransmission
+                // time-out; an earlier one is fast-retransmitted about a round trip later.
+                let tail = 1.0 - kept.powi(packets.min(TAIL_PACKETS) as i32);
+                let rtt = link.rtt_ms * 1000;
+                arrives += if rng.gen_bool((tail / lost).min(1.0)) {
+                    loss.tail_recovery.max(rtt)
+                } else {
+                    rtt
+                };
             }
         }
         if lifetime.is_some_and(|life| arrives - now > life) {
@@ -201,6 +224,14 @@ mod tests {
 
     use super::*;
 
+    /// Loss at `rate`, every lost packet recovered a round trip later.
+    fn lossy(rate: f64) -> Loss {
+        Loss {
+            rate,
+            tail_recovery: 0,
+        }
+    }
+
     #[test]
     fn the_uplink_serialises_messages_and_links_keep_order() {
         let mut rng = StdRng::seed_from_u64(1);
@@ -208,25 +239,25 @@ mod tests {
         let mut uplink = Uplink::new(1_293_000.0);
         let mut link = LinkEnd::new(100, PiecesChannel::Shared);
         let first = uplink
-            .transmit(0, &mut link, 1200, true, 0.0, &mut rng)
+            .transmit(0, &mut link, 1200, true, Loss::default(), &mut rng)
             .unwrap();
         let second = uplink
-            .transmit(0, &mut link, 1200, true, 0.0, &mut rng)
+            .transmit(0, &mut link, 1200, true, Loss::default(), &mut rng)
             .unwrap();
         let mut other = LinkEnd::new(100, PiecesChannel::Shared);
         let control = uplink
-            .transmit(0, &mut other, 20, false, 0.0, &mut rng)
+            .transmit(0, &mut other, 20, false, Loss::default(), &mut rng)
             .unwrap();
         assert!(
             control < first,
             "a control message on another link does not queue"
         );
         let late = uplink
-            .transmit(0, &mut link, 20, false, 0.0, &mut rng)
+            .transmit(0, &mut link, 20, false, Loss::default(), &mut rng)
             .unwrap();
         assert!(late >= second, "but it keeps its own link's order");
         let third = uplink
-            .transmit(0, &mut link, 1200, true, 0.0, &mut rng)
+            .transmit(0, &mut link, 1200, true, Loss::default(), &mut rng)
             .unwrap();
         assert!(
             third > second + 1_000,
@@ -248,7 +279,7 @@ mod tests {
         let mut uplink = Uplink::new(1_293_000.0);
         let mut link = LinkEnd::new(100, PiecesChannel::Shared);
         for _ in 0..4 {
-            uplink.transmit(0, &mut link, 1200, true, 0.0, &mut rng);
+            uplink.transmit(0, &mut link, 1200, true, Loss::default(), &mut rng);
         }
         assert_eq!(
             link.drained_at(2 * 1293),
@@ -266,10 +297,10 @@ mod tests {
         let mut uplink = Uplink::new(1_293_000.0);
         let mut link = LinkEnd::new(100, PiecesChannel::Shared);
         for _ in 0..4 {
-            uplink.transmit(0, &mut link, 1200, true, 0.0, &mut rng);
+            uplink.transmit(0, &mut link, 1200, true, Loss::default(), &mut rng);
         }
         // Leaves at once, ahead of the bulk data queued before it.
-        uplink.transmit(0, &mut link, 20, false, 0.0, &mut rng);
+        uplink.transmit(0, &mut link, 20, false, Loss::default(), &mut rng);
         assert_eq!(
             link.buffered(1_000),
             3 * 1293,
@@ -288,10 +319,10 @@ mod tests {
         let mut uplink = Uplink::new(1e9);
         let mut link = LinkEnd::new(100, PiecesChannel::Shared);
         let lost = uplink
-            .transmit(0, &mut link, 16_000, true, 0.49, &mut rng)
+            .transmit(0, &mut link, 16_000, true, lossy(0.49), &mut rng)
             .unwrap();
         let next = uplink
-            .transmit(0, &mut link, 10, false, 0.0, &mut rng)
+            .transmit(0, &mut link, 10, false, Loss::default(), &mut rng)
             .unwrap();
         // 14 packets at 49% loss: the message is all but certainly delayed.
         assert!(lost >= 150_000, "arrived at {lost}");
@@ -302,23 +333,65 @@ mod tests {
     }
 
     #[test]
+    fn a_lost_packet_at_a_messages_tail_waits_for_the_time_out() {
+        let mut rng = StdRng::seed_from_u64(1);
+        let loss = Loss {
+            rate: 0.05,
+            tail_recovery: 1_000_000,
+        };
+        // One packet: any loss is at the tail. 14 packets: most losses are earlier.
+        let mut delays = |len: usize| -> Vec<Micros> {
+            (0..4_000)
+                .map(|_| {
+                    let mut uplink = Uplink::new(1e9);
+                    let mut link = LinkEnd::new(10, PiecesChannel::Shared);
+                    let arrives = uplink.transmit(0, &mut link, len, true, loss, &mut rng);
+                    arrives.unwrap() - 5_000
+                })
+                .collect()
+        };
+        let timed_out = |delays: &[Micros]| delays.iter().filter(|&&d| d >= 1_000_000).count();
+        let fast = |delays: &[Micros]| {
+            delays
+                .iter()
+                .filter(|&&d| (10_000..100_000).contains(&d))
+                .count()
+        };
+        let small = delays(20);
+        assert_eq!(fast(&small), 0, "a lone packet is never fast-retransmitted");
+        assert!(
+            (150..250).contains(&timed_out(&small)),
+            "{}",
+            timed_out(&small)
+        );
+        let piece = delays(16_000);
+        // 14 packets at 5%: 51% of pieces lose one, 14% one of the last three.
+        assert!(
+            (450..700).contains(&timed_out(&piece)),
+            "{}",
+            timed_out(&piece)
+        );
+        assert!((1_300..1_700).contains(&fast(&piece)), "{}", fast(&piece));
+    }
+
+    #[test]
     fn an_unordered_piece_delayed_by_a_loss_holds_up_nothing_else() {
         let mut rng = StdRng::seed_from_u64(1);
         let mut uplink = Uplink::new(1e9);
         let mut link = LinkEnd::new(100, PiecesChannel::Unordered);
         let lost = uplink
-            .transmit(0, &mut link, 16_000, true, 0.49, &mut rng)
+            .transmit(0, &mut link, 16_000, true, lossy(0.49), &mut rng)
             .unwrap();
         assert!(
             lost >= 150_000,
             "arrived at {lost}: retransmitted a round trip later"
         );
         let next = uplink
-            .transmit(0, &mut link, 10, false, 0.0, &mut rng)
+            .transmit(0, &mut link, 10, false, Loss::default(), &mut rng)
             .unwrap();
         assert!(next < 60_000, "a control message overtakes it: {next}");
         let piece = uplink
-            .transmit(0, &mut link, 16_000, true, 0.0, &mut rng)
+            .transmit(0, &mut link, 16_000, true, Loss::default(), &mut rng)
             .unwrap();
         assert!(piece < 60_000, "and so does the next piece: {piece}");
     }
@@ -330,18 +403,18 @@ mod tests {
         // A retransmission takes a 100 ms round trip more, past a 120 ms lifetime.
         let mut link = LinkEnd::new(100, PiecesChannel::Lifetime(120));
         assert_eq!(
-            uplink.transmit(0, &mut link, 16_000, true, 0.49, &mut rng),
+            uplink.transmit(0, &mut link, 16_000, true, lossy(0.49), &mut rng),
             None
         );
         assert!(uplink
-            .transmit(0, &mut link, 16_000, true, 0.0, &mut rng)
+            .transmit(0, &mut link, 16_000, true, Loss::default(), &mut rng)
             .is_some());
         // Nor does one that would wait longer than it in the sender's queue.
         let mut slow = Uplink::new(100_000.0);
         let mut link = LinkEnd::new(2, PiecesChannel::Lifetime(120));
         let sent: Vec<bool> = (0..3)
             .map(|_| {
-                slow.transmit(0, &mut link, 5_000, true, 0.0, &mut rng)
+                slow.transmit(0, &mut link, 5_000, true, Loss::default(), &mut rng)
                     .is_some()
             })
             .collect();
@@ -359,12 +432,12 @@ mod tests {
         let mut uplink = Uplink::with_queue(1_293_000.0, 5_000, 1_000_000);
         let mut link = LinkEnd::new(2, PiecesChannel::Shared);
         let fits = uplink
-            .transmit(0, &mut link, 4 * 1200, true, 0.0, &mut rng)
+            .transmit(0, &mut link, 4 * 1200, true, Loss::default(), &mut rng)
             .unwrap();
         assert_eq!(fits, 4_000 + 1_000, "4 packets fit the 5 ms queue");
         assert_eq!(uplink.dropped_packets, 0);
         let overflows = uplink
-            .transmit(0, &mut link, 4 * 1200, true, 0.0, &mut rng)
+            .transmit(0, &mut link, 4 * 1200, true, Loss::default(), &mut rng)
             .unwrap();
         assert_eq!(
             uplink.dropped_packets, 3,
@@ -377,7 +450,7 @@ mod tests {
         let mut unbounded = Uplink::new(1_293_000.0);
         let mut other = LinkEnd::new(2, PiecesChannel::Shared);
         for _ in 0..10 {
-            unbounded.transmit(0, &mut other, 4 * 1200, true, 0.0, &mut rng);
+            unbounded.transmit(0, &mut other, 4 * 1200, true, Loss::default(), &mut rng);
         }
         assert_eq!(
             unbounded.dropped_packets, 0,
