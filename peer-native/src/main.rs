@@ -40,10 +40,11 @@ struct Target {
     /// default, off, when not given). Every peer of a channel should use the same.
     #[arg(long, hide = true, value_parser = clap::value_parser!(u8).range(0..=16))]
     substreams: Option<u8>,
-    /// Experimental: how links this peer offers carry pieces: `shared` (on the ordered
-    /// channel with every other message), `unordered` (a reliable channel of their own)
-    /// or `lifetime:MS` (unordered, given up after MS milliseconds).
-    #[arg(long, hide = true, default_value = "shared")]
+    /// How links this peer offers carry pieces: `unordered` (a reliable channel of their
+    /// own, so a lost packet delays only its piece), `shared` (on the ordered channel with
+    /// every other message) or `lifetime:MS` (unordered, given up after MS ms). For
+    /// benchmarks; see docs/benchmarks.md.
+    #[arg(long, hide = true, default_value = "unordered")]
     pieces_channel: PiecesChannel,
 }
 

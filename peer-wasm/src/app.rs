@@ -28,9 +28,10 @@ use crate::snapshot::{
 };
 use crate::WebError;
 
-/// How links this page offers carry pieces (the A/B in docs/benchmarks.md, "Pieces on
-/// an unordered channel", decides).
-const PIECES_CHANNEL: protocol::PiecesChannel = protocol::PiecesChannel::Shared;
+/// How links this page offers carry pieces: on an unordered channel of their own, so a
+/// lost packet delays only its piece (docs/benchmarks.md, "Pieces on an unordered
+/// channel").
+const PIECES_CHANNEL: protocol::PiecesChannel = protocol::PiecesChannel::Unordered;
 
 /// How often the player and the stats panel are updated.
 const TICK_MS: u32 = 250;

@@ -27,10 +27,10 @@ pub const PIECES_CHANNEL: &str = "pieces";
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum PiecesChannel {
     /// On the ordered control channel with everything else.
-    #[default]
     Shared,
     /// On a channel of their own, unordered and reliable: a lost packet delays only its
-    /// piece, not every message behind it.
+    /// piece, not every message behind it. What the drivers do unless told otherwise.
+    #[default]
     Unordered,
     /// Unordered, and given up after this many milliseconds (`maxPacketLifeTime`): a
     /// piece that cannot arrive in time is not sent again; the swarm asks again.

@@ -41,12 +41,16 @@ const TAG_SUBSCRIBE: u8 = 0x0a;
 const TAG_SUBSCRIBED: u8 = 0x0b;
 
 /// The peer protocol's version, sent in `Hello`, the first message on every link.
-pub const PEER_VERSION: u16 = 4;
+pub const PEER_VERSION: u16 = 5;
 /// The oldest peer version this build links with; an older peer's link is closed (it is
 /// out of date, not hostile), never banned. Version 3 added `Subscribe`/`Subscribed`,
 /// which a version-2 peer ignores (it never pushes, so it is never kept as a parent);
-/// version 4 added `Hello`'s `heard` flag, which older peers do not send or read.
-pub const MIN_PEER_VERSION: u16 = 2;
+/// version 4 added `Hello`'s `heard` flag, which older peers do not send or read;
+/// version 5 sends pieces on a second, unordered data channel, where a piece may
+/// overtake its chunk's manifest: an older peer would take that for a violation, and
+/// one of them answering a link takes the second channel for the first, so they do not
+/// link at all.
+pub const MIN_PEER_VERSION: u16 = 5;
 
 const FLAG_KEYFRAME: u8 = 0x01;
 const HELLO_HEARD: u8 = 0x01;

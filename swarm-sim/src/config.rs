@@ -39,8 +39,8 @@ pub struct SimConfig {
     /// 4960's RTO.min); the retransmission takes its share of the uplink again.
     pub uplink_queue_ms: Option<u64>,
     pub drop_recovery_ms: u64,
-    /// How links carry pieces (`network.rs`): shared with the ordered control channel,
-    /// as the drivers do by default, or on an unordered channel of their own.
+    /// How links carry pieces (`network.rs`): on an unordered channel of their own, as
+    /// the drivers do by default, or shared with the ordered control channel.
     pub pieces_channel: PiecesChannel,
     /// Substreams every peer pushes along (`swarm::Config::substreams`); `None` keeps
     /// the peers' default.
@@ -73,7 +73,7 @@ impl SimConfig {
             link_setup_ms: 0,
             uplink_queue_ms: None,
             drop_recovery_ms: 1000,
-            pieces_channel: PiecesChannel::Shared,
+            pieces_channel: PiecesChannel::Unordered,
             substreams: None,
             polluters: 0.0,
             flooders: 0.0,

@@ -64,11 +64,11 @@ struct Cli {
     /// `webrtc` crate).
     #[arg(long, default_value_t = 1000)]
     drop_recovery_ms: u64,
-    /// How links carry pieces: `shared` (on the ordered channel with every other
-    /// message, as `streamtorrent` does by default), `unordered` (a reliable channel of
-    /// their own: a loss delays only its piece) or `lifetime:MS` (unordered, given up
-    /// once a retransmission or the sender's queue would take longer than MS).
-    #[arg(long, default_value = "shared")]
+    /// How links carry pieces: `unordered` (a reliable channel of their own: a loss
+    /// delays only its piece; what the drivers do), `shared` (on the ordered channel with
+    /// every other message) or `lifetime:MS` (unordered, given up once a retransmission
+    /// or the sender's queue would take longer than MS).
+    #[arg(long, default_value = "unordered")]
     pieces_channel: protocol::PiecesChannel,
     /// Substreams for pushing between viewers (0: pull only; not given: the peers'
     /// default), at most 16.

@@ -412,6 +412,30 @@ fn an_older_peer_is_closed_without_a_ban_and_unknown_messages_are_ignored() {
     assert_eq!(h.opened().len(), 1, "it may link again once updated");
 }
 
+/// Version 5 sends pieces on an unordered channel, where one may overtake its manifest:
+/// a version-4 peer would take that for a violation, so the two do not link.
+#[test]
+fn a_version_4_peer_is_closed_without_a_ban() {
+    let mut h = Harness::welcomed_viewer();
+    let link = h.offered_by(PeerId(7));
+    h.input(NodeInput::LinkOpen(link));
+    h.out.clear();
+    let hello = PeerMessage::Hello {
+        version: 4,
+        session: SESSION,
+        heard: true,
+    };
+    h.input(NodeInput::LinkData(link, hello.frame()));
+    assert_eq!(h.closed(), vec![link]);
+    let refused = h.events().into_iter().find_map(|e| match e {
+        NodeEvent::LinkRefused { reason, .. } => Some(reason),
+        _ => None,
+    });
+    let reason = refused.expect("refused, with a reason");
+    assert!(reason.contains("version 4 is too old"), "{reason}");
+    assert!(!h.node.swarm().unwrap().is_banned(PeerId(7)));
+}
+
 /// Seen in Chromium: the first messages sent on a channel that had just opened never
 /// arrived (the browser logged "Send failed INVALID_STATE"), so the peer's first message
 /// here was not a `Hello`. It used to be taken for an out-of-date peer and closed, and two
