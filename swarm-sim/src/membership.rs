@@ -192,7 +192,7 @@ impl Sim {
         self.metrics.drops_flooding += d.flooding;
         self.metrics.bytes_rejected += stats.bytes_rejected;
         self.metrics.requests_refused += stats.requests_refused;
-        self.metrics.pulls_moved_from_source += stats.pulls_moved_from_source;
+        self.metrics.pulls_moved += stats.pulls_moved;
         self.metrics.pushed += stats.bytes_pushed;
     }
 

@@ -66,8 +66,8 @@ pub struct Metrics {
     /// Payload that failed its signed hash and was thrown away.
     pub bytes_rejected: u64,
     pub requests_refused: u64,
-    /// Overdue pulls from the source that moved to a viewer.
-    pub pulls_moved_from_source: u64,
+    /// Overdue pulls that moved to another viewer.
+    pub pulls_moved: u64,
     /// Payload parents pushed along substreams (viewers' own count, new pieces only).
     pub pushed: u64,
     pub viewers_joined: u64,
@@ -238,8 +238,8 @@ pub struct Report {
     /// Payload honest peers threw away for failing its signed hash.
     pub bytes_rejected: u64,
     pub requests_refused: u64,
-    /// Overdue pulls from the source that moved to a viewer.
-    pub pulls_moved_from_source: u64,
+    /// Overdue pulls that moved to another viewer.
+    pub pulls_moved: u64,
     /// Polluters and flooders that joined (not in `viewers_joined`).
     pub hostile_joined: u64,
     pub events: u64,

@@ -60,7 +60,7 @@ pub fn summarise(config: &SimConfig, mut m: Metrics, events: u64, sim_wall_ms: u
         drops_flooding: m.drops_flooding,
         bytes_rejected: m.bytes_rejected,
         requests_refused: m.requests_refused,
-        pulls_moved_from_source: m.pulls_moved_from_source,
+        pulls_moved: m.pulls_moved,
         hostile_joined: m.hostile_joined,
         events,
         sim_wall_ms,

@@ -44,7 +44,7 @@ impl Swarm {
         let Some(window) = self.fetch_window() else {
             return;
         };
-        self.move_overdue_from_source(now, window.clone());
+        self.move_overdue_pulls(now, window.clone());
         let block = self.config.block_pieces.max(1);
         let mut wanted: Vec<Wanted> = Vec::new();
         let mut holders: Vec<&PieceSet> = Vec::new();
@@ -102,7 +102,7 @@ impl Swarm {
         let block = self.config.block_pieces.max(1);
         let first_block = pieces.start / block * block;
         let end = pieces.end.min(piece_count(total));
-        self.move_overdue_from_source(now, seq.0..=seq.0);
+        self.move_overdue_pulls(now, seq.0..=seq.0);
         // Most announcements are of blocks already here or on their way.
         let mut blocks = (first_block..end).step_by(block);
         if !blocks.any(|first| self.block_needed(seq, first, end)) {
@@ -122,11 +122,11 @@ impl Swarm {
         self.request_each(now, wanted);
     }
 
-    /// When a pull of `seq` from the source counts as overdue: a round trip after its
-    /// remaining pieces were expected at the latency and rate measured from the source.
-    /// `None` for pushes and pulls from viewers.
-    pub(crate) fn source_overdue_at(&self, seq: ChunkSeq, asked: &Download) -> Option<Millis> {
-        let source = self.peers.get(&asked.from).filter(|p| p.is_source)?;
+    /// When a pull of `seq` counts as overdue: a round trip after its remaining pieces
+    /// were expected at the latency and rate measured from the neighbour asked. `None`
+    /// for pushes.
+    pub(crate) fn overdue_at(&self, seq: ChunkSeq, asked: &Download) -> Option<Millis> {
+        let peer = self.peers.get(&asked.from)?;
         if asked.req == RequestId::PUSH {
             return None;
         }
@@ -134,9 +134,18 @@ impl Swarm {
         let bytes = ((asked.end - missing) * protocol::PIECE_BYTES) as u64;
         let moving = match asked.first_piece {
             Some(_) => asked.last_progress,
-            None => asked.started + source.latency(),
+            None => asked.started + peer.latency(),
         };
-        Some(moving + bytes * 1000 / source.rate() + source.latency())
+        Some(moving + bytes * 1000 / peer.rate() + peer.latency())
+    }
+
+    /// Whether chunk `seq` is due within `urgent_ms`. The first chunk is urgent however
+    /// far its planned start: playback cannot begin without it, and waiting for a viewer
+    /// to hold it only delays the first frame.
+    fn is_urgent(&self, now: Millis, seq: ChunkSeq) -> bool {
+        let due = self.clock.expected(seq, self.config.target_buffer_ms, now);
+        let first_to_play = !self.clock.started() && self.next_play == Some(seq);
+        first_to_play || due.is_none_or(|due| due - now <= self.config.urgent_ms)
     }
 
     /// The first piece of a download not here yet, if any.
@@ -147,34 +156,44 @@ impl Swarm {
         }
     }
 
-    /// Pulls from the source of chunks in `seqs` that are overdue move to a viewer that
-    /// holds what is missing, if one can take it. The source is asked only for blocks no
-    /// viewer held when they turned urgent; asked for repairs, it is the most loaded peer
-    /// of all, and a viewer once missed a chunk waiting on it while two neighbours held
-    /// the block (`native_e2e`'s polluter test). Only overdue pulls: one on time is
-    /// usually faster from the source than from a loaded viewer (moving every pull was
-    /// no better in the simulator; docs/benchmarks.md).
-    pub(crate) fn move_overdue_from_source(&mut self, now: Millis, seqs: RangeInclusive<u64>) {
+    /// Overdue pulls of chunks in `seqs` move to another viewer that holds what is
+    /// missing, if one can take it. From the source, as soon as they are overdue: it is
+    /// asked only for blocks no viewer held when they turned urgent; asked for repairs, it
+    /// is the most loaded peer of all, and a viewer once missed a chunk waiting on it
+    /// while two neighbours held the block (`native_e2e`'s polluter test). From a viewer,
+    /// once the chunk is urgent too: a piece lost at the tail of what a link sends waits
+    /// for SCTP's 1 s retransmission time-out, and a loaded viewer falls behind; moved at
+    /// once, a pull paid in duplicates what it won (docs/benchmarks.md, "Overdue pulls
+    /// from any neighbour"). Only overdue pulls: one on time is usually faster where it
+    /// is (moving every pull from the source was no better in the simulator).
+    pub(crate) fn move_overdue_pulls(&mut self, now: Millis, seqs: RangeInclusive<u64>) {
         if seqs.is_empty() {
             return; // The next to play is past the newest known (a range would panic).
         }
         let overdue: Vec<(BlockKey, Download)> = self
             .downloads
             .range((ChunkSeq(*seqs.start()), 0)..=(ChunkSeq(*seqs.end()), usize::MAX))
-            .filter(|((seq, _), d)| self.source_overdue_at(*seq, d).is_some_and(|at| at <= now))
+            .filter(|((seq, _), d)| self.overdue_at(*seq, d).is_some_and(|at| at <= now))
+            .filter(|((seq, _), d)| {
+                let from_source = self.peers.get(&d.from).is_some_and(|p| p.is_source);
+                from_source || self.is_urgent(now, *seq)
+            })
             .map(|(key, d)| (*key, *d))
             .collect();
         for ((seq, block), asked) in overdue {
             let Some(missing) = self.first_missing(seq, &asked) else {
                 continue;
             };
-            // Not urgent: viewers only.
-            let Some(viewer) = self.best_holder(now, seq, missing..asked.end, false) else {
+            // Not urgent: viewers only, and another than the one that is late.
+            let Some(viewer) = self
+                .best_holder(now, seq, missing..asked.end, false)
+                .filter(|&v| v != asked.from)
+            else {
                 continue;
             };
             self.downloads.remove(&(seq, block));
             self.abandon(asked);
-            self.stats.pulls_moved_from_source += 1;
+            self.stats.pulls_moved += 1;
             self.request(now, viewer, seq, missing, asked.end);
         }
     }
@@ -225,11 +244,7 @@ impl Swarm {
         if holding == 0 {
             return None;
         }
-        let due = self.clock.expected(seq, self.config.target_buffer_ms, now);
-        // The first chunk is urgent however far its planned start: playback cannot begin
-        // without it, and waiting for a viewer to hold it only delays the first frame.
-        let first_to_play = !self.clock.started() && self.next_play == Some(seq);
-        let urgent = first_to_play || due.is_none_or(|due| due - now <= self.config.urgent_ms);
+        let urgent = self.is_urgent(now, seq);
         let substream = substream_of(self.parents.count(), seq, first / block);
         if !urgent && self.parents.covered(substream) {
             // Its parent pushes it; pulled only if that has not begun once it is urgent.

@@ -136,8 +136,9 @@ pub struct Stats {
     pub stalls: u64,
     /// Requests answered `Absent` because the chunk was missing or the upload busy.
     pub requests_refused: u64,
-    /// Pulls from the source that turned overdue and moved to a viewer holding the block.
-    pub pulls_moved_from_source: u64,
+    /// Pulls that turned overdue and moved to another viewer holding the block (from the
+    /// source at once, from a viewer once the chunk is urgent).
+    pub pulls_moved: u64,
     /// Pieces that came before their chunk's manifest (on an unordered channel) and were
     /// held until it came, and the payload of those given up to keep that bounded.
     pub pieces_held_early: u64,

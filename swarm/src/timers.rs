@@ -56,11 +56,11 @@ impl Swarm {
             .values()
             .flat_map(|p| p.serving.iter())
             .map(|job| job.deadline + 1);
-        // A pull from the source turning overdue may move to a viewer.
+        // A pull turning overdue may move to another viewer (from a viewer, once urgent).
         let overdue = self
             .downloads
             .iter()
-            .filter_map(|((seq, _), d)| self.source_overdue_at(*seq, d));
+            .filter_map(|((seq, _), d)| self.overdue_at(*seq, d));
         let busy = self.peers.values().map(|p| p.busy_until);
         let parents = self.parents.next_review();
         // `Option::min`: `None` sorts first, so while playback has no deadline (its next

@@ -156,3 +156,66 @@ fn a_push_from_the_source_is_not_moved() {
         "the pushed blocks are on their way"
     );
 }
+
+/// A piece lost at the tail of what a link sends waits for SCTP's 1 s retransmission
+/// time-out, and a loaded viewer falls behind: an overdue pull of an urgent chunk from a
+/// viewer moves to another viewer holding the block, long before the request time-out.
+#[test]
+fn an_overdue_request_to_a_viewer_moves_to_another_once_urgent() {
+    const OTHER: PeerId = PeerId(2);
+    let mut viewer = viewer_beside_source_and_neighbour();
+    viewer.handle_input(Millis(0), Input::PeerConnected(OTHER));
+    let map = PeerMessage::BufferMap {
+        is_source: false,
+        upload_kbps: 10_000,
+        edge_age_ms: EDGE_AGE_UNKNOWN,
+        entries: Vec::new(),
+    };
+    viewer.handle_input(Millis(0), Input::Message(OTHER, map));
+    drain(&mut viewer);
+    // Two viewers hold the first chunk to play (urgent: playback cannot start without it).
+    let manifest = PeerMessage::Manifest(common::manifest(0, TOTAL));
+    viewer.handle_input(Millis(10), Input::Message(NEIGHBOUR, manifest));
+    viewer.handle_input(Millis(10), Input::Message(NEIGHBOUR, have_all(0)));
+    viewer.handle_input(Millis(10), Input::Message(OTHER, have_all(0)));
+    let asked = requests(&drain(&mut viewer));
+    assert!(!asked.is_empty(), "the chunk is asked for");
+    let (slow, req) = (asked[0].0, asked[0].1);
+    let other = if slow == NEIGHBOUR { OTHER } else { NEIGHBOUR };
+    // The one asked sends the block's first piece, then nothing: its second piece was
+    // lost at the tail and waits for a retransmission.
+    let piece = PeerMessage::Piece {
+        req,
+        seq: ChunkSeq(0),
+        offset: (usize::from(asked[0].2) * PIECE_BYTES) as u32,
+        total: TOTAL as u32,
+        data: common::chunk_bytes(0, TOTAL)[usize::from(asked[0].2) * PIECE_BYTES..][..PIECE_BYTES]
+            .to_vec()
+            .into(),
+    };
+    viewer.handle_input(Millis(40), Input::Message(slow, piece));
+    drain(&mut viewer);
+    let mut moved = None;
+    while let Some(at) = viewer.poll_timeout().filter(|at| at.0 <= 2_000) {
+        viewer.handle_timeout(at);
+        let round = drain(&mut viewer);
+        if cancels(&round, slow).contains(&req) {
+            let again: Vec<_> = requests(&round)
+                .into_iter()
+                .filter(|r| r.0 == other)
+                .collect();
+            moved = Some((at.0, again));
+            break;
+        }
+    }
+    let (at, again) = moved.expect("the overdue pull moved");
+    assert!(
+        at < 1_000,
+        "moved at {at} ms, before the 2.5 s request time-out"
+    );
+    assert!(
+        again.iter().any(|r| r.2 == asked[0].2 + 1 && r.3 == 1),
+        "the missing piece is asked of the other viewer: {again:?}"
+    );
+    assert_eq!(viewer.stats().pulls_moved, 1);
+}
