@@ -38,6 +38,12 @@ fn holds(peer: &PeerState, seq: ChunkSeq, pieces: Range<usize>) -> bool {
         .is_some_and(|a| a.pieces.contains_all(pieces))
 }
 
+/// How much later than expected a pull from a viewer may be before it moves: well under
+/// the second a piece lost at a link's tail waits for SCTP's retransmission, well over
+/// what a viewer serving others beside us keeps us waiting (docs/benchmarks.md,
+/// "Overdue pulls from any neighbour").
+const VIEWER_OVERDUE_MARGIN_MS: u64 = 300;
+
 impl Swarm {
     /// A full pass over the look-ahead window: on ticks, and when a download ended.
     pub(crate) fn schedule(&mut self, now: Millis) {
@@ -123,8 +129,9 @@ impl Swarm {
     }
 
     /// When a pull of `seq` counts as overdue: a round trip after its remaining pieces
-    /// were expected at the latency and rate measured from the neighbour asked. `None`
-    /// for pushes.
+    /// were expected at the latency and rate measured from the neighbour asked, and from
+    /// a viewer `VIEWER_OVERDUE_MARGIN_MS` more (a viewer serves others beside us, in
+    /// deadline order, so its pieces come less evenly). `None` for pushes.
     pub(crate) fn overdue_at(&self, seq: ChunkSeq, asked: &Download) -> Option<Millis> {
         let peer = self.peers.get(&asked.from)?;
         if asked.req == RequestId::PUSH {
@@ -136,7 +143,12 @@ impl Swarm {
             Some(_) => asked.last_progress,
             None => asked.started + peer.latency(),
         };
-        Some(moving + bytes * 1000 / peer.rate() + peer.latency())
+        let margin = if peer.is_source {
+            0
+        } else {
+            VIEWER_OVERDUE_MARGIN_MS
+        };
+        Some(moving + bytes * 1000 / peer.rate() + peer.latency() + margin)
     }
 
     /// Whether chunk `seq` is due within `urgent_ms`. The first chunk is urgent however
