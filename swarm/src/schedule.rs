@@ -20,6 +20,11 @@ use crate::{Millis, Swarm};
 const SOURCE_PENALTY_MS: u64 = 1_000;
 /// Added for a neighbour that already failed this chunk.
 const RETRY_PENALTY_MS: u64 = 5_000;
+/// How much later than expected a pull from a viewer may be before it moves: well under
+/// the second a piece lost at a link's tail waits for SCTP's retransmission, well over
+/// what a viewer serving others beside us keeps us waiting (docs/benchmarks.md,
+/// "Overdue pulls from any neighbour").
+const VIEWER_OVERDUE_MARGIN_MS: u64 = 300;
 
 /// SplitMix64's finaliser: a cheap, well-spread hash for tie-breaking.
 fn mix(mut x: u64) -> u64 {
@@ -37,12 +42,6 @@ fn holds(peer: &PeerState, seq: ChunkSeq, pieces: Range<usize>) -> bool {
         .get(&seq)
         .is_some_and(|a| a.pieces.contains_all(pieces))
 }
-
-/// How much later than expected a pull from a viewer may be before it moves: well under
-/// the second a piece lost at a link's tail waits for SCTP's retransmission, well over
-/// what a viewer serving others beside us keeps us waiting (docs/benchmarks.md,
-/// "Overdue pulls from any neighbour").
-const VIEWER_OVERDUE_MARGIN_MS: u64 = 300;
 
 impl Swarm {
     /// A full pass over the look-ahead window: on ticks, and when a download ended.
