@@ -56,14 +56,16 @@ impl Outbox {
     /// Sends one message: a piece on the pieces channel if the link has one open, all
     /// else (and pieces without one) on the ordered control channel.
     pub fn send(&self, bytes: Vec<u8>, is_piece: bool) {
-        self.lanes
-            .queued
-            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        let len = bytes.len() as u64;
+        self.lanes.queued.fetch_add(len, Ordering::Relaxed);
         let lane = match self.lanes.pieces.get() {
             Some(pieces) if is_piece => pieces,
             _ => &self.control,
         };
-        let _ = lane.send(bytes);
+        if lane.send(bytes).is_err() {
+            // Its writer ended (the channel failed): nothing will take these bytes.
+            self.lanes.queued.fetch_sub(len, Ordering::Relaxed);
+        }
     }
 
     /// Bytes handed over and not yet written to a data channel.
@@ -323,6 +325,11 @@ fn write_channel(
             let sent = channel.send(BytesMut::from(&bytes[..])).await;
             let before = lanes.queued.fetch_sub(len, Ordering::Relaxed);
             if sent.is_err() {
+                // Nothing queued behind it will be written either.
+                rx.close();
+                while let Some(rest) = rx.recv().await {
+                    lanes.queued.fetch_sub(rest.len() as u64, Ordering::Relaxed);
+                }
                 break;
             }
             // As a browser's `bufferedamountlow`: once per fall to the mark.

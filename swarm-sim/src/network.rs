@@ -186,7 +186,9 @@ impl Uplink {
         link.queued_bytes += wire;
         // The sender's queue (`bufferedAmount`) is empty of it once it left; a dropped
         // packet waits in the transport, which a data channel does not report.
-        let mut arrives = departs.max(recovered_at) + link.rtt_ms * 500;
+        // When its last packet was sent (again, if lost): what a lifetime counts to.
+        let mut last_sent = departs.max(recovered_at);
+        let mut arrives = last_sent + link.rtt_ms * 500;
         if loss.rate > 0.0 {
             let kept = 1.0 - loss.rate;
             let lost = 1.0 - kept.powi(packets as i32);
@@ -196,14 +198,16 @@ impl Uplink {
                 // time-out; an earlier one is fast-retransmitted about a round trip later.
                 let tail = 1.0 - kept.powi(packets.min(TAIL_PACKETS) as i32);
                 let rtt = link.rtt_ms * 1000;
-                arrives += if rng.gen_bool((tail / lost).min(1.0)) {
+                let resent_after = if rng.gen_bool((tail / lost).min(1.0)) {
                     loss.tail_recovery.max(rtt)
                 } else {
                     rtt
                 };
+                arrives += resent_after;
+                last_sent += resent_after;
             }
         }
-        if lifetime.is_some_and(|life| arrives - now > life) {
+        if lifetime.is_some_and(|life| last_sent - now > life) {
             return None;
         }
         if bulk && link.pieces != PiecesChannel::Shared {
@@ -400,8 +404,9 @@ mod tests {
     fn a_piece_that_would_outlive_its_lifetime_never_arrives() {
         let mut rng = StdRng::seed_from_u64(1);
         let mut uplink = Uplink::new(1e9);
-        // A retransmission takes a 100 ms round trip more, past a 120 ms lifetime.
-        let mut link = LinkEnd::new(100, PiecesChannel::Lifetime(120));
+        // A retransmission takes a 100 ms round trip more, past a 90 ms lifetime (a
+        // piece sent once arrives later than that, half a round trip on, all the same).
+        let mut link = LinkEnd::new(100, PiecesChannel::Lifetime(90));
         assert_eq!(
             uplink.transmit(0, &mut link, 16_000, true, lossy(0.49), &mut rng),
             None

@@ -8,6 +8,7 @@ use crate::chunk_store::{piece_count, piece_len, Held};
 use crate::early::EarlyPiece;
 use crate::hostile::DropCause;
 use crate::peer::Download;
+use crate::substreams::substream_of;
 use crate::{Millis, Swarm};
 
 /// How long a neighbour that refused a request is not asked again.
@@ -59,6 +60,15 @@ impl Swarm {
         // The manifest goes right before a chunk's first piece, but on the ordered
         // channel: a piece on the unordered one overtakes it when its packet is lost.
         let Some(manifest) = self.store.manifests.get(&seq) else {
+            // Held only from those who may send unasked (the source, a parent for the
+            // substream) or what we asked this neighbour for: anyone else pushing pieces
+            // nobody vouched for breaks the protocol, as before.
+            let substream = substream_of(self.parents.count(), seq, self.block_of(index));
+            if pushed && !from_source && !self.parents.pushes(peer, substream) {
+                let reason = format!("pushed a piece of {seq} nobody vouched for");
+                self.drop_peer(peer, DropCause::Violation, reason);
+                return;
+            }
             self.stats.pieces_held_early += 1;
             self.stats.bytes_given_up_early += self.early.hold(EarlyPiece {
                 peer,
@@ -197,8 +207,18 @@ impl Swarm {
                 self.downloads.remove(&key);
                 self.abandon(asked);
             }
+            // Pieces travel on an unordered channel and may come before the announcement:
+            // only what is still missing is expected (a download for a block already here
+            // would time out and be held against the pusher).
             let end = (first + block).min(pieces);
-            let download = Download::new(source, RequestId::PUSH, first..end, now);
+            let missing = match self.store.chunks.get(&seq) {
+                Some(held) => held.first_missing(first..end),
+                None => Some(first),
+            };
+            let Some(missing) = missing else {
+                continue;
+            };
+            let download = Download::new(source, RequestId::PUSH, missing..end, now);
             self.downloads.insert(key, download);
         }
     }

@@ -1,20 +1,23 @@
 //! Pieces that came before their chunk's signed manifest. A neighbour sends a chunk's
 //! manifest right before the first piece of it, but pieces may travel on an unordered
 //! data channel beside the ordered one that carries the manifest, so a piece overtakes
-//! it whenever the manifest's packet is lost and sent again. Such a piece is held here,
-//! unchecked and unused, until the manifest comes; nothing is blamed on its sender.
-//! Bounded: a neighbour that sends pieces of chunks it never signs for fills only its own
-//! few places, and the oldest held piece makes room for a newer one.
+//! it whenever the manifest's packet is lost and sent again. Such a piece (one we asked
+//! for, or a push from the source or a parent) is held here, unchecked and unused, until
+//! the manifest comes, and only then checked. Bounded: a neighbour that sends pieces of
+//! chunks it never signs for fills only its own places (a second of a fast uplink's
+//! pieces), and the oldest held piece makes room for a newer one; a piece given up is
+//! asked for again when its request times out.
 
 use std::collections::VecDeque;
 
 use bytes::Bytes;
 use protocol::{ChunkSeq, PeerId, RequestId};
 
-/// Pieces held at most, from every neighbour together (16 KiB each).
-pub const EARLY_PIECES_MAX: usize = 32;
-/// Pieces held at most from one neighbour.
-pub const EARLY_PIECES_PER_PEER: usize = 8;
+/// Pieces held at most, from every neighbour together (16 KiB each: 1 MiB).
+pub const EARLY_PIECES_MAX: usize = 64;
+/// Pieces held at most from one neighbour: what a 4 Mbit/s uplink sends in the second a
+/// lost manifest waits for SCTP to send it again.
+pub const EARLY_PIECES_PER_PEER: usize = 32;
 
 /// A piece as it came, to be taken again once its manifest is here.
 #[derive(Debug, Clone)]
@@ -67,6 +70,11 @@ impl EarlyPieces {
         taken
     }
 
+    /// Forgets the pieces `peer` sent (it is gone: they would never be taken).
+    pub fn forget(&mut self, peer: PeerId) {
+        self.held.retain(|p| p.peer != peer);
+    }
+
     /// Forgets pieces of chunks before `oldest` (out of the window: their manifests
     /// will not be kept any more).
     pub fn evict_below(&mut self, oldest: ChunkSeq) {
@@ -109,6 +117,16 @@ mod tests {
         assert!(early.take(ChunkSeq(5)).is_empty());
         early.evict_below(ChunkSeq(7));
         assert_eq!(early.len(), 0);
+        early.hold(piece(1, 8, 0));
+        early.hold(piece(2, 8, 0));
+        early.forget(PeerId(1));
+        let left = early.take(ChunkSeq(8));
+        assert_eq!(left.len(), 1);
+        assert_eq!(
+            left[0].peer,
+            PeerId(2),
+            "a gone neighbour's pieces are forgotten"
+        );
     }
 
     #[test]

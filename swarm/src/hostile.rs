@@ -121,6 +121,7 @@ impl Swarm {
         self.peers.remove(&peer);
         self.downloads.retain(|_, d| d.from != peer);
         self.parents.lost(peer);
+        self.early.forget(peer);
         self.stats.peers_dropped += 1;
         self.stats.drops.count(cause);
         if cause.is_hostile() {

@@ -95,8 +95,8 @@ impl Swarm {
     }
 
     /// A neighbour announced `pieces` of `seq`: request them if wanted, and move overdue
-    /// pulls of the chunk from the source to it. Announcements are the most frequent
-    /// message, so this looks at their blocks only.
+    /// pulls of the chunk to the best other holder (it, maybe). Announcements are the most
+    /// frequent message, so this looks at their blocks only.
     pub(crate) fn schedule_announced(&mut self, now: Millis, seq: ChunkSeq, pieces: Range<usize>) {
         if !self.fetch_window().is_some_and(|w| w.contains(&seq.0)) {
             return;
@@ -195,7 +195,12 @@ impl Swarm {
             let Some(missing) = self.first_missing(seq, &asked) else {
                 continue;
             };
-            // Not urgent: viewers only, and another than the one that is late.
+            // Not urgent: viewers only, and another than the one that is late (tried: so
+            // it is picked only if nobody else can take it, and then it is not moved).
+            let tried = self.tried.entry(seq).or_default();
+            if !tried.contains(&asked.from) {
+                tried.push(asked.from);
+            }
             let Some(viewer) = self
                 .best_holder(now, seq, missing..asked.end, false)
                 .filter(|&v| v != asked.from)

@@ -139,8 +139,9 @@ pub struct Stats {
     /// Pulls that turned overdue and moved to another viewer holding the block (from the
     /// source at once, from a viewer once the chunk is urgent).
     pub pulls_moved: u64,
-    /// Pieces that came before their chunk's manifest (on an unordered channel) and were
-    /// held until it came, and the payload of those given up to keep that bounded.
+    /// Pieces that came before their chunk's manifest (on an unordered channel), held
+    /// until it comes (or given up), and the payload of those given up to keep that
+    /// bounded.
     pub pieces_held_early: u64,
     pub bytes_given_up_early: u64,
     /// Neighbours dropped for timing out or breaking the protocol…
@@ -358,6 +359,7 @@ impl Swarm {
                 self.peers.remove(&peer);
                 self.downloads.retain(|_, d| d.from != peer);
                 self.parents.lost(peer);
+                self.early.forget(peer);
                 Work::Schedule
             }
             Input::Message(peer, message) if self.peers.contains_key(&peer) => {

@@ -2,9 +2,9 @@
 //! it exactly then ([`Swarm::poll_timeout`], [`Swarm::handle_timeout`]) rather than on a
 //! fixed tick that runs every timer up to a tick late.
 //!
-//! Two kinds of deadline. Upkeep (request time-outs, pulls from the source turning
-//! overdue, serve jobs past their deadline, the source's announcements, skips, a block
-//! turning urgent, a busy neighbour's back-off ending) runs the full round of scheduling;
+//! Two kinds of deadline. Upkeep (request time-outs, pulls turning overdue, serve jobs
+//! past their deadline, the source's announcements, skips, a block turning urgent, a
+//! busy neighbour's back-off ending) runs the full round of scheduling;
 //! the upload budget refilling only moves uploads along. An upkeep deadline is named only
 //! while it lies after the last upkeep round, so one whose round changes nothing (a skip
 //! with nothing later to play) is not named again and cannot keep a driver spinning.

@@ -269,65 +269,92 @@ fn an_init_segment_not_signed_by_the_channel_key_is_never_played() {
     assert!(disconnected(&outputs, HONEST).is_none());
 }
 
-#[test]
-fn a_piece_before_its_manifest_waits_for_it_and_is_checked_then() {
+/// A viewer linked to `source` (the broadcaster, as the signal server names it) and
+/// `other`, having had the source's buffer map.
+fn viewer_beside(source: PeerId, other: PeerId) -> Swarm {
     let mut viewer = Swarm::new(common::viewer_config());
-    for peer in [HONEST, HOSTILE] {
+    for peer in [source, other] {
         viewer.handle_input(Millis(0), Input::PeerConnected(peer));
     }
-    drain(&mut viewer);
-    viewer.handle_input(Millis(1), Input::Broadcaster(Some(HONEST)));
+    viewer.handle_input(Millis(1), Input::Broadcaster(Some(source)));
     let map = PeerMessage::BufferMap {
         is_source: true,
         upload_kbps: u32::MAX,
         edge_age_ms: protocol::EDGE_AGE_UNKNOWN,
         entries: Vec::new(),
     };
-    viewer.handle_input(Millis(1), Input::Message(HONEST, map));
+    viewer.handle_input(Millis(1), Input::Message(source, map));
+    drain(&mut viewer);
+    viewer
+}
+
+fn pushed_piece(seq: u64, data: Vec<u8>) -> PeerMessage {
+    PeerMessage::Piece {
+        req: RequestId::PUSH,
+        seq: ChunkSeq(seq),
+        offset: 0,
+        total: data.len() as u32,
+        data: data.into(),
+    }
+}
+
+#[test]
+fn a_piece_before_its_manifest_waits_for_it_and_is_checked_then() {
+    let mut viewer = viewer_beside(HONEST, HOSTILE);
     // Pieces travel on an unordered channel: the source's push overtook the manifest
     // sent before it. It is neither taken nor blamed on its sender yet.
     let bytes = common::chunk_bytes(0, 100);
-    let piece = |data: Vec<u8>| PeerMessage::Piece {
-        req: RequestId::PUSH,
-        seq: ChunkSeq(0),
-        offset: 0,
-        total: 100,
-        data: data.into(),
-    };
-    // A forged one from another neighbour, first, and the genuine one: both wait.
-    viewer.handle_input(Millis(2), Input::Message(HOSTILE, piece(vec![7; 100])));
-    viewer.handle_input(Millis(2), Input::Message(HONEST, piece(bytes)));
+    viewer.handle_input(Millis(2), Input::Message(HONEST, pushed_piece(0, bytes)));
+    // A viewer that may not push to us, pushing a piece nobody vouched for, breaks the
+    // protocol as before.
+    viewer.handle_input(
+        Millis(2),
+        Input::Message(HOSTILE, pushed_piece(0, vec![7; 100])),
+    );
     let outputs = drain(&mut viewer);
     assert!(disconnected(&outputs, HONEST).is_none());
-    assert!(disconnected(&outputs, HOSTILE).is_none());
-    assert_eq!(viewer.stats().pieces_held_early, 2);
+    let reason = disconnected(&outputs, HOSTILE).expect("an unasked push is refused");
+    assert!(reason.contains("nobody vouched for"), "{reason}");
+    assert_eq!(viewer.stats().pieces_held_early, 1);
     assert_eq!(
         viewer.stats().bytes_from_source,
         0,
         "nothing unchecked is taken"
     );
-    // The manifest comes: the forged piece is found out, the genuine one taken.
+    // The manifest comes: the held piece is checked and taken.
     viewer.handle_input(
         Millis(3),
         Input::Message(HONEST, PeerMessage::Manifest(common::manifest(0, 100))),
     );
-    viewer.handle_timeout(Millis(4));
-    let outputs = drain(&mut viewer);
     assert_eq!(viewer.stats().bytes_from_source, 100);
-    let reason = disconnected(&outputs, HOSTILE).expect("the forger is dropped");
+    assert!(disconnected(&drain(&mut viewer), HONEST).is_none());
+
+    // A forged piece held the same way is found out when its manifest comes.
+    let mut viewer = viewer_beside(HOSTILE, HONEST);
+    viewer.handle_input(
+        Millis(2),
+        Input::Message(HOSTILE, pushed_piece(0, vec![7; 100])),
+    );
+    assert!(
+        disconnected(&drain(&mut viewer), HOSTILE).is_none(),
+        "not yet"
+    );
+    viewer.handle_input(
+        Millis(3),
+        Input::Message(HOSTILE, PeerMessage::Manifest(common::manifest(0, 100))),
+    );
+    let reason = disconnected(&drain(&mut viewer), HOSTILE).expect("the forger is dropped");
     assert!(
         reason.contains("does not match its signed hash"),
         "{reason}"
     );
-    assert!(disconnected(&outputs, HONEST).is_none());
+    assert_eq!(viewer.stats().bytes_from_source, 0);
 }
 
 #[test]
 fn pieces_of_chunks_nobody_vouches_for_are_bounded_and_never_taken() {
-    let mut viewer = Swarm::new(common::viewer_config());
-    viewer.handle_input(Millis(0), Input::PeerConnected(HOSTILE));
-    viewer.handle_input(Millis(1), Input::Broadcaster(Some(HOSTILE)));
-    drain(&mut viewer);
+    // Even the broadcaster's pushes, held for manifests that never come.
+    let mut viewer = viewer_beside(HOSTILE, HONEST);
     for seq in 0..100u64 {
         let piece = PeerMessage::Piece {
             req: RequestId::PUSH,

@@ -96,6 +96,14 @@ fn the_upload_budget_wakes_the_swarm_when_it_allows_the_next_piece() {
 /// A viewer with two neighbours holding a one-piece chunk, that just asked one of them
 /// for it at 10 ms: the viewer, whom it asked and under which id, the other.
 fn viewer_asking() -> (Swarm, (PeerId, RequestId), PeerId) {
+    let (viewer, asked) = viewer_asking_of(&[A, B]);
+    let other = if asked.0 == A { B } else { A };
+    (viewer, asked, other)
+}
+
+/// A viewer linked to A and B, of which `holders` hold a one-piece chunk, that just
+/// asked one of them for it at 10 ms: the viewer, and whom it asked under which id.
+fn viewer_asking_of(holders: &[PeerId]) -> (Swarm, (PeerId, RequestId)) {
     let config = common::viewer_config();
     let mut viewer = Swarm::new(config);
     for peer in [A, B] {
@@ -118,15 +126,49 @@ fn viewer_asking() -> (Swarm, (PeerId, RequestId), PeerId) {
         count: 1,
         pushed: false,
     };
-    for peer in [A, B] {
+    for &peer in holders {
         viewer.handle_input(Millis(10), Input::Message(peer, have.clone()));
     }
     let asked = requests(&drain(&mut viewer));
     let [(first, req, 0)] = asked[..] else {
         panic!("one request for the one-piece chunk: {asked:?}")
     };
-    let other = if first == A { B } else { A };
-    (viewer, (first, req), other)
+    (viewer, (first, req))
+}
+
+#[test]
+fn an_unanswered_request_with_nowhere_else_to_go_is_asked_again_exactly_at_its_time_out() {
+    let timeout = common::viewer_config().request_timeout_ms;
+    // Only A holds the chunk: an overdue pull has nowhere to move, so the request
+    // time-out is what asks again. It is a named deadline, met to the millisecond; other
+    // wake-ups before it ask nobody.
+    let (mut viewer, (first, _)) = viewer_asking_of(&[A]);
+    assert_eq!(first, A);
+    let due = Millis(10 + timeout + 1);
+    let mut named = Vec::new();
+    while let Some(at) = viewer.poll_timeout().filter(|at| *at < due) {
+        named.push(at);
+        assert!(named.len() < 100, "spinning on {at:?}");
+        viewer.handle_timeout(at);
+        assert!(requests(&drain(&mut viewer)).is_empty(), "asked at {at:?}");
+    }
+    assert_eq!(viewer.poll_timeout(), Some(due), "after {named:?}");
+    viewer.handle_timeout(due);
+    let outputs = drain(&mut viewer);
+    assert!(
+        outputs
+            .iter()
+            .any(|o| matches!(o, Output::Send(to, PeerMessage::Cancel { .. }) if *to == A)),
+        "the silent request is cancelled at its time-out: {outputs:?}"
+    );
+    let again = requests(&outputs);
+    assert_eq!(
+        again.len(),
+        1,
+        "and asked again, of the only holder: {outputs:?}"
+    );
+    assert_eq!(again[0].0, A);
+    assert_eq!(viewer.stats().pulls_moved, 0);
 }
 
 #[test]
