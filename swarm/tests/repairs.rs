@@ -219,3 +219,48 @@ fn an_overdue_request_to_a_viewer_moves_to_another_once_urgent() {
     );
     assert_eq!(viewer.stats().pulls_moved, 1);
 }
+
+/// Pieces travel on an unordered channel, so the source's pushed pieces may come before
+/// the `Have` that announces them. Blocks already here are not expected again: a push
+/// download for a held block would time out and count against the source, three of them
+/// at once would drop it.
+#[test]
+fn pushed_pieces_before_their_announcement_are_not_expected_again() {
+    const SIX: usize = 6 * PIECE_BYTES;
+    let mut viewer = viewer_beside_source_and_neighbour();
+    let manifest = PeerMessage::Manifest(common::manifest(0, SIX));
+    viewer.handle_input(Millis(10), Input::Message(SOURCE, manifest));
+    let bytes = common::chunk_bytes(0, SIX);
+    for (i, piece) in bytes.chunks(PIECE_BYTES).enumerate() {
+        let piece = PeerMessage::Piece {
+            req: RequestId::PUSH,
+            seq: ChunkSeq(0),
+            offset: (i * PIECE_BYTES) as u32,
+            total: SIX as u32,
+            data: piece.to_vec().into(),
+        };
+        viewer.handle_input(Millis(20), Input::Message(SOURCE, piece));
+    }
+    let announced = PeerMessage::Have {
+        seq: ChunkSeq(0),
+        keyframe: true,
+        total: SIX as u32,
+        first: 0,
+        count: 6,
+        pushed: true,
+    };
+    viewer.handle_input(Millis(30), Input::Message(SOURCE, announced));
+    let mut outputs = drain(&mut viewer);
+    while let Some(at) = viewer.poll_timeout().filter(|at| at.0 <= 5_000) {
+        viewer.handle_timeout(at);
+        outputs.extend(drain(&mut viewer));
+    }
+    let dropped = outputs
+        .iter()
+        .any(|o| matches!(o, Output::Disconnect { peer, .. } if *peer == SOURCE));
+    assert!(
+        !dropped,
+        "the source is not dropped for what it delivered: {outputs:?}"
+    );
+    assert_eq!(viewer.stats().peers_dropped, 0);
+}
