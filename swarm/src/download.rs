@@ -211,11 +211,7 @@ impl Swarm {
             // only what is still missing is expected (a download for a block already here
             // would time out and be held against the pusher).
             let end = (first + block).min(pieces);
-            let missing = match self.store.chunks.get(&seq) {
-                Some(held) => held.first_missing(first..end),
-                None => Some(first),
-            };
-            let Some(missing) = missing else {
+            let Some(missing) = self.first_missing(seq, first..end) else {
                 continue;
             };
             let download = Download::new(source, RequestId::PUSH, missing..end, now);

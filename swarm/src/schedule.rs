@@ -136,7 +136,7 @@ impl Swarm {
         if asked.req == RequestId::PUSH {
             return None;
         }
-        let missing = self.first_missing(seq, asked)?;
+        let missing = self.first_missing(seq, asked.first..asked.end)?;
         let bytes = ((asked.end - missing) * protocol::PIECE_BYTES) as u64;
         let moving = match asked.first_piece {
             Some(_) => asked.last_progress,
@@ -159,11 +159,11 @@ impl Swarm {
         first_to_play || due.is_none_or(|due| due - now <= self.config.urgent_ms)
     }
 
-    /// The first piece of a download not here yet, if any.
-    fn first_missing(&self, seq: ChunkSeq, asked: &Download) -> Option<usize> {
+    /// The first of `pieces` of chunk `seq` not here yet, if any.
+    pub(crate) fn first_missing(&self, seq: ChunkSeq, pieces: Range<usize>) -> Option<usize> {
         match self.store.chunks.get(&seq) {
-            Some(held) => held.first_missing(asked.first..asked.end),
-            None => Some(asked.first),
+            Some(held) => held.first_missing(pieces),
+            None => Some(pieces.start),
         }
     }
 
@@ -192,7 +192,7 @@ impl Swarm {
             .map(|(key, d)| (*key, *d))
             .collect();
         for ((seq, block), asked) in overdue {
-            let Some(missing) = self.first_missing(seq, &asked) else {
+            let Some(missing) = self.first_missing(seq, asked.first..asked.end) else {
                 continue;
             };
             // Not urgent: viewers only, and another than the one that is late (tried: so
@@ -249,10 +249,7 @@ impl Swarm {
             return None;
         }
         let block_end = (first + block).min(piece_count(total));
-        let missing = match self.store.chunks.get(&seq) {
-            Some(held) => held.first_missing(first..block_end)?,
-            None => first,
-        };
+        let missing = self.first_missing(seq, first..block_end)?;
         let holding = holders
             .iter()
             .filter(|pieces| pieces.contains_all(missing..block_end))
