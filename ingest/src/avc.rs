@@ -153,16 +153,18 @@ fn picture_size(nal: &[u8]) -> Result<(u32, u32), IngestError> {
     }
     b.ue()?; // max_num_ref_frames
     b.bits(1)?; // gaps_in_frame_num_value_allowed_flag
-    let width_mbs = b.ue()? + 1;
-    let height_units = b.ue()? + 1;
-    let frame_mbs_only = b.bits(1)?;
+                // In u64: a hostile SPS's sizes near u32::MAX must not overflow the arithmetic below.
+    let width_mbs = u64::from(b.ue()?) + 1;
+    let height_units = u64::from(b.ue()?) + 1;
+    let frame_mbs_only = u64::from(b.bits(1)?);
     if frame_mbs_only == 0 {
         b.bits(1)?; // mb_adaptive_frame_field_flag
     }
     b.bits(1)?; // direct_8x8_inference_flag
     let (mut crop_x, mut crop_y) = (0, 0);
     if b.bits(1)? == 1 {
-        let (left, right, top, bottom) = (b.ue()?, b.ue()?, b.ue()?, b.ue()?);
+        let mut edge = || b.ue().map(u64::from);
+        let (left, right, top, bottom) = (edge()?, edge()?, edge()?, edge()?);
         let (sub_w, sub_h) = match chroma_format {
             0 => (1, 1),
             1 => (2, 2),
@@ -176,8 +178,10 @@ fn picture_size(nal: &[u8]) -> Result<(u32, u32), IngestError> {
     let width = (width_mbs * 16).checked_sub(crop_x);
     let height = (height_units * 16 * (2 - frame_mbs_only)).checked_sub(crop_y);
     match (width, height) {
-        (Some(w), Some(h)) if (1..=MAX_SIDE).contains(&w) && (1..=MAX_SIDE).contains(&h) => {
-            Ok((w, h))
+        (Some(w), Some(h))
+            if (1..=u64::from(MAX_SIDE)).contains(&w) && (1..=u64::from(MAX_SIDE)).contains(&h) =>
+        {
+            Ok((w as u32, h as u32))
         }
         _ => Err(avc_error(format!(
             "SPS gives an impossible picture size ({width_mbs} × {height_units} macroblocks, \

@@ -58,15 +58,9 @@ async fn pump(
     timeline: &mut Option<Timeline>,
     tx: &mpsc::Sender<Result<Produced, NativeError>>,
 ) -> Result<(), NativeError> {
-    if let Some(dir) = record_dir {
-        std::fs::create_dir_all(dir).map_err(|source| NativeError::Io {
-            what: format!("cannot create {}", dir.display()),
-            source,
-        })?;
-    }
+    let mut numbering = Numbering::new(record_dir.map(Path::to_path_buf), timeline.take())?;
     let mut cutter = Cutter::new();
     let mut buf = vec![0u8; 64 * 1024];
-    let mut next_seq = ChunkSeq(0);
     loop {
         let n = input
             .read(&mut buf)
@@ -79,34 +73,68 @@ async fn pump(
             return Ok(cutter.finish()?);
         }
         for segment in cutter.push(&buf[..n])? {
-            let produced = match segment {
-                Segment::Init { mime, data } => {
-                    if data.len() > MAX_PEER_MESSAGE_BYTES - INIT_HEADER_ROOM {
-                        return Err(NativeError::InitTooLarge(data.len()));
-                    }
-                    record(record_dir, "init.mp4", &data)?;
-                    Produced::Init { mime, data }
-                }
-                Segment::Media { keyframe, data } => {
-                    if data.len() > MAX_CHUNK_BYTES as usize {
-                        return Err(NativeError::ChunkTooLarge(data.len()));
-                    }
-                    let seq = next_seq;
-                    next_seq = seq.next();
-                    record(record_dir, &chunk_file_name(seq), &data)?;
-                    if let Some(timeline) = timeline {
-                        timeline.cut(seq, data.len());
-                    }
-                    Produced::Chunk(Chunk {
-                        seq,
-                        keyframe,
-                        data: data.into(),
-                    })
-                }
-            };
+            let produced = numbering.produce(segment)?;
             if tx.send(Ok(produced)).await.is_err() {
                 return Ok(()); // The node stopped.
             }
         }
+    }
+}
+
+/// Turns cut segments into what the node publishes: chunks numbered from 0, each checked
+/// against what a peer message and a manifest can carry, recorded and noted as asked.
+pub struct Numbering {
+    next_seq: ChunkSeq,
+    record_dir: Option<PathBuf>,
+    timeline: Option<Timeline>,
+}
+
+impl Numbering {
+    /// With `record_dir`, writes each segment there exactly as cut: `init.mp4`, then
+    /// `chunk-00000000.m4s`, ... With `timeline`, notes when each chunk was cut.
+    pub fn new(
+        record_dir: Option<PathBuf>,
+        timeline: Option<Timeline>,
+    ) -> Result<Numbering, NativeError> {
+        if let Some(dir) = &record_dir {
+            std::fs::create_dir_all(dir).map_err(|source| NativeError::Io {
+                what: format!("cannot create {}", dir.display()),
+                source,
+            })?;
+        }
+        Ok(Numbering {
+            next_seq: ChunkSeq(0),
+            record_dir,
+            timeline,
+        })
+    }
+
+    pub fn produce(&mut self, segment: Segment) -> Result<Produced, NativeError> {
+        let record_dir = self.record_dir.as_deref();
+        Ok(match segment {
+            Segment::Init { mime, data } => {
+                if data.len() > MAX_PEER_MESSAGE_BYTES - INIT_HEADER_ROOM {
+                    return Err(NativeError::InitTooLarge(data.len()));
+                }
+                record(record_dir, "init.mp4", &data)?;
+                Produced::Init { mime, data }
+            }
+            Segment::Media { keyframe, data } => {
+                if data.len() > MAX_CHUNK_BYTES as usize {
+                    return Err(NativeError::ChunkTooLarge(data.len()));
+                }
+                let seq = self.next_seq;
+                self.next_seq = seq.next();
+                record(record_dir, &chunk_file_name(seq), &data)?;
+                if let Some(timeline) = &mut self.timeline {
+                    timeline.cut(seq, data.len());
+                }
+                Produced::Chunk(Chunk {
+                    seq,
+                    keyframe,
+                    data: data.into(),
+                })
+            }
+        })
     }
 }

@@ -4,6 +4,8 @@ use thiserror::Error;
 pub enum NativeError {
     #[error(transparent)]
     Media(#[from] fmp4::Fmp4Error),
+    #[error(transparent)]
+    Ingest(#[from] ingest::IngestError),
     #[error("init segment is {0} bytes; at most {max} fit in one peer message", max = protocol::MAX_PEER_MESSAGE_BYTES - 400)]
     InitTooLarge(usize),
     #[error(
@@ -14,6 +16,8 @@ pub enum NativeError {
     ChunkTooLarge(usize),
     #[error("signal server {url}: {reason}")]
     Signal { url: String, reason: String },
+    #[error("ingest configuration: {0}")]
+    Config(String),
     #[error("channel key {0}")]
     Key(String),
     #[error("signal server refused: {0}")]

@@ -1,9 +1,11 @@
-//! Native StreamTorrent peer on the `webrtc` crate: the broadcaster (fMP4 in, chunks out)
-//! and a headless viewer.
+//! Native StreamTorrent peer on the `webrtc` crate: the broadcaster (fMP4 in, chunks out),
+//! the ingest server (RTMP in, a broadcaster per channel) and a headless viewer.
 
 pub mod broadcast;
 pub mod edge;
 pub mod identity;
+pub mod ingest;
+pub mod ingest_config;
 pub mod node;
 pub mod timeline;
 pub mod watch;

@@ -4,6 +4,8 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use peer_native::edge::{self, EdgeOptions, Joining};
 use peer_native::identity::ChannelSecret;
+use peer_native::ingest::{self, IngestOptions};
+use peer_native::ingest_config;
 use peer_native::node::{self, NodeOptions};
 use peer_native::timeline::Timeline;
 use peer_native::watch::WatchSink;
@@ -74,6 +76,51 @@ enum Command {
         /// The channel's key file, from `streamtorrent keygen`.
         #[arg(long, env = "STREAMTORRENT_KEY")]
         key: PathBuf,
+    },
+    /// Take live input for channels from RTMP publishers (OBS, ffmpeg, hardware encoders):
+    /// each publishes to `rtmp://HOST:PORT/live/STREAM_KEY` and is broadcast on its channel.
+    Ingest {
+        /// WebSocket URL of the signal server.
+        #[arg(
+            long,
+            env = "STREAMTORRENT_SERVER",
+            default_value = "ws://127.0.0.1:8080/ws"
+        )]
+        server: String,
+        /// The one channel to take input for (with --key and --stream-key); --config lists
+        /// several instead.
+        #[arg(long, required_unless_present = "config", conflicts_with = "config", requires_all = ["key", "stream_key"])]
+        channel: Option<ChannelName>,
+        /// The channel's key file, from `streamtorrent keygen`.
+        #[arg(long, env = "STREAMTORRENT_KEY")]
+        key: Option<PathBuf>,
+        /// The secret a publisher gives as its stream key (at least 12 characters).
+        #[arg(long, env = "STREAMTORRENT_STREAM_KEY", hide_env_values = true)]
+        stream_key: Option<String>,
+        /// A TOML file of channels, each `[[channel]]` with `name`, `key` (a key file) and
+        /// `stream_key`.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Where to accept RTMP (port 0: any free port; the first line printed says which).
+        #[arg(
+            long,
+            env = "STREAMTORRENT_RTMP_LISTEN",
+            default_value = "127.0.0.1:1935"
+        )]
+        rtmp_listen: String,
+        /// Upload budget of each channel's broadcaster, in kbit/s. Unlimited when not given.
+        #[arg(long)]
+        max_upload_kbps: Option<u64>,
+        /// The most a publisher may send, sustained over seconds, in kbit/s; over it, it is
+        /// dropped.
+        #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(100..=1_000_000))]
+        max_publish_kbps: u64,
+        /// Also write each channel's init segment and chunks into DIR/CHANNEL/.
+        #[arg(long)]
+        record_dir: Option<PathBuf>,
+        /// How links carry pieces (see `broadcast --help`; for benchmarks).
+        #[arg(long, hide = true, default_value = "unordered")]
+        pieces_channel: PiecesChannel,
     },
     /// Join a channel as a headless viewer (for tests, benchmarks and relays).
     Watch {
@@ -229,6 +276,38 @@ async fn run(cli: Cli) -> Result<(), NativeError> {
             };
             node::run(options, Some(feed), &mut sink, ctrl_c()).await?;
             Ok(())
+        }
+        Command::Ingest {
+            server,
+            channel,
+            key,
+            stream_key,
+            config,
+            rtmp_listen,
+            max_upload_kbps,
+            max_publish_kbps,
+            record_dir,
+            pieces_channel,
+        } => {
+            let channels = match (config, channel, key, stream_key) {
+                (Some(path), ..) => ingest_config::from_file(&path)?,
+                (None, Some(channel), Some(key), Some(stream_key)) => {
+                    ingest_config::from_flags(channel, &key, &stream_key)?
+                }
+                _ => {
+                    unreachable!("clap requires --config, or --channel with --key and --stream-key")
+                }
+            };
+            let options = IngestOptions {
+                server,
+                rtmp_listen,
+                channels,
+                upload_limit: max_upload_kbps.map(BytesPerSec::from_kbps),
+                pieces_channel,
+                max_publish_kbps,
+                record_dir,
+            };
+            ingest::run(options, ctrl_c()).await
         }
         Command::Watch {
             target:

@@ -163,9 +163,16 @@ pub async fn run(
         if let Some(done) = driver.carry_out(&mut node, sink, now())? {
             return Ok(done);
         }
-        let wake = node
+        let node_wake = node
             .poll_timeout()
             .map(|at| origin + Duration::from_millis(at.0));
+        // Once the input ended the node stops END_GRACE later, even if nothing else is due
+        // (a broadcaster may have no timer at all).
+        let end_at = ending.map(|at| at + END_GRACE);
+        let wake = match (node_wake, end_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         let input = tokio::select! {
             input = signal_event(&mut driver.socket) => input,
             event = driver.events.1.recv() => {

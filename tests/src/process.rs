@@ -379,3 +379,57 @@ pub fn polluter(addr: &str, channel: &str, dir: &std::path::Path) -> Guard {
     );
     Guard(child)
 }
+
+/// `streamtorrent ingest` on 127.0.0.1:0 for the signal server at `addr`, with `args`
+/// naming its channels (`--channel … --key … --stream-key …`, or `--config …`), logging to
+/// `log`; returns it and its RTMP URL, `rtmp://127.0.0.1:PORT/live`.
+pub fn ingest(addr: &str, args: &[&std::ffi::OsStr], log: &std::path::Path) -> (Guard, String) {
+    let mut command = source_priority(binary("streamtorrent"));
+    let mut guard = Guard(
+        command
+            .args(["ingest", "--server", &format!("ws://{addr}/ws")])
+            .args(["--rtmp-listen", "127.0.0.1:0"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(log).expect("can create the log file"))
+            .spawn()
+            .expect("streamtorrent starts"),
+    );
+    let url = listening_address(&mut guard, "ingest listening on ");
+    (guard, url)
+}
+
+/// ffmpeg publishing its live test source (426×240 H.264 at 30 fps with a keyframe a
+/// second, as OBS is told to, and AAC) over RTMP to `url` for `seconds` (forever: `None`),
+/// its errors into `log`.
+pub fn rtmp_publisher(url: &str, seconds: Option<u32>, log: &std::path::Path) -> Child {
+    let mut ffmpeg = source_priority("ffmpeg");
+    ffmpeg.args(["-loglevel", "error", "-re", "-f", "lavfi", "-i"]);
+    ffmpeg.args([
+        "testsrc2=size=426x240:rate=30",
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=frequency=440",
+    ]);
+    if let Some(seconds) = seconds {
+        ffmpeg.args(["-t", &seconds.to_string()]);
+    }
+    ffmpeg
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "veryfast",
+            "-tune",
+            "zerolatency",
+            "-g",
+            "30",
+        ])
+        .args(["-c:a", "aac", "-b:a", "64k", "-f", "flv", url])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).expect("can create the log file"))
+        .spawn()
+        .expect("ffmpeg is installed (scripts/test installs it)")
+}
