@@ -16,6 +16,8 @@ pub(crate) struct AvcConfig {
     pub height: u32,
     /// Bytes in each NAL unit's length prefix: 1, 2 or 4.
     pub length_size: usize,
+    /// Parameter sets also travel in the samples (WebRTC input), so the track is `avc3`.
+    pub in_band: bool,
 }
 
 fn avc_error(message: String) -> IngestError {
@@ -60,7 +62,29 @@ impl AvcConfig {
             width,
             height,
             length_size,
+            in_band: false,
         })
+    }
+
+    /// A configuration from in-band parameter sets (one SPS, one PPS, NAL headers included),
+    /// with 4-byte NAL lengths.
+    pub fn from_parameter_sets(sps: &[u8], pps: &[u8]) -> Result<AvcConfig, IngestError> {
+        if sps.len() < 4 || sps.len() > 0xffff || pps.is_empty() || pps.len() > 0xffff {
+            return Err(avc_error(format!(
+                "parameter sets of {} and {} bytes",
+                sps.len(),
+                pps.len()
+            )));
+        }
+        let mut record = vec![1, sps[1], sps[2], sps[3], 0xff, 0xe1];
+        record.extend_from_slice(&(sps.len() as u16).to_be_bytes());
+        record.extend_from_slice(sps);
+        record.push(1);
+        record.extend_from_slice(&(pps.len() as u16).to_be_bytes());
+        record.extend_from_slice(pps);
+        let mut config = AvcConfig::parse(&record)?;
+        config.in_band = true;
+        Ok(config)
     }
 
     /// Checks that `sample` is a whole number of non-empty length-prefixed NAL units.
@@ -290,6 +314,7 @@ mod tests {
             width: 1,
             height: 1,
             length_size: 4,
+            in_band: false,
         };
         assert!(config.check_sample(&[0, 0, 0, 2, 0x65, 1]).is_ok());
         assert!(config.check_sample(&[0, 0, 0, 3, 0x65, 1]).is_err());

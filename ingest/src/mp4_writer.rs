@@ -4,6 +4,8 @@
 
 use crate::aac::AacConfig;
 use crate::avc::AvcConfig;
+use crate::opus::{OPUS_RATE, PRE_SKIP};
+use crate::remux::AudioConfig;
 
 pub(crate) const VIDEO_TRACK: u32 = 1;
 pub(crate) const AUDIO_TRACK: u32 = 2;
@@ -29,7 +31,7 @@ pub(crate) struct TrackRun<'a> {
 
 const MATRIX: [u32; 9] = [0x0001_0000, 0, 0, 0, 0x0001_0000, 0, 0, 0, 0x4000_0000];
 
-pub(crate) fn init_segment(video: Option<&AvcConfig>, audio: Option<&AacConfig>) -> Vec<u8> {
+pub(crate) fn init_segment(video: Option<&AvcConfig>, audio: Option<&AudioConfig>) -> Vec<u8> {
     let mut out = Vec::new();
     bx(&mut out, b"ftyp", |o| {
         o.extend_from_slice(b"isom");
@@ -63,12 +65,15 @@ pub(crate) fn init_segment(video: Option<&AvcConfig>, audio: Option<&AacConfig>)
             trak(
                 o,
                 AUDIO_TRACK,
-                a.sample_rate,
+                a.sample_rate(),
                 (0, 0),
                 |o| {
                     full(o, b"smhd", 0, 0, |o| o.extend_from_slice(&[0; 4]));
                 },
-                |o| mp4a(o, a),
+                |o| match a {
+                    AudioConfig::Aac(aac) => mp4a(o, aac),
+                    AudioConfig::Opus { channels } => opus(o, *channels),
+                },
             );
         }
         bx(o, b"mvex", |o| {
@@ -191,8 +196,9 @@ fn trak(
     });
 }
 
+/// `avc1`, or `avc3` when parameter sets also come in band (they may change mid-stream).
 fn avc1(o: &mut Vec<u8>, v: &AvcConfig) {
-    bx(o, b"avc1", |o| {
+    bx(o, if v.in_band { b"avc3" } else { b"avc1" }, |o| {
         o.extend_from_slice(&[0; 6]);
         o.extend_from_slice(&1u16.to_be_bytes()); // data reference index
         o.extend_from_slice(&[0; 16]);
@@ -206,16 +212,36 @@ fn avc1(o: &mut Vec<u8>, v: &AvcConfig) {
     });
 }
 
+/// The fields every audio sample entry starts with.
+fn audio_entry_start(o: &mut Vec<u8>, channels: u16, sample_rate: u32) {
+    o.extend_from_slice(&[0; 6]);
+    o.extend_from_slice(&1u16.to_be_bytes());
+    o.extend_from_slice(&[0; 8]);
+    o.extend_from_slice(&channels.to_be_bytes());
+    o.extend_from_slice(&16u16.to_be_bytes()); // sample size
+    o.extend_from_slice(&[0; 4]);
+    // 16.16 fixed point; rates above 65535 Hz do not fit, and the timescale carries it.
+    put32(o, &[(sample_rate.min(65535)) << 16]);
+}
+
+/// Opus in ISO BMFF ("Encapsulation of Opus in ISO Base Media File Format"): `Opus` with
+/// its `dOps` box.
+fn opus(o: &mut Vec<u8>, channels: u16) {
+    bx(o, b"Opus", |o| {
+        audio_entry_start(o, channels, OPUS_RATE);
+        bx(o, b"dOps", |o| {
+            o.push(0); // version
+            o.push(channels as u8);
+            o.extend_from_slice(&PRE_SKIP.to_be_bytes());
+            o.extend_from_slice(&OPUS_RATE.to_be_bytes()); // input sample rate
+            o.extend_from_slice(&[0, 0, 0]); // output gain, channel mapping family 0
+        });
+    });
+}
+
 fn mp4a(o: &mut Vec<u8>, a: &AacConfig) {
     bx(o, b"mp4a", |o| {
-        o.extend_from_slice(&[0; 6]);
-        o.extend_from_slice(&1u16.to_be_bytes());
-        o.extend_from_slice(&[0; 8]);
-        o.extend_from_slice(&a.channels.to_be_bytes());
-        o.extend_from_slice(&16u16.to_be_bytes()); // sample size
-        o.extend_from_slice(&[0; 4]);
-        // 16.16 fixed point; rates above 65535 Hz do not fit, and the timescale carries it.
-        put32(o, &[(a.sample_rate.min(65535)) << 16]);
+        audio_entry_start(o, a.channels, a.sample_rate);
         full(o, b"esds", 0, 0, |o| {
             let mut decoder_specific = Vec::new();
             descriptor(&mut decoder_specific, 0x05, &a.config);

@@ -8,6 +8,7 @@ use crate::flv::{audio_packet, video_packet, AudioPacket, MediaKind, VideoPacket
 use crate::mp4_writer::{
     fragment, init_segment, Sample, TrackRun, AUDIO_TRACK, VIDEO_TIMESCALE, VIDEO_TRACK,
 };
+use crate::opus::{packet_samples, OPUS_RATE};
 use crate::IngestError;
 
 /// The longest fragment: an encoder with keyframes further apart still gets fragments this
@@ -23,7 +24,10 @@ const MAX_PENDING_BYTES: usize = 16 * 1024 * 1024;
 #[derive(Default)]
 pub struct Remuxer {
     video: Option<AvcConfig>,
-    audio: Option<AacConfig>,
+    audio: Option<AudioConfig>,
+    /// Audio waits for video (time zero is its first keyframe) even before video's
+    /// configuration is known.
+    video_expected: bool,
     /// Whether the init segment is out (the tracks are fixed from then on).
     started: bool,
     clock: Clock,
@@ -42,6 +46,27 @@ pub struct Remuxer {
 impl Remuxer {
     pub fn new() -> Remuxer {
         Remuxer::default()
+    }
+
+    /// A remuxer for WebRTC input: Opus audio known from the start, H.264 video whose
+    /// parameter sets arrive in band (so they may change, and the track is `avc3`).
+    pub(crate) fn for_webrtc(opus_channels: Option<u16>) -> Remuxer {
+        Remuxer {
+            audio: opus_channels.map(|channels| AudioConfig::Opus { channels }),
+            video_expected: true,
+            ..Remuxer::default()
+        }
+    }
+
+    /// Sets the video configuration from in-band parameter sets, unless one is set.
+    pub(crate) fn set_video_if_unset(&mut self, config: AvcConfig) {
+        if self.video.is_none() && !self.started {
+            self.video = Some(config);
+        }
+    }
+
+    pub(crate) fn has_video(&self) -> bool {
+        self.video.is_some()
     }
 
     /// One FLV audio or video payload with its timestamp (ms).
@@ -67,7 +92,7 @@ impl Remuxer {
             },
             MediaKind::Audio => match audio_packet(payload)? {
                 AudioPacket::Config(config) => {
-                    let config = AacConfig::parse(config)?;
+                    let config = AudioConfig::Aac(AacConfig::parse(config)?);
                     replace_config(&mut self.audio, config, self.started)
                 }
                 AudioPacket::Frame(data) => self.audio_frame(ms, data),
@@ -96,7 +121,8 @@ impl Remuxer {
         }
     }
 
-    fn video_frame(
+    /// One access unit of H.264 (length-prefixed NAL units) decoded at `ms`.
+    pub(crate) fn video_frame(
         &mut self,
         ms: i64,
         keyframe: bool,
@@ -147,16 +173,18 @@ impl Remuxer {
         Ok(())
     }
 
-    fn audio_frame(&mut self, ms: i64, data: &[u8]) -> Result<(), IngestError> {
+    /// One AAC or Opus frame stamped `ms`.
+    pub(crate) fn audio_frame(&mut self, ms: i64, data: &[u8]) -> Result<(), IngestError> {
         let Some(config) = &self.audio else {
             return Ok(());
         };
         if data.is_empty() {
             return Err(IngestError::Aac("empty audio frame".into()));
         }
-        let rate = i64::from(config.sample_rate);
+        let rate = i64::from(config.sample_rate());
+        let duration = config.frame_samples(data)?;
         if self.zero.is_none() {
-            if self.video.is_some() {
+            if self.video.is_some() || self.video_expected {
                 return Ok(()); // Audio starts with the first keyframe.
             }
             self.zero = Some(ms);
@@ -174,10 +202,10 @@ impl Remuxer {
         // decode times only go forward).
         let stamped = (since_zero * rate / 1000) as u64;
         let decode = match self.next_audio {
-            Some(next) if stamped <= next + FRAME_SAMPLES => next,
+            Some(next) if stamped <= next + u64::from(duration) => next,
             _ => stamped,
         };
-        self.next_audio = Some(decode + FRAME_SAMPLES);
+        self.next_audio = Some(decode + u64::from(duration));
         if self.video.is_none() {
             let first = self.pending_audio.first().map(|(t, _)| *t);
             if first.is_some_and(|f| (decode - f) as i64 * 1000 / rate >= MAX_FRAGMENT_MS / 2) {
@@ -188,7 +216,7 @@ impl Remuxer {
         self.pending_audio.push((
             decode,
             Sample {
-                duration: FRAME_SAMPLES as u32,
+                duration,
                 keyframe: true,
                 composition: 0,
                 data: data.to_vec(),
@@ -222,7 +250,7 @@ impl Remuxer {
         let zero = self.zero.unwrap_or(0);
         let audio_until = match &self.audio {
             Some(a) if until_ms != i64::MAX => {
-                ((until_ms - zero).max(0) * i64::from(a.sample_rate) / 1000) as u64
+                ((until_ms - zero).max(0) * i64::from(a.sample_rate()) / 1000) as u64
             }
             _ => u64::MAX,
         };
@@ -255,6 +283,30 @@ impl Remuxer {
         }
         self.sequence += 1;
         self.out.extend_from_slice(&fragment(self.sequence, &runs));
+    }
+}
+
+/// An audio track's codec.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum AudioConfig {
+    Aac(AacConfig),
+    Opus { channels: u16 },
+}
+
+impl AudioConfig {
+    pub fn sample_rate(&self) -> u32 {
+        match self {
+            AudioConfig::Aac(aac) => aac.sample_rate,
+            AudioConfig::Opus { .. } => OPUS_RATE,
+        }
+    }
+
+    /// Samples `frame` plays.
+    fn frame_samples(&self, frame: &[u8]) -> Result<u32, IngestError> {
+        match self {
+            AudioConfig::Aac(_) => Ok(FRAME_SAMPLES as u32),
+            AudioConfig::Opus { .. } => packet_samples(frame),
+        }
     }
 }
 
