@@ -49,6 +49,14 @@ impl H264Depacketizer {
             None => false,
         };
         self.last_sequence = Some(sequence);
+        if payload.is_empty() {
+            // Padding (browsers send it to probe bandwidth): it takes a sequence number and
+            // carries nothing.
+            if lost {
+                self.mark_broken();
+            }
+            return Ok(done);
+        }
         if self
             .current
             .as_ref()
@@ -93,7 +101,7 @@ impl H264Depacketizer {
 
     fn unpack(&mut self, payload: &[u8]) -> Result<(), IngestError> {
         let Some(&header) = payload.first() else {
-            return Err(error("an empty payload".into()));
+            return Ok(()); // padding: `push` skips it before this
         };
         if header & 0x80 != 0 {
             return Err(error("a NAL unit with its forbidden bit set".into()));
@@ -221,15 +229,18 @@ mod tests {
     }
 
     #[test]
+    fn padding_takes_a_sequence_number_and_nothing_else() {
+        let mut d = H264Depacketizer::default();
+        d.push(1, 900, true, &[0x65, 1]).unwrap();
+        assert!(d.push(2, 900, false, &[]).unwrap().is_empty());
+        let aus = d.push(3, 3900, true, &[0x41, 2]).unwrap();
+        assert_eq!(aus.len(), 1);
+        assert!(!aus[0].broken, "padding is not a loss");
+    }
+
+    #[test]
     fn malformed_payloads_are_errors() {
-        for payload in [
-            &[][..],
-            &[0x80],
-            &[24, 0, 5, 1],
-            &[24, 0],
-            &[0x7c],
-            &[25, 0],
-        ] {
+        for payload in [&[0x80][..], &[24, 0, 5, 1], &[24, 0], &[0x7c], &[25, 0]] {
             let mut d = H264Depacketizer::default();
             assert!(d.push(1, 0, true, payload).is_err(), "{payload:?}");
         }

@@ -5,7 +5,6 @@ pub mod broadcast;
 pub mod edge;
 pub mod identity;
 pub mod ingest;
-pub mod ingest_config;
 pub mod node;
 pub mod timeline;
 pub mod watch;

@@ -4,8 +4,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use peer_native::edge::{self, EdgeOptions, Joining};
 use peer_native::identity::ChannelSecret;
-use peer_native::ingest::{self, IngestOptions};
-use peer_native::ingest_config;
+use peer_native::ingest::{self, config as ingest_config, IngestOptions};
 use peer_native::node::{self, NodeOptions};
 use peer_native::timeline::Timeline;
 use peer_native::watch::WatchSink;
@@ -77,8 +76,9 @@ enum Command {
         #[arg(long, env = "STREAMTORRENT_KEY")]
         key: PathBuf,
     },
-    /// Take live input for channels from RTMP publishers (OBS, ffmpeg, hardware encoders):
-    /// each publishes to `rtmp://HOST:PORT/live/STREAM_KEY` and is broadcast on its channel.
+    /// Take live input for channels from RTMP publishers (OBS, ffmpeg, hardware encoders) at
+    /// `rtmp://HOST:PORT/live/STREAM_KEY`, and with --whip-listen from WHIP publishers (OBS
+    /// 30+, the studio page in a browser); each is broadcast on its channel.
     Ingest {
         /// WebSocket URL of the signal server.
         #[arg(
@@ -108,6 +108,11 @@ enum Command {
             default_value = "127.0.0.1:1935"
         )]
         rtmp_listen: String,
+        /// Also take WHIP (OBS 30+, browsers) and serve the studio page (`/live`) over HTTP
+        /// here, e.g. 127.0.0.1:8088 behind an HTTPS proxy (browsers capture cameras only
+        /// on https:// pages or localhost).
+        #[arg(long, env = "STREAMTORRENT_WHIP_LISTEN")]
+        whip_listen: Option<String>,
         /// Upload budget of each channel's broadcaster, in kbit/s. Unlimited when not given.
         #[arg(long)]
         max_upload_kbps: Option<u64>,
@@ -284,6 +289,7 @@ async fn run(cli: Cli) -> Result<(), NativeError> {
             stream_key,
             config,
             rtmp_listen,
+            whip_listen,
             max_upload_kbps,
             max_publish_kbps,
             record_dir,
@@ -301,6 +307,7 @@ async fn run(cli: Cli) -> Result<(), NativeError> {
             let options = IngestOptions {
                 server,
                 rtmp_listen,
+                whip_listen,
                 channels,
                 upload_limit: max_upload_kbps.map(BytesPerSec::from_kbps),
                 pieces_channel,

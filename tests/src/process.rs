@@ -384,6 +384,41 @@ pub fn polluter(addr: &str, channel: &str, dir: &std::path::Path) -> Guard {
 /// naming its channels (`--channel … --key … --stream-key …`, or `--config …`), logging to
 /// `log`; returns it and its RTMP URL, `rtmp://127.0.0.1:PORT/live`.
 pub fn ingest(addr: &str, args: &[&std::ffi::OsStr], log: &std::path::Path) -> (Guard, String) {
+    let (guard, lines) = ingest_printing(addr, args, log, 1);
+    let url = lines[0]
+        .strip_prefix("ingest listening on ")
+        .unwrap_or_else(|| {
+            panic!("unexpected first line {:?}", lines[0]);
+        });
+    (guard, url.to_owned())
+}
+
+/// `ingest` with WHIP and the studio page on 127.0.0.1:0 too; returns it and the address
+/// of its HTTP server (`/whip`, `/live`).
+pub fn ingest_with_whip(
+    addr: &str,
+    args: &[&std::ffi::OsStr],
+    log: &std::path::Path,
+) -> (Guard, String) {
+    let mut args = args.to_vec();
+    args.extend([
+        std::ffi::OsStr::new("--whip-listen"),
+        std::ffi::OsStr::new("127.0.0.1:0"),
+    ]);
+    let (guard, lines) = ingest_printing(addr, &args, log, 2);
+    let whip = lines[1]
+        .strip_prefix("ingest WHIP on http://")
+        .and_then(|rest| rest.strip_suffix("/whip"))
+        .unwrap_or_else(|| panic!("unexpected second line {:?}", lines[1]));
+    (guard, whip.to_owned())
+}
+
+fn ingest_printing(
+    addr: &str,
+    args: &[&std::ffi::OsStr],
+    log: &std::path::Path,
+    lines: usize,
+) -> (Guard, Vec<String>) {
     let mut command = source_priority(binary("streamtorrent"));
     let mut guard = Guard(
         command
@@ -395,8 +430,18 @@ pub fn ingest(addr: &str, args: &[&std::ffi::OsStr], log: &std::path::Path) -> (
             .spawn()
             .expect("streamtorrent starts"),
     );
-    let url = listening_address(&mut guard, "ingest listening on ");
-    (guard, url)
+    let stdout = guard.0.stdout.take().expect("stdout was piped");
+    let mut reader = BufReader::new(stdout);
+    let printed = (0..lines)
+        .map(|_| {
+            let mut line = String::new();
+            reader
+                .read_line(&mut line)
+                .expect("the ingest prints where it listens");
+            line.trim().to_owned()
+        })
+        .collect();
+    (guard, printed)
 }
 
 /// ffmpeg publishing its live test source (426×240 H.264 at 30 fps with a keyframe a

@@ -367,3 +367,163 @@ async fn chromium_plays_then_sees_the_end(
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
+
+/// What the studio page says about itself (`window.studio`).
+const STUDIO: &str = "return window.studio;";
+
+const VIEWER_PROBE: &str = r#"
+const v = document.getElementById('video');
+const q = v.getVideoPlaybackQuality ? v.getVideoPlaybackQuality() : { totalVideoFrames: 0 };
+return { time: v.currentTime, frames: q.totalVideoFrames, audio_bytes: v.webkitAudioDecodedByteCount || 0,
+         width: v.videoWidth, error: v.error && v.error.message,
+         overlay: document.getElementById('overlay-text').textContent,
+         overlay_hidden: document.getElementById('overlay').hidden };
+"#;
+
+/// Chromium with a fake camera and microphone goes live from the ingest's studio page over
+/// WHIP; a second Chromium watches the channel with picture and sound; Stop ends it for the
+/// viewer. Before that, WHIP without the right key is refused with 401.
+#[test]
+fn a_browser_goes_live_from_the_studio_page_and_another_watches_with_sound() {
+    if !netns::enter("a_browser_goes_live_from_the_studio_page_and_another_watches_with_sound") {
+        return;
+    }
+    let dir = scratch("ingest-whip");
+    let (_server, addr) = signal_server(&web_dist());
+    let key = channel_key(&dir.join("studio.key"));
+    let args: Vec<&OsStr> = [
+        OsStr::new("--channel"),
+        OsStr::new("studio"),
+        OsStr::new("--stream-key"),
+        OsStr::new(STREAM_KEY),
+        OsStr::new("--key"),
+        key.as_os_str(),
+    ]
+    .to_vec();
+    let (_ingest, whip) = tests::process::ingest_with_whip(&addr, &args, &dir.join("ingest.log"));
+    for (headers, status) in [
+        (vec![("Content-Type", "application/sdp")], 401),
+        (
+            vec![
+                ("Content-Type", "application/sdp"),
+                ("Authorization", "Bearer guessed-key-123"),
+            ],
+            401,
+        ),
+        (
+            vec![("Authorization", &*format!("Bearer {STREAM_KEY}"))],
+            415,
+        ),
+    ] {
+        let response = tests::http::request(&whip, "POST", "/whip", &headers);
+        assert_eq!(response.status, status, "{headers:?}: {}", response.text());
+    }
+    assert!(
+        !http_get(&addr, "/api/channels").contains("\"studio\""),
+        "a refused offer went live"
+    );
+
+    let driver = Chromedriver::start();
+    let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
+    let outcome = runtime.block_on(async {
+        let fake = [
+            "--use-fake-device-for-media-stream",
+            "--use-fake-ui-for-media-stream",
+        ];
+        let publisher = driver
+            .open_with(&dir.join("publisher-profile"), &fake)
+            .await;
+        let viewer = driver.open(&dir.join("viewer-profile")).await;
+        let outcome = studio_to_viewer(&publisher, &viewer, &whip, &addr).await;
+        let _ = publisher.close().await;
+        let _ = viewer.close().await;
+        outcome
+    });
+    let probe = outcome.unwrap_or_else(|e| panic!("{e}; logs in {}", dir.display()));
+    println!("studio to viewer: {probe}");
+    let log = std::fs::read_to_string(dir.join("ingest.log")).unwrap();
+    assert!(
+        log.contains("WHIP publisher stopped (DELETE)"),
+        "ingest log:\n{log}"
+    );
+}
+
+async fn studio_to_viewer(
+    publisher: &fantoccini::Client,
+    viewer: &fantoccini::Client,
+    whip: &str,
+    addr: &str,
+) -> Result<Value, String> {
+    let err = |e: fantoccini::error::CmdError| e.to_string();
+    publisher
+        .goto(&format!("http://{whip}/live"))
+        .await
+        .map_err(err)?;
+    let go = format!(
+        "document.getElementById('key').value = '{STREAM_KEY}'; document.getElementById('go').click();"
+    );
+    // The page captures on load; Go live waits for it if it has not finished.
+    publisher.execute(&go, vec![]).await.map_err(err)?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let studio = publisher.execute(STUDIO, vec![]).await.map_err(err)?;
+        if studio["state"] == "live" && studio["framesSent"].as_u64().unwrap_or(0) >= 30 {
+            break;
+        }
+        if studio["state"] == "error" || Instant::now() > deadline {
+            let health = publisher
+                .execute(
+                    "return document.getElementById('health').textContent",
+                    vec![],
+                )
+                .await
+                .map_err(err)?;
+            return Err(format!("the studio did not go live: {studio} {health}"));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    viewer
+        .goto(&format!("http://{addr}/watch/studio"))
+        .await
+        .map_err(err)?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut first: Option<f64> = None;
+    let played = loop {
+        let p = viewer.execute(VIEWER_PROBE, vec![]).await.map_err(err)?;
+        if !p["error"].is_null() {
+            return Err(format!("the viewer's video failed: {p}"));
+        }
+        let time = p["time"].as_f64().unwrap_or(0.0);
+        if time > 0.0 {
+            let start = *first.get_or_insert(time);
+            if time - start >= 5.0
+                && p["frames"].as_u64().unwrap_or(0) >= 60
+                && p["audio_bytes"].as_u64().unwrap_or(0) > 0
+                && p["width"].as_u64().unwrap_or(0) > 0
+            {
+                break p;
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "the viewer did not play 5 s with sound within 60 s: {p}"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    publisher
+        .execute("document.getElementById('stop').click();", vec![])
+        .await
+        .map_err(err)?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let p = viewer.execute(VIEWER_PROBE, vec![]).await.map_err(err)?;
+        if p["overlay"] == "The broadcast has ended." && p["overlay_hidden"] == false {
+            return Ok(serde_json::json!({ "played": played, "ended": p }));
+        }
+        if Instant::now() > deadline {
+            return Err(format!("the viewer never heard the broadcast ended: {p}"));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}

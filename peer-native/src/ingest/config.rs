@@ -14,8 +14,8 @@ use ingest::StreamKey;
 use protocol::ChannelName;
 use serde::Deserialize;
 
+use super::IngestChannel;
 use crate::identity::ChannelSecret;
-use crate::ingest::IngestChannel;
 use crate::NativeError;
 
 /// Shortest stream key accepted: anything shorter could be guessed by trying.

@@ -1,29 +1,26 @@
-//! `streamtorrent ingest`: an RTMP server for one or more channels. A publisher (OBS,
-//! ffmpeg, a hardware encoder) reaches a channel with its stream key at
-//! `rtmp://HOST:PORT/live/KEY`; its FLV is remuxed into fragmented MP4 and fed to a
-//! broadcaster node for the channel, the same path `broadcast` takes. The node lives while
+//! `streamtorrent ingest`: live input for one or more channels. A publisher reaches a
+//! channel with its stream key: over RTMP (OBS, ffmpeg, a hardware encoder) at
+//! `rtmp://HOST:PORT/live/KEY` (`rtmp.rs`), or over WHIP (OBS 30+, a browser on the studio
+//! page) with `Authorization: Bearer KEY` (`whip.rs`). Its media is remuxed into fragmented
+//! MP4 and fed to a broadcaster node for the channel, the same path `broadcast` takes. The node lives while
 //! the publisher does (and serves its last chunks a moment longer).
 //!
-//! Each connection runs an [`ingest::RtmpSession`]; this file only does the I/O and the
-//! bookkeeping of which channel is live.
+//! The protocol work is in the `ingest` crate, without I/O; this module does the I/O and
+//! the bookkeeping of which channel is live.
 
 use std::collections::HashSet;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use client_limits::TokenBucket;
 use fmp4::Cutter;
-use ingest::{MediaKind, PublishRefusal, Remuxer, RtmpSession, SessionEvent, StreamKey};
+use ingest::{PublishRefusal, StreamKey};
 use protocol::{ChannelName, PiecesChannel, Role};
 use swarm::BytesPerSec;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
-use tokio::time::Instant;
 
 use crate::broadcast::Numbering;
 use crate::identity::ChannelSecret;
@@ -31,16 +28,14 @@ use crate::node::{self, NodeOptions, Produced};
 use crate::watch::WatchSink;
 use crate::NativeError;
 
+pub mod config;
+mod rtmp;
+mod whip;
+
 /// The RTMP application publishers use: `rtmp://HOST:PORT/live/KEY`.
 pub const APP: &str = "live";
-/// A connection must be publishing this soon after it opens.
-const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
-/// A live publisher silent this long is gone (an encoder sends many messages a second).
-const SILENCE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Publishers connected at once, live or not: a bound on what a crowd of sockets costs.
 const MAX_CONNECTIONS: usize = 64;
-/// How long a burst over the rate limit may last (keyframes are bursts).
-const BURST_SECS: f64 = 4.0;
 
 /// A channel this process may publish, and the key its publisher must present.
 pub struct IngestChannel {
@@ -54,6 +49,9 @@ pub struct IngestOptions {
     pub server: String,
     /// Where to accept RTMP, e.g. `0.0.0.0:1935` (port 0: any; the first line printed says).
     pub rtmp_listen: String,
+    /// Where to serve WHIP and the studio page over HTTP, if at all (port 0: any; the second
+    /// line printed says).
+    pub whip_listen: Option<String>,
     pub channels: Vec<IngestChannel>,
     /// Upload budget of each channel's broadcaster; `None` is unlimited.
     pub upload_limit: Option<BytesPerSec>,
@@ -79,8 +77,27 @@ pub async fn run(
         what: "reading the RTMP listener's address".into(),
         source,
     })?;
-    // Tests and scripts read where we listen from the first line.
+    let whip_listener = match &options.whip_listen {
+        Some(listen) => {
+            Some(
+                TcpListener::bind(listen)
+                    .await
+                    .map_err(|source| NativeError::Io {
+                        what: format!("cannot listen for WHIP on {listen}"),
+                        source,
+                    })?,
+            )
+        }
+        None => None,
+    };
+    // Tests and scripts read where we listen from the first lines.
     println!("ingest listening on rtmp://{addr}/{APP}");
+    if let Some(listener) = &whip_listener {
+        if let Ok(addr) = listener.local_addr() {
+            println!("ingest WHIP on http://{addr}{}", whip::WHIP_PATH);
+            println!("ingest studio on http://{addr}/live");
+        }
+    }
     let (stopping_tx, stopping) = watch::channel(false);
     let shared = Arc::new(Shared {
         options,
@@ -89,6 +106,18 @@ pub async fn run(
         connections: Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS)),
         stopping,
     });
+    if let Some(listener) = whip_listener {
+        let app = whip::router(shared.clone());
+        let mut stopping = shared.stopping.clone();
+        tokio::spawn(async move {
+            let served = axum::serve(listener, app).with_graceful_shutdown(async move {
+                let _ = stopping.wait_for(|s| *s).await;
+            });
+            if let Err(e) = served.await {
+                tracing::warn!("the WHIP server stopped: {e}");
+            }
+        });
+    }
     tokio::pin!(stop);
     loop {
         tokio::select! {
@@ -101,7 +130,7 @@ pub async fn run(
                     let shared = shared.clone();
                     tokio::spawn(async move {
                         let _permit = permit;
-                        connection(socket, peer, &shared).await;
+                        rtmp::connection(socket, peer, &shared).await;
                     });
                 }
                 Err(e) => {
@@ -126,18 +155,32 @@ pub async fn run(
     Ok(())
 }
 
-struct Shared {
-    options: IngestOptions,
+pub(crate) struct Shared {
+    pub(crate) options: IngestOptions,
     /// Channels with a publisher, or whose broadcaster is still serving its last chunks.
     live: Mutex<HashSet<ChannelName>>,
     nodes: Mutex<Vec<JoinHandle<()>>>,
     connections: Arc<tokio::sync::Semaphore>,
-    stopping: watch::Receiver<bool>,
+    pub(crate) stopping: watch::Receiver<bool>,
 }
 
 impl Shared {
     /// The channel `key` publishes, claimed until the guard drops.
-    fn claim(self: &Arc<Self>, key: &StreamKey) -> Result<(usize, LiveGuard), PublishRefusal> {
+    /// Claims the channel `key` publishes and starts its broadcaster.
+    pub(crate) fn go_live(
+        self: &Arc<Self>,
+        key: &StreamKey,
+    ) -> Result<Result<Live, String>, PublishRefusal> {
+        let (index, guard) = self.claim(key)?;
+        Ok(Live::start(self, index, guard).map_err(|e| e.to_string()))
+    }
+
+    /// Whether `key` is some channel's stream key.
+    pub(crate) fn knows(&self, key: &StreamKey) -> bool {
+        self.channel_of(key).is_some()
+    }
+
+    fn channel_of(&self, key: &StreamKey) -> Option<usize> {
         // Every key is compared, so the time taken does not tell which one nearly matched.
         let mut found = None;
         for (i, c) in self.options.channels.iter().enumerate() {
@@ -145,7 +188,11 @@ impl Shared {
                 found = Some(i);
             }
         }
-        let index = found.ok_or(PublishRefusal::WrongKey)?;
+        found
+    }
+
+    fn claim(self: &Arc<Self>, key: &StreamKey) -> Result<(usize, LiveGuard), PublishRefusal> {
+        let index = self.channel_of(key).ok_or(PublishRefusal::WrongKey)?;
         let channel = self.options.channels[index].channel.clone();
         let mut live = self.live.lock().expect("no task panics holding the lock");
         if !live.insert(channel.clone()) {
@@ -175,125 +222,17 @@ impl Drop for LiveGuard {
     }
 }
 
-async fn connection(mut socket: TcpStream, peer: SocketAddr, shared: &Arc<Shared>) {
-    let _ = socket.set_nodelay(true);
-    match serve(&mut socket, peer, shared).await {
-        Ok(Some(channel)) => tracing::info!(%peer, %channel, "publisher stopped; the channel ends"),
-        Ok(None) => tracing::info!(%peer, "connection closed before publishing"),
-        Err(why) => tracing::warn!(%peer, "publisher dropped: {why}"),
-    }
-}
-
-/// One publisher's connection; returns the channel it published, if it did.
-async fn serve(
-    socket: &mut TcpStream,
-    peer: SocketAddr,
-    shared: &Arc<Shared>,
-) -> Result<Option<ChannelName>, String> {
-    let mut session = RtmpSession::new(APP);
-    let mut live: Option<Live> = None;
-    let kbps = shared.options.max_publish_kbps as f64;
-    let kib_per_sec = kbps * 1000.0 / 8.0 / 1024.0;
-    let mut budget = TokenBucket::new(
-        kib_per_sec,
-        (kib_per_sec * BURST_SECS) as u32,
-        Instant::now(),
-    );
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let wait = if live.is_some() {
-            SILENCE_TIMEOUT
-        } else {
-            SETUP_TIMEOUT
-        };
-        let n = match tokio::time::timeout(wait, socket.read(&mut buf)).await {
-            Err(_) if live.is_some() => return Err(format!("sent nothing for {wait:?}")),
-            Err(_) => return Err(format!("not publishing {wait:?} after connecting")),
-            Ok(Err(e)) => return Err(format!("read failed: {e}")),
-            Ok(Ok(0)) => break,
-            Ok(Ok(n)) => n,
-        };
-        let now = Instant::now();
-        for _ in 0..n.div_ceil(1024) {
-            if !budget.try_take(now) {
-                return Err(format!(
-                    "sending faster than {} kbit/s (--max-publish-kbps)",
-                    shared.options.max_publish_kbps
-                ));
-            }
-        }
-        let result = session.handle_input(&buf[..n]);
-        let mut refused = None;
-        while let Some(event) = session.poll_event() {
-            match event {
-                SessionEvent::Publish(key) => match shared.claim(&key) {
-                    Ok((index, guard)) => {
-                        session.accept_publish();
-                        let started =
-                            Live::start(shared, index, guard).map_err(|e| e.to_string())?;
-                        tracing::info!(%peer, channel = %started.channel, "publisher live");
-                        live = Some(started);
-                    }
-                    Err(refusal) => {
-                        session.refuse_publish(refusal);
-                        refused = Some(refusal);
-                    }
-                },
-                SessionEvent::Media {
-                    kind,
-                    timestamp,
-                    payload,
-                } => {
-                    if let Some(live) = &mut live {
-                        live.feed(kind, timestamp, &payload).await?;
-                    }
-                }
-                SessionEvent::Unpublished => {
-                    if let Some(live) = live.take() {
-                        let channel = live.channel.clone();
-                        live.finish().await?;
-                        let _ = socket.write_all(&session.take_output()).await;
-                        return Ok(Some(channel));
-                    }
-                }
-            }
-        }
-        let reply = session.take_output();
-        if !reply.is_empty() {
-            socket
-                .write_all(&reply)
-                .await
-                .map_err(|e| format!("write failed: {e}"))?;
-        }
-        match refused {
-            Some(PublishRefusal::WrongKey) => return Err("refused: wrong stream key".into()),
-            Some(PublishRefusal::AlreadyLive) => {
-                return Err("refused: the channel already has a publisher".into())
-            }
-            None => {}
-        }
-        result.map_err(|e| e.to_string())?;
-    }
-    match live {
-        Some(live) => {
-            let channel = live.channel.clone();
-            live.finish().await?;
-            Ok(Some(channel))
-        }
-        None => Ok(None),
-    }
-}
-
-/// A live channel's input: remuxer, cutter and numbering, feeding its broadcaster node.
-struct Live {
-    channel: ChannelName,
-    remuxer: Remuxer,
+/// A live channel's input: fragmented MP4 (from whichever remuxer) through the cutter and
+/// numbering, into its broadcaster node.
+pub(crate) struct Live {
+    pub channel: ChannelName,
     cutter: Cutter,
     numbering: Numbering,
     feed: mpsc::Sender<Result<Produced, NativeError>>,
 }
 
 impl Live {
+    /// Starts the broadcaster of the channel claimed by `guard` (configured at `index`).
     fn start(shared: &Arc<Shared>, index: usize, guard: LiveGuard) -> Result<Live, NativeError> {
         let config = &shared.options.channels[index];
         let channel = config.channel.clone();
@@ -344,33 +283,14 @@ impl Live {
         nodes.push(node);
         Ok(Live {
             channel,
-            remuxer: Remuxer::new(),
             cutter: Cutter::new(),
             numbering,
             feed,
         })
     }
 
-    async fn feed(
-        &mut self,
-        kind: MediaKind,
-        timestamp: u32,
-        payload: &[u8],
-    ) -> Result<(), String> {
-        self.remuxer
-            .push(kind, timestamp, payload)
-            .map_err(|e| e.to_string())?;
-        self.forward().await
-    }
-
-    /// The publisher stopped: the last fragment goes out, then the feed ends.
-    async fn finish(mut self) -> Result<(), String> {
-        self.remuxer.finish();
-        self.forward().await
-    }
-
-    async fn forward(&mut self) -> Result<(), String> {
-        let bytes = self.remuxer.take_output();
+    /// Fragmented MP4 a remuxer wrote: cut, numbered and handed to the broadcaster.
+    pub async fn send_mp4(&mut self, bytes: Vec<u8>) -> Result<(), String> {
         if bytes.is_empty() {
             return Ok(());
         }
