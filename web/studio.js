@@ -34,6 +34,8 @@ async function capture() {
       });
     }
     $('preview').srcObject = stream;
+    // "Stop sharing" (or an unplugged camera) ends the video: end the broadcast with it.
+    stream.getVideoTracks()[0]?.addEventListener('ended', () => pc && stop());
     health('Ready: enter the stream key and go live.', 'ready');
   } catch (e) {
     health(`Cannot capture ${$('source').value}: ${e.message}`, 'error');
@@ -50,12 +52,21 @@ function gathered(peer) {
   });
 }
 
-function fail(text) {
+/** Ends the session on the server too (else the channel stays claimed until it times out). */
+function release() {
+  if (resource) fetch(resource, { method: 'DELETE', keepalive: true }).catch(() => {});
+  resource = null;
   pc?.close();
   pc = null;
   clearInterval(statsTimer);
+  last = null;
   $('go').disabled = false;
   $('stop').disabled = true;
+  $('source').disabled = false;
+}
+
+function fail(text) {
+  release();
   health(text, 'error');
 }
 
@@ -65,6 +76,9 @@ async function goLive() {
   if (!stream) await capture();
   if (!stream) return;
   $('go').disabled = true;
+  // Changing the source while live would stop the tracks being sent.
+  $('source').disabled = true;
+  last = null;
   health('Connecting…', 'connecting');
   const h264 = (RTCRtpSender.getCapabilities('video')?.codecs || []).filter(
     (c) => c.mimeType.toLowerCase() === 'video/h264' && /packetization-mode=1/.test(c.sdpFmtpLine || ''),
@@ -104,13 +118,7 @@ async function goLive() {
 }
 
 async function stop() {
-  clearInterval(statsTimer);
-  if (resource) await fetch(resource, { method: 'DELETE' }).catch(() => {});
-  resource = null;
-  pc?.close();
-  pc = null;
-  $('go').disabled = false;
-  $('stop').disabled = true;
+  release();
   health('Stopped: the broadcast has ended.', 'stopped');
 }
 
@@ -136,5 +144,5 @@ async function updateStats() {
 $('source').addEventListener('change', capture);
 $('go').addEventListener('click', goLive);
 $('stop').addEventListener('click', stop);
-window.addEventListener('pagehide', () => resource && navigator.sendBeacon && fetch(resource, { method: 'DELETE', keepalive: true }));
+window.addEventListener('pagehide', () => resource && release());
 capture();

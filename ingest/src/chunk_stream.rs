@@ -6,8 +6,11 @@ use std::collections::HashMap;
 
 use crate::IngestError;
 
-/// Largest message: a keyframe of high-bitrate 4K video fits.
+/// Largest message once publishing: a keyframe of high-bitrate 4K video fits.
 pub(crate) const MAX_MESSAGE_BYTES: usize = 8 * 1024 * 1024;
+/// Largest message before a publish is accepted: commands are a few hundred bytes, and a
+/// client without a stream key must not make us hold megabytes.
+pub(crate) const MAX_SETUP_MESSAGE_BYTES: usize = 64 * 1024;
 /// Largest chunk size a client may set.
 pub(crate) const MAX_CHUNK_SIZE: usize = 1 << 24;
 /// Chunk streams one connection may use (publishers use 3 to 6).
@@ -42,6 +45,7 @@ struct ChunkStreamState {
 
 pub(crate) struct ChunkReader {
     chunk_size: usize,
+    max_message: usize,
     streams: HashMap<u32, ChunkStreamState>,
     partial_bytes: usize,
 }
@@ -51,12 +55,19 @@ fn rtmp_error(message: String) -> IngestError {
 }
 
 impl ChunkReader {
-    pub fn new() -> ChunkReader {
+    /// A reader refusing messages over `max_message` bytes.
+    pub fn new(max_message: usize) -> ChunkReader {
         ChunkReader {
             chunk_size: DEFAULT_CHUNK_SIZE,
+            max_message,
             streams: HashMap::new(),
             partial_bytes: 0,
         }
+    }
+
+    /// Raises (or lowers) the largest message accepted from now on.
+    pub fn set_max_message(&mut self, max_message: usize) {
+        self.max_message = max_message;
     }
 
     pub fn set_chunk_size(&mut self, size: u32) -> Result<(), IngestError> {
@@ -146,11 +157,11 @@ impl ChunkReader {
             1 => (u24(&header[3..6]) as usize, header[6], state.stream_id),
             _ => (state.length, state.type_id, state.stream_id),
         };
-        if length > MAX_MESSAGE_BYTES {
+        if length > self.max_message {
             return Err(IngestError::TooLarge {
                 what: "RTMP message",
                 size: length,
-                limit: MAX_MESSAGE_BYTES,
+                limit: self.max_message,
             });
         }
         let done = if state.in_message {
@@ -250,7 +261,7 @@ mod tests {
         let mut wire = Vec::new();
         write_message(&mut wire, 4, 9, 1, &payload, 128);
         write_message(&mut wire, 4, 9, 1, &[], 128);
-        let messages = read_all(&mut ChunkReader::new(), &wire);
+        let messages = read_all(&mut ChunkReader::new(MAX_MESSAGE_BYTES), &wire);
         assert_eq!(messages.len(), 2);
         assert_eq!((messages[0].type_id, messages[0].stream_id), (9, 1));
         assert_eq!(messages[0].payload, payload);
@@ -266,7 +277,7 @@ mod tests {
         wire.extend_from_slice(&[0x84, 0, 0, 40, 0xcc, 0xdd]);
         // Format 3: a new message with the same delta.
         wire.extend_from_slice(&[0xc4, 0xee, 0xff]);
-        let times: Vec<u32> = read_all(&mut ChunkReader::new(), &wire)
+        let times: Vec<u32> = read_all(&mut ChunkReader::new(MAX_MESSAGE_BYTES), &wire)
             .iter()
             .map(|m| m.timestamp)
             .collect();
@@ -275,15 +286,26 @@ mod tests {
 
     #[test]
     fn hostile_headers_are_refused() {
-        let mut reader = ChunkReader::new();
+        let mut reader = ChunkReader::new(MAX_MESSAGE_BYTES);
         let err = reader.read(&[0x43, 0, 0, 0, 0, 0, 1, 20]).unwrap_err();
         assert!(err.to_string().contains("compressed header"), "{err}");
-        let mut reader = ChunkReader::new();
+        let mut reader = ChunkReader::new(MAX_MESSAGE_BYTES);
         let err = reader
             .read(&[0x03, 0, 0, 0, 0xff, 0xff, 0xff, 9, 1, 0, 0, 0])
             .unwrap_err();
         assert!(matches!(err, IngestError::TooLarge { .. }), "{err}");
-        assert!(ChunkReader::new().set_chunk_size(0x8000_0000).is_err());
+        // Before a publish, 64 KiB is the most.
+        let mut reader = ChunkReader::new(MAX_SETUP_MESSAGE_BYTES);
+        let err = reader
+            .read(&[0x03, 0, 0, 0, 0x01, 0x00, 0x01, 20, 0, 0, 0, 0])
+            .unwrap_err();
+        assert!(
+            matches!(err, IngestError::TooLarge { limit: 65536, .. }),
+            "{err}"
+        );
+        assert!(ChunkReader::new(MAX_MESSAGE_BYTES)
+            .set_chunk_size(0x8000_0000)
+            .is_err());
     }
 
     #[test]
@@ -291,7 +313,7 @@ mod tests {
         let mut wire = Vec::new();
         write_message(&mut wire, 3, 20, 0, &[7; 300], 128);
         for cut in 0..wire.len() {
-            let mut reader = ChunkReader::new();
+            let mut reader = ChunkReader::new(MAX_MESSAGE_BYTES);
             let mut messages = Vec::new();
             let mut buf = wire[..cut].to_vec();
             let mut fed = cut;

@@ -23,6 +23,7 @@ mod handshake;
 mod mp4_writer;
 mod opus;
 mod remux;
+mod reorder;
 mod rtp_h264;
 mod rtp_ingest;
 mod session;

@@ -142,7 +142,7 @@ impl Remuxer {
         }
         // Decode times only go forward.
         let ms = match self.last_video {
-            Some(last) if ms <= last => last + 1,
+            Some(last) if ms <= last => last.saturating_add(1),
             _ => ms,
         };
         let zero = self.zero.expect("set above");
@@ -151,11 +151,11 @@ impl Remuxer {
         }
         // The previous frame lasts until this one.
         if let Some((last_ms, last)) = self.pending_video.last_mut() {
-            last.duration = to_video_units(ms - *last_ms);
+            last.duration = to_video_units(ms.saturating_sub(*last_ms));
             self.last_video_duration = last.duration;
         }
         if let Some((first, _)) = self.pending_video.first() {
-            if keyframe || ms - first >= MAX_FRAGMENT_MS {
+            if keyframe || ms.saturating_sub(*first) >= MAX_FRAGMENT_MS {
                 self.cut(ms);
             }
         }
@@ -181,8 +181,8 @@ impl Remuxer {
         if data.is_empty() {
             return Err(IngestError::Aac("empty audio frame".into()));
         }
-        let rate = i64::from(config.sample_rate());
         let duration = config.frame_samples(data)?;
+        let rate = config.sample_rate();
         if self.zero.is_none() {
             if self.video.is_some() || self.video_expected {
                 return Ok(()); // Audio starts with the first keyframe.
@@ -190,7 +190,7 @@ impl Remuxer {
             self.zero = Some(ms);
             self.start();
         }
-        let since_zero = ms - self.zero.expect("set above");
+        let since_zero = ms.saturating_sub(self.zero.expect("set above"));
         if since_zero < 0 {
             return Ok(());
         }
@@ -200,15 +200,25 @@ impl Remuxer {
         // Timestamps in ms jitter by up to a millisecond against the sample clock: follow the
         // sample count unless the stream skipped ahead by more than a frame (never back:
         // decode times only go forward).
-        let stamped = (since_zero * rate / 1000) as u64;
+        let stamped = ms_to_units(since_zero, rate);
         let decode = match self.next_audio {
-            Some(next) if stamped <= next + u64::from(duration) => next,
+            Some(next) if stamped <= next.saturating_add(u64::from(duration)) => next,
             _ => stamped,
         };
-        self.next_audio = Some(decode + u64::from(duration));
+        self.next_audio = Some(decode.saturating_add(u64::from(duration)));
+        // After a gap (a lost packet, a dropped frame) the sample before it lasts until this
+        // one: a fragment's samples play back to back, so the gap must be in a duration.
+        if let Some((last_decode, last)) = self.pending_audio.last_mut() {
+            let gap = decode.saturating_sub(*last_decode);
+            if gap > u64::from(last.duration) {
+                last.duration = u32::try_from(gap).unwrap_or(u32::MAX);
+            }
+        }
         if self.video.is_none() {
             let first = self.pending_audio.first().map(|(t, _)| *t);
-            if first.is_some_and(|f| (decode - f) as i64 * 1000 / rate >= MAX_FRAGMENT_MS / 2) {
+            if first
+                .is_some_and(|f| decode.saturating_sub(f) >= ms_to_units(MAX_FRAGMENT_MS / 2, rate))
+            {
                 self.cut(i64::MAX);
             }
         }
@@ -250,7 +260,7 @@ impl Remuxer {
         let zero = self.zero.unwrap_or(0);
         let audio_until = match &self.audio {
             Some(a) if until_ms != i64::MAX => {
-                ((until_ms - zero).max(0) * i64::from(a.sample_rate()) / 1000) as u64
+                ms_to_units(until_ms.saturating_sub(zero), a.sample_rate())
             }
             _ => u64::MAX,
         };
@@ -262,7 +272,10 @@ impl Remuxer {
         if video.is_empty() && audio.is_empty() {
             return;
         }
-        let video_start = video.first().map(|(t, _)| to_video_units(t - zero) as u64);
+        // 64-bit: a day-long stream passes u32::MAX at 90 kHz after 13 hours.
+        let video_start = video
+            .first()
+            .map(|(t, _)| ms_to_units(t.saturating_sub(zero), VIDEO_TIMESCALE));
         let audio_start = audio.first().map(|(t, _)| *t);
         let video_samples: Vec<Sample> = video.into_iter().map(|(_, s)| s).collect();
         let audio_samples: Vec<Sample> = audio.into_iter().map(|(_, s)| s).collect();
@@ -331,8 +344,15 @@ fn replace_config<T: PartialEq>(
     }
 }
 
+/// A sample duration in video units (saturating: a duration never nears it).
 fn to_video_units(ms: i64) -> u32 {
-    (ms.max(0) * i64::from(VIDEO_TIMESCALE) / 1000).min(i64::from(u32::MAX)) as u32
+    u32::try_from(ms_to_units(ms, VIDEO_TIMESCALE)).unwrap_or(u32::MAX)
+}
+
+/// Milliseconds (0 if negative) in units of `rate` per second, without overflow.
+fn ms_to_units(ms: i64, rate: u32) -> u64 {
+    let units = i128::from(ms.max(0)) * i128::from(rate) / 1000;
+    u64::try_from(units).unwrap_or(u64::MAX)
 }
 
 /// FLV and RTMP timestamps are 32-bit milliseconds that wrap after 49.7 days; this extends
@@ -345,7 +365,9 @@ struct Clock {
 impl Clock {
     fn extend(&mut self, raw: u32) -> i64 {
         let extended = match self.last {
-            Some((last_raw, last)) => last + i64::from(raw.wrapping_sub(last_raw) as i32),
+            Some((last_raw, last)) => {
+                last.saturating_add(i64::from(raw.wrapping_sub(last_raw) as i32))
+            }
             None => i64::from(raw),
         };
         self.last = Some((raw, extended));

@@ -5,6 +5,7 @@
 
 use crate::avc::AvcConfig;
 use crate::remux::Remuxer;
+use crate::reorder::{OwnedPacket, Reorder};
 use crate::rtp_h264::{AccessUnit, H264Depacketizer};
 use crate::IngestError;
 
@@ -27,6 +28,7 @@ pub struct RtpPacket<'a> {
 pub struct RtpIngest {
     remuxer: Remuxer,
     video: H264Depacketizer,
+    video_order: Reorder,
     sps: Option<Vec<u8>>,
     pps: Option<Vec<u8>>,
     video_clock: RtpClock,
@@ -44,6 +46,7 @@ impl RtpIngest {
         RtpIngest {
             remuxer: Remuxer::for_webrtc(opus_channels),
             video: H264Depacketizer::default(),
+            video_order: Reorder::default(),
             sps: None,
             pps: None,
             video_clock: RtpClock::new(VIDEO_CLOCK),
@@ -57,14 +60,23 @@ impl RtpIngest {
 
     /// A video packet that arrived at `now_ms` (any clock in ms, the same for both tracks).
     pub fn handle_video(&mut self, now_ms: u64, packet: RtpPacket<'_>) -> Result<(), IngestError> {
-        let units = self.video.push(
-            packet.sequence,
-            packet.timestamp,
-            packet.marker,
-            packet.payload,
-        )?;
-        for unit in units {
-            self.access_unit(now_ms, unit)?;
+        let in_order = self.video_order.push(OwnedPacket {
+            sequence: packet.sequence,
+            timestamp: packet.timestamp,
+            marker: packet.marker,
+            payload: packet.payload.to_vec(),
+        });
+        self.depacketize(now_ms, in_order)
+    }
+
+    fn depacketize(&mut self, now_ms: u64, packets: Vec<OwnedPacket>) -> Result<(), IngestError> {
+        for p in packets {
+            let units = self
+                .video
+                .push(p.sequence, p.timestamp, p.marker, &p.payload)?;
+            for unit in units {
+                self.access_unit(now_ms, unit)?;
+            }
         }
         Ok(())
     }
@@ -105,8 +117,11 @@ impl RtpIngest {
         self.remuxer.take_output()
     }
 
-    /// The stream ended: the last fragment goes out.
-    pub fn finish(&mut self) {
+    /// The stream ended at `now_ms`: what was held goes in, the last fragment goes out.
+    pub fn finish(&mut self, now_ms: u64) {
+        let held = self.video_order.flush();
+        // Whatever is wrong with the tail is dropped with it: the stream is over.
+        let _ = self.depacketize(now_ms, held);
         self.remuxer.finish();
     }
 
@@ -169,10 +184,12 @@ impl RtpClock {
     fn ms(&mut self, now_ms: u64, timestamp: u32) -> i64 {
         let (arrival, _) = *self.first.get_or_insert((now_ms, timestamp));
         let ticks = match self.last {
-            Some((raw, ticks)) => ticks + i64::from(timestamp.wrapping_sub(raw) as i32),
+            Some((raw, ticks)) => {
+                ticks.saturating_add(i64::from(timestamp.wrapping_sub(raw) as i32))
+            }
             None => 0,
         };
         self.last = Some((timestamp, ticks));
-        arrival as i64 + ticks * 1000 / self.rate
+        (arrival as i64).saturating_add(ticks.saturating_mul(1000) / self.rate)
     }
 }

@@ -7,7 +7,9 @@
 use std::collections::VecDeque;
 
 use crate::amf0::{self, object, string, Amf};
-use crate::chunk_stream::{write_message, ChunkReader, DEFAULT_CHUNK_SIZE};
+use crate::chunk_stream::{
+    write_message, ChunkReader, DEFAULT_CHUNK_SIZE, MAX_MESSAGE_BYTES, MAX_SETUP_MESSAGE_BYTES,
+};
 use crate::flv::MediaKind;
 use crate::handshake::Handshake;
 use crate::IngestError;
@@ -124,7 +126,7 @@ impl RtmpSession {
             app: app.to_owned(),
             handshake: Handshake::Start,
             input: Vec::new(),
-            reader: ChunkReader::new(),
+            reader: ChunkReader::new(MAX_SETUP_MESSAGE_BYTES),
             out_chunk_size: DEFAULT_CHUNK_SIZE,
             output: Vec::new(),
             events: VecDeque::new(),
@@ -174,6 +176,7 @@ impl RtmpSession {
             return;
         }
         self.publishing = Publishing::Live;
+        self.reader.set_max_message(MAX_MESSAGE_BYTES);
         // User control: Stream Begin.
         let mut begin = vec![0, 0];
         begin.extend_from_slice(&STREAM_ID.to_be_bytes());
@@ -248,6 +251,16 @@ impl RtmpSession {
                     kind,
                     timestamp,
                     payload,
+                });
+            }
+            COMMAND_AMF0 | COMMAND_AMF3 | DATA_AMF0 | DATA_AMF3
+                if payload.len() > MAX_SETUP_MESSAGE_BYTES =>
+            {
+                // Commands and metadata are small; a huge one would only cost memory to decode.
+                return Err(IngestError::TooLarge {
+                    what: "RTMP command",
+                    size: payload.len(),
+                    limit: MAX_SETUP_MESSAGE_BYTES,
                 });
             }
             COMMAND_AMF0 => self.command(&amf0::decode_all(&payload)?, stream_id)?,

@@ -100,3 +100,41 @@ fn ffprobe_decodes_every_frame_with_rising_timestamps() {
         );
     }
 }
+
+/// Video decode times are 64-bit: 13.3 hours into a stream they pass u32::MAX at 90 kHz,
+/// and a fragment after that must not repeat an earlier decode time.
+#[test]
+fn decode_times_keep_rising_past_thirteen_hours() {
+    let tags = FlvReader::new()
+        .push(&fixture())
+        .expect("the fixture is valid FLV");
+    let video: Vec<&Vec<u8>> = tags
+        .iter()
+        .filter(|(kind, ..)| *kind == ingest::MediaKind::Video)
+        .map(|(.., payload)| payload)
+        .collect();
+    let (config, keyframe) = (video[0], video[1]);
+    let mut remuxer = Remuxer::new();
+    remuxer.push(ingest::MediaKind::Video, 0, config).unwrap();
+    // Keyframes at 0, 13.3 h, 13.3 h + 1 s, 13.3 h + 2 s (in ms).
+    for at in [0, 48_000_000, 48_001_000, 48_002_000] {
+        remuxer
+            .push(ingest::MediaKind::Video, at, keyframe)
+            .unwrap();
+    }
+    let mp4 = remuxer.take_output();
+    let decode_times: Vec<u64> = mp4
+        .windows(4)
+        .enumerate()
+        .filter(|(_, w)| w == b"tfdt")
+        .map(|(at, _)| {
+            let field = &mp4[at + 8..at + 16]; // after the type, version and flags
+            u64::from_be_bytes(field.try_into().unwrap())
+        })
+        .collect();
+    assert_eq!(
+        decode_times,
+        [0, 48_000_000 * 90, 48_001_000 * 90],
+        "tfdt of each fragment, in 90 kHz units"
+    );
+}

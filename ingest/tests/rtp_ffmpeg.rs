@@ -118,7 +118,7 @@ fn h264_and_opus_over_rtp_remux_into_mp4_that_decodes() {
             mp4.extend(ingest.take_output());
         }
     }
-    ingest.finish();
+    ingest.finish(start.elapsed().as_millis() as u64);
     mp4.extend(ingest.take_output());
     assert!(ffmpeg.wait().unwrap().success());
     assert!(packets > 200, "{packets} packets");

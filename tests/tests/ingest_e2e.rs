@@ -122,6 +122,40 @@ fn wrong_keys_a_second_publisher_garbage_and_a_flood_are_refused_while_the_chann
     ));
     wait_for_channel(&addr, "news", Duration::from_secs(20));
     let (name, viewer) = watcher(&addr, "news", &dir, "viewer", 8, &[]);
+    // A client without a key that trickles a byte a second after its handshake: it must be
+    // closed 10 s after it connected, however it keeps the socket busy.
+    let mut trickler = handshake(&url);
+    let trickling = std::thread::spawn(move || {
+        let started = Instant::now();
+        let mut byte = [0u8; 1];
+        // Valid messages (acknowledgements), so only the deadline can end it.
+        let ack = [0x02, 0, 0, 0, 0, 0, 4, 3, 0, 0, 0, 0, 0, 0, 0, 1];
+        let mut next = ack.iter().cycle();
+        trickler
+            .set_read_timeout(Some(Duration::from_millis(900)))
+            .unwrap();
+        while started.elapsed() < Duration::from_secs(30) {
+            if trickler
+                .write_all(&[*next.next().expect("cycles")])
+                .is_err()
+            {
+                break;
+            }
+            match trickler.read(&mut byte) {
+                Ok(0) => break,
+                Err(e)
+                    if !matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    break
+                }
+                _ => {}
+            }
+        }
+        started.elapsed()
+    });
 
     // A wrong key, and the right key while the channel has its publisher: ffmpeg is told
     // at once and gives up.
@@ -166,6 +200,13 @@ fn wrong_keys_a_second_publisher_garbage_and_a_flood_are_refused_while_the_chann
         );
     }
     wait_for_log(&dir, "sending faster than 3000 kbit/s");
+
+    let trickled = trickling.join().unwrap();
+    assert!(
+        trickled < Duration::from_secs(15),
+        "a trickling client was kept {trickled:?}"
+    );
+    wait_for_log(&dir, "not publishing 10s after connecting");
 
     // Through all of it the channel kept playing.
     check_viewer_of(&dir, &name, viewer, 8);

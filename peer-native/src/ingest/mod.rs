@@ -90,13 +90,22 @@ pub async fn run(
         }
         None => None,
     };
-    // Tests and scripts read where we listen from the first lines.
-    println!("ingest listening on rtmp://{addr}/{APP}");
+    // Tests and scripts read where we listen from the first lines. Whoever reads them may
+    // stop reading (close the pipe): that must not stop the ingest.
+    let mut lines = vec![format!("ingest listening on rtmp://{addr}/{APP}")];
     if let Some(listener) = &whip_listener {
         if let Ok(addr) = listener.local_addr() {
-            println!("ingest WHIP on http://{addr}{}", whip::WHIP_PATH);
-            println!("ingest studio on http://{addr}/live");
+            lines.push(format!("ingest WHIP on http://{addr}{}", whip::WHIP_PATH));
+            lines.push(format!("ingest studio on http://{addr}/live"));
         }
+    }
+    {
+        use std::io::Write;
+        let mut stdout = std::io::stdout().lock();
+        for line in lines {
+            let _ = writeln!(stdout, "{line}");
+        }
+        let _ = stdout.flush();
     }
     let (stopping_tx, stopping) = watch::channel(false);
     let shared = Arc::new(Shared {

@@ -19,6 +19,8 @@ use super::{Live, Shared, APP};
 const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
 /// A live publisher silent this long is gone (an encoder sends many messages a second).
 const SILENCE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A reply the publisher does not take this long is a client that does not read.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a burst over the rate limit may last (keyframes are bursts).
 const BURST_SECS: f64 = 4.0;
 
@@ -47,15 +49,20 @@ async fn serve(
         Instant::now(),
     );
     let mut buf = vec![0u8; 64 * 1024];
+    // Until its publish is accepted, a connection has SETUP_TIMEOUT in all: trickling a
+    // byte now and then must not hold a connection slot for ever.
+    let setup_deadline = Instant::now() + SETUP_TIMEOUT;
     loop {
-        let wait = if live.is_some() {
-            SILENCE_TIMEOUT
+        let deadline = if live.is_some() {
+            Instant::now() + SILENCE_TIMEOUT
         } else {
-            SETUP_TIMEOUT
+            setup_deadline
         };
-        let n = match tokio::time::timeout(wait, socket.read(&mut buf)).await {
-            Err(_) if live.is_some() => return Err(format!("sent nothing for {wait:?}")),
-            Err(_) => return Err(format!("not publishing {wait:?} after connecting")),
+        let n = match tokio::time::timeout_at(deadline, socket.read(&mut buf)).await {
+            Err(_) if live.is_some() => {
+                return Err(format!("sent nothing for {SILENCE_TIMEOUT:?}"))
+            }
+            Err(_) => return Err(format!("not publishing {SETUP_TIMEOUT:?} after connecting")),
             Ok(Err(e)) => return Err(format!("read failed: {e}")),
             Ok(Ok(0)) => break,
             Ok(Ok(n)) => n,
@@ -75,8 +82,9 @@ async fn serve(
             match event {
                 SessionEvent::Publish(key) => match shared.go_live(&key) {
                     Ok(started) => {
-                        session.accept_publish();
+                        // Accepted only once its broadcaster runs.
                         let started = started?;
+                        session.accept_publish();
                         tracing::info!(%peer, channel = %started.channel, "publisher live");
                         live = Some((started, Remuxer::new()));
                     }
@@ -100,7 +108,7 @@ async fn serve(
                 SessionEvent::Unpublished => {
                     if let Some((live, remuxer)) = live.take() {
                         let channel = finish(live, remuxer).await?;
-                        let _ = socket.write_all(&session.take_output()).await;
+                        let _ = write(socket, &session.take_output()).await;
                         return Ok(Some(channel));
                     }
                 }
@@ -108,10 +116,7 @@ async fn serve(
         }
         let reply = session.take_output();
         if !reply.is_empty() {
-            socket
-                .write_all(&reply)
-                .await
-                .map_err(|e| format!("write failed: {e}"))?;
+            write(socket, &reply).await?;
         }
         match refused {
             Some(PublishRefusal::WrongKey) => return Err("refused: wrong stream key".into()),
@@ -125,6 +130,16 @@ async fn serve(
     match live {
         Some((live, remuxer)) => Ok(Some(finish(live, remuxer).await?)),
         None => Ok(None),
+    }
+}
+
+/// Writes a reply; a client that does not read it within WRITE_TIMEOUT is dropped (it
+/// would otherwise hold its task and its slot for ever).
+async fn write(socket: &mut TcpStream, bytes: &[u8]) -> Result<(), String> {
+    match tokio::time::timeout(WRITE_TIMEOUT, socket.write_all(bytes)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(format!("write failed: {e}")),
+        Err(_) => Err(format!("did not read our replies for {WRITE_TIMEOUT:?}")),
     }
 }
 

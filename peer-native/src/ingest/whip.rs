@@ -266,6 +266,7 @@ impl PeerConnectionEventHandler for Handler {
 
 /// Answers `offer` and starts the session's task; returns its id and the answer.
 async fn answer(whip: &Arc<Whip>, live: Live, offer: String) -> Result<(String, String), String> {
+    let audio = sends_opus(&offer);
     let mut media = MediaEngine::default();
     let codec =
         |mime: &str, clock_rate, channels, fmtp: &str, payload_type| RTCRtpCodecParameters {
@@ -352,7 +353,7 @@ async fn answer(whip: &Arc<Whip>, live: Live, offer: String) -> Result<(String, 
     let session_id = id.clone();
     tokio::spawn(async move {
         let channel = live.channel.clone();
-        let outcome = session(live, events, stop, whip.shared.stopping.clone()).await;
+        let outcome = session(live, audio, events, stop, whip.shared.stopping.clone()).await;
         let _ = pc.close().await;
         whip.sessions
             .lock()
@@ -366,6 +367,19 @@ async fn answer(whip: &Arc<Whip>, live: Live, offer: String) -> Result<(String, 
     Ok((id, answer))
 }
 
+/// Whether an SDP offer sends Opus audio: an `m=audio` section, not disabled (port 0),
+/// not `recvonly` or `inactive`, with an Opus payload.
+fn sends_opus(sdp: &str) -> bool {
+    sdp.split("\nm=").skip(1).any(|section| {
+        let section = section.to_ascii_lowercase();
+        section.starts_with("audio ")
+            && !section.starts_with("audio 0 ")
+            && !section.contains("a=recvonly")
+            && !section.contains("a=inactive")
+            && section.contains("opus/48000")
+    })
+}
+
 /// A packet from one of the session's tracks.
 struct Received {
     video: bool,
@@ -375,18 +389,20 @@ struct Received {
 /// Runs one WHIP session until the publisher stops; returns why it ended.
 async fn session(
     mut live: Live,
+    audio: bool,
     mut events: mpsc::UnboundedReceiver<WhipEvent>,
     stop: Arc<Notify>,
     mut stopping: tokio::sync::watch::Receiver<bool>,
 ) -> Result<&'static str, String> {
     let started = Instant::now();
-    let mut ingest = RtpIngest::new(Some(2));
+    // Without audio in the offer there must be no audio track: MSE buffers only where every
+    // track has media, so an empty one would stop playback.
+    let mut ingest = RtpIngest::new(audio.then_some(2));
     let (packets_tx, mut packets) = mpsc::channel::<Received>(1024);
     let mut video: Option<(Arc<dyn TrackRemote>, u32)> = None;
     let mut last_packet = Instant::now();
     let mut tick = tokio::time::interval(TICK);
     let why = loop {
-        let now_ms = started.elapsed().as_millis() as u64;
         tokio::select! {
             event = events.recv() => match event {
                 Some(WhipEvent::Track(track)) => {
@@ -414,6 +430,8 @@ async fn session(
                     marker: packet.header.marker,
                     payload: &packet.payload,
                 };
+                // The arrival time anchors each track's clock: taken now, not before the wait.
+                let now_ms = started.elapsed().as_millis() as u64;
                 let result = if is_video { ingest.handle_video(now_ms, rtp) } else { ingest.handle_audio(now_ms, rtp) };
                 result.map_err(|e| e.to_string())?;
                 live.send_mp4(ingest.take_output()).await?;
@@ -439,7 +457,7 @@ async fn session(
             }
         }
     };
-    ingest.finish();
+    ingest.finish(started.elapsed().as_millis() as u64);
     live.send_mp4(ingest.take_output()).await?;
     Ok(why)
 }
@@ -455,5 +473,34 @@ async fn read_track(track: Arc<dyn TrackRemote>, video: bool, packets: mpsc::Sen
         if sent.is_err() {
             return; // the session ended
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sends_opus;
+
+    const VIDEO: &str =
+        "m=video 9 UDP/TLS/RTP/SAVPF 102\r\na=sendonly\r\na=rtpmap:102 H264/90000\r\n";
+
+    #[test]
+    fn an_offer_sends_opus_only_with_a_live_audio_section() {
+        let head = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\n";
+        let audio =
+            "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=sendonly\r\na=rtpmap:111 opus/48000/2\r\n";
+        assert!(sends_opus(&format!("{head}{audio}{VIDEO}")));
+        assert!(!sends_opus(&format!("{head}{VIDEO}")), "video only");
+        assert!(!sends_opus(&format!(
+            "{head}{}{VIDEO}",
+            audio.replace("sendonly", "inactive")
+        )));
+        assert!(!sends_opus(&format!(
+            "{head}{}{VIDEO}",
+            audio.replace("m=audio 9", "m=audio 0")
+        )));
+        assert!(!sends_opus(&format!(
+            "{head}{}{VIDEO}",
+            audio.replace("opus/48000/2", "PCMU/8000")
+        )));
     }
 }

@@ -39,7 +39,7 @@ fuzz_target!(|data: &[u8]| {
             panic!("the remuxer wrote what the cutter refuses: {e}");
         }
     }
-    ingest.finish();
+    ingest.finish(now);
     if let Err(e) = cutter.push(&ingest.take_output()) {
         panic!("the remuxer's last fragment is refused by the cutter: {e}");
     }
