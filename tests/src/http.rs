@@ -32,6 +32,17 @@ pub fn get(addr: &str, path: &str, headers: &[(&str, &str)]) -> Response {
 
 /// One request; panics when the server cannot be reached or answers garbage.
 pub fn request(addr: &str, method: &str, path: &str, headers: &[(&str, &str)]) -> Response {
+    request_with_body(addr, method, path, headers, &[])
+}
+
+/// One request with a body (sent with its `Content-Length`).
+pub fn request_with_body(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Response {
     let mut stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
@@ -40,9 +51,12 @@ pub fn request(addr: &str, method: &str, path: &str, headers: &[(&str, &str)]) -
     for (name, value) in headers {
         head.push_str(&format!("{name}: {value}\r\n"));
     }
+    if !body.is_empty() {
+        head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
     head.push_str("\r\n");
     stream
-        .write_all(head.as_bytes())
+        .write_all(&[head.as_bytes(), body].concat())
         .expect("the request is sent");
     let mut raw = Vec::new();
     stream

@@ -134,27 +134,22 @@ fn source_priority(program: impl AsRef<std::ffi::OsStr>) -> Command {
     command
 }
 
-pub fn broadcaster_with(
-    addr: &str,
-    channel: &str,
-    record_dir: &std::path::Path,
-    log: &std::path::Path,
-    options: BroadcastOptions,
-) -> (Guard, Guard) {
+/// ffmpeg encoding its live test source (a moving 426×240 pattern at 30 fps with a clock,
+/// and a tone) as H.264 with a keyframe a second, for `seconds` (forever: `None`); the
+/// caller adds the rate, the audio codec and the output.
+fn test_source(seconds: Option<u32>) -> Command {
     let mut ffmpeg = source_priority("ffmpeg");
+    ffmpeg.args(["-loglevel", "error", "-re", "-f", "lavfi", "-i"]);
     ffmpeg.args([
-        "-loglevel",
-        "error",
-        "-re",
-        "-f",
-        "lavfi",
-        "-i",
         "testsrc2=size=426x240:rate=30",
         "-f",
         "lavfi",
         "-i",
         "sine=frequency=440",
     ]);
+    if let Some(seconds) = seconds {
+        ffmpeg.args(["-t", &seconds.to_string()]);
+    }
     ffmpeg.args([
         "-c:v",
         "libx264",
@@ -165,6 +160,17 @@ pub fn broadcaster_with(
         "-g",
         "30",
     ]);
+    ffmpeg
+}
+
+pub fn broadcaster_with(
+    addr: &str,
+    channel: &str,
+    record_dir: &std::path::Path,
+    log: &std::path::Path,
+    options: BroadcastOptions,
+) -> (Guard, Guard) {
+    let mut ffmpeg = test_source(None);
     if let Some(kbps) = options.video_kbps {
         let rate = format!("{kbps}k");
         ffmpeg.args(["-b:v", &rate, "-maxrate", &rate, "-bufsize", &rate]);
@@ -448,29 +454,7 @@ fn ingest_printing(
 /// second, as OBS is told to, and AAC) over RTMP to `url` for `seconds` (forever: `None`),
 /// its errors into `log`.
 pub fn rtmp_publisher(url: &str, seconds: Option<u32>, log: &std::path::Path) -> Child {
-    let mut ffmpeg = source_priority("ffmpeg");
-    ffmpeg.args(["-loglevel", "error", "-re", "-f", "lavfi", "-i"]);
-    ffmpeg.args([
-        "testsrc2=size=426x240:rate=30",
-        "-f",
-        "lavfi",
-        "-i",
-        "sine=frequency=440",
-    ]);
-    if let Some(seconds) = seconds {
-        ffmpeg.args(["-t", &seconds.to_string()]);
-    }
-    ffmpeg
-        .args([
-            "-c:v",
-            "libx264",
-            "-preset",
-            "veryfast",
-            "-tune",
-            "zerolatency",
-            "-g",
-            "30",
-        ])
+    test_source(seconds)
         .args(["-c:a", "aac", "-b:a", "64k", "-f", "flv", url])
         .stdin(Stdio::null())
         .stdout(Stdio::null())

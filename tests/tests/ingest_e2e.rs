@@ -422,8 +422,9 @@ return { time: v.currentTime, frames: q.totalVideoFrames, audio_bytes: v.webkitA
 "#;
 
 /// Chromium with a fake camera and microphone goes live from the ingest's studio page over
-/// WHIP; a second Chromium watches the channel with picture and sound; Stop ends it for the
-/// viewer. Before that, WHIP without the right key is refused with 401.
+/// WHIP; a second publisher is refused (409); a second Chromium watches the channel with
+/// picture and sound; Stop ends it for the viewer. Before that, WHIP without the right key
+/// is refused with 401.
 #[test]
 fn a_browser_goes_live_from_the_studio_page_and_another_watches_with_sound() {
     if !netns::enter("a_browser_goes_live_from_the_studio_page_and_another_watches_with_sound") {
@@ -522,6 +523,26 @@ async fn studio_to_viewer(
             return Err(format!("the studio did not go live: {studio} {health}"));
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // While the studio is live, a second publisher with the right key is refused.
+    let offer = "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 102\r\na=rtpmap:102 H264/90000\r\n";
+    let bearer = format!("Bearer {STREAM_KEY}");
+    let second = tests::http::request_with_body(
+        whip,
+        "POST",
+        "/whip",
+        &[
+            ("Content-Type", "application/sdp"),
+            ("Authorization", &bearer),
+        ],
+        offer.as_bytes(),
+    );
+    if second.status != 409 {
+        return Err(format!(
+            "a second WHIP publisher got {}: {}",
+            second.status,
+            second.text()
+        ));
     }
     viewer
         .goto(&format!("http://{addr}/watch/studio"))

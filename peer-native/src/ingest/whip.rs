@@ -75,23 +75,21 @@ struct Whip {
 }
 
 async fn studio_page() -> Response {
-    (
-        [
-            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
-            (header::CACHE_CONTROL, "no-cache"),
-        ],
-        STUDIO_HTML,
-    )
-        .into_response()
+    studio_file("text/html; charset=utf-8", STUDIO_HTML)
 }
 
 async fn studio_script() -> Response {
+    studio_file("text/javascript; charset=utf-8", STUDIO_JS)
+}
+
+/// A file of the studio, compiled in; not cached, so an upgraded ingest serves its own.
+fn studio_file(content_type: &'static str, body: &'static str) -> Response {
     (
         [
-            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CONTENT_TYPE, content_type),
             (header::CACHE_CONTROL, "no-cache"),
         ],
-        STUDIO_JS,
+        body,
     )
         .into_response()
 }
