@@ -81,6 +81,12 @@ impl Frame {
         out
     }
 
+    /// The message's type byte (its first), for counting messages by kind; `None` for an
+    /// empty frame.
+    pub fn tag(&self) -> Option<u8> {
+        self.head.first().copied()
+    }
+
     /// Whether this frame is a piece: drivers send pieces on a link's pieces channel
     /// ([`PIECES_CHANNEL`], unordered) when it has one, everything else on the ordered
     /// [`CONTROL_CHANNEL`].

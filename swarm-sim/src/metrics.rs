@@ -243,6 +243,8 @@ pub struct Report {
     /// Polluters and flooders that joined (not in `viewers_joined`).
     pub hostile_joined: u64,
     pub events: u64,
+    /// Events by kind (messages by type), to see where the simulator's time goes.
+    pub events_by_kind: std::collections::BTreeMap<&'static str, u64>,
     pub sim_wall_ms: u64,
     #[serde(skip)]
     pub timeline: Vec<TimelinePoint>,

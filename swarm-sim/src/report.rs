@@ -63,6 +63,7 @@ pub fn summarise(config: &SimConfig, mut m: Metrics, events: u64, sim_wall_ms: u
         pulls_moved: m.pulls_moved,
         hostile_joined: m.hostile_joined,
         events,
+        events_by_kind: Default::default(),
         sim_wall_ms,
         timeline,
     }

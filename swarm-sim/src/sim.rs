@@ -74,6 +74,8 @@ pub struct Sim {
     pub(crate) next_seq: u64,
     pub(crate) metrics: Metrics,
     pub(crate) events_run: u64,
+    /// Events run, by kind (messages by their type): where the simulator's time goes.
+    pub(crate) events_by_kind: std::collections::BTreeMap<&'static str, u64>,
     pub(crate) server: Server,
     /// Offers waiting for their answer: the description's token → offerer and RTT.
     pub(crate) offers: BTreeMap<u64, (usize, LinkId, u64)>,
@@ -103,6 +105,7 @@ impl Sim {
             next_seq: 0,
             metrics: Metrics::new(chunk_us, end),
             events_run: 0,
+            events_by_kind: Default::default(),
             server,
             offers: BTreeMap::new(),
             next_token: 0,
@@ -152,13 +155,17 @@ impl Sim {
             }
             self.now = at;
             self.events_run += 1;
+            *self.events_by_kind.entry(event_kind(&event)).or_default() += 1;
             self.handle(event);
         }
         let sim_wall_ms = started.elapsed().as_millis() as u64;
         for index in 0..self.nodes.len() {
             self.retire(index, self.end);
         }
-        crate::report::summarise(&self.config, self.metrics, self.events_run, sim_wall_ms)
+        let mut report =
+            crate::report::summarise(&self.config, self.metrics, self.events_run, sim_wall_ms);
+        report.events_by_kind = self.events_by_kind;
+        report
     }
 
     pub(crate) fn handle(&mut self, event: Event) {
@@ -223,6 +230,36 @@ impl Sim {
         self.input(SOURCE, NodeInput::ChunkProduced(chunk));
         let next = (self.next_seq + 1) * self.config.chunk_ms * 1000;
         self.schedule(next, Event::Produce);
+    }
+}
+
+/// What an event is, for the count by kind in the report.
+fn event_kind(event: &Event) -> &'static str {
+    match event {
+        Event::Produce => "produce",
+        Event::Join => "join",
+        Event::Churn => "churn",
+        Event::Timer { .. } => "timer",
+        Event::Input {
+            input: NodeInput::LinkData(_, frame),
+            ..
+        } => match frame.tag() {
+            Some(0x01) => "message buffer_map",
+            Some(0x02) => "message have",
+            Some(0x03) => "message request",
+            Some(0x04) => "message piece",
+            Some(0x05) => "message absent",
+            Some(0x06) => "message cancel",
+            Some(0x07) => "message init",
+            Some(0x08) => "message manifest",
+            Some(0x09) => "message hello",
+            Some(0x0a | 0x0b) => "message subscribe",
+            _ => "message other",
+        },
+        Event::Input { .. } => "signalling or link event",
+        Event::ToServer { .. } => "to server",
+        Event::Drained { .. } => "drained",
+        Event::ServerLeave { .. } => "server leave",
     }
 }
 

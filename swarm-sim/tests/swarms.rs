@@ -51,6 +51,16 @@ fn a_generous_lossless_network_plays_every_chunk_on_time() {
         report.peers_banned == 0,
         "no honest viewer taken for hostile"
     );
+    // Every event is counted under one kind; pieces and the announcements of them are
+    // among them (the counts show where the simulator's time goes).
+    let counted: u64 = report.events_by_kind.values().sum();
+    check!(report, counted == report.events, "events by kind add up");
+    let kind = |k: &str| report.events_by_kind.get(k).copied().unwrap_or(0);
+    check!(
+        report,
+        kind("message piece") > 0 && kind("message have") > 0,
+        "messages counted by type"
+    );
 }
 
 #[test]
