@@ -166,11 +166,6 @@ impl RtmpSession {
         std::mem::take(&mut self.output)
     }
 
-    /// Whether the publisher's stream is accepted and not over.
-    pub fn is_live(&self) -> bool {
-        self.publishing == Publishing::Live
-    }
-
     pub fn accept_publish(&mut self) {
         if self.publishing != Publishing::Asked {
             return;

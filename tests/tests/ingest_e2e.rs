@@ -15,7 +15,7 @@ use tests::browser::Chromedriver;
 use tests::netns;
 use tests::process::{
     channel_key, http_get, ingest, rtmp_publisher, scratch, signal_server, wait_for_channel,
-    watcher, web_dist,
+    watcher, web_dist, Guard,
 };
 
 const STREAM_KEY: &str = "obs-stream-key-1";
@@ -50,7 +50,7 @@ fn an_rtmp_publisher_plays_in_a_native_viewer_and_chromium_until_it_stops() {
     wait_for_channel(&addr, "live", Duration::from_secs(20));
 
     let (name, viewer) = watcher(&addr, "live", &dir, "viewer", CHUNKS, &[]);
-    check_viewer(&dir, &name, viewer);
+    check_viewer(&dir, &name, viewer, CHUNKS, &record.join("live"));
     let frames = decoded_frames(&dir.join("viewer.mp4"));
     assert!(
         frames.0 >= 100,
@@ -107,15 +107,18 @@ fn wrong_keys_a_second_publisher_garbage_and_a_flood_are_refused_while_the_chann
     )
     .unwrap();
     // 3 Mbit/s: the test source sends well under 1, a flood far more.
+    let record = dir.join("ingest");
     let args: Vec<&OsStr> = [
         OsStr::new("--config"),
         config.as_os_str(),
         OsStr::new("--max-publish-kbps"),
         OsStr::new("3000"),
+        OsStr::new("--record-dir"),
+        record.as_os_str(),
     ]
     .to_vec();
     let (_ingest, url) = ingest(&addr, &args, &dir.join("ingest.log"));
-    let _news = Killed(rtmp_publisher(
+    let _news = Guard(rtmp_publisher(
         &format!("{url}/{STREAM_KEY}"),
         None,
         &dir.join("news.log"),
@@ -209,22 +212,13 @@ fn wrong_keys_a_second_publisher_garbage_and_a_flood_are_refused_while_the_chann
     wait_for_log(&dir, "not publishing 10s after connecting");
 
     // Through all of it the channel kept playing.
-    check_viewer_of(&dir, &name, viewer, 8);
+    check_viewer(&dir, &name, viewer, 8, &record.join("news"));
     let log = std::fs::read_to_string(dir.join("ingest.log")).unwrap();
     assert_eq!(
         log.matches("publisher live").count(),
         1,
         "ingest log:\n{log}"
     );
-}
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// A raw connection to the ingest's RTMP port that did the handshake (C0+C1, read S0-S2, C2).
@@ -281,13 +275,9 @@ fn wait_for_log(dir: &Path, text: &str) {
     }
 }
 
-fn check_viewer(dir: &Path, name: &str, child: Child) {
-    check_viewer_of(dir, name, child, CHUNKS);
-}
-
 /// The viewer played `chunks` chunks in a row, each byte-identical to what the ingest cut
-/// (its record of channel `news` or `live`), and wrote exactly init + those chunks.
-fn check_viewer_of(dir: &Path, name: &str, child: Child, chunks: u64) {
+/// (its record of the channel, `source`), and wrote exactly init + those chunks.
+fn check_viewer(dir: &Path, name: &str, child: Child, chunks: u64, source: &Path) {
     let output = child
         .wait_with_output()
         .expect("the viewer runs to completion");
@@ -302,28 +292,15 @@ fn check_viewer_of(dir: &Path, name: &str, child: Child, chunks: u64) {
     assert_eq!(summary["chunks_played"], chunks, "{summary}");
     assert_eq!(summary["skipped"], serde_json::json!([]), "{summary}");
     let first = summary["first_seq"].as_u64().expect("a first chunk");
-    let source = ["live", "news"]
-        .iter()
-        .map(|c| dir.join("ingest").join(c))
-        .find(|d| d.exists());
     let record = dir.join(name);
-    let mut stream = std::fs::read(record.join("init.mp4")).unwrap();
-    if let Some(source) = &source {
-        assert_eq!(
-            stream,
-            std::fs::read(source.join("init.mp4")).unwrap(),
-            "init segment"
-        );
-    }
+    let read =
+        |path: &Path| std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut stream = read(&record.join("init.mp4"));
+    assert_eq!(stream, read(&source.join("init.mp4")), "init segment");
     for seq in first..first + chunks {
         let chunk = format!("chunk-{seq:08}.m4s");
-        let got = std::fs::read(record.join(&chunk)).unwrap();
-        if let Some(source) = &source {
-            assert!(
-                got == std::fs::read(source.join(&chunk)).unwrap(),
-                "{chunk} differs"
-            );
-        }
+        let got = read(&record.join(&chunk));
+        assert!(got == read(&source.join(&chunk)), "{chunk} differs");
         stream.extend(got);
     }
     assert!(

@@ -34,6 +34,9 @@ mod whip;
 
 /// The RTMP application publishers use: `rtmp://HOST:PORT/live/KEY`.
 pub const APP: &str = "live";
+/// A live publisher silent this long is gone (an encoder sends many messages a second;
+/// WebRTC many packets).
+const SILENCE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Publishers connected at once, live or not: a bound on what a crowd of sockets costs.
 const MAX_CONNECTIONS: usize = 64;
 

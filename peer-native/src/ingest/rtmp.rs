@@ -13,12 +13,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use super::{Live, Shared, APP};
+use super::{Live, Shared, APP, SILENCE_TIMEOUT};
 
 /// A connection must be publishing this soon after it opens.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
-/// A live publisher silent this long is gone (an encoder sends many messages a second).
-const SILENCE_TIMEOUT: Duration = Duration::from_secs(10);
 /// A reply the publisher does not take this long is a client that does not read.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a burst over the rate limit may last (keyframes are bursts).

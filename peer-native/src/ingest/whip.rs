@@ -32,14 +32,12 @@ use webrtc::peer_connection::{
     RTCIceGatheringState, RTCPeerConnectionState, RTCSessionDescription, SettingEngineBuilder,
 };
 
-use super::{Live, Shared};
+use super::{Live, Shared, SILENCE_TIMEOUT};
 
 /// Where publishers POST their offers.
 pub const WHIP_PATH: &str = "/whip";
 /// Largest SDP offer accepted (a browser's is 4-8 KB).
 const MAX_OFFER_BYTES: usize = 64 * 1024;
-/// A session whose media stops this long is over (a publisher that vanished).
-const SILENCE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long ICE gathering may take before we answer with what we have.
 const GATHER_TIMEOUT: Duration = Duration::from_secs(5);
 /// Media must start flowing this soon after the answer.
@@ -97,22 +95,20 @@ fn studio_file(content_type: &'static str, body: &'static str) -> Response {
 /// CORS, so WHIP clients on other origins (a site's own studio page) can publish.
 fn cors(mut response: Response) -> Response {
     let headers = response.headers_mut();
-    headers.insert(
-        header::ACCESS_CONTROL_ALLOW_ORIGIN,
-        HeaderValue::from_static("*"),
-    );
-    headers.insert(
-        header::ACCESS_CONTROL_ALLOW_METHODS,
-        HeaderValue::from_static("POST, DELETE, OPTIONS"),
-    );
-    headers.insert(
-        header::ACCESS_CONTROL_ALLOW_HEADERS,
-        HeaderValue::from_static("Authorization, Content-Type"),
-    );
-    headers.insert(
-        header::ACCESS_CONTROL_EXPOSE_HEADERS,
-        HeaderValue::from_static("Location"),
-    );
+    for (name, value) in [
+        (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
+        (
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            "POST, DELETE, OPTIONS",
+        ),
+        (
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            "Authorization, Content-Type",
+        ),
+        (header::ACCESS_CONTROL_EXPOSE_HEADERS, "Location"),
+    ] {
+        headers.insert(name, HeaderValue::from_static(value));
+    }
     response
 }
 
@@ -262,9 +258,11 @@ impl PeerConnectionEventHandler for Handler {
     }
 }
 
-/// Answers `offer` and starts the session's task; returns its id and the answer.
-async fn answer(whip: &Arc<Whip>, live: Live, offer: String) -> Result<(String, String), String> {
-    let audio = sends_opus(&offer);
+/// A peer connection that receives H.264 and Opus (nothing else is offered back), its
+/// events sent to `handler`.
+async fn receiving_peer_connection(
+    handler: Arc<Handler>,
+) -> Result<impl PeerConnection + 'static, String> {
     let mut media = MediaEngine::default();
     let codec =
         |mime: &str, clock_rate, channels, fmtp: &str, payload_type| RTCRtpCodecParameters {
@@ -298,16 +296,10 @@ async fn answer(whip: &Arc<Whip>, live: Live, offer: String) -> Result<(String, 
     // After the codecs, so that NACK and PLI feedback is offered for them.
     let registry =
         register_default_interceptors(Registry::new(), &mut media).map_err(|e| e.to_string())?;
-    let gathered = Arc::new(Notify::new());
-    let (events_tx, events) = mpsc::unbounded_channel();
-    let handler = Arc::new(Handler {
-        gathered: gathered.clone(),
-        events: events_tx,
-    });
     let settings = SettingEngineBuilder::new()
         .with_multicast_dns_mode(MulticastDnsMode::Disabled)
         .build();
-    let pc = PeerConnectionBuilder::new()
+    PeerConnectionBuilder::new()
         .with_configuration(RTCConfigurationBuilder::new().build())
         .with_setting_engine(settings)
         .with_media_engine(media)
@@ -316,7 +308,19 @@ async fn answer(whip: &Arc<Whip>, live: Live, offer: String) -> Result<(String, 
         .with_udp_addrs(vec!["0.0.0.0:0".to_owned()])
         .build()
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| e.to_string())
+}
+
+/// Answers `offer` and starts the session's task; returns its id and the answer.
+async fn answer(whip: &Arc<Whip>, live: Live, offer: String) -> Result<(String, String), String> {
+    let audio = sends_opus(&offer);
+    let gathered = Arc::new(Notify::new());
+    let (events_tx, events) = mpsc::unbounded_channel();
+    let handler = Arc::new(Handler {
+        gathered: gathered.clone(),
+        events: events_tx,
+    });
+    let pc = receiving_peer_connection(handler).await?;
     let answered = async {
         let offer = RTCSessionDescription::offer(offer).map_err(|e| e.to_string())?;
         pc.set_remote_description(offer)
