@@ -26,8 +26,9 @@ pub enum LinkEvent {
     /// The data channel opened; send bytes to the peer through the outbox.
     Open(LinkId, Outbox),
     Message(LinkId, Bytes),
-    /// The data channel took what was queued down to `swarm::LINK_DRAINED_BELOW` bytes
-    /// or fewer: the driver reports the queue to the node, which may send more.
+    /// What the link holds fell to `swarm::LINK_DRAINED_BELOW` bytes or fewer (SCTP's
+    /// `bufferedamountlow`, or our queue emptying): the driver reports the queue to the
+    /// node, which may send more.
     Drained(LinkId),
     /// Our description with the candidates gathered, for the peer.
     LocalDescription(LinkId, String),
@@ -36,21 +37,45 @@ pub enum LinkEvent {
     Closed(LinkId),
 }
 
-/// Sends to one peer. Counts the bytes handed over and not yet taken by the data
-/// channels, so the swarm gets back-pressure (as a browser's `bufferedAmount`).
+/// Sends to one peer. Counts the bytes handed over and not yet released by SCTP (queued
+/// here, waiting in the association, or sent and not yet acknowledged), so the swarm gets
+/// back-pressure from the link itself, as a browser's `bufferedAmount` gives it. The
+/// `webrtc` crate's `send` never blocks: counting only our own queue, a link whose
+/// congestion window collapsed after a loss looked empty, and the swarm kept filling it.
 #[derive(Debug, Clone)]
 pub struct Outbox {
     control: mpsc::UnboundedSender<Vec<u8>>,
     lanes: Arc<Lanes>,
 }
 
-/// What a link's two channels share: the bytes queued on both, and the pieces channel's
-/// writer once it opened.
+/// What a link's two channels share: the bytes queued on both, each channel's bytes in
+/// SCTP as last read, and the pieces channel's writer once it opened.
 #[derive(Debug, Default)]
 struct Lanes {
     queued: AtomicU64,
+    /// Outstanding bytes in SCTP: the control channel's, then the pieces channel's.
+    in_sctp: [AtomicU64; 2],
     pieces: OnceLock<mpsc::UnboundedSender<Vec<u8>>>,
 }
+
+impl Lanes {
+    fn total(&self) -> u64 {
+        self.queued.load(Ordering::Relaxed)
+            + self.in_sctp[0].load(Ordering::Relaxed)
+            + self.in_sctp[1].load(Ordering::Relaxed)
+    }
+
+    /// Reads what SCTP still holds of `channel`'s bytes (0 once the channel is gone).
+    async fn refresh(&self, lane: usize, channel: &dyn DataChannel) {
+        let bytes = channel.outstanding_bytes().await.unwrap_or(0) as u64;
+        self.in_sctp[lane].store(bytes, Ordering::Relaxed);
+    }
+}
+
+/// How often a writer re-reads its channel's outstanding bytes while some are left, so
+/// the swarm sees a link empty out between `bufferedamountlow` events (a browser's
+/// `bufferedAmount` is always current).
+const REFRESH_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
 
 impl Outbox {
     /// Sends one message: a piece on the pieces channel if the link has one open, all
@@ -68,9 +93,9 @@ impl Outbox {
         }
     }
 
-    /// Bytes handed over and not yet written to a data channel.
+    /// Bytes handed over and not yet released by SCTP.
     pub fn queued(&self) -> u64 {
-        self.lanes.queued.load(Ordering::Relaxed)
+        self.lanes.total()
     }
 }
 
@@ -287,10 +312,17 @@ async fn run_channel(
         .label()
         .await
         .is_ok_and(|l| l == protocol::PIECES_CHANNEL);
+    let lane = usize::from(is_pieces);
     while let Some(event) = channel.poll().await {
         match event {
             DataChannelEvent::OnOpen => {
-                let writer = write_channel(peer, channel.clone(), lanes.clone(), events.clone());
+                let low = u32::try_from(swarm::LINK_DRAINED_BELOW)
+                    .expect("the drain mark is a few KiB, well within u32");
+                if let Err(e) = channel.set_buffered_amount_low_threshold(low).await {
+                    tracing::debug!(%peer, error = %e, "no drain events from a channel");
+                }
+                let writer =
+                    write_channel(peer, lane, channel.clone(), lanes.clone(), events.clone());
                 if is_pieces {
                     let _ = lanes.pieces.set(writer);
                 } else {
@@ -304,6 +336,10 @@ async fn run_channel(
             DataChannelEvent::OnMessage(message) => {
                 let _ = events.send(LinkEvent::Message(peer, message.data.freeze()));
             }
+            DataChannelEvent::OnBufferedAmountLow => {
+                lanes.refresh(lane, channel.as_ref()).await;
+                let _ = events.send(LinkEvent::Drained(peer));
+            }
             DataChannelEvent::OnClose => break,
             _ => {}
         }
@@ -311,30 +347,50 @@ async fn run_channel(
     let _ = events.send(LinkEvent::Closed(peer));
 }
 
-/// A queue into `channel`, written by a task of its own.
+/// A queue into `channel`, written by a task of its own, which also keeps the lane's
+/// count of bytes in SCTP current.
 fn write_channel(
     peer: LinkId,
+    lane: usize,
     channel: Arc<dyn DataChannel>,
     lanes: Arc<Lanes>,
     events: mpsc::UnboundedSender<LinkEvent>,
 ) -> mpsc::UnboundedSender<Vec<u8>> {
     let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
     tokio::spawn(async move {
-        while let Some(bytes) = rx.recv().await {
+        let low = swarm::LINK_DRAINED_BELOW;
+        loop {
+            let before = lanes.total();
+            let next = if lanes.in_sctp[lane].load(Ordering::Relaxed) > 0 {
+                match tokio::time::timeout(REFRESH_EVERY, rx.recv()).await {
+                    Ok(next) => next,
+                    Err(_) => {
+                        lanes.refresh(lane, channel.as_ref()).await;
+                        if before > low && lanes.total() <= low {
+                            let _ = events.send(LinkEvent::Drained(peer));
+                        }
+                        continue;
+                    }
+                }
+            } else {
+                rx.recv().await
+            };
+            let Some(bytes) = next else { break };
             let len = bytes.len() as u64;
             let sent = channel.send(BytesMut::from(&bytes[..])).await;
-            let before = lanes.queued.fetch_sub(len, Ordering::Relaxed);
+            lanes.queued.fetch_sub(len, Ordering::Relaxed);
             if sent.is_err() {
                 // Nothing queued behind it will be written either.
                 rx.close();
                 while let Some(rest) = rx.recv().await {
                     lanes.queued.fetch_sub(rest.len() as u64, Ordering::Relaxed);
                 }
+                lanes.in_sctp[lane].store(0, Ordering::Relaxed);
                 break;
             }
+            lanes.refresh(lane, channel.as_ref()).await;
             // As a browser's `bufferedamountlow`: once per fall to the mark.
-            let low = swarm::LINK_DRAINED_BELOW;
-            if before > low && before - len <= low {
+            if before > low && lanes.total() <= low {
                 let _ = events.send(LinkEvent::Drained(peer));
             }
         }

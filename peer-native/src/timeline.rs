@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use protocol::ChunkSeq;
 use serde_json::{json, Value};
-use swarm::Stats;
+use swarm::{MsHistogram, Stats};
 
 use crate::NativeError;
 
@@ -61,6 +61,9 @@ impl Timeline {
             "bytes_duplicate": stats.bytes_duplicate,
             "stalls": stats.stalls,
             "chunks_missed": stats.chunks_missed,
+            "pull_first_piece_ms": histogram(&stats.pull_first_piece_ms),
+            "pull_complete_ms": histogram(&stats.pull_complete_ms),
+            "serve_wait_ms": histogram(&stats.serve_wait_ms),
         }));
     }
 
@@ -78,4 +81,9 @@ impl Timeline {
 fn unix_ms(at: SystemTime) -> u64 {
     at.duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A histogram as `[[upper bound ms, count], …]`, its non-empty buckets.
+fn histogram(h: &MsHistogram) -> Value {
+    h.buckets().map(|(ms, count)| json!([ms, count])).collect()
 }

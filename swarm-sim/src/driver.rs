@@ -31,6 +31,8 @@ pub(crate) struct SimLink {
 pub(crate) struct SimNode {
     pub(crate) node: Node,
     pub(crate) uplink: Uplink,
+    /// The SACKs what it receives puts on its uplink.
+    pub(crate) acks: swarm::Acknowledgements,
     pub(crate) links: BTreeMap<LinkId, SimLink>,
     /// The id the server gave it.
     pub(crate) peer_id: Option<PeerId>,
@@ -84,6 +86,7 @@ impl Sim {
                 }
                 None => Uplink::new(capacity),
             },
+            acks: swarm::Acknowledgements::default(),
             links: BTreeMap::new(),
             peer_id: None,
             signal: None,
@@ -310,6 +313,13 @@ impl Sim {
         };
         if let Some((seq, offset, payload)) = piece.filter(|_| remote != SOURCE) {
             self.count_received(remote, index, seq.0, offset, payload);
+        }
+        // The receiver's SCTP acknowledges it on its own uplink (charged now rather than
+        // on arrival: a few milliseconds early, and no event of its own).
+        if let Some(receiver) = self.nodes[remote].as_mut() {
+            let acks = receiver.acks.on_received(len);
+            receiver.uplink.acknowledge(now, acks);
+            self.metrics.framing_bytes += acks as u64;
         }
         let input = NodeInput::LinkData(remote_link, frame);
         self.events.push(

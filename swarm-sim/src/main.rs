@@ -189,7 +189,7 @@ fn compare(cli: &Cli, config: SimConfig, dir: &std::path::Path) -> Result<(), Si
     }
     println!("| figure | real | simulated |");
     println!("|---|---|---|");
-    let rows: [(&str, Figure); 12] = [
+    let rows: [(&str, Figure); 15] = [
         ("continuity (on time)", |r| format!("{:.4}", r.continuity)),
         ("continuity, p5 viewer", |r| {
             format!("{:.4}", r.continuity_p5)
@@ -204,6 +204,18 @@ fn compare(cli: &Cli, config: SimConfig, dir: &std::path::Path) -> Result<(), Si
         ("longest stall ms", |r| r.max_stall_ms.to_string()),
         ("uplink use", |r| format!("{:.3}", r.uplink_utilisation)),
         ("packets dropped at uplinks", |r| r.uplink_drops.to_string()),
+        ("pull: request → first piece p50 / p95 ms", |r| {
+            format!(
+                "{} / {}",
+                r.pull_first_piece_p50_ms, r.pull_first_piece_p95_ms
+            )
+        }),
+        ("pull: request → block complete p50 / p95 ms", |r| {
+            format!("{} / {}", r.pull_complete_p50_ms, r.pull_complete_p95_ms)
+        }),
+        ("request's wait to be served p50 / p95 ms", |r| {
+            format!("{} / {}", r.serve_wait_p50_ms, r.serve_wait_p95_ms)
+        }),
     ];
     for (name, figure) in rows {
         println!("| {name} | {} | {} |", figure(&real), figure(&sim));

@@ -194,6 +194,10 @@ impl Sim {
         self.metrics.requests_refused += stats.requests_refused;
         self.metrics.pulls_moved += stats.pulls_moved;
         self.metrics.pushed += stats.bytes_pushed;
+        // Viewers' only, as a real run's timelines give them.
+        if index != SOURCE {
+            self.metrics.pulls.merge(&stats);
+        }
     }
 
     /// A piece on its way to viewer `to`: payload by sender, and copies of a piece it

@@ -8,6 +8,7 @@
 //! Continuity is the share of due chunks played on time.
 
 use serde::Serialize;
+use swarm::MsHistogram;
 
 use crate::network::Micros;
 
@@ -28,6 +29,7 @@ pub struct Metrics {
     /// Protocol bytes sent between peers, and the chunk payload among them.
     pub message_bytes: u64,
     pub payload_sent: u64,
+    /// Packet framing, and the SACKs receivers send (what the transport adds).
     pub framing_bytes: u64,
     /// Uplink capacity × time, summed over all peers (bytes).
     pub capacity_bytes: f64,
@@ -70,9 +72,27 @@ pub struct Metrics {
     pub pulls_moved: u64,
     /// Payload parents pushed along substreams (viewers' own count, new pieces only).
     pub pushed: u64,
+    /// Honest peers' pulls and serving, merged (see `swarm::Stats`).
+    pub pulls: Pulls,
     pub viewers_joined: u64,
     pub hostile_joined: u64,
     pub bins: Vec<Bin>,
+}
+
+/// Where a hop's time goes, merged over the peers.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Pulls {
+    pub first_piece: MsHistogram,
+    pub complete: MsHistogram,
+    pub serve_wait: MsHistogram,
+}
+
+impl Pulls {
+    pub fn merge(&mut self, stats: &swarm::Stats) {
+        self.first_piece.merge(&stats.pull_first_piece_ms);
+        self.complete.merge(&stats.pull_complete_ms);
+        self.serve_wait.merge(&stats.serve_wait_ms);
+    }
 }
 
 /// A viewer still not playing this long after joining counts as never started; one that
@@ -240,6 +260,14 @@ pub struct Report {
     pub requests_refused: u64,
     /// Overdue pulls that moved to another viewer.
     pub pulls_moved: u64,
+    /// A pull answered by the neighbour asked: request to first piece, and to the whole
+    /// block; a request's wait in its server's upload queue (12% buckets).
+    pub pull_first_piece_p50_ms: u64,
+    pub pull_first_piece_p95_ms: u64,
+    pub pull_complete_p50_ms: u64,
+    pub pull_complete_p95_ms: u64,
+    pub serve_wait_p50_ms: u64,
+    pub serve_wait_p95_ms: u64,
     /// Polluters and flooders that joined (not in `viewers_joined`).
     pub hostile_joined: u64,
     pub events: u64,

@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde_json::Value;
+use swarm::MsHistogram;
 
 use crate::metrics::{percentile, Metrics, Player};
 use crate::network::Micros;
@@ -83,6 +84,10 @@ pub fn measure(config: &SimConfig, dir: &Path) -> Result<(Report, RealNotes), Si
                 metrics.from_peers += field("bytes_from_peers").unwrap_or(0);
                 metrics.from_source += field("bytes_from_source").unwrap_or(0);
                 metrics.duplicate += field("bytes_duplicate").unwrap_or(0);
+                let pulls = &mut metrics.pulls;
+                read_histogram(&line, "pull_first_piece_ms", &mut pulls.first_piece);
+                read_histogram(&line, "pull_complete_ms", &mut pulls.complete);
+                read_histogram(&line, "serve_wait_ms", &mut pulls.serve_wait);
             }
         }
         let missing = |what: &str| SimError::Read {
@@ -155,6 +160,20 @@ pub fn measure(config: &SimConfig, dir: &Path) -> Result<(Report, RealNotes), Si
 /// Bytes of Ethernet header on each packet a veth counts, which the simulator's framing
 /// (IP and up) does not include.
 const ETHERNET_HEADER: u64 = 14;
+
+/// Adds a histogram written as `[[upper bound ms, count], …]` (absent in older timelines).
+fn read_histogram(line: &Value, name: &str, into: &mut MsHistogram) {
+    let Some(buckets) = line.get(name).and_then(Value::as_array) else {
+        return;
+    };
+    for bucket in buckets {
+        let ms = bucket.get(0).and_then(Value::as_u64);
+        let count = bucket.get(1).and_then(Value::as_u64);
+        if let (Some(ms), Some(count)) = (ms, count) {
+            into.add(ms, u32::try_from(count).unwrap_or(u32::MAX));
+        }
+    }
+}
 
 fn stem(path: &Path) -> String {
     path.file_stem()

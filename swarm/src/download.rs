@@ -168,6 +168,10 @@ impl Swarm {
             // small blocks a round trip would otherwise pass for a slow uplink.
             let (first_at, first_len) = download.first_piece.unwrap_or((now, 0));
             let latency = first_at - download.started;
+            if download.req != RequestId::PUSH {
+                self.stats.pull_first_piece_ms.record(latency);
+                self.stats.pull_complete_ms.record(now - download.started);
+            }
             state.latency_ms = Some(state.latency_ms.map_or(latency, |l| (3 * l + latency) / 4));
             let bytes: usize = (download.first..download.end)
                 .map(|i| piece_len(total, i))

@@ -9,6 +9,7 @@ mod content;
 mod download;
 mod early;
 mod fallback;
+mod histogram;
 mod hostile;
 mod messages;
 mod neighbours;
@@ -25,12 +26,14 @@ mod swarm;
 mod time;
 mod timers;
 mod upload;
+mod wire;
 
 pub use chunk_store::{Chunk, ChunkData};
 pub use config::{Config, SwarmRole, Trust};
 pub use content::Signed;
 pub use early::{EARLY_PIECES_MAX, EARLY_PIECES_PER_PEER};
 pub use fallback::{FetchId, FetchOutcome};
+pub use histogram::MsHistogram;
 pub use hostile::{DropCause, Drops};
 pub use neighbours::{NeighbourReport, MAX_VIEWER_LINKS, SOURCE_MAX_LINKS, TARGET_LINKS};
 pub use node::{
@@ -39,6 +42,7 @@ pub use node::{
     RECONNECT_FIRST_MS, RECONNECT_MAX_MS, SIGNAL_CONNECT_TIMEOUT_MS,
 };
 pub use rate::BytesPerSec;
-pub use swarm::{Input, Neighbour, Output, Stats, Swarm, CONTROL_PACKET_FRAMING};
+pub use swarm::{Input, Neighbour, Output, Stats, Swarm};
 pub use time::Millis;
 pub use upload::LINK_DRAINED_BELOW;
+pub use wire::{packets, Acknowledgements, CONTROL_PACKET_FRAMING, PACKET_PAYLOAD, SACK_BYTES};

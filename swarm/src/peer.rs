@@ -80,8 +80,12 @@ impl PeerState {
 pub(crate) struct ServeJob {
     pub req: RequestId,
     pub seq: ChunkSeq,
+    /// The first piece asked for, the next to send, and the end.
+    pub first: usize,
     pub next: usize,
     pub end: usize,
+    /// When the request came (or the push was queued).
+    pub arrived: Millis,
     /// When the requester plays it; served earliest deadline first, dropped once past.
     pub deadline: Millis,
     /// Arrival order: among equally urgent jobs the oldest goes first, so one requester

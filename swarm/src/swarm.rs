@@ -13,7 +13,8 @@ use crate::parents::Parents;
 use crate::peer::{Download, PeerState};
 use crate::playback::Clock;
 use crate::rate::TokenBucket;
-use crate::{Chunk, Millis};
+use crate::wire::{Acknowledgements, CONTROL_PACKET_FRAMING};
+use crate::{Chunk, Millis, MsHistogram};
 
 /// How much of the swarm's work an input calls for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,12 +28,6 @@ enum Work {
     /// Playback and requests too.
     Schedule,
 }
-
-/// What a message alone in its packet adds on the wire: SCTP common header and DATA chunk
-/// (28 bytes), a DTLS 1.2 record with AES-GCM (37), UDP and IPv4 (28). Pieces fill their
-/// packets, and an upload budget set below the link's rate leaves room for their framing;
-/// a small control message pays this whole.
-pub const CONTROL_PACKET_FRAMING: usize = 93;
 
 /// Chunk durations without news of a new chunk after which a viewer is starving.
 const STARVING_AFTER_CHUNKS: u64 = 3;
@@ -150,6 +145,14 @@ pub struct Stats {
     pub drops: Drops,
     /// From the first input to the planned start of playback.
     pub startup_ms: Option<u64>,
+    /// Pulls answered by the neighbour asked: from the request to its first piece, and
+    /// to the whole block (where a hop's time goes, for comparing real runs with the
+    /// simulator's).
+    pub pull_first_piece_ms: MsHistogram,
+    pub pull_complete_ms: MsHistogram,
+    /// Requests served: from their arrival to their first piece leaving (the wait in
+    /// this node's upload queue).
+    pub serve_wait_ms: MsHistogram,
 }
 
 /// A neighbour as the driver's stats show it.
@@ -178,6 +181,8 @@ pub struct Swarm {
     pub(crate) tried: BTreeMap<ChunkSeq, Vec<PeerId>>,
     pub(crate) next_req: u32,
     pub(crate) bucket: Option<TokenBucket>,
+    /// The SACKs our downloads send, charged to the upload budget.
+    acks: Acknowledgements,
     /// Counts requests as they arrive, to serve equally urgent ones in order.
     pub(crate) serve_order: u64,
     /// Source: fresh chunks not yet announced to every viewer, and when they were cut.
@@ -230,6 +235,7 @@ impl Swarm {
             tried: BTreeMap::new(),
             next_req: 0,
             bucket,
+            acks: Acknowledgements::default(),
             serve_order: 0,
             unannounced: VecDeque::new(),
             fanout_cursor: 0,
@@ -363,6 +369,8 @@ impl Swarm {
                 Work::Schedule
             }
             Input::Message(peer, message) if self.peers.contains_key(&peer) => {
+                let acks = self.acks.on_received(message.encoded_len());
+                self.charge(acks);
                 let work = match &message {
                     PeerMessage::Request { .. } | PeerMessage::Cancel { .. } => Work::Pump,
                     PeerMessage::Piece { .. } => Work::PieceArrived(self.downloads.len()),
@@ -508,13 +516,19 @@ impl Swarm {
     /// dropped).
     pub(crate) fn send(&mut self, peer: PeerId, message: PeerMessage) {
         if !matches!(message, PeerMessage::Piece { .. }) {
-            if let Some(bucket) = &mut self.bucket {
-                // Earned up to now first: taken from a stale balance, the next refill's cap
-                // at the burst would forgive the charge.
-                bucket.refill(self.now);
-                bucket.take(message.encoded_len() + CONTROL_PACKET_FRAMING);
-            }
+            self.charge(message.encoded_len() + CONTROL_PACKET_FRAMING);
         }
         self.outputs.push_back(Output::Send(peer, message));
+    }
+
+    /// Charges bytes that are not paced (control messages, acknowledgements) to the
+    /// upload budget as they go.
+    fn charge(&mut self, bytes: usize) {
+        if let Some(bucket) = self.bucket.as_mut().filter(|_| bytes > 0) {
+            // Earned up to now first: taken from a stale balance, the next refill's cap
+            // at the burst would forgive the charge.
+            bucket.refill(self.now);
+            bucket.take(bytes);
+        }
     }
 }

@@ -67,8 +67,10 @@ impl Swarm {
         let job = ServeJob {
             req,
             seq,
+            first,
             next: first,
             end,
+            arrived: now,
             deadline: now + u64::from(deadline_ms),
             order: self.serve_order,
         };
@@ -93,8 +95,10 @@ impl Swarm {
         let job = ServeJob {
             req: RequestId::PUSH,
             seq,
+            first: pieces.start,
             next: pieces.start,
             end: pieces.end,
+            arrived: self.now,
             deadline,
             order: self.serve_order,
         };
@@ -182,6 +186,9 @@ impl Swarm {
     fn send_piece(&mut self, peer: PeerId, index: usize) {
         let job = self.peers[&peer].serving[index];
         let seq = job.seq;
+        if job.next == job.first && job.req != RequestId::PUSH {
+            self.stats.serve_wait_ms.record(self.now - job.arrived);
+        }
         let held = &self.store.chunks[&job.seq];
         let data = held
             .piece(job.next)

@@ -250,6 +250,75 @@ fn control_messages_count_against_the_upload_budget() {
     );
 }
 
+/// Every second packet a peer receives costs it a SACK on its own uplink. A source told
+/// `Have`s by its viewers (one packet each) sends fewer bytes of its own by what the
+/// SACKs take: counted only as what it sends, the budget overran the link it is set to
+/// fit by the acknowledgements (12% of the stream's rate on a viewer's uplink).
+#[test]
+fn acknowledgements_of_what_a_peer_receives_count_against_its_upload_budget() {
+    let mut config = common::source_config();
+    let budget = BytesPerSec(100_000);
+    config.upload_limit = Some(budget);
+    let burst = budget.bytes_in(config.upload_burst_ms) as usize;
+    let viewers: Vec<PeerId> = (1..=16).map(PeerId).collect();
+    let mut source = Swarm::new(config);
+    let (mut sent, mut received) = (0, 0);
+    for tick in 0..1_000u64 {
+        let now = Millis(tick * 10);
+        if tick == 0 {
+            for viewer in &viewers {
+                source.handle_input(now, Input::PeerConnected(*viewer));
+            }
+        }
+        let seq = tick / 100;
+        if tick % 100 == 0 {
+            source.handle_input(now, Input::ChunkProduced(chunk(seq, 250_000)));
+        }
+        for viewer in &viewers {
+            source.handle_input(
+                now,
+                Input::Buffered {
+                    peer: *viewer,
+                    bytes: 0,
+                },
+            );
+            if tick % 10 == 5 {
+                let have = PeerMessage::Have {
+                    seq: ChunkSeq(seq),
+                    keyframe: true,
+                    total: 250_000,
+                    first: 0,
+                    count: 1,
+                    pushed: false,
+                };
+                source.handle_input(now, Input::Message(*viewer, have));
+                received += 1;
+            }
+        }
+        source.handle_timeout(now);
+        while let Some(output) = source.poll_output() {
+            if let Output::Send(_, message) = output {
+                sent += budget_bytes(&message);
+            }
+        }
+    }
+    // One packet each, a SACK for every second.
+    let acks = received / 2 * swarm::SACK_BYTES;
+    assert!(
+        acks > 50_000,
+        "the scenario must receive enough to matter: {acks} bytes of SACKs"
+    );
+    let allowed = 1_000_000 + burst + PIECE_BYTES;
+    assert!(
+        sent + acks <= allowed,
+        "sent {sent} bytes and {acks} of SACKs, budget allows {allowed}"
+    );
+    assert!(
+        sent + acks >= 900_000,
+        "sent only {sent} bytes and {acks} of SACKs"
+    );
+}
+
 /// A source holding chunks 5 and 9, whose budget is spent for now, with requests for one
 /// piece of each queued (5 first, from `OLDER`; then 9, from `NEWER`). Which chunk's piece
 /// goes out once the budget allows one?
