@@ -41,7 +41,7 @@ pub use node::{
     SignalId, GATHER_TIMEOUT_MS, HELLO_TIMEOUT_MS, JOIN_TIMEOUT_MS, LINK_CONNECT_TIMEOUT_MS,
     RECONNECT_FIRST_MS, RECONNECT_MAX_MS, SIGNAL_CONNECT_TIMEOUT_MS,
 };
-pub use rate::BytesPerSec;
+pub use rate::{BytesPerSec, UPLOAD_HEADROOM_PERCENT};
 pub use swarm::{Input, Neighbour, Output, Stats, Swarm};
 pub use time::Millis;
 pub use upload::LINK_DRAINED_BELOW;

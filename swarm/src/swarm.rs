@@ -215,8 +215,7 @@ impl Swarm {
     pub fn new(config: Config) -> Swarm {
         let bucket = config
             .upload_limit
-            // At least a byte: a bucket that can never hold one never sends.
-            .map(|rate| TokenBucket::new(rate, rate.bytes_in(config.upload_burst_ms).max(1)));
+            .map(|limit| TokenBucket::for_budget(limit, config.upload_burst_ms));
         let clock = Clock::new(config.chunk_ms_hint);
         let parents = match config.role() {
             SwarmRole::Viewer => Parents::new(config.substreams),
