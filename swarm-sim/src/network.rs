@@ -21,6 +21,9 @@ pub fn framing(len: usize) -> usize {
     swarm::packets(len) * PACKET_FRAMING
 }
 
+/// SACKs are not queued behind more than this much of an uplink (a router's queue).
+pub const ACK_BACKLOG_LIMIT: Micros = 200_000;
+
 /// Time in microseconds since the simulation began.
 pub type Micros = u64;
 
@@ -132,9 +135,14 @@ impl Uplink {
     }
 
     /// Sends `bytes` of acknowledgements for what this peer received, in the FIFO with
-    /// everything else.
+    /// everything else; not behind more than [`ACK_BACKLOG_LIMIT`] of it. SACKs are
+    /// cumulative, so the next covers what a lost one said, and a router queue holds no
+    /// more than that: counted in an unbounded FIFO, the SACKs for a flood of deliveries
+    /// held a control-only uplink's requests back for 20 s, so its pulls kept turning
+    /// overdue and moving, and it never started (the hostile-swarm test, seed 7).
     pub fn acknowledge(&mut self, now: Micros, bytes: usize) {
-        if bytes == 0 {
+        let limit = self.queue_limit.unwrap_or(ACK_BACKLOG_LIMIT);
+        if bytes == 0 || self.free_at.saturating_sub(now) > limit {
             return;
         }
         let serialise = (bytes as f64 * 1e6 / self.capacity).ceil() as Micros;
@@ -298,6 +306,25 @@ mod tests {
         assert_eq!(link.drained_at(10_000), None, "already below");
         link.buffered(2_000);
         assert_eq!(link.drained_at(2 * W), None);
+    }
+
+    #[test]
+    fn sacks_do_not_queue_behind_more_than_a_router_holds() {
+        let mut rng = StdRng::seed_from_u64(1);
+        let mut uplink = Uplink::new(WIRE_PER_MS);
+        // 10 s of SACKs offered at once: only what fits within the limit is queued.
+        for _ in 0..10_000 {
+            uplink.acknowledge(0, W as usize);
+        }
+        let mut link = LinkEnd::new(2, PiecesChannel::Shared);
+        let request = uplink
+            .transmit(0, &mut link, 20, false, Loss::default(), &mut rng)
+            .unwrap();
+        assert!(
+            request <= ACK_BACKLOG_LIMIT + 3_000,
+            "a request waits at most the limit behind SACKs: {request}"
+        );
+        assert!(request >= ACK_BACKLOG_LIMIT, "but it does wait: {request}");
     }
 
     #[test]
