@@ -194,75 +194,19 @@ fn budget_bytes(message: &PeerMessage) -> usize {
     }
 }
 
-/// A source announcing to many viewers sends a manifest and `Have`s to each for every
-/// chunk. Those count against the budget too: left out, they overran the uplink the
-/// budget is set to fit, and pieces queued behind them.
-#[test]
-fn control_messages_count_against_the_upload_budget() {
-    let mut config = common::source_config();
-    let budget = BytesPerSec(100_000);
-    config.upload_limit = Some(budget);
-    let burst = budget.bytes_in(config.upload_burst_ms) as usize;
-    let viewers: Vec<PeerId> = (1..=16).map(PeerId).collect();
-    let mut source = Swarm::new(config);
-    let (mut pieces, mut control) = (0, 0);
-    for tick in 0..1_000u64 {
-        let now = Millis(tick * 10);
-        if tick == 0 {
-            for viewer in &viewers {
-                source.handle_input(now, Input::PeerConnected(*viewer));
-            }
-        }
-        if tick % 100 == 0 {
-            source.handle_input(now, Input::ChunkProduced(chunk(tick / 100, 250_000)));
-        }
-        for viewer in &viewers {
-            let drained = Input::Buffered {
-                peer: *viewer,
-                bytes: 0,
-            };
-            source.handle_input(now, drained);
-        }
-        source.handle_timeout(now);
-        while let Some(output) = source.poll_output() {
-            if let Output::Send(_, message) = output {
-                match message {
-                    PeerMessage::Piece { .. } => pieces += budget_bytes(&message),
-                    _ => control += budget_bytes(&message),
-                }
-            }
-        }
-    }
-    assert!(
-        control > 30_000,
-        "the scenario must send real control traffic: {control} bytes"
-    );
-    // 10 s at 100,000 B/s, plus the initial burst and one message of debt.
-    let allowed = 1_000_000 + burst + PIECE_BYTES;
-    assert!(
-        pieces + control <= allowed,
-        "sent {pieces} bytes of pieces and {control} of control messages, budget allows {allowed}"
-    );
-    assert!(
-        pieces + control >= 900_000,
-        "sent only {} bytes of a 1,000,000-byte budget",
-        pieces + control
-    );
-}
+/// The upload budget of the busy source below.
+const BUSY_BUDGET: BytesPerSec = BytesPerSec(100_000);
 
-/// Every second packet a peer receives costs it a SACK on its own uplink. A source told
-/// `Have`s by its viewers (one packet each) sends fewer bytes of its own by what the
-/// SACKs take: counted only as what it sends, the budget overran the link it is set to
-/// fit by the acknowledgements (12% of the stream's rate on a viewer's uplink).
-#[test]
-fn acknowledgements_of_what_a_peer_receives_count_against_its_upload_budget() {
+/// What a busy source sends in 10 s: a 250 KB chunk a second pushed to 16 viewers that
+/// drain at once, on a budget of 100,000 B/s. With `told`, every viewer also sends it a
+/// `Have` every 100 ms. Returns the budget bytes of its pieces and of its control
+/// messages, and how many messages it received.
+fn busy_source(told: bool) -> (usize, usize, usize) {
     let mut config = common::source_config();
-    let budget = BytesPerSec(100_000);
-    config.upload_limit = Some(budget);
-    let burst = budget.bytes_in(config.upload_burst_ms) as usize;
+    config.upload_limit = Some(BUSY_BUDGET);
     let viewers: Vec<PeerId> = (1..=16).map(PeerId).collect();
     let mut source = Swarm::new(config);
-    let (mut sent, mut received) = (0, 0);
+    let (mut pieces, mut control, mut received) = (0, 0, 0);
     for tick in 0..1_000u64 {
         let now = Millis(tick * 10);
         if tick == 0 {
@@ -282,7 +226,7 @@ fn acknowledgements_of_what_a_peer_receives_count_against_its_upload_budget() {
                     bytes: 0,
                 },
             );
-            if tick % 10 == 5 {
+            if told && tick % 10 == 5 {
                 let have = PeerMessage::Have {
                     seq: ChunkSeq(seq),
                     keyframe: true,
@@ -298,17 +242,59 @@ fn acknowledgements_of_what_a_peer_receives_count_against_its_upload_budget() {
         source.handle_timeout(now);
         while let Some(output) = source.poll_output() {
             if let Output::Send(_, message) = output {
-                sent += budget_bytes(&message);
+                match message {
+                    PeerMessage::Piece { .. } => pieces += budget_bytes(&message),
+                    _ => control += budget_bytes(&message),
+                }
             }
         }
     }
+    (pieces, control, received)
+}
+
+/// 10 s of the busy source's budget, plus the initial burst and one message of debt.
+fn busy_allowance() -> usize {
+    let burst = BUSY_BUDGET.bytes_in(common::source_config().upload_burst_ms) as usize;
+    1_000_000 + burst + PIECE_BYTES
+}
+
+/// A source announcing to many viewers sends a manifest and `Have`s to each for every
+/// chunk. Those count against the budget too: left out, they overran the uplink the
+/// budget is set to fit, and pieces queued behind them.
+#[test]
+fn control_messages_count_against_the_upload_budget() {
+    let (pieces, control, _) = busy_source(false);
+    assert!(
+        control > 30_000,
+        "the scenario must send real control traffic: {control} bytes"
+    );
+    let allowed = busy_allowance();
+    assert!(
+        pieces + control <= allowed,
+        "sent {pieces} bytes of pieces and {control} of control messages, budget allows {allowed}"
+    );
+    assert!(
+        pieces + control >= 900_000,
+        "sent only {} bytes of a 1,000,000-byte budget",
+        pieces + control
+    );
+}
+
+/// Every second packet a peer receives costs it a SACK on its own uplink. A source told
+/// `Have`s by its viewers (one packet each) sends fewer bytes of its own by what the
+/// SACKs take: counted only as what it sends, the budget overran the link it is set to
+/// fit by the acknowledgements (12% of the stream's rate on a viewer's uplink).
+#[test]
+fn acknowledgements_of_what_a_peer_receives_count_against_its_upload_budget() {
+    let (pieces, control, received) = busy_source(true);
+    let sent = pieces + control;
     // One packet each, a SACK for every second.
     let acks = received / 2 * swarm::SACK_BYTES;
     assert!(
         acks > 50_000,
         "the scenario must receive enough to matter: {acks} bytes of SACKs"
     );
-    let allowed = 1_000_000 + burst + PIECE_BYTES;
+    let allowed = busy_allowance();
     assert!(
         sent + acks <= allowed,
         "sent {sent} bytes and {acks} of SACKs, budget allows {allowed}"
