@@ -39,9 +39,11 @@ pub enum LinkEvent {
 
 /// Sends to one peer. Counts the bytes handed over and not yet released by SCTP (queued
 /// here, waiting in the association, or sent and not yet acknowledged), so the swarm gets
-/// back-pressure from the link itself, as a browser's `bufferedAmount` gives it. The
-/// `webrtc` crate's `send` never blocks: counting only our own queue, a link whose
-/// congestion window collapsed after a loss looked empty, and the swarm kept filling it.
+/// back-pressure from the link itself. The `webrtc` crate's `send` never blocks: counting
+/// only our own queue, a link whose congestion window collapsed after a loss looked
+/// empty, and the swarm kept filling it. (A browser's `bufferedAmount` falls as data is
+/// sent, this count as it is acknowledged, a round trip later; the simulator's as it
+/// leaves the uplink.)
 #[derive(Debug, Clone)]
 pub struct Outbox {
     control: mpsc::UnboundedSender<Vec<u8>>,
@@ -321,8 +323,7 @@ async fn run_channel(
                 if let Err(e) = channel.set_buffered_amount_low_threshold(low).await {
                     tracing::debug!(%peer, error = %e, "no drain events from a channel");
                 }
-                let writer =
-                    write_channel(peer, lane, channel.clone(), lanes.clone(), events.clone());
+                let writer = write_channel(peer, lane, channel.clone(), &lanes, events.clone());
                 if is_pieces {
                     let _ = lanes.pieces.set(writer);
                 } else {
@@ -353,20 +354,27 @@ fn write_channel(
     peer: LinkId,
     lane: usize,
     channel: Arc<dyn DataChannel>,
-    lanes: Arc<Lanes>,
+    lanes: &Arc<Lanes>,
     events: mpsc::UnboundedSender<LinkEvent>,
 ) -> mpsc::UnboundedSender<Vec<u8>> {
     let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
+    // Weak: the lanes hold the pieces channel's sender, so a strong reference held here
+    // kept this task's own queue open, and the task alive, after its link was gone.
+    let lanes = Arc::downgrade(lanes);
     tokio::spawn(async move {
         let low = swarm::LINK_DRAINED_BELOW;
         loop {
-            let before = lanes.total();
-            let next = if lanes.in_sctp[lane].load(Ordering::Relaxed) > 0 {
+            let Some(held) = lanes.upgrade() else { break };
+            let before = held.total();
+            let in_sctp = held.in_sctp[lane].load(Ordering::Relaxed);
+            drop(held);
+            let next = if in_sctp > 0 {
                 match tokio::time::timeout(REFRESH_EVERY, rx.recv()).await {
                     Ok(next) => next,
                     Err(_) => {
-                        lanes.refresh(lane, channel.as_ref()).await;
-                        if before > low && lanes.total() <= low {
+                        let Some(held) = lanes.upgrade() else { break };
+                        held.refresh(lane, channel.as_ref()).await;
+                        if before > low && held.total() <= low {
                             let _ = events.send(LinkEvent::Drained(peer));
                         }
                         continue;
@@ -376,21 +384,23 @@ fn write_channel(
                 rx.recv().await
             };
             let Some(bytes) = next else { break };
+            let Some(held) = lanes.upgrade() else { break };
             let len = bytes.len() as u64;
-            let sent = channel.send(BytesMut::from(&bytes[..])).await;
-            lanes.queued.fetch_sub(len, Ordering::Relaxed);
-            if sent.is_err() {
+            if channel.send(BytesMut::from(&bytes[..])).await.is_err() {
                 // Nothing queued behind it will be written either.
+                held.queued.fetch_sub(len, Ordering::Relaxed);
                 rx.close();
                 while let Some(rest) = rx.recv().await {
-                    lanes.queued.fetch_sub(rest.len() as u64, Ordering::Relaxed);
+                    held.queued.fetch_sub(rest.len() as u64, Ordering::Relaxed);
                 }
-                lanes.in_sctp[lane].store(0, Ordering::Relaxed);
+                held.in_sctp[lane].store(0, Ordering::Relaxed);
                 break;
             }
-            lanes.refresh(lane, channel.as_ref()).await;
+            // SCTP's count first, so the message is counted somewhere throughout.
+            held.refresh(lane, channel.as_ref()).await;
+            held.queued.fetch_sub(len, Ordering::Relaxed);
             // As a browser's `bufferedamountlow`: once per fall to the mark.
-            if before > low && lanes.total() <= low {
+            if before > low && held.total() <= low {
                 let _ = events.send(LinkEvent::Drained(peer));
             }
         }

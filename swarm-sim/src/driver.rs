@@ -26,13 +26,13 @@ pub(crate) struct SimLink {
     /// Our sending direction.
     pub(crate) end: LinkEnd,
     pub(crate) open: bool,
+    /// The SACKs this end sends for what it receives.
+    pub(crate) acks: swarm::Acknowledgements,
 }
 
 pub(crate) struct SimNode {
     pub(crate) node: Node,
     pub(crate) uplink: Uplink,
-    /// The SACKs what it receives puts on its uplink.
-    pub(crate) acks: swarm::Acknowledgements,
     pub(crate) links: BTreeMap<LinkId, SimLink>,
     /// The id the server gave it.
     pub(crate) peer_id: Option<PeerId>,
@@ -86,7 +86,6 @@ impl Sim {
                 }
                 None => Uplink::new(capacity),
             },
-            acks: swarm::Acknowledgements::default(),
             links: BTreeMap::new(),
             peer_id: None,
             signal: None,
@@ -163,6 +162,15 @@ impl Sim {
         let Some(node) = self.nodes[index].as_mut() else {
             return;
         };
+        // The receiving association's SCTP acknowledges what arrives, on this node's own
+        // uplink (flooders' messages included).
+        if let NodeInput::LinkData(link, frame) = &input {
+            if let Some(l) = node.links.get_mut(link) {
+                let acks = l.acks.on_received(frame.len());
+                let queued = node.uplink.acknowledge(self.now, acks);
+                self.metrics.framing_bytes += queued as u64;
+            }
+        }
         node.node.handle_input(now, input);
         self.carry_out(index);
     }
@@ -313,13 +321,6 @@ impl Sim {
         };
         if let Some((seq, offset, payload)) = piece.filter(|_| remote != SOURCE) {
             self.count_received(remote, index, seq.0, offset, payload);
-        }
-        // The receiver's SCTP acknowledges it on its own uplink (charged now rather than
-        // on arrival: a few milliseconds early, and no event of its own).
-        if let Some(receiver) = self.nodes[remote].as_mut() {
-            let acks = receiver.acks.on_received(len);
-            receiver.uplink.acknowledge(now, acks);
-            self.metrics.framing_bytes += acks as u64;
         }
         let input = NodeInput::LinkData(remote_link, frame);
         self.events.push(

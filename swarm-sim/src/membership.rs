@@ -101,6 +101,7 @@ impl Sim {
                 remote,
                 end: LinkEnd::new(rtt_ms, self.config.pieces_channel),
                 open: false,
+                acks: swarm::Acknowledgements::default(),
             },
         );
         let sdp = if answering {

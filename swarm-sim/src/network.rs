@@ -140,13 +140,15 @@ impl Uplink {
     /// more than that: counted in an unbounded FIFO, the SACKs for a flood of deliveries
     /// held a control-only uplink's requests back for 20 s, so its pulls kept turning
     /// overdue and moving, and it never started (the hostile-swarm test, seed 7).
-    pub fn acknowledge(&mut self, now: Micros, bytes: usize) {
+    /// Returns the bytes it queued.
+    pub fn acknowledge(&mut self, now: Micros, bytes: usize) -> usize {
         let limit = self.queue_limit.unwrap_or(ACK_BACKLOG_LIMIT);
         if bytes == 0 || self.free_at.saturating_sub(now) > limit {
-            return;
+            return 0;
         }
         let serialise = (bytes as f64 * 1e6 / self.capacity).ceil() as Micros;
         self.free_at = self.free_at.max(now) + serialise;
+        bytes
     }
 
     /// Queue a message of `len` bytes on `link`; returns when it arrives at the far end,
@@ -195,8 +197,8 @@ impl Uplink {
         }
 
         self.free_at = self.free_at.max(now) + serialise;
-        // Kept in order of departure: a control message leaves before bulk data queued
-        // ahead of it, and `buffered` and `drained_at` read the queue front to back.
+        // Kept in order of departure (one FIFO: the same as the order sent), which
+        // `buffered` and `drained_at` read front to back.
         let at = link.queued.partition_point(|&(d, _)| d <= departs);
         link.queued.insert(at, (departs, wire));
         link.queued_bytes += wire;
@@ -278,7 +280,7 @@ mod tests {
             control > second,
             "a control message on another link waits in the router's queue too"
         );
-        uplink.acknowledge(0, 10 * W as usize);
+        assert_eq!(uplink.acknowledge(0, 10 * W as usize), 10 * W as usize);
         let after_acks = uplink
             .transmit(0, &mut link, P, true, Loss::default(), &mut rng)
             .unwrap();
@@ -313,9 +315,11 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(1);
         let mut uplink = Uplink::new(WIRE_PER_MS);
         // 10 s of SACKs offered at once: only what fits within the limit is queued.
-        for _ in 0..10_000 {
-            uplink.acknowledge(0, W as usize);
-        }
+        let queued: usize = (0..10_000).map(|_| uplink.acknowledge(0, W as usize)).sum();
+        assert!(
+            queued <= 201 * W as usize,
+            "only about the limit's worth was queued: {queued}"
+        );
         let mut link = LinkEnd::new(2, PiecesChannel::Shared);
         let request = uplink
             .transmit(0, &mut link, 20, false, Loss::default(), &mut rng)

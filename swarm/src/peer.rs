@@ -25,6 +25,8 @@ pub(crate) struct Announced {
 #[derive(Debug, Default)]
 pub(crate) struct PeerState {
     pub is_source: bool,
+    /// The SACKs our end of the link sends for what it receives, charged to the budget.
+    pub acks: crate::wire::Acknowledgements,
     /// Chunks the peer announced, whole or in blocks.
     pub has: BTreeMap<ChunkSeq, Announced>,
     /// Our block requests outstanding to it.

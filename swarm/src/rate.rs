@@ -82,6 +82,12 @@ impl TokenBucket {
         last + owed.saturating_mul(1000).div_ceil(rate)
     }
 
+    /// Whether the bucket owes more than `ms` of its rate.
+    pub fn in_debt_for(&self, ms: u64) -> bool {
+        let limit = i64::try_from(self.rate.bytes_in(ms)).unwrap_or(i64::MAX);
+        self.tokens < -limit
+    }
+
     pub fn take(&mut self, bytes: usize) {
         self.tokens = self
             .tokens

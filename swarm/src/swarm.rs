@@ -13,7 +13,7 @@ use crate::parents::Parents;
 use crate::peer::{Download, PeerState};
 use crate::playback::Clock;
 use crate::rate::TokenBucket;
-use crate::wire::{Acknowledgements, CONTROL_PACKET_FRAMING};
+use crate::wire::{ACK_DEBT_LIMIT_MS, CONTROL_PACKET_FRAMING};
 use crate::{Chunk, Millis, MsHistogram};
 
 /// How much of the swarm's work an input calls for.
@@ -181,8 +181,6 @@ pub struct Swarm {
     pub(crate) tried: BTreeMap<ChunkSeq, Vec<PeerId>>,
     pub(crate) next_req: u32,
     pub(crate) bucket: Option<TokenBucket>,
-    /// The SACKs our downloads send, charged to the upload budget.
-    acks: Acknowledgements,
     /// Counts requests as they arrive, to serve equally urgent ones in order.
     pub(crate) serve_order: u64,
     /// Source: fresh chunks not yet announced to every viewer, and when they were cut.
@@ -234,7 +232,6 @@ impl Swarm {
             tried: BTreeMap::new(),
             next_req: 0,
             bucket,
-            acks: Acknowledgements::default(),
             serve_order: 0,
             unannounced: VecDeque::new(),
             fanout_cursor: 0,
@@ -368,8 +365,9 @@ impl Swarm {
                 Work::Schedule
             }
             Input::Message(peer, message) if self.peers.contains_key(&peer) => {
-                let acks = self.acks.on_received(message.encoded_len());
-                self.charge(acks);
+                let len = message.encoded_len();
+                let acks = self.peer_mut(peer).acks.on_received(len);
+                self.charge_acks(acks);
                 let work = match &message {
                     PeerMessage::Request { .. } | PeerMessage::Cancel { .. } => Work::Pump,
                     PeerMessage::Piece { .. } => Work::PieceArrived(self.downloads.len()),
@@ -518,6 +516,20 @@ impl Swarm {
             self.charge(message.encoded_len() + CONTROL_PACKET_FRAMING);
         }
         self.outputs.push_back(Output::Send(peer, message));
+    }
+
+    /// Charges the SACKs for what a neighbour sent us, but not beyond
+    /// [`ACK_DEBT_LIMIT_MS`] of debt: past that a router would drop them (they are
+    /// cumulative, the next covers a lost one), and a neighbour flooding small messages
+    /// must not silence our uploads for longer than that.
+    fn charge_acks(&mut self, bytes: usize) {
+        let deep = self
+            .bucket
+            .as_ref()
+            .is_some_and(|b| b.in_debt_for(ACK_DEBT_LIMIT_MS));
+        if !deep {
+            self.charge(bytes);
+        }
     }
 
     /// Charges bytes that are not paced (control messages, acknowledgements) to the

@@ -88,8 +88,8 @@ fn uploads_keep_within_the_budget() {
         );
         sent += pieces_out(&mut source);
     }
-    // 10 s at 100,000 B/s, plus the initial burst and one piece of debt.
-    let allowed = 1_000_000 + burst + PIECE_BYTES;
+    // 10 s at 100,000 B/s less the headroom, plus the initial burst and one piece of debt.
+    let allowed = spendable(1_000_000) + burst + PIECE_BYTES;
     assert!(
         sent <= allowed,
         "sent {sent} bytes, budget allows {allowed}"
@@ -252,10 +252,17 @@ fn busy_source(told: bool) -> (usize, usize, usize) {
     (pieces, control, received)
 }
 
-/// 10 s of the busy source's budget, plus the initial burst and one message of debt.
+/// 10 s of the busy source's budget less its headroom, plus the initial burst and one
+/// message of debt.
 fn busy_allowance() -> usize {
-    let burst = BUSY_BUDGET.bytes_in(common::source_config().upload_burst_ms) as usize;
-    1_000_000 + burst + PIECE_BYTES
+    let rate = spendable(BUSY_BUDGET.0 as usize);
+    let burst = rate * common::source_config().upload_burst_ms as usize / 1000;
+    10 * rate + burst + PIECE_BYTES
+}
+
+/// What the token bucket spends of `bytes` of budget.
+fn spendable(bytes: usize) -> usize {
+    bytes - bytes * swarm::UPLOAD_HEADROOM_PERCENT as usize / 100
 }
 
 /// A source announcing to many viewers sends a manifest and `Have`s to each for every
@@ -302,6 +309,48 @@ fn acknowledgements_of_what_a_peer_receives_count_against_its_upload_budget() {
     assert!(
         sent + acks >= 900_000,
         "sent only {sent} bytes and {acks} of SACKs"
+    );
+}
+
+/// SACKs a router would drop are not charged: a neighbour flooding small messages puts
+/// the budget at most `ACK_DEBT_LIMIT_MS` in debt, and the pieces go on.
+#[test]
+fn a_flood_of_small_messages_does_not_silence_uploads() {
+    let mut config = common::source_config();
+    config.upload_limit = Some(BUSY_BUDGET);
+    let mut source = Swarm::new(config);
+    source.handle_input(Millis(0), Input::PeerConnected(VIEWER));
+    source.handle_input(Millis(0), Input::PeerConnected(PeerId(2)));
+    source.handle_input(Millis(0), Input::ChunkProduced(chunk(0, 250_000)));
+    pieces_out(&mut source);
+    // 20,000 one-packet messages: 930 KB of SACKs, 9.3 s of this budget.
+    for _ in 0..20_000 {
+        let have = PeerMessage::Have {
+            seq: ChunkSeq(0),
+            keyframe: true,
+            total: 250_000,
+            first: 0,
+            count: 1,
+            pushed: false,
+        };
+        source.handle_input(Millis(1), Input::Message(PeerId(2), have));
+    }
+    let mut sent = 0;
+    for ms in (10..=1_000).step_by(10) {
+        for peer in [VIEWER, PeerId(2)] {
+            source.handle_input(Millis(ms), Input::Buffered { peer, bytes: 0 });
+        }
+        source.handle_timeout(Millis(ms));
+        while let Some(output) = source.poll_output() {
+            if let Output::Send(_, PeerMessage::Piece { data, .. }) = output {
+                sent += data.len();
+            }
+        }
+    }
+    // 0.8 s of the budget once the 200 ms of debt is repaid.
+    assert!(
+        sent >= 60_000,
+        "a second after the flood the source sent only {sent} bytes of pieces"
     );
 }
 
