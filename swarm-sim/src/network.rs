@@ -21,8 +21,9 @@ pub fn framing(len: usize) -> usize {
     swarm::packets(len) * PACKET_FRAMING
 }
 
-/// SACKs are not queued behind more than this much of an uplink (a router's queue).
-pub const ACK_BACKLOG_LIMIT: Micros = 200_000;
+/// SACKs are not queued behind more than this much of an uplink (a router's queue): the
+/// core's limit on charging them to its budget.
+pub const ACK_BACKLOG_LIMIT: Micros = swarm::ACK_DEBT_LIMIT_MS * 1000;
 
 /// Time in microseconds since the simulation began.
 pub type Micros = u64;
@@ -170,8 +171,8 @@ impl Uplink {
         // Everything waits its turn: SCTP hands a piece's packets to the router at once
         // (its window allows), so a request, an announcement or a SACK sent after it
         // queues behind it in the router's FIFO. (Letting control messages skip the
-        // queue made every pull ~30 ms faster than the same pull measured on a real
-        // shaped uplink; see docs/benchmarks.md.)
+        // queue made pulls faster than measured on real shaped uplinks: first piece
+        // p50 264 ms against 521 real; in the FIFO 296. See docs/benchmarks.md.)
         let departs = self.free_at.max(now) + serialise;
         let lifetime = match link.pieces {
             PiecesChannel::Lifetime(ms) if bulk => Some(u64::from(ms) * 1000),

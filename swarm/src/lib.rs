@@ -45,4 +45,7 @@ pub use rate::{BytesPerSec, UPLOAD_HEADROOM_PERCENT};
 pub use swarm::{Input, Neighbour, Output, Stats, Swarm};
 pub use time::Millis;
 pub use upload::LINK_DRAINED_BELOW;
-pub use wire::{packets, Acknowledgements, CONTROL_PACKET_FRAMING, PACKET_PAYLOAD, SACK_BYTES};
+pub use wire::{
+    packets, Acknowledgements, ACK_DEBT_LIMIT_MS, CONTROL_PACKET_FRAMING, PACKET_PAYLOAD,
+    SACK_BYTES,
+};

@@ -260,6 +260,30 @@ fn every_viewer_plays_every_chunk_in_order_from_a_keyframe() {
     assert!(from_peers > 0, "viewers never fetched from each other");
 }
 
+/// Pulls answered are timed (request to first piece, to the whole block) and requests
+/// served are timed too, for comparing real runs with the simulator's.
+#[test]
+fn pulls_and_serving_are_timed_in_the_stats() {
+    let mut mesh = Mesh::new(4);
+    mesh.run_chunks(0, 20);
+    let stats: Vec<swarm::Stats> = (1..=4).map(|v| mesh.nodes[&PeerId(v)].stats()).collect();
+    let pulls: u64 = stats.iter().map(|s| s.pull_complete_ms.count()).sum();
+    let first: u64 = stats.iter().map(|s| s.pull_first_piece_ms.count()).sum();
+    let served: u64 = stats.iter().map(|s| s.serve_wait_ms.count()).sum();
+    assert!(pulls > 0, "no pull was timed");
+    assert_eq!(
+        first, pulls,
+        "each pull timed to its first piece and to its end"
+    );
+    assert!(served > 0, "no request served by a viewer was timed");
+    for s in &stats {
+        assert!(
+            s.pull_first_piece_ms.percentile(50) <= s.pull_complete_ms.percentile(50),
+            "a block completes no sooner than its first piece"
+        );
+    }
+}
+
 #[test]
 fn a_viewer_that_joins_late_starts_near_live() {
     let mut mesh = Mesh::new(2);
