@@ -144,6 +144,7 @@ pub async fn run(
             seed: rand::random(),
             relay_only: options.relay_only,
             edge: options.edge,
+            checks: swarm::Checks::default(),
         },
     );
     let (fetched_tx, mut fetched) = mpsc::unbounded_channel();

@@ -102,6 +102,7 @@ impl App {
                 seed: (js_sys::Math::random() * u64::MAX as f64) as u64,
                 relay_only: options.relay_only,
                 edge: false,
+                checks: swarm::Checks::default(),
             },
         );
         let ticker = {

@@ -74,6 +74,7 @@ impl Sim {
             seed: self.rng.gen(),
             relay_only: false,
             edge: false,
+            checks: self.checks.clone(),
         };
         let (mailbox, inbox) = Mailbox::new(MAILBOX_SLOTS);
         let (min, max) = (self.config.rtt.min, self.config.rtt.max);

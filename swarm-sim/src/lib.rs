@@ -4,6 +4,7 @@
 //! through the real encoder and decoder. Seeded and reproducible; it measures what
 //! viewers would see.
 
+mod checks;
 mod config;
 mod driver;
 mod hostile;

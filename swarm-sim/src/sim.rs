@@ -75,7 +75,7 @@ pub struct Sim {
     pub(crate) metrics: Metrics,
     pub(crate) events_run: u64,
     /// Events run, by kind (messages by their type): where the simulator's time goes.
-    pub(crate) events_by_kind: std::collections::BTreeMap<&'static str, u64>,
+    pub(crate) events_by_kind: [u64; EVENT_KINDS.len()],
     pub(crate) server: Server,
     /// Offers waiting for their answer: the description's token → offerer and RTT.
     pub(crate) offers: BTreeMap<u64, (usize, LinkId, u64)>,
@@ -85,6 +85,8 @@ pub struct Sim {
     /// The recent chunks as the source cut them, so a played piece that is the source's
     /// own memory is known good without reading it (see [`bad_bytes`]).
     pub(crate) cut: BTreeMap<u64, Bytes>,
+    /// Content checks every node shares: each is computed once (`checks.rs`).
+    pub(crate) checks: swarm::Checks,
 }
 
 impl Sim {
@@ -105,7 +107,7 @@ impl Sim {
             next_seq: 0,
             metrics: Metrics::new(chunk_us, end),
             events_run: 0,
-            events_by_kind: Default::default(),
+            events_by_kind: [0; EVENT_KINDS.len()],
             server,
             offers: BTreeMap::new(),
             next_token: 0,
@@ -115,6 +117,7 @@ impl Sim {
                 Vec::new()
             },
             cut: BTreeMap::new(),
+            checks: swarm::Checks::new(crate::checks::SharedChecks::default()),
             config,
         };
         let capacity = sim.config.source_upload * sim.config.bitrate_bytes();
@@ -155,7 +158,7 @@ impl Sim {
             }
             self.now = at;
             self.events_run += 1;
-            *self.events_by_kind.entry(event_kind(&event)).or_default() += 1;
+            self.events_by_kind[event_kind(&event)] += 1;
             self.handle(event);
         }
         let sim_wall_ms = started.elapsed().as_millis() as u64;
@@ -164,7 +167,11 @@ impl Sim {
         }
         let mut report =
             crate::report::summarise(&self.config, self.metrics, self.events_run, sim_wall_ms);
-        report.events_by_kind = self.events_by_kind;
+        report.events_by_kind = EVENT_KINDS
+            .into_iter()
+            .zip(self.events_by_kind)
+            .filter(|(_, count)| *count > 0)
+            .collect();
         report
     }
 
@@ -234,32 +241,56 @@ impl Sim {
 }
 
 /// What an event is, for the count by kind in the report.
-fn event_kind(event: &Event) -> &'static str {
+/// The kinds of event the report counts; an index into it is cheaper to count by than a
+/// map lookup per event.
+const EVENT_KINDS: [&str; 19] = [
+    "produce",
+    "join",
+    "churn",
+    "timer",
+    "message buffer_map",
+    "message have",
+    "message request",
+    "message piece",
+    "message absent",
+    "message cancel",
+    "message init",
+    "message manifest",
+    "message hello",
+    "message subscribe",
+    "message other",
+    "signalling or link event",
+    "to server",
+    "drained",
+    "server leave",
+];
+
+fn event_kind(event: &Event) -> usize {
     match event {
-        Event::Produce => "produce",
-        Event::Join => "join",
-        Event::Churn => "churn",
-        Event::Timer { .. } => "timer",
+        Event::Produce => 0,
+        Event::Join => 1,
+        Event::Churn => 2,
+        Event::Timer { .. } => 3,
         Event::Input {
             input: NodeInput::LinkData(_, frame),
             ..
         } => match frame.tag() {
-            Some(0x01) => "message buffer_map",
-            Some(0x02) => "message have",
-            Some(0x03) => "message request",
-            Some(0x04) => "message piece",
-            Some(0x05) => "message absent",
-            Some(0x06) => "message cancel",
-            Some(0x07) => "message init",
-            Some(0x08) => "message manifest",
-            Some(0x09) => "message hello",
-            Some(0x0a | 0x0b) => "message subscribe",
-            _ => "message other",
+            Some(0x01) => 4,
+            Some(0x02) => 5,
+            Some(0x03) => 6,
+            Some(0x04) => 7,
+            Some(0x05) => 8,
+            Some(0x06) => 9,
+            Some(0x07) => 10,
+            Some(0x08) => 11,
+            Some(0x09) => 12,
+            Some(0x0a | 0x0b) => 13,
+            _ => 14,
         },
-        Event::Input { .. } => "signalling or link event",
-        Event::ToServer { .. } => "to server",
-        Event::Drained { .. } => "drained",
-        Event::ServerLeave { .. } => "server leave",
+        Event::Input { .. } => 15,
+        Event::ToServer { .. } => 16,
+        Event::Drained { .. } => 17,
+        Event::ServerLeave { .. } => 18,
     }
 }
 

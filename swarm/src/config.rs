@@ -2,6 +2,7 @@ use std::sync::Arc;
 
 use protocol::{Broadcast, ChannelKey, ContentSigner};
 
+use crate::checks::Checks;
 use crate::BytesPerSec;
 
 /// What this peer is in the channel.
@@ -95,6 +96,9 @@ pub struct Config {
     /// A chunk peers have not delivered this long before it is due is fetched from an
     /// edge: an HTTP round trip and the chunk's transfer, with room to spare.
     pub edge_lead_ms: u64,
+    /// How pieces and manifests are checked: computed, unless the driver shares what it
+    /// already computed (the simulator; `checks.rs`).
+    pub checks: Checks,
 }
 
 impl Config {
@@ -147,6 +151,7 @@ impl Config {
             exports_signed: false,
             edge_after_ms: 3_000,
             edge_lead_ms: 700,
+            checks: Checks::default(),
         }
     }
 }

@@ -95,7 +95,7 @@ impl Swarm {
             return;
         }
         // Checked before it is stored: nothing unverified is forwarded or played.
-        if !manifest.piece_matches(index, &data) {
+        if !self.config.checks.piece_matches(manifest, index, &data) {
             self.stats.bytes_rejected += len;
             let reason = format!("piece {index} of {seq} does not match its signed hash");
             self.drop_peer(peer, DropCause::Polluting, reason);

@@ -3,6 +3,7 @@
 //! [`Swarm::handle_input`] and act on [`Swarm::poll_output`]; it never reads a clock or
 //! touches a socket, so it runs identically on virtual time.
 
+mod checks;
 mod chunk_store;
 mod config;
 mod content;
@@ -28,6 +29,7 @@ mod timers;
 mod upload;
 mod wire;
 
+pub use checks::{Checks, ContentChecks};
 pub use chunk_store::{Chunk, ChunkData};
 pub use config::{Config, SwarmRole, Trust};
 pub use content::Signed;

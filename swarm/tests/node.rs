@@ -45,6 +45,7 @@ impl Harness {
             seed: 42,
             relay_only: false,
             edge: false,
+            checks: swarm::Checks::default(),
         };
         edit(&mut config);
         let mut h = Harness {

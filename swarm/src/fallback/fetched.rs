@@ -152,8 +152,12 @@ impl Swarm {
                 let pieces = (end - start).div_ceil(PIECE_BYTES);
                 (0..pieces)
                     .find(|&j| {
-                        let piece = &body[j * PIECE_BYTES..((j + 1) * PIECE_BYTES).min(body.len())];
-                        !manifest.piece_matches(first_piece + j, piece)
+                        let piece =
+                            body.slice(j * PIECE_BYTES..((j + 1) * PIECE_BYTES).min(body.len()));
+                        !self
+                            .config
+                            .checks
+                            .piece_matches(manifest, first_piece + j, &piece)
                     })
                     .map(|j| {
                         let index = first_piece + j;

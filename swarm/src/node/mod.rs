@@ -73,6 +73,9 @@ pub struct NodeConfig {
     /// verifies (`NodeOutput::Signed`), for serving to viewers who check it themselves,
     /// and sends no experience reports.
     pub edge: bool,
+    /// How the swarm checks content; drivers keep the default, which computes every check
+    /// (the simulator shares one that remembers, `swarm::ContentChecks`).
+    pub checks: crate::Checks,
 }
 
 impl NodeConfig {
@@ -385,6 +388,7 @@ impl Node {
             swarm.substreams = count.min(usize::from(protocol::MAX_SUBSTREAMS));
         }
         swarm.exports_signed = config.edge;
+        swarm.checks = config.checks.clone();
         swarm
     }
 
