@@ -118,7 +118,11 @@ mod tests {
         let checks = SharedChecks::default();
         let piece = Bytes::from(vec![1u8; 1_000]);
         assert_eq!(checks.piece_hash(&piece), hash_piece(&piece));
-        assert_eq!(checks.piece_hash(&piece.clone()), hash_piece(&piece), "remembered");
+        assert_eq!(
+            checks.piece_hash(&piece.clone()),
+            hash_piece(&piece),
+            "remembered"
+        );
         // A polluter's copy: same length, other bytes, other memory.
         let mut altered = piece.to_vec();
         altered[999] ^= 1;
@@ -172,7 +176,9 @@ mod tests {
         };
         assert!(checks.manifest_signed(&manifest, &key, &later).is_err());
         let other = ChannelSigner::from_seed(&[8; 32]).public();
-        assert!(checks.manifest_signed(&manifest, &other, &broadcast).is_err());
+        assert!(checks
+            .manifest_signed(&manifest, &other, &broadcast)
+            .is_err());
         assert!(checks.manifest_signed(&manifest, &key, &broadcast).is_ok());
     }
 }
