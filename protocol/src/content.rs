@@ -121,9 +121,12 @@ impl ChunkManifest {
 
     /// Whether `data` is piece `index` of this chunk.
     pub fn piece_matches(&self, index: usize, data: &[u8]) -> bool {
-        self.hashes
-            .get(index)
-            .is_some_and(|hash| *hash == hash_piece(data))
+        self.hash_matches(index, &hash_piece(data))
+    }
+
+    /// Whether `hash` is piece `index`'s: for a caller that hashed the piece its own way.
+    pub fn hash_matches(&self, index: usize, hash: &PieceHash) -> bool {
+        self.hashes.get(index) == Some(hash)
     }
 }
 

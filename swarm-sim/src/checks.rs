@@ -17,10 +17,12 @@ use bytes::Bytes;
 use protocol::{hash_piece, Broadcast, ChannelKey, ChunkManifest, PieceHash, ProtocolError};
 use swarm::ContentChecks;
 
-/// Entries per generation: when the newest fills, the older is dropped. A piece stays
-/// hot as long as nodes keep receiving it; 4,096 pieces is over four minutes of a
-/// 2 Mbit/s stream, and holds at most twice that in buffers alive.
-const GENERATION_ENTRIES: usize = 4_096;
+/// Entries per generation: when the newest fills, the older is dropped. A piece is
+/// received within seconds of its cut; 1,024 pieces is a minute of a 2 Mbit/s stream.
+/// Each entry keeps its whole chunk's buffer alive, so this also bounds that memory
+/// (at most 2,048 pieces' chunks, about 32 MB at 2 Mbit/s). A polluter's copies take
+/// entries too: honest ones are then computed again sooner, never answered wrongly.
+const GENERATION_ENTRIES: usize = 1_024;
 
 #[derive(Default)]
 pub(crate) struct SharedChecks {

@@ -1,10 +1,12 @@
-//! The two checks a viewer runs on content from the network: a piece against its hash in
-//! the signed manifest, and a manifest against the channel key's signature. Both are pure
-//! functions of their inputs, so a driver may hand the core a [`ContentChecks`] that
-//! remembers what it computed. The simulator does: all its nodes receive the very same
-//! piece buffers and manifests, and hashing and checking them once per node took a sixth
-//! of its time (docs/benchmarks.md, "The simulator's speed"). Real drivers compute every
-//! check ([`Checks::default`]): each of their pieces arrives in fresh memory.
+//! The checks a viewer runs on content from the network per piece and per chunk: a piece
+//! against its hash in the signed manifest, and a manifest against the channel key's
+//! signature (the init segment's, once per broadcast, is computed where it is read).
+//! Both are pure functions of their inputs, so a driver may hand the core a
+//! [`ContentChecks`] that remembers what it computed. The simulator does: all its nodes
+//! receive the very same piece buffers and manifests, and hashing and checking them in
+//! every node took a sixth of its time (docs/benchmarks.md, "Simulator speed: shared
+//! content checks"). Real drivers compute every check ([`Checks::default`]): each of
+//! their pieces arrives in fresh memory, so a memo could only cost them.
 
 use std::fmt;
 use std::sync::Arc;
@@ -43,10 +45,7 @@ impl Checks {
         index: usize,
         data: &Bytes,
     ) -> bool {
-        manifest
-            .hashes
-            .get(index)
-            .is_some_and(|hash| *hash == self.0.piece_hash(data))
+        manifest.hash_matches(index, &self.0.piece_hash(data))
     }
 
     pub(crate) fn manifest_signed(

@@ -99,8 +99,9 @@ pub(crate) struct Held {
     pieces: Vec<Option<Bytes>>,
     held: usize,
     /// Which of the first 128 pieces are held, one bit each: the scheduler asks that
-    /// after every input, and reading it here, in the map's own node, spares a cache
-    /// miss on the pieces' memory (the simulator's hottest line, docs/benchmarks.md).
+    /// after every input (`first_missing`, for each pull's overdue deadline), and reading
+    /// it here, in the map's own node, spares a cache miss on the pieces' memory, which
+    /// was the most expensive line of the simulator's profile.
     present: u128,
 }
 
@@ -185,18 +186,6 @@ impl Held {
     }
 }
 
-/// Pieces whose presence `Held::present` records.
-const PRESENT_BITS: usize = 128;
-
-/// The bits of `range`, within `PRESENT_BITS`.
-fn bits(range: std::ops::Range<usize>) -> u128 {
-    let below = |n: usize| match n {
-        PRESENT_BITS => u128::MAX,
-        n => (1u128 << n) - 1,
-    };
-    below(range.end) & !below(range.start)
-}
-
 #[derive(Debug, Default)]
 pub(crate) struct ChunkStore {
     pub chunks: BTreeMap<ChunkSeq, Held>,
@@ -236,6 +225,18 @@ impl ChunkStore {
         self.chunks = self.chunks.split_off(&oldest_kept);
         self.manifests = self.manifests.split_off(&oldest_kept);
     }
+}
+
+/// Pieces whose presence `Held::present` records.
+const PRESENT_BITS: usize = 128;
+
+/// The bits of `range`, within `PRESENT_BITS`.
+fn bits(range: std::ops::Range<usize>) -> u128 {
+    let below = |n: usize| match n {
+        PRESENT_BITS => u128::MAX,
+        n => (1u128 << n) - 1,
+    };
+    below(range.end) & !below(range.start)
 }
 
 #[cfg(test)]
