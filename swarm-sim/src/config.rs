@@ -4,6 +4,7 @@ use std::str::FromStr;
 
 use protocol::PiecesChannel;
 
+use crate::network::FastRetransmit;
 use crate::SimError;
 
 /// A scenario. Every field has a command-line option in `swarm-sim`.
@@ -23,6 +24,8 @@ pub struct SimConfig {
     pub loss: f64,
     /// What a lost packet at a message's tail costs, in ms (`network::Loss`).
     pub tail_loss_recovery_ms: u64,
+    /// Which later packets report a lost one for fast retransmit (`network::Loss`).
+    pub fast_retransmit: FastRetransmit,
     pub rtt: RttRange,
     pub seed: u64,
     /// Initial viewers join spread evenly over this many seconds.
@@ -67,6 +70,7 @@ impl SimConfig {
             churn: 0.0,
             loss: 0.0,
             tail_loss_recovery_ms: 1000,
+            fast_retransmit: FastRetransmit::Association,
             rtt: RttRange { min: 20, max: 200 },
             seed: 1,
             ramp_secs: 10,

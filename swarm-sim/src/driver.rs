@@ -12,7 +12,7 @@ use swarm::{BytesPerSec, LinkId, Millis, Node, NodeConfig, NodeInput, NodeOutput
 
 use crate::hostile::{pollute, Behaviour};
 use crate::metrics::Player;
-use crate::network::{framing, LinkEnd, Loss, Micros, Uplink};
+use crate::network::{framing, LinkEnd, Loss, Micros, Sent, Uplink};
 use crate::sim::{bad_bytes, Event, Sim, DRAINED_BELOW, SOURCE};
 
 /// Signalled messages queued per peer at the server; drained at once by the simulator.
@@ -23,8 +23,8 @@ const MAILBOX_SLOTS: usize = 4096;
 pub(crate) struct SimLink {
     /// The far end, once the answer paired them.
     pub(crate) remote: Option<(usize, LinkId)>,
-    /// Our sending direction.
-    pub(crate) end: LinkEnd,
+    /// Our sending direction, with the messages waiting on it for a loss's recovery.
+    pub(crate) end: LinkEnd<NodeInput>,
     pub(crate) open: bool,
     /// The SACKs this end sends for what it receives.
     pub(crate) acks: swarm::Acknowledgements,
@@ -295,7 +295,8 @@ impl Sim {
         let Some((remote, remote_link)) = l.remote.filter(|_| l.open) else {
             return;
         };
-        let arrives = node.uplink.transmit(
+        let input = NodeInput::LinkData(remote_link, frame);
+        let sent = node.uplink.transmit(
             now,
             &mut l.end,
             len,
@@ -303,8 +304,10 @@ impl Sim {
             Loss {
                 rate: self.config.loss,
                 tail_recovery: self.config.tail_loss_recovery_ms * 1000,
+                fast_retransmit: self.config.fast_retransmit,
             },
             &mut self.rng,
+            input,
         );
         if !node.sent_since_report.contains(&link) {
             node.sent_since_report.push(link);
@@ -315,21 +318,60 @@ impl Sim {
                 self.events.push(at, Event::Drained { node: index, link });
             }
         }
-        let Some(arrives) = arrives else {
-            // Given up by its channel: the receiver's request times out and asks again.
-            self.metrics.pieces_given_up += 1;
-            return;
-        };
+        let released = l.end.take_released();
+        match sent {
+            Sent::Arrives(at, input) => self.events.push(
+                at,
+                Event::Input {
+                    node: remote,
+                    input,
+                },
+            ),
+            Sent::Waits(timeout) => {
+                if let Some(at) = timeout {
+                    self.metrics.tail_losses += 1;
+                    self.events
+                        .push(at, Event::LossTimeout { node: index, link });
+                }
+            }
+            Sent::GivenUp => {
+                // Given up by its channel: the receiver's request times out and asks again.
+                self.metrics.pieces_given_up += 1;
+                return;
+            }
+        }
+        self.deliver(remote, released);
         if let Some((seq, offset, payload)) = piece.filter(|_| remote != SOURCE) {
             self.count_received(remote, index, seq.0, offset, payload);
         }
-        let input = NodeInput::LinkData(remote_link, frame);
-        self.events.push(
-            arrives,
-            Event::Input {
-                node: remote,
-                input,
-            },
-        );
+    }
+
+    /// A retransmission time-out on `link` of node `index` fires: what its lost packets
+    /// held back arrives.
+    pub(crate) fn loss_timeout(&mut self, index: usize, link: LinkId) {
+        let now = self.now;
+        let Some(l) = self.link_mut(index, link) else {
+            return; // The link, and what waited on it, is gone.
+        };
+        let timed_out = l.end.expire(now) as u64;
+        let released = l.end.take_released();
+        let Some((remote, _)) = l.remote else {
+            return;
+        };
+        self.metrics.tail_losses_timed_out += timed_out;
+        self.deliver(remote, released);
+    }
+
+    /// Messages to node `remote` whose arrival is now known.
+    fn deliver(&mut self, remote: usize, released: Vec<(Micros, NodeInput)>) {
+        for (at, input) in released {
+            self.events.push(
+                at,
+                Event::Input {
+                    node: remote,
+                    input,
+                },
+            );
+        }
     }
 }

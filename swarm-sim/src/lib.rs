@@ -14,12 +14,14 @@ mod network;
 pub mod plot;
 mod queue;
 pub mod real;
+mod recovery;
 mod report;
 mod server;
 mod sim;
 
 pub use config::{RttRange, SimConfig, UPLOAD_CLASSES};
 pub use metrics::{Report, TimelinePoint};
+pub use network::FastRetransmit;
 pub use report::table;
 pub use sim::{budget, Sim, CONTROL_ONLY_UPLINK};
 

@@ -4,7 +4,9 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use swarm_sim::plot::{svg, Chart, Series};
-use swarm_sim::{budget, run, table, Report, RttRange, SimConfig, SimError, CONTROL_ONLY_UPLINK};
+use swarm_sim::{
+    budget, run, table, FastRetransmit, Report, RttRange, SimConfig, SimError, CONTROL_ONLY_UPLINK,
+};
 
 /// Simulate a StreamTorrent channel: one broadcaster and N viewers running the real swarm
 /// core on virtual time, over uplinks of limited capacity with delay and loss.
@@ -35,12 +37,18 @@ struct Cli {
     /// Packet loss probability on every link.
     #[arg(long, default_value_t = 0.0)]
     loss: f64,
-    /// How long a packet lost among a message's last three waits to be sent again: too
-    /// few packets follow it for SCTP's fast retransmit, so it waits for the
-    /// retransmission time-out (RTO.min, 1 s in the `webrtc` crate). Earlier losses cost
-    /// a round trip. 0 makes every loss cost a round trip (the model before).
+    /// SCTP's retransmission time-out (RTO.min, 1 s in the `webrtc` crate): how long a
+    /// lost packet waits to be sent again when too few packets follow it for fast
+    /// retransmit (three reports of the gap). Earlier losses cost a round trip. 0 makes
+    /// every loss cost a round trip (the model before 2026-12-07).
     #[arg(long, default_value_t = 1000)]
     tail_loss_recovery_ms: u64,
+    /// Which packets following a lost one count towards fast retransmit: every later
+    /// packet the link sends (`association`, as SCTP does), or only the message's own
+    /// (`message`: a loss among its last three always waits for the time-out; the model
+    /// before 2026-12-08).
+    #[arg(long, value_enum, default_value = "association")]
+    fast_retransmit: FastRetransmit,
     /// Round-trip time range; each link draws uniformly from it.
     #[arg(long, default_value = "20-200")]
     rtt_ms: RttRange,
@@ -115,6 +123,7 @@ fn main() -> ExitCode {
     config.churn = cli.churn;
     config.loss = cli.loss;
     config.tail_loss_recovery_ms = cli.tail_loss_recovery_ms;
+    config.fast_retransmit = cli.fast_retransmit;
     config.rtt = cli.rtt_ms;
     config.seed = cli.seed;
     config.ramp_secs = cli.ramp_secs;

@@ -12,6 +12,8 @@ use std::collections::VecDeque;
 use protocol::PiecesChannel;
 use rand::Rng;
 
+use crate::recovery::{Recovery, GAP_REPORTS};
+
 /// Bytes of data per packet, and the framing each packet adds (the core charges its
 /// budget with the same figures).
 pub use swarm::{CONTROL_PACKET_FRAMING as PACKET_FRAMING, PACKET_PAYLOAD};
@@ -28,9 +30,9 @@ pub const ACK_BACKLOG_LIMIT: Micros = swarm::ACK_DEBT_LIMIT_MS * 1000;
 /// Time in microseconds since the simulation began.
 pub type Micros = u64;
 
-/// A lost packet among a message's last this many is not followed by enough packets for
-/// SCTP's fast retransmit (three reports of the gap).
-const TAIL_PACKETS: usize = 3;
+/// A lost packet among a message's last this many is not followed by enough of the
+/// message's own packets for SCTP's fast retransmit.
+const TAIL_PACKETS: usize = GAP_REPORTS;
 
 /// Random packet loss on every link, and what a loss costs.
 #[derive(Debug, Clone, Copy, Default)]
@@ -40,11 +42,39 @@ pub struct Loss {
     /// How long a lost packet at a message's tail waits: SCTP's retransmission time-out
     /// (RTO.min is 1 s in the `webrtc` crate). 0: a round trip, as an earlier one.
     pub tail_recovery: Micros,
+    /// Which later packets report a gap at a message's tail.
+    pub fast_retransmit: FastRetransmit,
 }
 
-/// One direction of a link, kept by its sender.
+/// Which packets count towards the three reports of a gap that make SCTP retransmit a
+/// lost packet before its time-out.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum FastRetransmit {
+    /// Every later packet of the association, on any channel (what SCTP does): a loss near
+    /// a message's end waits for what the link sends next (`recovery.rs`).
+    #[default]
+    Association,
+    /// The message's own packets only: a loss among its last three always waits for the
+    /// time-out (the model before 2026-12-08, pessimistic on a busy link).
+    Message,
+}
+
+/// What became of a message handed to [`Uplink::transmit`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum Sent<T> {
+    Arrives(Micros, T),
+    /// Held by its link until a lost packet's recovery settles when it arrives
+    /// ([`LinkEnd::take_released`] hands it over then). With a time-out: it lost the
+    /// packet, and [`LinkEnd::expire`] is due then at the latest; without: it waits
+    /// behind such a message on the ordered channel.
+    Waits(Option<Micros>),
+    /// Its channel gave it up (`PiecesChannel::Lifetime`).
+    GivenUp,
+}
+
+/// One direction of a link, kept by its sender, with the messages `T` that wait on it.
 #[derive(Debug)]
-pub struct LinkEnd {
+pub struct LinkEnd<T> {
     pub rtt_ms: u64,
     /// How this link carries pieces (its offerer's choice).
     pub pieces: PiecesChannel,
@@ -57,10 +87,12 @@ pub struct LinkEnd {
     pub reported: u64,
     /// A drain report is scheduled (the browser's `bufferedamountlow` event).
     pub drain_pending: bool,
+    /// Messages waiting for a lost packet to be recovered.
+    recovery: Recovery<T>,
 }
 
-impl LinkEnd {
-    pub fn new(rtt_ms: u64, pieces: PiecesChannel) -> LinkEnd {
+impl<T> LinkEnd<T> {
+    pub fn new(rtt_ms: u64, pieces: PiecesChannel) -> LinkEnd<T> {
         LinkEnd {
             rtt_ms,
             pieces,
@@ -69,7 +101,21 @@ impl LinkEnd {
             queued_bytes: 0,
             reported: 0,
             drain_pending: false,
+            recovery: Recovery::default(),
         }
+    }
+
+    /// Retransmission time-outs due by `now` fire; returns how many did. What that lets
+    /// arrive is in [`LinkEnd::take_released`].
+    pub fn expire(&mut self, now: Micros) -> usize {
+        let expired = self.recovery.expire(now);
+        self.recovery.release(&mut self.last_arrival);
+        expired
+    }
+
+    /// Messages that waited for a recovery and now arrive, with when.
+    pub fn take_released(&mut self) -> Vec<(Micros, T)> {
+        self.recovery.take_released()
     }
 
     /// Bytes still waiting in the uplink at `now` (what `bufferedAmount` reports).
@@ -152,19 +198,23 @@ impl Uplink {
         bytes
     }
 
-    /// Queue a message of `len` bytes on `link`; returns when it arrives at the far end,
-    /// or `None` for a piece its channel gave up (`PiecesChannel::Lifetime`). Every
-    /// message waits its turn in the uplink's FIFO; `bulk` (a piece) says which channel
-    /// it travels on and whether the router queue's limit applies.
-    pub fn transmit(
+    /// Queue `message`, of `len` bytes, on `link`: when it arrives at the far end, unless
+    /// it waits on the link for a lost packet's recovery or its channel gave it up
+    /// (`PiecesChannel::Lifetime`). Every message waits its turn in the uplink's FIFO;
+    /// `bulk` (a piece) says which channel it travels on and whether the router queue's
+    /// limit applies. Its packets may settle when earlier messages that wait arrive:
+    /// [`LinkEnd::take_released`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn transmit<T>(
         &mut self,
         now: Micros,
-        link: &mut LinkEnd,
+        link: &mut LinkEnd<T>,
         len: usize,
         bulk: bool,
         loss: Loss,
         rng: &mut impl Rng,
-    ) -> Option<Micros> {
+        message: T,
+    ) -> Sent<T> {
         let packets = swarm::packets(len);
         let wire = (len + framing(len)) as u64;
         let serialise = (wire as f64 * 1e6 / self.capacity).ceil() as Micros;
@@ -180,7 +230,7 @@ impl Uplink {
         };
         // Expired while it waited in the sender's queue: the transport drops it unsent.
         if lifetime.is_some_and(|life| departs - now > life) {
-            return None;
+            return Sent::GivenUp;
         }
         // A full router queue drops the packets that find no room (tail drop). The
         // transport sends them again later, which takes the same share of the uplink, so
@@ -203,40 +253,70 @@ impl Uplink {
         let at = link.queued.partition_point(|&(d, _)| d <= departs);
         link.queued.insert(at, (departs, wire));
         link.queued_bytes += wire;
+        let one_way = link.rtt_ms * 500;
+        // Its packets report the gaps of earlier losses on this association.
+        let by_association = loss.fast_retransmit == FastRetransmit::Association;
+        if by_association {
+            let per_packet = serialise / packets as u64;
+            link.recovery
+                .sent(departs - serialise, per_packet, packets, one_way);
+        }
         // The sender's queue (`bufferedAmount`) is empty of it once it left; a dropped
         // packet waits in the transport, which a data channel does not report.
         // When its last packet was sent (again, if lost): what a lifetime counts to.
         let mut last_sent = departs.max(recovered_at);
-        let mut arrives = last_sent + link.rtt_ms * 500;
+        let mut arrives = last_sent + one_way;
+        // With a lost packet among its last three: how many later packets of the link
+        // must report it before it is sent again.
+        let mut tail_lost = None;
         if loss.rate > 0.0 {
             let kept = 1.0 - loss.rate;
             let lost = 1.0 - kept.powi(packets as i32);
             if rng.gen_bool(lost) {
                 // Which packet: one of the last three has too few behind it for the gap
                 // to be reported three times, so it waits for the retransmission
-                // time-out; an earlier one is fast-retransmitted about a round trip later.
+                // time-out or for what follows it; an earlier one is fast-retransmitted
+                // about a round trip later.
                 let tail = 1.0 - kept.powi(packets.min(TAIL_PACKETS) as i32);
                 let rtt = link.rtt_ms * 1000;
-                let resent_after = if rng.gen_bool((tail / lost).min(1.0)) {
-                    loss.tail_recovery.max(rtt)
+                if !rng.gen_bool((tail / lost).min(1.0)) {
+                    arrives += rtt;
+                    last_sent += rtt;
+                } else if by_association && lifetime.is_none() {
+                    let behind = rng.gen_range(0..packets.min(TAIL_PACKETS));
+                    tail_lost = Some((GAP_REPORTS - behind, rtt));
                 } else {
-                    rtt
-                };
-                arrives += resent_after;
-                last_sent += resent_after;
+                    // A lifetime's give-up is decided as it is sent: it takes the
+                    // time-out, as by the message's own packets.
+                    let resent_after = loss.tail_recovery.max(rtt);
+                    arrives += resent_after;
+                    last_sent += resent_after;
+                }
             }
         }
         if lifetime.is_some_and(|life| last_sent - now > life) {
-            return None;
+            return Sent::GivenUp;
         }
-        if bulk && link.pieces != PiecesChannel::Shared {
+        let ordered = !(bulk && link.pieces != PiecesChannel::Shared);
+        let sent = if let Some((needs, rtt)) = tail_lost {
+            let timeout = arrives + loss.tail_recovery.max(rtt);
+            link.recovery
+                .lost(message, ordered, needs, arrives + rtt, timeout);
+            Sent::Waits(Some(timeout))
+        } else if !ordered {
             // Unordered: it neither waits for nor holds up anything else.
-            return Some(arrives);
-        }
-        // Ordered delivery: nothing overtakes a delayed message.
-        arrives = arrives.max(link.last_arrival);
-        link.last_arrival = arrives;
-        Some(arrives)
+            Sent::Arrives(arrives, message)
+        } else if link.recovery.holds_ordered() {
+            link.recovery.hold(message, arrives);
+            Sent::Waits(None)
+        } else {
+            // Ordered delivery: nothing overtakes a delayed message.
+            arrives = arrives.max(link.last_arrival);
+            link.last_arrival = arrives;
+            Sent::Arrives(arrives, message)
+        };
+        link.recovery.release(&mut link.last_arrival);
+        sent
     }
 }
 
@@ -257,6 +337,27 @@ mod tests {
         Loss {
             rate,
             tail_recovery: 0,
+            fast_retransmit: FastRetransmit::Message,
+        }
+    }
+
+    impl Uplink {
+        /// [`Uplink::transmit`] of a message without content that never waits on its
+        /// link: when it arrives, `None` if its channel gave it up.
+        fn send(
+            &mut self,
+            now: Micros,
+            link: &mut LinkEnd<()>,
+            len: usize,
+            bulk: bool,
+            loss: Loss,
+            rng: &mut impl Rng,
+        ) -> Option<Micros> {
+            match self.transmit(now, link, len, bulk, loss, rng, ()) {
+                Sent::Arrives(at, ()) => Some(at),
+                Sent::GivenUp => None,
+                Sent::Waits(_) => panic!("a lost packet's recovery is tested with `transmit`"),
+            }
         }
     }
 
@@ -266,16 +367,16 @@ mod tests {
         let mut uplink = Uplink::new(WIRE_PER_MS);
         let mut link = LinkEnd::new(100, PiecesChannel::Shared);
         let first = uplink
-            .transmit(0, &mut link, P, true, Loss::default(), &mut rng)
+            .send(0, &mut link, P, true, Loss::default(), &mut rng)
             .unwrap();
         let second = uplink
-            .transmit(0, &mut link, P, true, Loss::default(), &mut rng)
+            .send(0, &mut link, P, true, Loss::default(), &mut rng)
             .unwrap();
         assert_eq!(first, 1_000 + 50_000, "1 ms on the wire, then half the RTT");
         assert_eq!(second, 2_000 + 50_000, "queued behind the first");
         let mut other = LinkEnd::new(100, PiecesChannel::Shared);
         let control = uplink
-            .transmit(0, &mut other, 20, false, Loss::default(), &mut rng)
+            .send(0, &mut other, 20, false, Loss::default(), &mut rng)
             .unwrap();
         assert!(
             control > second,
@@ -283,7 +384,7 @@ mod tests {
         );
         assert_eq!(uplink.acknowledge(0, 10 * W as usize), 10 * W as usize);
         let after_acks = uplink
-            .transmit(0, &mut link, P, true, Loss::default(), &mut rng)
+            .send(0, &mut link, P, true, Loss::default(), &mut rng)
             .unwrap();
         assert!(
             after_acks > control + 10_000,
@@ -299,7 +400,7 @@ mod tests {
         let mut uplink = Uplink::new(WIRE_PER_MS);
         let mut link = LinkEnd::new(100, PiecesChannel::Shared);
         for _ in 0..4 {
-            uplink.transmit(0, &mut link, P, true, Loss::default(), &mut rng);
+            uplink.send(0, &mut link, P, true, Loss::default(), &mut rng);
         }
         assert_eq!(
             link.drained_at(2 * W),
@@ -323,7 +424,7 @@ mod tests {
         );
         let mut link = LinkEnd::new(2, PiecesChannel::Shared);
         let request = uplink
-            .transmit(0, &mut link, 20, false, Loss::default(), &mut rng)
+            .send(0, &mut link, 20, false, Loss::default(), &mut rng)
             .unwrap();
         assert!(
             request <= ACK_BACKLOG_LIMIT + 3_000,
@@ -338,10 +439,10 @@ mod tests {
         let mut uplink = Uplink::new(WIRE_PER_MS);
         let mut link = LinkEnd::new(100, PiecesChannel::Shared);
         for _ in 0..4 {
-            uplink.transmit(0, &mut link, P, true, Loss::default(), &mut rng);
+            uplink.send(0, &mut link, P, true, Loss::default(), &mut rng);
         }
         let control = uplink
-            .transmit(0, &mut link, 20, false, Loss::default(), &mut rng)
+            .send(0, &mut link, 20, false, Loss::default(), &mut rng)
             .unwrap();
         assert!(
             control > 4_000 + 50_000,
@@ -365,10 +466,10 @@ mod tests {
         let mut uplink = Uplink::new(1e9);
         let mut link = LinkEnd::new(100, PiecesChannel::Shared);
         let lost = uplink
-            .transmit(0, &mut link, 16_000, true, lossy(0.49), &mut rng)
+            .send(0, &mut link, 16_000, true, lossy(0.49), &mut rng)
             .unwrap();
         let next = uplink
-            .transmit(0, &mut link, 10, false, Loss::default(), &mut rng)
+            .send(0, &mut link, 10, false, Loss::default(), &mut rng)
             .unwrap();
         // 14 packets at 49% loss: the message is all but certainly delayed.
         assert!(lost >= 150_000, "arrived at {lost}");
@@ -384,6 +485,7 @@ mod tests {
         let loss = Loss {
             rate: 0.05,
             tail_recovery: 1_000_000,
+            fast_retransmit: FastRetransmit::Message,
         };
         // One packet: any loss is at the tail. 14 packets: most losses are earlier.
         let mut delays = |len: usize| -> Vec<Micros> {
@@ -391,7 +493,7 @@ mod tests {
                 .map(|_| {
                     let mut uplink = Uplink::new(1e9);
                     let mut link = LinkEnd::new(10, PiecesChannel::Shared);
-                    let arrives = uplink.transmit(0, &mut link, len, true, loss, &mut rng);
+                    let arrives = uplink.send(0, &mut link, len, true, loss, &mut rng);
                     arrives.unwrap() - 5_000
                 })
                 .collect()
@@ -421,23 +523,88 @@ mod tests {
     }
 
     #[test]
+    fn a_tail_loss_is_resent_once_three_later_packets_of_the_link_report_it() {
+        let mut rng = StdRng::seed_from_u64(1);
+        let mut uplink = Uplink::new(1e9);
+        let mut link = LinkEnd::new(100, PiecesChannel::Unordered);
+        let lose_all = Loss {
+            rate: 1.0,
+            tail_recovery: 1_000_000,
+            fast_retransmit: FastRetransmit::Association,
+        };
+        let none = Loss::default();
+        let request = uplink.transmit(0, &mut link, 20, false, lose_all, &mut rng, "request");
+        assert_eq!(
+            request,
+            Sent::Waits(Some(1 + 50_000 + 1_000_000)),
+            "a lone packet (1 µs on the wire) waits for later ones, or for the time-out a \
+             second after it would have arrived"
+        );
+        assert_eq!(
+            uplink.transmit(1_000, &mut link, 20, false, none, &mut rng, "have"),
+            Sent::Waits(None),
+            "the ordered channel holds the next message behind it"
+        );
+        assert!(
+            link.take_released().is_empty(),
+            "one later packet is not enough"
+        );
+        let piece = uplink.transmit(2_000, &mut link, 16_000, true, none, &mut rng, "piece");
+        assert!(
+            matches!(piece, Sent::Arrives(at, "piece") if at < 60_000),
+            "an unordered piece overtakes both: {piece:?}"
+        );
+        let released = link.take_released();
+        let order: Vec<&str> = released.iter().map(|(_, m)| *m).collect();
+        assert_eq!(order, ["request", "have"]);
+        let (at, _) = released[0];
+        assert!(
+            (152_000..153_000).contains(&at),
+            "the piece's second packet reported the gap a third time; the SACK and the \
+             resend take a one-way each: {at}"
+        );
+        assert_eq!(released[1].0, at, "the `Have` arrives right behind it");
+    }
+
+    #[test]
+    fn a_tail_loss_on_a_link_that_falls_silent_waits_for_the_time_out() {
+        let mut rng = StdRng::seed_from_u64(1);
+        let mut uplink = Uplink::new(1e9);
+        let mut link = LinkEnd::new(100, PiecesChannel::Unordered);
+        let lose_all = Loss {
+            rate: 1.0,
+            tail_recovery: 1_000_000,
+            fast_retransmit: FastRetransmit::Association,
+        };
+        let Sent::Waits(Some(timeout)) =
+            uplink.transmit(0, &mut link, 16_000, true, lose_all, &mut rng, "piece")
+        else {
+            panic!("a piece that loses every packet waits");
+        };
+        assert_eq!(link.expire(timeout - 1), 0);
+        assert!(link.take_released().is_empty());
+        assert_eq!(link.expire(timeout), 1);
+        assert_eq!(link.take_released(), [(timeout, "piece")]);
+    }
+
+    #[test]
     fn an_unordered_piece_delayed_by_a_loss_holds_up_nothing_else() {
         let mut rng = StdRng::seed_from_u64(1);
         let mut uplink = Uplink::new(1e9);
         let mut link = LinkEnd::new(100, PiecesChannel::Unordered);
         let lost = uplink
-            .transmit(0, &mut link, 16_000, true, lossy(0.49), &mut rng)
+            .send(0, &mut link, 16_000, true, lossy(0.49), &mut rng)
             .unwrap();
         assert!(
             lost >= 150_000,
             "arrived at {lost}: retransmitted a round trip later"
         );
         let next = uplink
-            .transmit(0, &mut link, 10, false, Loss::default(), &mut rng)
+            .send(0, &mut link, 10, false, Loss::default(), &mut rng)
             .unwrap();
         assert!(next < 60_000, "a control message overtakes it: {next}");
         let piece = uplink
-            .transmit(0, &mut link, 16_000, true, Loss::default(), &mut rng)
+            .send(0, &mut link, 16_000, true, Loss::default(), &mut rng)
             .unwrap();
         assert!(piece < 60_000, "and so does the next piece: {piece}");
     }
@@ -450,18 +617,18 @@ mod tests {
         // piece sent once arrives later than that, half a round trip on, all the same).
         let mut link = LinkEnd::new(100, PiecesChannel::Lifetime(90));
         assert_eq!(
-            uplink.transmit(0, &mut link, 16_000, true, lossy(0.49), &mut rng),
+            uplink.send(0, &mut link, 16_000, true, lossy(0.49), &mut rng),
             None
         );
         assert!(uplink
-            .transmit(0, &mut link, 16_000, true, Loss::default(), &mut rng)
+            .send(0, &mut link, 16_000, true, Loss::default(), &mut rng)
             .is_some());
         // Nor does one that would wait longer than it in the sender's queue.
         let mut slow = Uplink::new(100_000.0);
         let mut link = LinkEnd::new(2, PiecesChannel::Lifetime(120));
         let sent: Vec<bool> = (0..3)
             .map(|_| {
-                slow.transmit(0, &mut link, 5_000, true, Loss::default(), &mut rng)
+                slow.send(0, &mut link, 5_000, true, Loss::default(), &mut rng)
                     .is_some()
             })
             .collect();
@@ -479,12 +646,12 @@ mod tests {
         let mut uplink = Uplink::with_queue(WIRE_PER_MS, 5_000, 1_000_000);
         let mut link = LinkEnd::new(2, PiecesChannel::Shared);
         let fits = uplink
-            .transmit(0, &mut link, 4 * P, true, Loss::default(), &mut rng)
+            .send(0, &mut link, 4 * P, true, Loss::default(), &mut rng)
             .unwrap();
         assert_eq!(fits, 4_000 + 1_000, "4 packets fit the 5 ms queue");
         assert_eq!(uplink.dropped_packets, 0);
         let overflows = uplink
-            .transmit(0, &mut link, 4 * P, true, Loss::default(), &mut rng)
+            .send(0, &mut link, 4 * P, true, Loss::default(), &mut rng)
             .unwrap();
         assert_eq!(
             uplink.dropped_packets, 3,
@@ -497,7 +664,7 @@ mod tests {
         let mut unbounded = Uplink::new(WIRE_PER_MS);
         let mut other = LinkEnd::new(2, PiecesChannel::Shared);
         for _ in 0..10 {
-            unbounded.transmit(0, &mut other, 4 * P, true, Loss::default(), &mut rng);
+            unbounded.send(0, &mut other, 4 * P, true, Loss::default(), &mut rng);
         }
         assert_eq!(
             unbounded.dropped_packets, 0,

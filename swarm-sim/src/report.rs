@@ -47,6 +47,8 @@ pub fn summarise(config: &SimConfig, mut m: Metrics, events: u64, sim_wall_ms: u
         uplink_utilisation: (m.message_bytes + m.framing_bytes) as f64 / m.capacity_bytes.max(1.0),
         uplink_drops: m.uplink_drops,
         pieces_given_up: m.pieces_given_up,
+        tail_losses: m.tail_losses,
+        tail_losses_timed_out: m.tail_losses_timed_out,
         source_copies: m.source_payload_sent as f64 / stream_bytes.max(1.0),
         viewers_joined: m.viewers_joined,
         never_started: m.never_started,
@@ -77,7 +79,7 @@ pub fn summarise(config: &SimConfig, mut m: Metrics, events: u64, sim_wall_ms: u
 
 /// The report as a two-column table.
 pub fn table(report: &Report) -> String {
-    let rows: [(&str, String); 34] = [
+    let rows: [(&str, String); 36] = [
         ("peers", report.peers.to_string()),
         ("seconds", report.seconds.to_string()),
         ("seed", report.seed.to_string()),
@@ -103,6 +105,11 @@ pub fn table(report: &Report) -> String {
         ),
         ("uplink_drops", report.uplink_drops.to_string()),
         ("pieces_given_up", report.pieces_given_up.to_string()),
+        ("tail_losses", report.tail_losses.to_string()),
+        (
+            "tail_losses_timed_out",
+            report.tail_losses_timed_out.to_string(),
+        ),
         ("source_copies", format!("{:.2}", report.source_copies)),
         ("viewers_joined", report.viewers_joined.to_string()),
         ("never_started", report.never_started.to_string()),

@@ -60,6 +60,12 @@ pub(crate) enum Event {
     ServerLeave {
         peer: PeerId,
     },
+    /// A retransmission time-out on a node's link: SCTP resends a lost packet that too
+    /// few later ones reported.
+    LossTimeout {
+        node: usize,
+        link: LinkId,
+    },
 }
 
 /// A simulation in progress. [`Sim::run`] runs one to its end.
@@ -211,6 +217,7 @@ impl Sim {
             Event::ToServer { from, text } => self.at_server(from, &text),
             Event::Drained { node, link } => self.drained(node, link),
             Event::ServerLeave { peer } => self.server_leave(peer),
+            Event::LossTimeout { node, link } => self.loss_timeout(node, link),
         }
     }
 
@@ -242,7 +249,7 @@ impl Sim {
 
 /// The kinds of event the report counts; an index into it is cheaper to count by than a
 /// map lookup per event (that lookup was a tenth of the simulator's time).
-const EVENT_KINDS: [&str; 19] = [
+const EVENT_KINDS: [&str; 20] = [
     "produce",
     "join",
     "churn",
@@ -262,6 +269,7 @@ const EVENT_KINDS: [&str; 19] = [
     "to server",
     "drained",
     "server leave",
+    "loss time-out",
 ];
 
 /// What an event is, for the count by kind in the report: its index in `EVENT_KINDS`.
@@ -291,6 +299,7 @@ fn event_kind(event: &Event) -> usize {
         Event::ToServer { .. } => 16,
         Event::Drained { .. } => 17,
         Event::ServerLeave { .. } => 18,
+        Event::LossTimeout { .. } => 19,
     }
 }
 

@@ -2,7 +2,7 @@
 //! check names the scenario's seed, so a failure can be replayed with
 //! `swarm-sim --seed N` and the same options.
 
-use swarm_sim::{run, Report, RttRange, SimConfig};
+use swarm_sim::{run, FastRetransmit, Report, RttRange, SimConfig};
 
 fn scenario(peers: usize, seconds: u64, upload_ratio: f64, source_upload: f64) -> SimConfig {
     let mut config = SimConfig::new(peers, seconds);
@@ -147,6 +147,36 @@ fn link_handshakes_delay_start_up_by_their_time() {
         format!(
             "start-up p50 {} ms without handshake time",
             quick.startup_p50_ms
+        )
+    );
+}
+
+#[test]
+fn later_packets_of_a_link_recover_most_losses_before_the_time_out() {
+    let mut config = scenario(16, 30, 1.5, 3.0);
+    config.exact_classes = true;
+    config.loss = 0.02;
+    config.rtt = RttRange { min: 1, max: 4 };
+    config.fast_retransmit = FastRetransmit::Association;
+    let by_link = simulate(&config);
+    config.fast_retransmit = FastRetransmit::Message;
+    let by_message = simulate(&config);
+    check!(
+        by_link,
+        by_link.tail_losses > 100,
+        "messages lost packets near their end"
+    );
+    check!(
+        by_link,
+        by_link.tail_losses_timed_out * 5 < by_link.tail_losses,
+        "busy links report most of those gaps before the time-out"
+    );
+    check!(
+        by_link,
+        by_link.arrival_p50_ms < by_message.arrival_p50_ms,
+        format!(
+            "so chunks complete sooner than when every such loss waits a second ({} ms)",
+            by_message.arrival_p50_ms
         )
     );
 }
