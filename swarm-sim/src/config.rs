@@ -7,6 +7,11 @@ use protocol::PiecesChannel;
 use crate::network::FastRetransmit;
 use crate::SimError;
 
+/// The playout delays `--target-buffer-ms` accepts: a viewer more than 8 s behind skips
+/// toward live (`swarm::Config::max_lag_ms`), so a delay near that would skip forever.
+const MIN_TARGET_BUFFER_MS: u64 = 100;
+const MAX_TARGET_BUFFER_MS: u64 = 7_000;
+
 /// A scenario. Every field has a command-line option in `swarm-sim`.
 #[derive(Debug, Clone)]
 pub struct SimConfig {
@@ -48,6 +53,10 @@ pub struct SimConfig {
     /// Substreams every peer pushes along (`swarm::Config::substreams`); `None` keeps
     /// the peers' default.
     pub substreams: Option<usize>,
+    /// Viewers' playout delay behind each chunk's cut (`swarm::Config::target_buffer_ms`,
+    /// what the player's latency presets set: low 1,000, normal 1,500, high 4,000 ms);
+    /// `None` keeps the peers' default.
+    pub target_buffer_ms: Option<u64>,
     /// Share of viewers that serve corrupted pieces (a bit flipped in each).
     pub polluters: f64,
     /// Share of viewers that flood their neighbours with requests.
@@ -79,6 +88,7 @@ impl SimConfig {
             drop_recovery_ms: 1000,
             pieces_channel: PiecesChannel::Unordered,
             substreams: None,
+            target_buffer_ms: None,
             polluters: 0.0,
             flooders: 0.0,
             exact_classes: false,
@@ -127,6 +137,17 @@ impl SimConfig {
                 "--substreams",
                 format!("at most {}", protocol::MAX_SUBSTREAMS),
             );
+        }
+        if let Some(ms) = self.target_buffer_ms {
+            if !(MIN_TARGET_BUFFER_MS..=MAX_TARGET_BUFFER_MS).contains(&ms) {
+                return bad(
+                    "--target-buffer-ms",
+                    format!(
+                        "{ms} not in {MIN_TARGET_BUFFER_MS}..={MAX_TARGET_BUFFER_MS} (viewers \
+                         skip toward live past 8,000 ms behind)"
+                    ),
+                );
+            }
         }
         if !(0.0..0.5).contains(&self.loss) {
             return bad("--loss", format!("{} not in 0..0.5", self.loss));
@@ -240,6 +261,18 @@ mod tests {
         assert!("200".parse::<RttRange>().unwrap_err().contains("MIN-MAX"));
         assert!("9-x".parse::<RttRange>().unwrap_err().contains("`x`"));
         assert!("300-200".parse::<RttRange>().is_err());
+    }
+
+    #[test]
+    fn a_playout_delay_the_viewers_would_skip_past_is_refused() {
+        let mut config = SimConfig::new(10, 10);
+        config.target_buffer_ms = Some(4_000);
+        assert!(config.validate().is_ok());
+        for ms in [0, 7_001, 60_000] {
+            config.target_buffer_ms = Some(ms);
+            let err = config.validate().expect_err("out of range").to_string();
+            assert!(err.contains("--target-buffer-ms"), "{err}");
+        }
     }
 
     #[test]

@@ -65,11 +65,13 @@ impl Sim {
         behaviour: Behaviour,
     ) -> usize {
         let index = self.nodes.len();
+        // A player's latency preset is the viewer's; the broadcaster keeps its own.
+        let target_buffer_ms = self.config.target_buffer_ms.filter(|_| signer.is_none());
         let config = NodeConfig {
             channel: self.server.channel().clone(),
             signer: signer.map(|s| Arc::new(s) as _),
             upload_limit,
-            target_buffer_ms: None,
+            target_buffer_ms,
             substreams: self.config.substreams,
             seed: self.rng.gen(),
             relay_only: false,

@@ -82,6 +82,10 @@ struct Cli {
     /// default), at most 16.
     #[arg(long)]
     substreams: Option<usize>,
+    /// Viewers' playout delay behind each chunk's cut, in ms (not given: the peers'
+    /// default, the player's "normal" preset; "low" is 1000, "high" 4000), 100..=7000.
+    #[arg(long)]
+    target_buffer_ms: Option<u64>,
     /// Share of viewers that serve corrupted pieces (a bit flipped in each), 0..=1.
     #[arg(long, default_value_t = 0.0)]
     polluters: f64,
@@ -132,6 +136,7 @@ fn main() -> ExitCode {
     config.drop_recovery_ms = cli.drop_recovery_ms;
     config.pieces_channel = cli.pieces_channel;
     config.substreams = cli.substreams;
+    config.target_buffer_ms = cli.target_buffer_ms;
     config.polluters = cli.polluters;
     config.flooders = cli.flooders;
     config.exact_classes = cli.exact_classes || cli.print_uplinks;

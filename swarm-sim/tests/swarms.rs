@@ -180,3 +180,22 @@ fn later_packets_of_a_link_recover_most_losses_before_the_time_out() {
         )
     );
 }
+
+#[test]
+fn viewers_play_at_the_delay_their_latency_preset_sets() {
+    let mut config = scenario(12, 30, 2.0, 4.0);
+    config.exact_classes = true;
+    config.rtt = RttRange { min: 1, max: 4 };
+    let normal = simulate(&config);
+    config.target_buffer_ms = Some(4_000);
+    let high = simulate(&config);
+    check!(
+        high,
+        high.lag_p50_ms >= normal.lag_p50_ms + 2_000,
+        format!(
+            "2.5 s more delay behind live than the default's {} ms",
+            normal.lag_p50_ms
+        )
+    );
+    check!(high, high.continuity > 0.95, "and it plays on time");
+}
