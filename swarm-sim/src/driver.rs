@@ -321,6 +321,7 @@ impl Sim {
             }
         }
         let released = l.end.take_released();
+        self.deliver(remote, released);
         match sent {
             Sent::Arrives(at, input) => self.events.push(
                 at,
@@ -342,7 +343,6 @@ impl Sim {
                 return;
             }
         }
-        self.deliver(remote, released);
         if let Some((seq, offset, payload)) = piece.filter(|_| remote != SOURCE) {
             self.count_received(remote, index, seq.0, offset, payload);
         }
@@ -367,6 +367,10 @@ impl Sim {
     /// Messages to node `remote` whose arrival is now known.
     fn deliver(&mut self, remote: usize, released: Vec<(Micros, NodeInput)>) {
         for (at, input) in released {
+            debug_assert!(
+                at >= self.now,
+                "a released message arrives at {at}, before now"
+            );
             self.events.push(
                 at,
                 Event::Input {

@@ -38,8 +38,9 @@ pub struct Metrics {
     pub uplink_drops: u64,
     /// Pieces their channel gave up (`--pieces-channel lifetime:MS`).
     pub pieces_given_up: u64,
-    /// Messages that lost a packet among their last three, and of those, the ones the
-    /// retransmission time-out resent (too few later packets reported the gap).
+    /// With `--fast-retransmit association` (else 0): messages that lost a packet among
+    /// their last three, and of those, the ones the retransmission time-out resent (too
+    /// few later packets reported the gap).
     pub tail_losses: u64,
     pub tail_losses_timed_out: u64,
     pub source_payload_sent: u64,
@@ -242,8 +243,9 @@ pub struct Report {
     pub uplink_drops: u64,
     /// Pieces their channel gave up.
     pub pieces_given_up: u64,
-    /// Messages that lost a packet among their last three, and how many of them waited
-    /// for the retransmission time-out rather than fast retransmit.
+    /// With `--fast-retransmit association` (else 0): messages that lost a packet among
+    /// their last three, and how many of them waited for the retransmission time-out
+    /// rather than fast retransmit.
     pub tail_losses: u64,
     pub tail_losses_timed_out: u64,
     /// Source payload sent ÷ one copy of the stream.

@@ -62,6 +62,7 @@ pub enum FastRetransmit {
 /// What became of a message handed to [`Uplink::transmit`].
 #[derive(Debug, PartialEq, Eq)]
 pub enum Sent<T> {
+    /// It arrives then.
     Arrives(Micros, T),
     /// Held by its link until a lost packet's recovery settles when it arrives
     /// ([`LinkEnd::take_released`] hands it over then). With a time-out: it lost the
@@ -257,9 +258,10 @@ impl Uplink {
         // Its packets report the gaps of earlier losses on this association.
         let by_association = loss.fast_retransmit == FastRetransmit::Association;
         if by_association {
+            // Packets the router queue dropped report nothing until they are resent.
+            let start = departs.max(recovered_at) - serialise;
             let per_packet = serialise / packets as u64;
-            link.recovery
-                .sent(departs - serialise, per_packet, packets, one_way);
+            link.recovery.sent(start, per_packet, packets, one_way);
         }
         // The sender's queue (`bufferedAmount`) is empty of it once it left; a dropped
         // packet waits in the transport, which a data channel does not report.
@@ -294,11 +296,12 @@ impl Uplink {
                 }
             }
         }
-        if lifetime.is_some_and(|life| last_sent - now > life) {
-            return Sent::GivenUp;
-        }
         let ordered = !(bulk && link.pieces != PiecesChannel::Shared);
-        let sent = if let Some((needs, rtt)) = tail_lost {
+        // Its packets may have settled earlier messages' recovery, so every outcome
+        // releases them below.
+        let sent = if lifetime.is_some_and(|life| last_sent - now > life) {
+            Sent::GivenUp
+        } else if let Some((needs, rtt)) = tail_lost {
             let timeout = arrives + loss.tail_recovery.max(rtt);
             link.recovery
                 .lost(message, ordered, needs, arrives + rtt, timeout);
@@ -585,6 +588,34 @@ mod tests {
         assert!(link.take_released().is_empty());
         assert_eq!(link.expire(timeout), 1);
         assert_eq!(link.take_released(), [(timeout, "piece")]);
+    }
+
+    #[test]
+    fn a_given_up_piece_still_reports_the_gaps_before_it() {
+        let mut rng = StdRng::seed_from_u64(1);
+        let mut uplink = Uplink::new(1e9);
+        // A 90 ms lifetime: a lost piece's retransmission would outlive it.
+        let mut link = LinkEnd::new(100, PiecesChannel::Lifetime(90));
+        let lose_all = Loss {
+            rate: 1.0,
+            tail_recovery: 1_000_000,
+            fast_retransmit: FastRetransmit::Association,
+        };
+        let request = uplink.transmit(0, &mut link, 20, false, lose_all, &mut rng, "request");
+        assert!(matches!(request, Sent::Waits(Some(_))), "{request:?}");
+        let piece = uplink.transmit(0, &mut link, 16_000, true, lose_all, &mut rng, "piece");
+        assert_eq!(piece, Sent::GivenUp);
+        let released = link.take_released();
+        assert_eq!(
+            released.len(),
+            1,
+            "its packets went out and reported the request's gap: {released:?}"
+        );
+        assert!(
+            (150_000..200_000).contains(&released[0].0),
+            "resent a round trip and a half later, not at the time-out: {released:?}"
+        );
+        assert_eq!(link.expire(2_000_000), 0, "nothing is left to time out");
     }
 
     #[test]

@@ -25,21 +25,6 @@ pub struct Recovery<T> {
     released: Vec<(Micros, T)>,
 }
 
-#[derive(Debug)]
-struct Waiting<T> {
-    message: T,
-    /// On the ordered channel: it neither overtakes nor lets anything overtake it.
-    ordered: bool,
-    /// Later packets still to be sent before the gap has been reported enough; 0 once
-    /// its arrival is known (or for a message only held back behind a lost one).
-    needs: usize,
-    arrives: Option<Micros>,
-    /// The soonest it can arrive once lost: a round trip after it would have.
-    earliest: Micros,
-    /// When it arrives if the retransmission time-out resends it.
-    timeout: Micros,
-}
-
 impl<T> Default for Recovery<T> {
     fn default() -> Self {
         Recovery {
@@ -153,6 +138,21 @@ impl<T> Recovery<T> {
     pub fn waiting(&self) -> usize {
         self.waiting.len()
     }
+}
+
+#[derive(Debug)]
+struct Waiting<T> {
+    message: T,
+    /// On the ordered channel: it neither overtakes nor lets anything overtake it.
+    ordered: bool,
+    /// Later packets still to be sent before the gap has been reported enough; 0 once
+    /// its arrival is known (or for a message only held back behind a lost one).
+    needs: usize,
+    arrives: Option<Micros>,
+    /// The soonest it can arrive once lost: a round trip after it would have.
+    earliest: Micros,
+    /// When it arrives if the retransmission time-out resends it.
+    timeout: Micros,
 }
 
 #[cfg(test)]
