@@ -344,6 +344,15 @@ mod tests {
         }
     }
 
+    /// Every packet lost, recovered as SCTP does, with a 1 s time-out.
+    fn lose_every_packet() -> Loss {
+        Loss {
+            rate: 1.0,
+            tail_recovery: 1_000_000,
+            fast_retransmit: FastRetransmit::Association,
+        }
+    }
+
     impl Uplink {
         /// [`Uplink::transmit`] of a message without content that never waits on its
         /// link: when it arrives, `None` if its channel gave it up.
@@ -530,11 +539,7 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(1);
         let mut uplink = Uplink::new(1e9);
         let mut link = LinkEnd::new(100, PiecesChannel::Unordered);
-        let lose_all = Loss {
-            rate: 1.0,
-            tail_recovery: 1_000_000,
-            fast_retransmit: FastRetransmit::Association,
-        };
+        let lose_all = lose_every_packet();
         let none = Loss::default();
         let request = uplink.transmit(0, &mut link, 20, false, lose_all, &mut rng, "request");
         assert_eq!(
@@ -574,11 +579,7 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(1);
         let mut uplink = Uplink::new(1e9);
         let mut link = LinkEnd::new(100, PiecesChannel::Unordered);
-        let lose_all = Loss {
-            rate: 1.0,
-            tail_recovery: 1_000_000,
-            fast_retransmit: FastRetransmit::Association,
-        };
+        let lose_all = lose_every_packet();
         let Sent::Waits(Some(timeout)) =
             uplink.transmit(0, &mut link, 16_000, true, lose_all, &mut rng, "piece")
         else {
@@ -596,11 +597,7 @@ mod tests {
         let mut uplink = Uplink::new(1e9);
         // A 90 ms lifetime: a lost piece's retransmission would outlive it.
         let mut link = LinkEnd::new(100, PiecesChannel::Lifetime(90));
-        let lose_all = Loss {
-            rate: 1.0,
-            tail_recovery: 1_000_000,
-            fast_retransmit: FastRetransmit::Association,
-        };
+        let lose_all = lose_every_packet();
         let request = uplink.transmit(0, &mut link, 20, false, lose_all, &mut rng, "request");
         assert!(matches!(request, Sent::Waits(Some(_))), "{request:?}");
         let piece = uplink.transmit(0, &mut link, 16_000, true, lose_all, &mut rng, "piece");
