@@ -323,13 +323,7 @@ impl Sim {
         let released = l.end.take_released();
         self.deliver(remote, released);
         match sent {
-            Sent::Arrives(at, input) => self.events.push(
-                at,
-                Event::Input {
-                    node: remote,
-                    input,
-                },
-            ),
+            Sent::Arrives(at, input) => self.deliver(remote, [(at, input)]),
             Sent::Waits(timeout) => {
                 if let Some(at) = timeout {
                     self.metrics.tail_losses += 1;
@@ -365,12 +359,9 @@ impl Sim {
     }
 
     /// Messages to node `remote` whose arrival is now known.
-    fn deliver(&mut self, remote: usize, released: Vec<(Micros, NodeInput)>) {
-        for (at, input) in released {
-            debug_assert!(
-                at >= self.now,
-                "a released message arrives at {at}, before now"
-            );
+    fn deliver(&mut self, remote: usize, arrivals: impl IntoIterator<Item = (Micros, NodeInput)>) {
+        for (at, input) in arrivals {
+            debug_assert!(at >= self.now, "a message arrives at {at}, before now");
             self.events.push(
                 at,
                 Event::Input {

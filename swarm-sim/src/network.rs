@@ -255,53 +255,45 @@ impl Uplink {
         link.queued.insert(at, (departs, wire));
         link.queued_bytes += wire;
         let one_way = link.rtt_ms * 500;
-        // Its packets report the gaps of earlier losses on this association.
-        let by_association = loss.fast_retransmit == FastRetransmit::Association;
-        if by_association {
-            // Packets the router queue dropped report nothing until they are resent.
-            let start = departs.max(recovered_at) - serialise;
-            let per_packet = serialise / packets as u64;
-            link.recovery.sent(start, per_packet, packets, one_way);
-        }
+        let rtt = link.rtt_ms * 1000;
         // The sender's queue (`bufferedAmount`) is empty of it once it left; a dropped
         // packet waits in the transport, which a data channel does not report.
         // When its last packet was sent (again, if lost): what a lifetime counts to.
         let mut last_sent = departs.max(recovered_at);
+        // Its packets report the gaps of earlier losses on this association; those the
+        // router queue dropped report nothing until they are resent.
+        let by_association = loss.fast_retransmit == FastRetransmit::Association;
+        if by_association {
+            let per_packet = serialise / packets as u64;
+            link.recovery
+                .sent(last_sent - serialise, per_packet, packets, one_way);
+        }
         let mut arrives = last_sent + one_way;
         // With a lost packet among its last three: how many later packets of the link
         // must report it before it is sent again.
         let mut tail_lost = None;
-        if loss.rate > 0.0 {
-            let kept = 1.0 - loss.rate;
-            let lost = 1.0 - kept.powi(packets as i32);
-            if rng.gen_bool(lost) {
-                // Which packet: one of the last three has too few behind it for the gap
-                // to be reported three times, so it waits for the retransmission
-                // time-out or for what follows it; an earlier one is fast-retransmitted
-                // about a round trip later.
-                let tail = 1.0 - kept.powi(packets.min(TAIL_PACKETS) as i32);
-                let rtt = link.rtt_ms * 1000;
-                if !rng.gen_bool((tail / lost).min(1.0)) {
-                    arrives += rtt;
-                    last_sent += rtt;
-                } else if by_association && lifetime.is_none() {
-                    let behind = rng.gen_range(0..packets.min(TAIL_PACKETS));
-                    tail_lost = Some((GAP_REPORTS - behind, rtt));
-                } else {
-                    // A lifetime's give-up is decided as it is sent: it takes the
-                    // time-out, as by the message's own packets.
-                    let resent_after = loss.tail_recovery.max(rtt);
-                    arrives += resent_after;
-                    last_sent += resent_after;
-                }
+        // A lifetime's give-up is decided as it is sent, so there a tail loss takes the
+        // time-out, as by the message's own packets.
+        let by_link = by_association && lifetime.is_none();
+        let resent_after = match draw_loss(loss.rate, packets, by_link, rng) {
+            Drawn::Kept => 0,
+            Drawn::Early => rtt,
+            Drawn::Tail {
+                behind: Some(behind),
+            } => {
+                tail_lost = Some(GAP_REPORTS - behind);
+                0
             }
-        }
+            Drawn::Tail { behind: None } => loss.tail_recovery.max(rtt),
+        };
+        arrives += resent_after;
+        last_sent += resent_after;
         let ordered = !(bulk && link.pieces != PiecesChannel::Shared);
         // Its packets may have settled earlier messages' recovery, so every outcome
         // releases them below.
         let sent = if lifetime.is_some_and(|life| last_sent - now > life) {
             Sent::GivenUp
-        } else if let Some((needs, rtt)) = tail_lost {
+        } else if let Some(needs) = tail_lost {
             let timeout = arrives + loss.tail_recovery.max(rtt);
             link.recovery
                 .lost(message, ordered, needs, arrives + rtt, timeout);
@@ -321,6 +313,39 @@ impl Uplink {
         link.recovery.release(&mut link.last_arrival);
         sent
     }
+}
+
+/// Whether a message lost a packet, and where.
+enum Drawn {
+    Kept,
+    /// Early enough that the message's own later packets report it: a round trip.
+    Early,
+    /// Among its last three; with `locate`, how many of its own packets follow it.
+    Tail {
+        behind: Option<usize>,
+    },
+}
+
+/// Draws the loss of a message of `packets` packets, each lost at `rate`; `locate` also
+/// draws where in its last three a tail loss fell.
+fn draw_loss(rate: f64, packets: usize, locate: bool, rng: &mut impl Rng) -> Drawn {
+    if rate <= 0.0 {
+        return Drawn::Kept;
+    }
+    let kept = 1.0 - rate;
+    let lost = 1.0 - kept.powi(packets as i32);
+    if !rng.gen_bool(lost) {
+        return Drawn::Kept;
+    }
+    // Which packet: one of the last three has too few behind it for the gap to be
+    // reported three times, so it waits for the retransmission time-out or for what
+    // follows it; an earlier one is fast-retransmitted about a round trip later.
+    let tail = 1.0 - kept.powi(packets.min(TAIL_PACKETS) as i32);
+    if !rng.gen_bool((tail / lost).min(1.0)) {
+        return Drawn::Early;
+    }
+    let behind = locate.then(|| rng.gen_range(0..packets.min(TAIL_PACKETS)));
+    Drawn::Tail { behind }
 }
 
 #[cfg(test)]
